@@ -1,0 +1,107 @@
+"""Tiny seeded models and data for the tests (no downloads, no ../shared).
+
+Every factory is deterministic: the same seed gives the same weights and data.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+
+
+def images(n: int = 64, shape=(16, 16, 3), seed: int = 0) -> np.ndarray:
+    """Gaussian float32 images."""
+    return np.random.default_rng(seed).normal(size=(n, *shape)).astype(np.float32)
+
+
+def cnn(seed: int = 0, input_shape=(16, 16, 3), classes: int = 10):
+    """Conv + BatchNorm + ReLU CNN (Keras 3 Sequential)."""
+    keras.utils.set_random_seed(seed)
+    model = keras.Sequential([
+        keras.Input(input_shape, name="image"),
+        keras.layers.Conv2D(8, 3),
+        keras.layers.BatchNormalization(),
+        keras.layers.ReLU(),
+        keras.layers.Conv2D(8, 3, activation="relu"),
+        keras.layers.GlobalAveragePooling2D(),
+        keras.layers.Dense(classes),
+    ])
+    # Non-trivial BN statistics, so folding is exercised.
+    bn = model.layers[1]
+    rng = np.random.default_rng(seed)
+    bn.moving_mean.assign(rng.normal(0, 0.1, 8).astype(np.float32))
+    bn.moving_variance.assign(rng.uniform(0.5, 2.0, 8).astype(np.float32))
+    return model
+
+
+def mlp(seed: int = 0, features: int = 20, classes: int = 5):
+    """Dense MLP with GELU (Keras 3 Sequential)."""
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential([
+        keras.Input((features,), name="features"),
+        keras.layers.Dense(32, activation="gelu"),
+        keras.layers.Dense(classes),
+    ])
+
+
+def two_in_two_out(seed: int = 0):
+    """Functional model with inputs 'a' [8] and 'b' [4,4,1], outputs 'cls' and 'reg'."""
+    keras.utils.set_random_seed(seed)
+    a = keras.Input((8,), name="a")
+    b = keras.Input((4, 4, 1), name="b")
+    hb = keras.layers.Flatten()(keras.layers.Conv2D(4, 2, activation="relu")(b))
+    h = keras.layers.Concatenate()([keras.layers.Dense(8, activation="relu")(a), hb])
+    cls = keras.layers.Dense(3, name="cls")(h)
+    reg = keras.layers.Dense(1, name="reg")(h)
+    return keras.Model({"a": a, "b": b}, {"cls": cls, "reg": reg})
+
+
+def two_in_data(n: int = 32, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {"a": rng.normal(size=(n, 8)).astype(np.float32),
+            "b": rng.normal(size=(n, 4, 4, 1)).astype(np.float32)}
+
+
+def subclassed(seed: int = 0, features: int = 6):
+    """A built Keras 3 subclassed model."""
+    keras.utils.set_random_seed(seed)
+
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d1 = keras.layers.Dense(16, activation="relu")
+            self.d2 = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.d2(self.d1(x))
+
+    net = Net()
+    net(np.zeros((1, features), np.float32))
+    return net
+
+
+def tf_keras_cnn(seed: int = 0, input_shape=(16, 16, 3), classes: int = 10):
+    """The CNN built with tf_keras (Keras 2)."""
+    import tf_keras  # noqa: PLC0415
+
+    tf_keras.utils.set_random_seed(seed)
+    return tf_keras.Sequential([
+        tf_keras.Input(input_shape, name="image"),
+        tf_keras.layers.Conv2D(8, 3),
+        tf_keras.layers.BatchNormalization(),
+        tf_keras.layers.ReLU(),
+        tf_keras.layers.GlobalAveragePooling2D(),
+        tf_keras.layers.Dense(classes),
+    ])
+
+
+def shared_path(*parts: str) -> str | None:
+    """Path under ../shared if it exists (benchmark data), else None."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "..", "..", "shared", *parts)
+    return path if os.path.exists(path) else None

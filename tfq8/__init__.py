@@ -1,0 +1,16 @@
+"""tfq8: full-integer int8 TFLite models from Keras, with better activation ranges."""
+
+from tfq8.calibration import Calibration
+from tfq8.convert import UnsupportedOpError, calibrate, convert
+from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.harness.inspect import inspect
+
+__all__ = [
+    "Calibration",
+    "RepresentativeDataset",
+    "UnsupportedOpError",
+    "calibrate",
+    "convert",
+    "inspect",
+    "representative_dataset",
+]

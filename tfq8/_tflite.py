@@ -1,0 +1,238 @@
+"""The only module that touches private TensorFlow / TFLite API.
+
+tfq8 overrides the converter's activation ranges through the same route as
+`tf.lite.experimental.QuantizationDebugger`:
+
+1. `converter._experimental_calibrate_only = True` makes `convert()` return the
+   calibrated *float* model, whose activation tensors carry
+   `quantization.min/max` recorded by TFLite's own calibrator.
+2. tfq8 rewrites those `min/max` fields in the flatbuffer.
+3. `tensorflow.lite.python.convert.mlir_quantize(..., fully_quantize=True)`
+   turns the edited model into the int8 model, deriving scales and zero points
+   from the edited ranges exactly as it would from the converter's own.
+
+Everything here is pinned to the TensorFlow releases in
+`SUPPORTED_TF_VERSIONS`; `tests/test_tflite_private_api.py` fails loudly when a
+release moves or renames any of it. A TF upgrade touches this file only.
+
+Example:
+    >>> from tfq8 import _tflite
+    >>> _tflite.check_tf_version()  # raises on an unsupported TensorFlow
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import warnings
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tensorflow.lite.python import convert as _tf_convert  # private
+from tensorflow.lite.python import schema_py_generated as schema  # private
+from tensorflow.lite.tools import flatbuffer_utils as _fb_utils  # private
+
+_log = logging.getLogger("tfq8")
+
+SUPPORTED_TF_VERSIONS: tuple[str, ...] = ("2.21",)
+"""TensorFlow major.minor releases whose private quantizer API tfq8 was checked against."""
+
+ALLOW_UNSUPPORTED_ENV = "TFQ8_ALLOW_UNSUPPORTED_TF"
+
+_TENSOR_TYPE_NAMES = {
+    v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")
+}
+_BUILTIN_NAMES = {
+    v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")
+}
+
+# numpy dtype -> the tf.dtypes value mlir_quantize expects for model inputs/outputs.
+_IO_TYPES = {
+    np.dtype(np.int8): tf.int8,
+    np.dtype(np.uint8): tf.uint8,
+    np.dtype(np.float32): tf.float32,
+}
+
+
+def check_tf_version(version: str | None = None) -> None:
+    """Raises `RuntimeError` unless TensorFlow is a release tfq8 supports.
+
+    Set the environment variable `TFQ8_ALLOW_UNSUPPORTED_TF=1` to try an
+    unsupported release anyway (a warning is logged instead).
+
+    Args:
+        version: The version string to check; defaults to `tf.__version__`.
+    """
+    version = tf.__version__ if version is None else version
+    major_minor = ".".join(version.split(".")[:2])
+    if major_minor in SUPPORTED_TF_VERSIONS:
+        return
+    msg = (
+        f"tfq8 relies on private TFLite quantizer API checked only on TensorFlow "
+        f"{', '.join(SUPPORTED_TF_VERSIONS)}; found TensorFlow {version}. "
+        f"Set {ALLOW_UNSUPPORTED_ENV}=1 to try it anyway."
+    )
+    if os.environ.get(ALLOW_UNSUPPORTED_ENV) == "1":
+        _log.warning(msg)
+        return
+    raise RuntimeError(msg)
+
+
+@contextlib.contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """Swallows the chatter of Keras' export and of the quantizer.
+
+    Keras prints `Saved artifact at ...` while exporting, and `mlir_quantize`
+    warns that input statistics are missing (tfq8 always provides them).
+    """
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        yield
+
+
+def calibrate_only(
+    converter: tf.lite.TFLiteConverter,
+    sample_gen: Callable[[], Iterable[list[np.ndarray]]],
+) -> bytes:
+    """Runs TFLite's own calibrator and returns the calibrated float model.
+
+    Args:
+        converter: A fresh `tf.lite.TFLiteConverter` for the model.
+        sample_gen: Zero-argument callable yielding one sample per step, each a
+            list of arrays in the model's input order (batch dimension 1).
+
+    Returns:
+        The calibrated float `.tflite` flatbuffer; each activation tensor carries
+        `quantization.min/max` as observed by TFLite's calibrator.
+    """
+    check_tf_version()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = sample_gen
+    converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    with _quiet_stdout():
+        return bytes(converter.convert())
+
+
+def quantize(
+    calibrated: bytes,
+    *,
+    per_channel: bool = True,
+    input_type: np.dtype = np.int8,
+    output_type: np.dtype = np.int8,
+) -> bytes:
+    """Quantizes a calibrated float model with the ranges its tensors carry.
+
+    Args:
+        calibrated: Calibrated float flatbuffer (see `calibrate_only`), usually
+            after `set_ranges`.
+        per_channel: Per-channel weight quantization (True) or per-tensor.
+        input_type: dtype of the model's inputs: int8, uint8 or float32.
+        output_type: dtype of the model's outputs: int8, uint8 or float32.
+
+    Returns:
+        The quantized `.tflite` flatbuffer.
+    """
+    check_tf_version()
+    with _quiet_stdout():
+        return bytes(
+            _tf_convert.mlir_quantize(
+                calibrated,
+                disable_per_channel=not per_channel,
+                fully_quantize=True,
+                input_data_type=_IO_TYPES[np.dtype(input_type)],
+                output_data_type=_IO_TYPES[np.dtype(output_type)],
+            )
+        )
+
+
+def io_types() -> tuple[np.dtype, ...]:
+    """The dtypes `quantize` accepts for model inputs and outputs."""
+    return tuple(_IO_TYPES)
+
+
+def read_model(model: bytes) -> "schema.ModelT":
+    """Parses a `.tflite` flatbuffer into the mutable object API (`ModelT`)."""
+    return _fb_utils.read_model_from_bytearray(bytearray(model))
+
+
+def write_model(model: "schema.ModelT") -> bytes:
+    """Serializes a `ModelT` back into flatbuffer bytes."""
+    return bytes(_fb_utils.convert_object_to_bytearray(model))
+
+
+def has_tflite_identifier(model: bytes) -> bool:
+    """True if the bytes carry the `TFL3` flatbuffer file identifier."""
+    return len(model) >= 8 and bytes(model[4:8]) == b"TFL3"
+
+
+def tensor_type_name(tensor_type: int) -> str:
+    """`schema.TensorType` value -> name such as `INT8`."""
+    return _TENSOR_TYPE_NAMES.get(tensor_type, f"TYPE_{tensor_type}")
+
+
+def op_name(model: "schema.ModelT", op: "schema.OperatorT") -> str:
+    """Builtin (or custom) op name of an operator, such as `CONV_2D`."""
+    code = model.operatorCodes[op.opcodeIndex]
+    builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        name = code.customCode
+        return name.decode() if isinstance(name, bytes) else str(name)
+    return _BUILTIN_NAMES.get(builtin, f"OP_{builtin}")
+
+
+def tensor_name(tensor: "schema.TensorT") -> str:
+    """A tensor's name as `str`."""
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def calibrated_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
+    """Tensor index -> (min, max) recorded by the calibrator in subgraph 0."""
+    model = read_model(calibrated)
+    out = {}
+    for index, tensor in enumerate(model.subgraphs[0].tensors):
+        q = tensor.quantization
+        if q is not None and q.min is not None and len(q.min) == 1:
+            out[index] = (float(q.min[0]), float(q.max[0]))
+    return out
+
+
+def set_ranges(
+    calibrated: bytes, ranges: Mapping[int, tuple[float, float]]
+) -> bytes:
+    """Returns a copy of `calibrated` whose tensors carry the given ranges.
+
+    Args:
+        calibrated: Calibrated float flatbuffer.
+        ranges: Tensor index (subgraph 0) -> (min, max). Every index must
+            already carry a calibrated range.
+
+    Returns:
+        The edited flatbuffer.
+    """
+    model = read_model(calibrated)
+    tensors = model.subgraphs[0].tensors
+    for index, (lo, hi) in ranges.items():
+        q = tensors[index].quantization
+        if q is None or q.min is None or len(q.min) != 1:
+            raise ValueError(
+                f"Tensor {index} ({tensor_name(tensors[index])!r}) carries no "
+                "calibrated range to override."
+            )
+        q.min = np.array([lo], dtype=np.float32)
+        q.max = np.array([hi], dtype=np.float32)
+    return write_model(model)
+
+
+def tensor_names(model: bytes) -> list[str]:
+    """Names of the tensors of subgraph 0, by index."""
+    return [tensor_name(t) for t in read_model(model).subgraphs[0].tensors]
+
+
+def outputs_of(model: "schema.ModelT") -> Sequence[int]:
+    """Output tensor indices of subgraph 0."""
+    return [int(i) for i in model.subgraphs[0].outputs]

@@ -1,0 +1,197 @@
+"""`Calibration`: the calibrated float model plus one histogram per tensor.
+
+A `Calibration` is computed once (`tfq8.calibrate`, or by
+`tfq8.CalibrationCallback` during `fit`) and then turned into ranges by any
+method, as often as wanted, without running the model again. It saves to a
+single `.npz` file (plain arrays and a JSON header, never pickle) and merges
+with another calibration of the same model.
+
+Example:
+    >>> calib = tfq8.calibrate(model, x_train[:500])
+    >>> calib.ranges("kl")[0]
+    (-2.1..., 2.4...)
+    >>> calib.save("stats.npz")
+    >>> calib = tfq8.Calibration.load("stats.npz")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import tempfile
+from typing import Any, Mapping
+
+import numpy as np
+
+from tfq8 import _tflite, ranges as _ranges
+from tfq8.stats.collect import TensorStats
+from tfq8.stats.histogram import Histogram
+
+FORMAT = "tfq8.calibration/1"
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Statistics of every activation tensor of a model's TFLite graph.
+
+    Attributes:
+        model: The calibrated float `.tflite` flatbuffer (TFLite's calibrator's
+            output, whose tensors carry the converter's own min/max).
+        tensors: One `TensorStats` per calibrated tensor, by tensor index.
+        num_samples: How many samples the statistics cover.
+        fingerprint: SHA-256 of the model's weights when calibrated (used to
+            refuse stale statistics), or None.
+    """
+
+    model: bytes
+    tensors: list[TensorStats]
+    num_samples: int
+    fingerprint: str | None = None
+
+    def __post_init__(self):
+        self._by_name = {t.name: t for t in self.tensors}
+
+    def __repr__(self) -> str:
+        return (f"Calibration({len(self.tensors)} tensors, {self.num_samples} samples, "
+                f"model {len(self.model)} bytes)")
+
+    def tensor(self, key: int | str) -> TensorStats:
+        """A tensor's statistics by index or name."""
+        if isinstance(key, str):
+            if key in self._by_name:
+                return self._by_name[key]
+        else:
+            for t in self.tensors:
+                if t.index == key:
+                    return t
+        names = ", ".join(repr(t.name) for t in self.tensors[:8])
+        raise KeyError(f"No calibrated tensor {key!r}. Calibrated tensors include: {names}")
+
+    def ranges(self, method: str = "minmax", **options: Any) -> dict[int, tuple[float, float]]:
+        """Tensor index -> (min, max) chosen by a per-tensor range method.
+
+        Args:
+            method: A name from `tfq8.ranges.available_methods()`.
+            **options: Passed to the method (such as `percentile=99.9`).
+        """
+        fn = _ranges.get_method(method)
+        return {t.index: fn(t.histogram, **options) for t in self.tensors}
+
+    def converter_ranges(self) -> dict[int, tuple[float, float]]:
+        """The ranges TFLite's converter itself would use (its calibrator's)."""
+        return _tflite.calibrated_ranges(self.model)
+
+    def merge(self, other: "Calibration") -> "Calibration":
+        """Statistics over the samples of both calibrations (same model graph).
+
+        Raises:
+            ValueError: If the two describe different graphs.
+        """
+        mine = [(t.index, t.name) for t in self.tensors]
+        theirs = [(t.index, t.name) for t in other.tensors]
+        if mine != theirs:
+            raise ValueError(
+                "Can only merge calibrations of the same TFLite graph; the tensors differ."
+            )
+        merged = []
+        for a, b in zip(self.tensors, other.tensors):
+            h = a.histogram.copy().merge(b.histogram)
+            merged.append(TensorStats(a.index, a.name, h, a.producer))
+        # Keep the calibrator's ranges consistent with the merged extremes.
+        model = _tflite.set_ranges(self.model, {t.index: (t.histogram.min, t.histogram.max)
+                                                for t in merged})
+        fingerprint = self.fingerprint if self.fingerprint == other.fingerprint else None
+        return Calibration(model, merged, self.num_samples + other.num_samples, fingerprint)
+
+    # ------------------------------------------------------------ save / load
+    def save(self, path: str | os.PathLike) -> None:
+        """Writes the calibration to an `.npz` file, atomically.
+
+        Args:
+            path: Destination; `.npz` is the expected suffix.
+        """
+        path = os.fspath(path)
+        header = {
+            "format": FORMAT,
+            "num_samples": self.num_samples,
+            "fingerprint": self.fingerprint,
+            "tensors": [{"index": t.index, "name": t.name, "producer": t.producer}
+                        for t in self.tensors],
+        }
+        arrays: dict[str, np.ndarray] = {
+            "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
+            "model": np.frombuffer(self.model, np.uint8),
+        }
+        for i, t in enumerate(self.tensors):
+            for key, value in t.histogram.to_arrays().items():
+                arrays[f"t{i}_{key}"] = value
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(path, buf.getvalue())
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Calibration":
+        """Reads a file written by `save`.
+
+        Raises:
+            ValueError: If the file is missing, unreadable or not a tfq8 calibration.
+        """
+        path = os.fspath(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                header = json.loads(bytes(z["header"]).decode())
+                if header.get("format") != FORMAT:
+                    raise ValueError(f"format is {header.get('format')!r}, expected {FORMAT!r}")
+                model = bytes(z["model"])
+                tensors = []
+                for i, t in enumerate(header["tensors"]):
+                    h = Histogram.from_arrays(
+                        {k: z[f"t{i}_{k}"] for k in ("counts", "meta", "extremes")})
+                    tensors.append(TensorStats(int(t["index"]), t["name"], h, t["producer"]))
+        except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+            raise ValueError(
+                f"Could not read a tfq8 calibration from {path!r}: {e}"
+            ) from None
+        return cls(model, tensors, int(header["num_samples"]), header.get("fingerprint"))
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Writes `data` to `path` via a temporary file and a rename.
+
+    An existing file at `path` is replaced whole or left untouched.
+    """
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tfq8-", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[float, float]]
+                       ) -> dict[int, tuple[float, float]]:
+    """Tensor names/indices -> index-keyed ranges, checked."""
+    out = {}
+    for key, value in overrides.items():
+        t = calib.tensor(key)
+        try:
+            lo, hi = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"ranges[{key!r}] must be a (min, max) pair of numbers. Received: {value!r}"
+            ) from None
+        if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+            raise ValueError(
+                f"ranges[{key!r}] must be finite with min <= max. Received: {value!r}"
+            )
+        out[t.index] = (lo, hi)
+    return out

@@ -1,0 +1,213 @@
+"""`calibrate()` and `convert()`: statistics once, int8 models many times.
+
+Pipeline (each stage its own module)::
+
+    data --adapter--> samples --TFLite calibrator--> calibrated float graph
+         --LiteRT--> histogram per tensor --range method--> (min, max) per tensor
+         --override min/max--> mlir_quantize --> full-integer int8 .tflite
+
+Example:
+    >>> tflite_model = tfq8.convert(model, x_train[:500])          # method="auto"
+    >>> calib = tfq8.calibrate(model, x_train[:500])
+    >>> kl_model = tfq8.convert(model, calibration=calib, method="kl")
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Mapping
+
+import numpy as np
+
+from tfq8 import _tflite
+from tfq8.calibration import Calibration, atomic_write, validate_overrides
+from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.harness.inspect import inspect
+from tfq8.models import ModelHandle, load_model
+from tfq8.ranges import auto as _auto
+from tfq8.ranges import available_methods
+from tfq8.stats.collect import collect
+from tfq8.stats.histogram import DEFAULT_MAX_BINS
+
+_log = logging.getLogger("tfq8")
+
+CALIBRATION_ATTR = "_tfq8_calibration"
+_IO_NAMES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
+
+
+class UnsupportedOpError(ValueError):
+    """An op could not be quantized to integers and float fallback is off."""
+
+
+def calibrate(
+    model: Any,
+    data: Any,
+    *,
+    num_samples: int | None = None,
+    max_bins: int = DEFAULT_MAX_BINS,
+    batch_size: int | None = None,
+) -> Calibration:
+    """Collects histograms of every activation tensor of the model's TFLite graph.
+
+    TFLite's own calibrator runs first (it produces the calibrated float graph
+    and the converter's exact min/max); then LiteRT runs the same samples in
+    batches and fills one histogram per tensor.
+
+    Args:
+        model: A Keras 3 or tf_keras model, or a `.keras`/`.h5`/SavedModel path.
+        data: Calibration data of any kind `tfq8.representative_dataset` accepts.
+        num_samples: Use at most this many samples (default: all).
+        max_bins: Histogram resolution (bins per tensor, memory bound).
+        batch_size: Samples per LiteRT run while collecting (default: automatic).
+
+    Returns:
+        A `Calibration`, reusable by `convert(..., calibration=...)`.
+
+    Example:
+        >>> calib = tfq8.calibrate(model, dataset.take(200))
+        >>> calib.save("stats.npz")
+    """
+    handle = load_model(model)
+    rep = data if isinstance(data, RepresentativeDataset) and num_samples is None and (
+        data.specs == handle.specs) else representative_dataset(
+            data, specs=handle.specs, num_samples=num_samples)
+    _log.info("Calibrating on %d samples.", len(rep))
+    calibrated = _tflite.calibrate_only(handle.converter(), rep)
+    _check_input_order(calibrated, handle)
+    tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size)
+    return Calibration(calibrated, tensors, len(rep), handle.fingerprint())
+
+
+def convert(
+    model: Any = None,
+    data: Any = None,
+    *,
+    calibration: Calibration | None = None,
+    method: str = "auto",
+    method_options: Mapping[str, Any] | None = None,
+    ranges: Mapping[str | int, tuple[float, float]] | None = None,
+    per_channel: bool = True,
+    input_type: str = "int8",
+    output_type: str = "int8",
+    allow_float: bool = False,
+    num_samples: int | None = None,
+    output_path: str | os.PathLike | None = None,
+) -> bytes:
+    """Converts a model to a full-integer int8 `.tflite` with tfq8's ranges.
+
+    Args:
+        model: A Keras 3 or tf_keras model, or a `.keras`/`.h5`/SavedModel
+            path. May be None when `calibration` is given.
+        data: Calibration data (anything `tfq8.representative_dataset` takes).
+            Not needed with `calibration`, or after `tfq8.CalibrationCallback`
+            has attached statistics to the model.
+        calibration: Statistics from `tfq8.calibrate` to reuse.
+        method: `"auto"` (default) or one of `tfq8.ranges.available_methods()`:
+            `"minmax"` (the converter's own ranges), `"percentile"`, `"kl"`, `"mse"`.
+        method_options: Keyword options for the method, such as
+            `{"percentile": 99.9}`.
+        ranges: Per-tensor overrides, tensor name (or index) -> (min, max),
+            applied after the method.
+        per_channel: Per-channel weights (default) or per-tensor.
+        input_type: `"int8"` (default), `"uint8"` or `"float32"`.
+        output_type: `"int8"` (default), `"uint8"` or `"float32"`.
+        allow_float: Keep ops that cannot be quantized in float instead of
+            raising `UnsupportedOpError`.
+        num_samples: Use at most this many samples of `data`.
+        output_path: Also write the model there (atomically).
+
+    Returns:
+        The `.tflite` flatbuffer, like `TFLiteConverter.convert()`.
+
+    Raises:
+        ValueError: On bad arguments or data, or stale or missing statistics.
+        UnsupportedOpError: If an op stays float and `allow_float` is False.
+
+    Example:
+        >>> blob = tfq8.convert(model, x_train[:500], method="kl")
+        >>> open("model_int8.tflite", "wb").write(blob)
+    """
+    io_in, io_out = _io_type("input_type", input_type), _io_type("output_type", output_type)
+    if method != "auto" and method not in available_methods():
+        raise ValueError(
+            f"Unknown range method. Expected one of auto, {', '.join(available_methods())}. "
+            f"Received: method={method!r}"
+        )
+    calib = _resolve_calibration(model, data, calibration, num_samples)
+    quant = dict(per_channel=per_channel, input_type=io_in, output_type=io_out)
+    overrides = validate_overrides(calib, ranges or {})
+    if method == "auto":
+        chosen = _auto.choose(calib, overrides=overrides, **quant)
+    else:
+        chosen = calib.ranges(method, **dict(method_options or {}))
+        chosen.update(overrides)
+    blob = quantize_with_ranges(calib, chosen, **quant)
+    check_integer(blob, allow_float=allow_float)
+    if output_path is not None:
+        atomic_write(os.fspath(output_path), blob)
+    return blob
+
+
+def quantize_with_ranges(calib: Calibration, chosen: Mapping[int, tuple[float, float]],
+                         **quant: Any) -> bytes:
+    """Writes `chosen` into the calibrated model and quantizes it."""
+    return _tflite.quantize(_tflite.set_ranges(calib.model, chosen), **quant)
+
+
+def check_integer(blob: bytes, *, allow_float: bool) -> None:
+    """Raises `UnsupportedOpError` naming the float ops, unless allowed."""
+    info = inspect(blob)
+    if info.full_integer:
+        return
+    names = sorted({op.name for op in info.float_ops})
+    msg = (f"{len(info.float_ops)} op(s) could not be quantized to integers and stay float: "
+           f"{', '.join(names)} (first: op #{info.float_ops[0].index} "
+           f"{info.float_ops[0].outputs[0].name if info.float_ops[0].outputs else ''!r}).")
+    if not allow_float:
+        raise UnsupportedOpError(msg + " Pass allow_float=True to keep them in float.")
+    _log.warning("%s Kept in float (allow_float=True).", msg)
+
+
+def _io_type(arg: str, value: Any) -> np.dtype:
+    key = value if isinstance(value, str) else getattr(np.dtype(value) if value is not None else None, "name", None)
+    if key not in _IO_NAMES:
+        raise ValueError(f"{arg} must be one of {', '.join(_IO_NAMES)}. Received: {arg}={value!r}")
+    return np.dtype(_IO_NAMES[key])
+
+
+def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
+                         num_samples: int | None) -> Calibration:
+    if calibration is not None:
+        if not isinstance(calibration, Calibration):
+            raise TypeError(
+                f"calibration must be a tfq8.Calibration. Received: {type(calibration).__name__}")
+        if data is not None:
+            raise ValueError("Pass either data or calibration, not both.")
+        return calibration
+    if model is None:
+        raise ValueError("convert() needs a model (or a calibration). Received: model=None")
+    if data is not None:
+        return calibrate(model, data, num_samples=num_samples)
+    attached = getattr(model, CALIBRATION_ATTR, None) if not isinstance(model, (str, os.PathLike)) else None
+    if attached is None:
+        raise ValueError(
+            "No calibration data: pass data=... (samples like the model's inputs), "
+            "calibration=tfq8.calibrate(...), or train with tfq8.CalibrationCallback."
+        )
+    current = load_model(model).fingerprint()
+    if attached.fingerprint != current:
+        raise ValueError(
+            "The statistics attached by tfq8.CalibrationCallback are stale: the model's "
+            "weights changed after they were taken. Pass data=... to recalibrate."
+        )
+    return attached
+
+
+def _check_input_order(calibrated: bytes, handle: ModelHandle) -> None:
+    from tfq8.models import specs_from_tflite  # noqa: PLC0415
+
+    got = [s.name for s in specs_from_tflite(calibrated)]
+    want = [s.name for s in handle.specs]
+    if len(got) != len(want):
+        raise RuntimeError(f"TFLite model has inputs {got}; expected {want}.")

@@ -1,0 +1,392 @@
+"""Representative-dataset adapter: every kind of user data -> validated samples.
+
+Accepted data (the conventions follow `model.fit`):
+
+* a numpy array `[N, ...]` for one input, or a list of arrays for several;
+* a tuple `(x, y)` or `(x, y, sample_weight)`: the labels are dropped;
+* a dict keyed by input name (arrays, or per-sample values in a stream);
+* a `tf.data.Dataset`, batched or not (decided against the model's input rank);
+* a `keras.utils.PyDataset`, any Python iterable or generator, or a zero-argument
+  callable returning one (TFLite's own `representative_dataset` style).
+
+Everything is split into single samples, cast to the model's input dtypes and
+checked: wrong shapes or dtypes, a wrong number or names of inputs, NaN/Inf and
+empty data raise a `ValueError` naming the sample and showing what was expected
+and what was received.
+
+Example:
+    >>> converter.representative_dataset = tfq8.representative_dataset(
+    ...     x_train, model=model, num_samples=200)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+_log = logging.getLogger("tfq8")
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """One model input: name, shape (None for unknown dims, batch first) and dtype."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: np.dtype
+
+    def describe(self) -> str:
+        dims = ", ".join("None" if d is None else str(d) for d in self.shape)
+        return f"{self.name!r} of shape ({dims}) and dtype {np.dtype(self.dtype).name}"
+
+
+class RepresentativeDataset:
+    """Validated calibration samples, usable as TFLite's `representative_dataset`.
+
+    Calling the object returns a generator yielding one sample per step as a
+    list of arrays (batch dimension 1) in the model's input order, which is what
+    `TFLiteConverter.representative_dataset` expects.
+
+    Attributes:
+        inputs: One array per model input, all with the same first dimension.
+        specs: The input specs the samples were checked against, if known.
+    """
+
+    def __init__(self, inputs: Sequence[np.ndarray], specs: Sequence[InputSpec] | None = None):
+        self.inputs = [np.ascontiguousarray(a) for a in inputs]
+        self.specs = list(specs) if specs is not None else None
+
+    def __len__(self) -> int:
+        return int(self.inputs[0].shape[0])
+
+    def __call__(self) -> Iterator[list[np.ndarray]]:
+        for i in range(len(self)):
+            yield [a[i : i + 1] for a in self.inputs]
+
+    def batches(self, batch_size: int) -> Iterator[list[np.ndarray]]:
+        """Yields lists of arrays with up to `batch_size` samples each."""
+        for start in range(0, len(self), batch_size):
+            yield [a[start : start + batch_size] for a in self.inputs]
+
+    def take(self, n: int) -> "RepresentativeDataset":
+        """The first `n` samples."""
+        return RepresentativeDataset([a[:n] for a in self.inputs], self.specs)
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(f"{a.dtype.name}{list(a.shape)}" for a in self.inputs)
+        return f"RepresentativeDataset({len(self)} samples: {shapes})"
+
+
+def representative_dataset(
+    data: Any,
+    *,
+    model: Any = None,
+    specs: Sequence[InputSpec] | None = None,
+    num_samples: int | None = None,
+) -> RepresentativeDataset:
+    """Adapts calibration data of any common kind for TFLite and tfq8.
+
+    Args:
+        data: Numpy arrays, `(x, y[, w])` tuples, dicts keyed by input name,
+            a `tf.data.Dataset`, a `keras.utils.PyDataset`, an iterable or
+            generator, or a zero-argument callable returning one.
+        model: Optional Keras model (or anything `tfq8` accepts as a model);
+            its input names, shapes and dtypes are used to order, cast and
+            check the data. Without it, streams are taken as batched, like
+            `model.fit` does.
+        specs: Input specs to use instead of `model`'s.
+        num_samples: Use at most this many samples (default: all).
+
+    Returns:
+        A `RepresentativeDataset`; assign it to
+        `converter.representative_dataset` or pass it to `tfq8.calibrate`.
+
+    Raises:
+        ValueError: On empty data, a wrong number or names of inputs, wrong
+            shapes, non-numeric dtypes or NaN/Inf values.
+        TypeError: If `data` is of a kind that cannot be read.
+
+    Example:
+        >>> rep = tfq8.representative_dataset((x_train, y_train), model=model,
+        ...                                   num_samples=200)
+        >>> len(rep)
+        200
+    """
+    if num_samples is not None and (not isinstance(num_samples, (int, np.integer)) or num_samples < 1):
+        raise ValueError(
+            f"num_samples must be a positive integer or None. Received: num_samples={num_samples!r}"
+        )
+    if isinstance(data, RepresentativeDataset):
+        data = list(data.inputs)
+    if specs is None and model is not None:
+        from tfq8 import models  # local: models imports TensorFlow
+
+        specs = models.input_specs(model)
+    builder = _Builder(specs, num_samples)
+    builder.consume(data)
+    return builder.finish()
+
+
+# --------------------------------------------------------------------- internals
+class _Builder:
+    """Collects samples from any source, checking each against the specs."""
+
+    def __init__(self, specs: Sequence[InputSpec] | None, num_samples: int | None):
+        self.specs = list(specs) if specs else None
+        self.limit = num_samples
+        self.chunks: list[list[np.ndarray]] = []
+        self.count = 0
+
+    @property
+    def full(self) -> bool:
+        return self.limit is not None and self.count >= self.limit
+
+    # ---- source kinds
+    def consume(self, data: Any) -> None:
+        if data is None:
+            raise ValueError("data must not be None. Received: data=None")
+        tf = _tf_or_none()
+        if tf is not None and isinstance(data, tf.data.Dataset):
+            return self._consume_dataset(data)
+        if _is_pydataset(data):
+            for i in range(len(data)):
+                if self.full:
+                    break
+                self._add_batch_like(data[i], batched=True)
+            return None
+        if callable(data) and not _is_array_like(data) and not isinstance(data, dict):
+            return self.consume(data())
+        if isinstance(data, np.ndarray) or _is_tensor(data):
+            return self._add(self._structure(data), batched=True, origin="array")
+        if isinstance(data, dict):
+            return self._add(self._structure(data), batched=True, origin="dict")
+        if isinstance(data, (list, tuple)) and data and all(_is_array_like(d) for d in data):
+            return self._add(self._structure(data), batched=True, origin="arrays")
+        if isinstance(data, (list, tuple)) and not data:
+            raise ValueError("data is empty: expected at least one sample. Received: an empty sequence")
+        try:
+            iterator = iter(data)
+        except TypeError:
+            raise TypeError(
+                "data must be numpy arrays, (x, y) pairs, a dict, a tf.data.Dataset, a "
+                f"keras.utils.PyDataset, an iterable or a callable. Received: {type(data).__name__}"
+            ) from None
+        for item in iterator:
+            if self.full:
+                break
+            self._add_batch_like(item, batched=None)
+        return None
+
+    def _consume_dataset(self, ds) -> None:
+        tf = _tf_or_none()
+        if ds.cardinality() == tf.data.INFINITE_CARDINALITY and self.limit is None:
+            raise ValueError(
+                "data is an infinite tf.data.Dataset: pass num_samples to say how many "
+                "samples to calibrate with. Received: num_samples=None"
+            )
+        for item in ds.as_numpy_iterator():
+            if self.full:
+                break
+            self._add_batch_like(item, batched=None)
+
+    def _add_batch_like(self, item: Any, batched: bool | None) -> None:
+        self._add(self._structure(item), batched=batched, origin="stream")
+
+    # ---- structure: -> list of arrays in input order
+    def _structure(self, item: Any) -> list[np.ndarray]:
+        n_inputs = len(self.specs) if self.specs else None
+        if isinstance(item, tuple) and 2 <= len(item) <= 3 and not (
+            n_inputs == len(item) and self._matches_specs(item)
+        ):
+            item = item[0]  # (x, y) or (x, y, sample_weight)
+        if isinstance(item, tuple) and len(item) == 1:
+            item = item[0]
+        if isinstance(item, dict):
+            return self._from_dict(item)
+        if isinstance(item, (list, tuple)):
+            arrays = [_to_numpy(a, f"input {i}") for i, a in enumerate(item)]
+        else:
+            arrays = [_to_numpy(item, "input 0")]
+        if n_inputs is not None and len(arrays) != n_inputs:
+            raise ValueError(
+                f"Sample {self.count}: the model has {n_inputs} input(s) "
+                f"({', '.join(s.name for s in self.specs)}). Received {len(arrays)} array(s)."
+            )
+        return arrays
+
+    def _matches_specs(self, item: tuple) -> bool:
+        try:
+            arrays = [np.asarray(a) for a in item]
+        except Exception:  # noqa: BLE001 - not array-like: not inputs
+            return False
+        for a, spec in zip(arrays, self.specs):
+            if a.ndim not in (len(spec.shape), len(spec.shape) - 1):
+                return False
+            tail = spec.shape[-a.ndim :] if a.ndim else ()
+            if any(d is not None and d != s for d, s in zip(tail, a.shape)):
+                return False
+        return True
+
+    def _from_dict(self, item: dict) -> list[np.ndarray]:
+        if self.specs is None:
+            keys = sorted(item)
+            if len(keys) == 1:
+                return [_to_numpy(item[keys[0]], repr(keys[0]))]
+            raise ValueError(
+                "data is a dict with several keys but the model's input names are unknown: "
+                f"pass model= or a list of arrays. Received keys: {keys}"
+            )
+        names = [s.name for s in self.specs]
+        missing = [n for n in names if n not in item]
+        extra = [k for k in item if k not in names]
+        if missing or extra:
+            raise ValueError(
+                f"Sample {self.count}: dict keys must be the model's input names {names}. "
+                f"Received keys: {sorted(map(str, item))}"
+                + (f" (missing {missing})" if missing else "")
+                + (f" (unexpected {extra})" if extra else "")
+            )
+        return [_to_numpy(item[n], repr(n)) for n in names]
+
+    # ---- batching, casting, checking
+    def _add(self, arrays: list[np.ndarray], *, batched: bool | None, origin: str) -> None:
+        if self.specs is not None:
+            ranks = [len(s.shape) for s in self.specs]
+            if batched is None or origin == "stream":
+                is_sample = [a.ndim == r - 1 for a, r in zip(arrays, ranks)]
+                if any(is_sample) and not all(is_sample):
+                    raise ValueError(
+                        f"Sample {self.count}: inputs mix batched and unbatched arrays. "
+                        f"Received shapes {[a.shape for a in arrays]}"
+                    )
+                if all(is_sample):
+                    arrays = [a[None] for a in arrays]
+            for a, spec in zip(arrays, self.specs):
+                if a.ndim != len(spec.shape):
+                    raise ValueError(
+                        f"Sample {self.count}: expected input {spec.describe()} "
+                        f"(a batch, or one sample without the batch dimension). "
+                        f"Received shape {a.shape}"
+                    )
+        elif any(a.ndim == 0 for a in arrays):
+            raise ValueError(
+                f"Sample {self.count}: expected arrays with a batch dimension. "
+                f"Received shapes {[a.shape for a in arrays]}"
+            )
+        sizes = {int(a.shape[0]) for a in arrays}
+        if len(sizes) != 1:
+            raise ValueError(
+                f"Sample {self.count}: all inputs need the same number of samples. "
+                f"Received batch sizes {[a.shape[0] for a in arrays]}"
+            )
+        size = sizes.pop()
+        if self.limit is not None:
+            take = min(size, self.limit - self.count)
+            arrays = [a[:take] for a in arrays]
+            size = take
+        if size == 0:
+            return
+        arrays = [self._check(a, i) for i, a in enumerate(arrays)]
+        if self.chunks and self.specs is None:
+            first = self.chunks[0]
+            if len(first) != len(arrays) or any(
+                f.shape[1:] != a.shape[1:] for f, a in zip(first, arrays)
+            ):
+                raise ValueError(
+                    f"Sample {self.count}: every sample must have the same structure as "
+                    f"the first, shapes {[f.shape[1:] for f in first]}. "
+                    f"Received {[a.shape[1:] for a in arrays]}"
+                )
+        self.chunks.append(arrays)
+        self.count += size
+
+    def _check(self, a: np.ndarray, i: int) -> np.ndarray:
+        spec = self.specs[i] if self.specs else None
+        name = spec.name if spec else f"input {i}"
+        if not (np.issubdtype(a.dtype, np.number) or a.dtype == np.bool_):
+            raise ValueError(
+                f"Sample {self.count}: input {name!r} must be numeric"
+                + (f" ({np.dtype(spec.dtype).name})" if spec else "")
+                + f". Received dtype {a.dtype}"
+            )
+        if np.issubdtype(a.dtype, np.complexfloating):
+            raise ValueError(f"Sample {self.count}: input {name!r} must be real. Received dtype {a.dtype}")
+        if np.issubdtype(a.dtype, np.floating):
+            finite = np.isfinite(a.reshape(len(a), -1)).all(axis=1)
+            if not finite.all():
+                bad = self.count + int(np.flatnonzero(~finite)[0])
+                raise ValueError(
+                    f"Sample {bad}: input {name!r} contains NaN or Inf. "
+                    "Expected finite values."
+                )
+        if spec is not None:
+            for axis, (want, got) in enumerate(zip(spec.shape[1:], a.shape[1:]), start=1):
+                if want is not None and want != got:
+                    raise ValueError(
+                        f"Sample {self.count}: expected input {spec.describe()}. "
+                        f"Received shape {(None,) + a.shape[1:]} (axis {axis} is {got}, not {want})"
+                    )
+            target = np.dtype(spec.dtype)
+            if np.issubdtype(target, np.integer) and np.issubdtype(a.dtype, np.floating):
+                if not np.array_equal(a, np.round(a)):
+                    raise ValueError(
+                        f"Sample {self.count}: input {name!r} has integer dtype {target.name}. "
+                        f"Received non-integral {a.dtype} values"
+                    )
+            a = a.astype(target, copy=False)
+        elif np.issubdtype(a.dtype, np.floating) and a.dtype != np.float32:
+            a = a.astype(np.float32)
+        return a
+
+    def finish(self) -> RepresentativeDataset:
+        if self.count == 0:
+            raise ValueError(
+                "data is empty: expected at least one sample. Received: 0 samples"
+            )
+        if self.limit is not None and self.count < self.limit:
+            _log.info("Calibration data has %d samples (num_samples=%d).", self.count, self.limit)
+        inputs = [np.concatenate(parts, axis=0) for parts in zip(*self.chunks)]
+        return RepresentativeDataset(inputs, self.specs)
+
+
+def _tf_or_none():
+    try:
+        import tensorflow as tf  # noqa: PLC0415
+
+        return tf
+    except ImportError:  # pragma: no cover - TensorFlow is a dependency
+        return None
+
+
+def _is_tensor(x: Any) -> bool:
+    tf = _tf_or_none()
+    return tf is not None and (tf.is_tensor(x))
+
+
+def _is_array_like(x: Any) -> bool:
+    return isinstance(x, (np.ndarray, np.generic)) or _is_tensor(x)
+
+
+def _is_pydataset(x: Any) -> bool:
+    for mod in ("keras", "tf_keras"):
+        try:
+            utils = __import__(mod).utils
+            cls = getattr(utils, "PyDataset", None) or getattr(utils, "Sequence", None)
+        except (ImportError, AttributeError):
+            continue
+        if cls is not None and isinstance(x, cls):
+            return True
+    return False
+
+
+def _to_numpy(x: Any, what: str) -> np.ndarray:
+    if _is_tensor(x):
+        x = x.numpy()
+    try:
+        return np.asarray(x)
+    except Exception as e:  # noqa: BLE001
+        raise TypeError(f"{what} could not be read as an array. Received: {type(x).__name__}") from e
+

@@ -1,0 +1,134 @@
+"""Ops and dtypes of a `.tflite` model, and a checked full-integer verdict.
+
+An op is *integer* when none of its non-constant inputs or outputs is a float
+tensor. Float model inputs/outputs wrapped by a QUANTIZE/DEQUANTIZE op (what a
+model converted with float32 I/O has) are allowed and reported as such.
+
+Example:
+    >>> info = tfq8.inspect(open("model_int8.tflite", "rb").read())
+    >>> info.full_integer, [op.name for op in info.float_ops]
+    (True, [])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from tfq8 import _tflite
+
+_FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
+_BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor: index, name, shape, dtype name, and quantization if any."""
+
+    index: int
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    scale: tuple[float, ...] = ()
+    zero_point: tuple[int, ...] = ()
+    constant: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class OpInfo:
+    """One operator with its input and output tensors."""
+
+    index: int
+    name: str
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+    @property
+    def is_integer(self) -> bool:
+        """No float activation among its inputs and outputs."""
+        return not any(t.dtype in _FLOAT_TYPES and not t.constant
+                       for t in self.inputs + self.outputs)
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What `inspect` found."""
+
+    ops: tuple[OpInfo, ...]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    size_bytes: int
+
+    @property
+    def float_ops(self) -> tuple[OpInfo, ...]:
+        """Ops computing in float, excluding QUANTIZE/DEQUANTIZE at float model I/O."""
+        io = {t.index for t in self.inputs + self.outputs}
+        out = []
+        for op in self.ops:
+            if op.is_integer:
+                continue
+            if op.name in _BOUNDARY_OPS and any(t.index in io for t in op.inputs + op.outputs):
+                continue
+            out.append(op)
+        return tuple(out)
+
+    @property
+    def full_integer(self) -> bool:
+        """True if every op computes in integers."""
+        return not self.float_ops
+
+    def __str__(self) -> str:
+        lines = [f"{'#':>4}  {'op':<24} {'inputs':<40} outputs"]
+        for op in self.ops:
+            ins = ", ".join(t.dtype for t in op.inputs if not t.constant)
+            outs = ", ".join(t.dtype for t in op.outputs)
+            flag = "" if op.is_integer else "   <- float"
+            lines.append(f"{op.index:>4}  {op.name:<24} {ins:<40} {outs}{flag}")
+        verdict = "full-integer" if self.full_integer else (
+            f"NOT full-integer: {len(self.float_ops)} float op(s)")
+        lines.append(f"{len(self.ops)} ops, {self.size_bytes} bytes: {verdict}")
+        return "\n".join(lines)
+
+
+def inspect(model: bytes | str | os.PathLike) -> ModelInfo:
+    """Lists a model's ops with their tensors' dtypes and quantization.
+
+    Args:
+        model: `.tflite` bytes or a path to a `.tflite` file.
+
+    Returns:
+        A `ModelInfo`; `info.full_integer` and `info.float_ops` give the verdict.
+    """
+    if isinstance(model, (str, os.PathLike)):
+        with open(model, "rb") as f:
+            model = f.read()
+    parsed = _tflite.read_model(model)
+    sg = parsed.subgraphs[0]
+
+    def info(i: int) -> TensorInfo:
+        t = sg.tensors[i]
+        q = t.quantization
+        buf = parsed.buffers[t.buffer] if t.buffer is not None and t.buffer < len(parsed.buffers) else None
+        constant = buf is not None and ((buf.data is not None and len(buf.data) > 0) or bool(buf.size))
+        return TensorInfo(
+            index=i,
+            name=_tflite.tensor_name(t),
+            shape=tuple(int(d) for d in (t.shape if t.shape is not None else ())),
+            dtype=_tflite.tensor_type_name(t.type),
+            scale=tuple(float(s) for s in (q.scale if q is not None and q.scale is not None else ())),
+            zero_point=tuple(int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else ())),
+            constant=constant,
+        )
+
+    ops = tuple(
+        OpInfo(k, _tflite.op_name(parsed, op),
+               tuple(info(int(i)) for i in op.inputs if int(i) >= 0),
+               tuple(info(int(i)) for i in op.outputs))
+        for k, op in enumerate(sg.operators)
+    )
+    return ModelInfo(
+        ops=ops,
+        inputs=tuple(info(int(i)) for i in sg.inputs),
+        outputs=tuple(info(int(i)) for i in sg.outputs),
+        size_bytes=len(model),
+    )

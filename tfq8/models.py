@@ -1,0 +1,213 @@
+"""Accept Keras 3 and tf_keras models or model files; build TFLite converters.
+
+tfq8 accepts:
+
+* Keras 3 `Sequential`, functional and subclassed models (subclassed ones must be
+  built, i.e. called once or `build()`-ed);
+* `tf_keras` (Keras 2) models;
+* paths to `.keras` and `.h5` files and SavedModel folders.
+
+Example:
+    >>> handle = load_model("model.keras")
+    >>> [s.name for s in handle.specs]
+    ['image']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from typing import Any, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+from tfq8 import _tflite
+from tfq8.data import InputSpec
+
+_log = logging.getLogger("tfq8")
+
+
+def _keras3():
+    import keras  # noqa: PLC0415
+
+    return keras
+
+
+def _tf_keras():
+    try:
+        import tf_keras  # noqa: PLC0415
+
+        return tf_keras
+    except ImportError:  # pragma: no cover - optional at run time
+        return None
+
+
+def is_keras_model(obj: Any) -> bool:
+    """True for Keras 3 and tf_keras models."""
+    if isinstance(obj, _keras3().Model):
+        return True
+    tfk = _tf_keras()
+    return tfk is not None and isinstance(obj, tfk.Model)
+
+
+class ModelHandle:
+    """A model tfq8 can convert: a live Keras model or a SavedModel folder.
+
+    Attributes:
+        keras_model: The Keras model, or None for a SavedModel folder.
+        saved_model_dir: The SavedModel folder, or None.
+        specs: Input specs in the order of the TFLite model's inputs.
+    """
+
+    def __init__(self, keras_model: Any = None, saved_model_dir: str | None = None):
+        self.keras_model = keras_model
+        self.saved_model_dir = saved_model_dir
+        self.specs = _specs_of(self)
+
+    def converter(self) -> tf.lite.TFLiteConverter:
+        """A fresh TFLite converter for the model."""
+        if self.keras_model is not None:
+            return tf.lite.TFLiteConverter.from_keras_model(self.keras_model)
+        return tf.lite.TFLiteConverter.from_saved_model(self.saved_model_dir)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the weights (Keras) or of the SavedModel's files."""
+        h = hashlib.sha256()
+        if self.keras_model is not None:
+            for w in self.keras_model.weights:
+                v = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+                h.update(str(v.shape).encode())
+                h.update(np.ascontiguousarray(v).tobytes())
+            return h.hexdigest()
+        for root, dirs, files in os.walk(self.saved_model_dir):
+            dirs.sort()
+            for name in sorted(files):
+                path = os.path.join(root, name)
+                h.update(os.path.relpath(path, self.saved_model_dir).encode())
+                with open(path, "rb") as f:
+                    h.update(f.read())
+        return h.hexdigest()
+
+    def to_float_tflite(self) -> bytes:
+        """The plain float32 `.tflite` conversion of the model."""
+        with _tflite._quiet_stdout():  # pylint: disable=protected-access
+            return bytes(self.converter().convert())
+
+
+def load_model(model: Any) -> ModelHandle:
+    """Wraps a Keras model or loads a `.keras` / `.h5` / SavedModel path.
+
+    Args:
+        model: A Keras 3 or tf_keras model, a `ModelHandle`, or a path.
+
+    Returns:
+        A `ModelHandle`.
+
+    Raises:
+        TypeError: If `model` is neither a Keras model nor a path.
+        ValueError: If the path does not exist, is of an unknown kind, cannot be
+            read, or the model is not built.
+    """
+    if isinstance(model, ModelHandle):
+        return model
+    if is_keras_model(model):
+        if not model.built:
+            raise ValueError(
+                "The Keras model is not built: call it on a batch or call build() "
+                f"first so its input shapes are known. Received: {type(model).__name__}"
+            )
+        return ModelHandle(keras_model=model)
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise ValueError(f"model path does not exist. Received: model={path!r}")
+        if os.path.isdir(path):
+            if not os.path.exists(os.path.join(path, "saved_model.pb")):
+                raise ValueError(
+                    "model folder is not a SavedModel (no saved_model.pb). "
+                    f"Received: model={path!r}"
+                )
+            return ModelHandle(saved_model_dir=path)
+        if path.endswith((".keras", ".h5", ".hdf5")):
+            return ModelHandle(keras_model=_load_keras_file(path))
+        raise ValueError(
+            "model path must be a .keras or .h5 file or a SavedModel folder. "
+            f"Received: model={path!r}"
+        )
+    raise TypeError(
+        "model must be a Keras model, or a path to a .keras/.h5 file or a SavedModel "
+        f"folder. Received: {type(model).__name__}"
+    )
+
+
+def _load_keras_file(path: str) -> Any:
+    errors = []
+    loaders = [("keras", _keras3().models.load_model)]
+    tfk = _tf_keras()
+    if tfk is not None:
+        loaders.append(("tf_keras", tfk.models.load_model))
+    for name, load in loaders:
+        try:
+            return load(path, compile=False)
+        except Exception as e:  # noqa: BLE001 - try the next loader
+            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+    raise ValueError(
+        f"Could not load the model file {path!r}. Tried: " + "; ".join(errors)
+    )
+
+
+def input_specs(model: Any) -> list[InputSpec]:
+    """Input specs of a model (anything `load_model` accepts)."""
+    return load_model(model).specs
+
+
+def _specs_of(handle: ModelHandle) -> list[InputSpec]:
+    m = handle.keras_model
+    if m is not None:
+        inputs = getattr(m, "inputs", None)
+        if inputs:
+            names = getattr(m, "input_names", None) or [_keras_name(t) for t in inputs]
+            return [
+                InputSpec(str(n), tuple(None if d is None else int(d) for d in t.shape),
+                          np.dtype(_dtype_name(t.dtype)))
+                for n, t in zip(names, inputs)
+            ]
+    # Subclassed models and SavedModels: read the float TFLite model's inputs.
+    return specs_from_tflite(handle.to_float_tflite())
+
+
+def specs_from_tflite(model: bytes) -> list[InputSpec]:
+    """Input specs in the input order of a `.tflite` model."""
+    parsed = _tflite.read_model(model)
+    sg = parsed.subgraphs[0]
+    specs = []
+    for i in sg.inputs:
+        t = sg.tensors[i]
+        sig = t.shapeSignature if t.shapeSignature is not None and len(t.shapeSignature) else t.shape
+        shape = tuple(None if int(d) < 0 else int(d) for d in sig)
+        if shape:
+            shape = (None,) + shape[1:]
+        name = _tflite.tensor_name(t)
+        name = name.removeprefix("serving_default_").split(":")[0]
+        dtype = {"FLOAT32": np.float32, "INT32": np.int32, "INT64": np.int64,
+                 "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}.get(
+                     _tflite.tensor_type_name(t.type), np.float32)
+        specs.append(InputSpec(name, shape, np.dtype(dtype)))
+    return specs
+
+
+def _keras_name(t: Any) -> str:
+    name = getattr(t, "name", "input")
+    return name.split(":")[0]
+
+
+def _dtype_name(dtype: Any) -> str:
+    return getattr(dtype, "name", None) or str(dtype)
+
+
+def model_outputs(handle: ModelHandle) -> Sequence[str]:
+    """Output names of a Keras model (empty for SavedModels)."""
+    m = handle.keras_model
+    return list(getattr(m, "output_names", []) or []) if m is not None else []

@@ -1,0 +1,60 @@
+"""Range methods by name: method name -> pure function of a histogram.
+
+A range method takes a `Histogram` (plus keyword options) and returns the
+`(min, max)` range TFLite should quantize that tensor with. Adding a method is
+one module and one `@register("name")` line.
+
+Example:
+    >>> from tfq8.ranges import registry
+    >>> fn = registry.get_method("minmax")
+    >>> registry.available_methods()
+    ('kl', 'minmax', 'mse', 'percentile')
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+from tfq8.stats.histogram import Histogram
+
+
+class RangeMethod(Protocol):
+    """A pure function `histogram -> (min, max)`."""
+
+    def __call__(self, hist: Histogram, **options: float) -> tuple[float, float]:
+        ...
+
+
+_METHODS: dict[str, RangeMethod] = {}
+
+
+def register(name: str) -> Callable[[RangeMethod], RangeMethod]:
+    """Decorator registering a range method under `name`."""
+
+    def wrap(fn: RangeMethod) -> RangeMethod:
+        if name in _METHODS:
+            raise ValueError(f"Range method {name!r} is already registered.")
+        _METHODS[name] = fn
+        return fn
+
+    return wrap
+
+
+def available_methods() -> tuple[str, ...]:
+    """Names of the registered per-tensor methods, sorted."""
+    return tuple(sorted(_METHODS))
+
+
+def get_method(name: str) -> RangeMethod:
+    """Returns the method registered as `name`.
+
+    Raises:
+        ValueError: Naming the valid methods, if `name` is unknown.
+    """
+    try:
+        return _METHODS[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"Unknown range method. Expected one of {', '.join(available_methods())}. "
+            f"Received: method={name!r}"
+        ) from None

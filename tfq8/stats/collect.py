@@ -1,0 +1,160 @@
+"""Run the calibrated float model in LiteRT and feed one histogram per tensor.
+
+The tensors are the TFLite graph's own (after batch-norm folding and activation
+fusion), exactly those the quantizer will quantize: every tensor to which
+TFLite's calibrator attached a `min/max`, model inputs and outputs included.
+Batches are run at once where the model's batch dimension allows it.
+
+The bins come from this pass; the exact extremes come from TFLite's own
+calibrator, which saw the same samples. The two agree up to float rounding
+(TFLite's calibrator and LiteRT's kernels may round differently in the last
+bit); taking the calibrator's makes `minmax` reproduce the converter bit for bit.
+
+Example:
+    >>> stats = collect(calibrated_model, rep)
+    >>> stats[0].histogram
+    Histogram(count=..., min=..., max=..., ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+
+import numpy as np
+
+from tfq8 import _tflite
+from tfq8.data import RepresentativeDataset
+from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
+
+_log = logging.getLogger("tfq8")
+
+_BATCH_BYTES = 256 << 20
+
+
+@dataclasses.dataclass
+class TensorStats:
+    """Statistics of one activation tensor of the TFLite graph.
+
+    Attributes:
+        index: Tensor index in subgraph 0 of the calibrated model.
+        name: Tensor name in the TFLite graph.
+        histogram: Its histogram over all calibration samples.
+        producer: Op that writes it (such as `CONV_2D`), or `INPUT`.
+    """
+
+    index: int
+    name: str
+    histogram: Histogram
+    producer: str
+
+
+def make_interpreter(model: bytes, *, preserve_all_tensors: bool = False, num_threads: int | None = None):
+    """A LiteRT interpreter on TFLite's builtin kernels (no default delegate)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
+
+    return Interpreter(
+        model_content=model,
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_preserve_all_tensors=preserve_all_tensors,
+        num_threads=num_threads or os.cpu_count() or 1,
+    )
+
+
+def resize_batch(interpreter, batch: int) -> bool:
+    """Resizes every input's batch dimension; False if the model forbids it."""
+    details = interpreter.get_input_details()
+    if any(len(d["shape_signature"]) == 0 or d["shape_signature"][0] not in (-1, batch)
+           for d in details):
+        return False
+    try:
+        for d in details:
+            interpreter.resize_tensor_input(d["index"], [batch] + list(d["shape"][1:]))
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError):
+        return False
+    return True
+
+
+def collect(
+    calibrated: bytes,
+    rep: RepresentativeDataset,
+    *,
+    max_bins: int = DEFAULT_MAX_BINS,
+    batch_size: int | None = None,
+) -> list[TensorStats]:
+    """Histograms of every calibrated activation tensor over `rep`.
+
+    Args:
+        calibrated: Calibrated float model (`_tflite.calibrate_only`).
+        rep: The samples the calibrator saw.
+        max_bins: Histogram resolution.
+        batch_size: Samples per interpreter run (default: as many as fit in
+            about 256 MiB of activations, at most 256).
+
+    Returns:
+        One `TensorStats` per calibrated tensor, by tensor index.
+
+    Raises:
+        ValueError: If a tensor holds NaN or Inf for some sample.
+    """
+    parsed = _tflite.read_model(calibrated)
+    sg = parsed.subgraphs[0]
+    ranges = _tflite.calibrated_ranges(calibrated)
+    producers = {int(o): _tflite.op_name(parsed, op) for op in sg.operators for o in op.outputs}
+    stats = {
+        i: TensorStats(i, _tflite.tensor_name(sg.tensors[i]), Histogram(max_bins),
+                       producers.get(i, "INPUT"))
+        for i in sorted(ranges)
+    }
+    interpreter = make_interpreter(calibrated, preserve_all_tensors=True)
+    batch = batch_size or _default_batch(sg, ranges)
+    batch = min(batch, len(rep))
+    if batch > 1 and not resize_batch(interpreter, batch):
+        _log.info("The model's batch dimension is fixed; collecting one sample at a time.")
+        batch = 1
+    if batch == 1:
+        resize_batch(interpreter, 1) or interpreter.allocate_tensors()
+    inputs = interpreter.get_input_details()
+    done = 0
+    for arrays in rep.batches(batch):
+        n = len(arrays[0])
+        if n != batch:  # the last, shorter batch
+            resize_batch(interpreter, n)
+            batch = n
+        for d, a in zip(inputs, arrays):
+            interpreter.set_tensor(d["index"], a)
+        interpreter.invoke()
+        for s in stats.values():
+            try:
+                s.histogram.update(interpreter.get_tensor(s.index))
+            except ValueError as e:
+                raise ValueError(
+                    f"Tensor {s.name!r} (index {s.index}, output of {s.producer}) is not "
+                    f"finite for samples {done}..{done + n - 1}: {e} Check the model and data."
+                ) from None
+        done += n
+    for i, s in stats.items():
+        lo, hi = ranges[i]
+        _adopt_extremes(s.histogram, lo, hi, s.name)
+    return [stats[i] for i in sorted(stats)]
+
+
+def _adopt_extremes(h: Histogram, lo: float, hi: float, name: str) -> None:
+    """Replaces the extremes by TFLite's calibrator's (same data, its rounding)."""
+    tol = 1e-4 * max(abs(h.min), abs(h.max), 1e-30)
+    if not (math.isclose(lo, h.min, abs_tol=tol) and math.isclose(hi, h.max, abs_tol=tol)):
+        _log.warning(
+            "Tensor %r: LiteRT saw [%g, %g], TFLite's calibrator [%g, %g]; keeping the "
+            "calibrator's extremes.", name, h.min, h.max, lo, hi)
+    h.set_extremes(lo, hi)
+
+
+def _default_batch(sg, ranges) -> int:
+    per_sample = 0
+    for t in sg.tensors:
+        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+        per_sample += 4 * int(np.prod(shape[1:] if len(shape) > 1 else shape or [1]))
+    return int(max(1, min(256, _BATCH_BYTES // max(per_sample, 1))))
