@@ -169,13 +169,27 @@ def _specs_of(handle: ModelHandle) -> list[InputSpec]:
         inputs = getattr(m, "inputs", None)
         if inputs:
             names = getattr(m, "input_names", None) or [_keras_name(t) for t in inputs]
-            return [
+            specs = [
                 InputSpec(str(n), tuple(None if d is None else int(d) for d in t.shape),
                           np.dtype(_dtype_name(t.dtype)))
                 for n, t in zip(names, inputs)
             ]
+            if len(specs) == 1:
+                return specs
+            # The TFLite graph may order several inputs differently from Keras
+            # (dict inputs are sorted by the exporter): follow the graph.
+            return _in_tflite_order(specs, specs_from_tflite(handle.to_float_tflite()))
     # Subclassed models and SavedModels: read the float TFLite model's inputs.
     return specs_from_tflite(handle.to_float_tflite())
+
+
+def _in_tflite_order(specs: list[InputSpec], graph: list[InputSpec]) -> list[InputSpec]:
+    by_name = {s.name: s for s in specs}
+    if sorted(by_name) == sorted(g.name for g in graph):
+        return [by_name[g.name] for g in graph]
+    _log.warning("Could not match Keras input names %s to the TFLite graph's %s; using "
+                 "the graph's order and names.", list(by_name), [g.name for g in graph])
+    return graph
 
 
 def specs_from_tflite(model: bytes) -> list[InputSpec]:
@@ -205,9 +219,3 @@ def _keras_name(t: Any) -> str:
 
 def _dtype_name(dtype: Any) -> str:
     return getattr(dtype, "name", None) or str(dtype)
-
-
-def model_outputs(handle: ModelHandle) -> Sequence[str]:
-    """Output names of a Keras model (empty for SavedModels)."""
-    m = handle.keras_model
-    return list(getattr(m, "output_names", []) or []) if m is not None else []
