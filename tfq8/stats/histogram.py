@@ -106,10 +106,16 @@ class Histogram:
         )
 
     def _exponent_for(self, lo: float, hi: float) -> int:
-        """Smallest exponent >= MIN_EXPONENT whose grid holds [lo, hi] in max_bins."""
-        span = hi - lo
+        """Exponent >= MIN_EXPONENT whose grid holds [lo, hi] in max_bins bins.
+
+        A deterministic function of `(lo, hi)`, monotone in the range, so the
+        exponent after any sequence of updates and merges is that of the
+        overall range.
+        """
+        # hi - lo may overflow float64 for extreme inputs: halve both first.
+        span = math.ldexp(hi, -1) - math.ldexp(lo, -1)
         if span > 0:
-            e = max(MIN_EXPONENT, math.ceil(math.log2(span / (self.max_bins - 1))))
+            e = max(MIN_EXPONENT, math.ceil(math.log2(span / (self.max_bins - 1))) + 1)
         else:
             e = MIN_EXPONENT
         # Keep grid indices exact in float64 and int64 (|x| / 2**e < 2**50).
@@ -123,15 +129,38 @@ class Histogram:
                 return e
             e += 1
 
-    def _regrid(self, exponent: int, lo: float, hi: float) -> None:
-        """Moves the counts onto grid `exponent` covering [lo, hi]."""
-        first, last = self._span(lo, hi, exponent)
+    def _fit(self, lo: float, hi: float, exponent: int,
+             grids: tuple["Histogram", ...]) -> tuple[int, int, int]:
+        """Smallest exponent >= `exponent` whose grid holds [lo, hi] and every
+        occupied bin of `grids` in max_bins bins; returns (exponent, first, last).
+
+        The existing bins are covered too, not only [lo, hi]: after
+        `set_extremes` the recorded extremes may lie inside the binned values,
+        and a grid computed from them alone would drop or misplace counts.
+        """
+        e = exponent
+        while True:
+            first, last = self._span(lo, hi, e)
+            for g in grids:
+                if g.exponent is None or not len(g.counts):
+                    continue
+                shift = e - g.exponent  # >= 0: grids only coarsen
+                first = min(first, g.offset >> shift)
+                last = max(last, (g.offset + len(g.counts) - 1) >> shift)
+            if last - first + 1 <= self.max_bins:
+                return e, first, last
+            e += 1
+
+    def _regrid(self, exponent: int, first: int, last: int) -> None:
+        """Moves the counts onto grid `exponent` with bins `first..last`."""
         new = np.zeros(last - first + 1, np.int64)
         if len(self.counts):
             shift = exponent - self.exponent
             old = np.arange(self.offset, self.offset + len(self.counts), dtype=np.int64)
             idx = (old >> shift) - first  # floor division by 2**shift
             nz = self.counts != 0
+            if nz.any() and (idx[nz].min() < 0 or idx[nz].max() >= len(new)):
+                raise AssertionError("internal error: regrid would drop counts")
             np.add.at(new, idx[nz], self.counts[nz])
         self.exponent, self.offset, self.counts = exponent, first, new
 
@@ -150,13 +179,13 @@ class Histogram:
         if not (math.isfinite(lo) and math.isfinite(hi)):
             bad = int(np.count_nonzero(~np.isfinite(x)))
             raise ValueError(
-                f"Expected finite values; received {bad} NaN/Inf of {x.size}."
+                f"values must be finite. Received: {bad} NaN/Inf of {x.size} values."
             )
         new_lo, new_hi = min(lo, self.min), max(hi, self.max)
         exponent = self._exponent_for(new_lo, new_hi)
         if self.exponent is not None:
             exponent = max(exponent, self.exponent)
-        self._regrid(exponent, new_lo, new_hi)
+        self._regrid(*self._fit(new_lo, new_hi, exponent, (self,)))
         scale = math.ldexp(1.0, -exponent)
         for start in range(0, x.size, _CHUNK):
             chunk = x[start : start + _CHUNK].astype(np.float64)
@@ -181,8 +210,9 @@ class Histogram:
             [self._exponent_for(lo, hi)]
             + [h.exponent for h in (self, theirs) if h.exponent is not None]
         )
-        theirs._regrid(exponent, lo, hi)
-        self._regrid(exponent, lo, hi)
+        grid = self._fit(lo, hi, exponent, (self, theirs))
+        theirs._regrid(*grid)
+        self._regrid(*grid)
         self.counts += theirs.counts
         self.count += theirs.count
         self.zeros += theirs.zeros
@@ -202,7 +232,7 @@ class Histogram:
             raise ValueError(f"Expected finite lo <= hi. Received: lo={lo}, hi={hi}")
         new_lo, new_hi = min(lo, self.min), max(hi, self.max)
         exponent = max(self._exponent_for(new_lo, new_hi), self.exponent)
-        self._regrid(exponent, new_lo, new_hi)
+        self._regrid(*self._fit(new_lo, new_hi, exponent, (self,)))
         self.min, self.max = lo, hi
         return self
 
@@ -250,13 +280,33 @@ class Histogram:
 
     @classmethod
     def from_arrays(cls, arrays: Mapping[str, np.ndarray]) -> "Histogram":
-        """Inverse of `to_arrays`."""
-        meta = [int(v) for v in np.asarray(arrays["meta"])]
-        max_bins, has_exp, exponent, offset, count, zeros = meta
+        """Inverse of `to_arrays`.
+
+        Raises:
+            ValueError: If the arrays are not a consistent histogram.
+        """
+        meta = np.asarray(arrays["meta"]).reshape(-1)
+        counts = np.asarray(arrays["counts"])
+        extremes = np.asarray(arrays["extremes"], np.float64).reshape(-1)
+        if meta.size != 6 or extremes.size != 2 or counts.ndim != 1:
+            raise ValueError(
+                "Histogram arrays must hold 6 meta values, 2 extremes and 1-D counts. "
+                f"Received: meta of size {meta.size}, extremes of size {extremes.size}, "
+                f"counts of shape {counts.shape}"
+            )
+        max_bins, has_exp, exponent, offset, count, zeros = (int(v) for v in meta)
         h = cls(max_bins)
         h.exponent = exponent if has_exp == 1 else None
         h.offset, h.count, h.zeros = offset, count, zeros
-        h.counts = np.asarray(arrays["counts"], np.int64).copy()
-        lo, hi = (float(v) for v in np.asarray(arrays["extremes"]))
-        h.min, h.max = lo, hi
+        h.counts = counts.astype(np.int64, copy=True)
+        h.min, h.max = float(extremes[0]), float(extremes[1])
+        if (len(h.counts) > max_bins or int(h.counts.sum()) != count or (h.counts < 0).any()
+                or not 0 <= zeros <= count
+                or (count and (h.exponent is None or not h.min <= h.max))):
+            raise ValueError(
+                "Histogram arrays are inconsistent: expected at most max_bins non-negative "
+                f"counts summing to count, 0 <= zeros <= count and min <= max. Received: "
+                f"{len(h.counts)} bins (max_bins={max_bins}) summing to {int(h.counts.sum())}, "
+                f"count={count}, zeros={zeros}, extremes=({h.min}, {h.max})"
+            )
         return h
