@@ -1,0 +1,1 @@
+"""The harness: verified loading, `check` (is it right?), `benchmark` (is it fast?), `inspect`."""

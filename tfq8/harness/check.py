@@ -1,0 +1,471 @@
+"""`tfq8.check`: is the int8 model right? Accuracy, agreement and error per tensor.
+
+How the figures are obtained:
+
+* The int8 model and the float reference run in LiteRT on the same samples, in
+  batches. Float data is quantized into each int8 input with that input's own
+  scale and zero point; every output is dequantized with its own.
+* `accuracy` / `reference_accuracy`: top-1 of output `output` against `labels`.
+  `agreement`: fraction of samples where int8 and float top-1 agree.
+* Per output: SQNR = 10 log10(sum ref^2 / sum (int8 - ref)^2) in dB over all
+  samples, cosine similarity, and max |int8 - ref| in float units.
+* Per tensor: every int8 activation tensor is matched by name to the tensor of
+  the calibrated float model it was quantized from (same graph). Each gets the
+  same metrics (`sqnr_db`: error accumulated up to there) plus `range_sqnr_db`,
+  the SQNR of the float tensor rounded and clipped to the tensor's own int8 grid
+  (what its range alone costs), and `local_sqnr_db`, the SQNR of the error this
+  op *adds*: noise-to-signal of its output minus the worst of its inputs', and
+  never less than its range's. Tensors are listed worst `local_sqnr_db` first,
+  so the layer to blame comes first.
+
+Example:
+    >>> report = tfq8.check(tflite_model, reference=model, data=x_test, labels=y_test)
+    >>> report.accuracy, report.reference_accuracy, report.agreement
+    (0.912, 0.915, 0.987)
+    >>> print(report)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from tfq8 import _tflite
+from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.harness.interpreter import ModelRunner, TensorIO, read_model_bytes, verify_model
+
+_log = logging.getLogger("tfq8")
+
+_CAP_DB = 120.0
+_CALIB_SAMPLES = 8
+
+
+@dataclasses.dataclass(frozen=True)
+class ErrorStats:
+    """Error of int8 against float for one tensor or output, over all samples.
+
+    Attributes:
+        name: Tensor name.
+        shape: Shape of one sample (batch dimension dropped).
+        sqnr_db: 10 log10(signal power / error power); inf when exact.
+        cosine: Cosine similarity of the flattened int8 and float values.
+        max_abs_error: Largest |int8 - float|, in float units.
+        index: Tensor index in the int8 model.
+        op: Op writing the tensor (`INPUT` for model inputs).
+        op_index: Index of that op (-1 for model inputs).
+        range_sqnr_db: SQNR of the float tensor put on the tensor's own int8
+            grid (rounding and clipping only); None for outputs.
+        local_sqnr_db: SQNR of the error added at this tensor; None for outputs.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    sqnr_db: float
+    cosine: float
+    max_abs_error: float
+    index: int = -1
+    op: str = ""
+    op_index: int = -1
+    range_sqnr_db: float | None = None
+    local_sqnr_db: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: _json_float(v) if isinstance(v, float) else (list(v) if isinstance(v, tuple) else v)
+                for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckReport:
+    """What `tfq8.check` found. `print(report)` shows a table; `to_dict()` is JSON-ready.
+
+    Attributes:
+        num_samples: Samples evaluated.
+        accuracy: Top-1 accuracy of the int8 model (None without labels).
+        reference_accuracy: Top-1 accuracy of the float reference (None
+            without labels or reference).
+        agreement: Fraction of samples whose int8 and float top-1 agree (None
+            without reference).
+        outputs: Per model output, int8 vs float (empty without reference).
+        tensors: Per activation tensor, worst `local_sqnr_db` first (empty
+            without a reference whose tensors match by name).
+        reference: What the reference was (`"keras"`, `"calibration"`,
+            `"tflite"` or `"none"`).
+    """
+
+    num_samples: int
+    accuracy: float | None
+    reference_accuracy: float | None
+    agreement: float | None
+    outputs: tuple[ErrorStats, ...]
+    tensors: tuple[ErrorStats, ...]
+    reference: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only (non-finite floats become None), for `json.dumps`."""
+        return {
+            "num_samples": self.num_samples,
+            "accuracy": _json_float(self.accuracy),
+            "reference_accuracy": _json_float(self.reference_accuracy),
+            "agreement": _json_float(self.agreement),
+            "reference": self.reference,
+            "outputs": [o.to_dict() for o in self.outputs],
+            "tensors": [t.to_dict() for t in self.tensors],
+        }
+
+    def __str__(self) -> str:
+        def pct(v: float | None) -> str:
+            return "-" if v is None else f"{100 * v:.2f}%"
+
+        lines = [f"tfq8 check: {self.num_samples} samples, reference: {self.reference}",
+                 f"  accuracy int8 {pct(self.accuracy)}   float {pct(self.reference_accuracy)}"
+                 f"   agreement {pct(self.agreement)}"]
+        if self.outputs:
+            lines.append("")
+            lines.append(f"  {'output':<40} {'SQNR dB':>8} {'cosine':>9} {'max|err|':>10}")
+            for o in self.outputs:
+                lines.append(f"  {_clip(o.name, 40):<40} {_db(o.sqnr_db):>8} {o.cosine:>9.5f} "
+                             f"{o.max_abs_error:>10.4g}")
+        if self.tensors:
+            lines.append("")
+            lines.append("  per tensor, worst first (local = error added here; range = its int8 "
+                         "grid alone; SQNR = accumulated)")
+            lines.append(f"  {'op#':>4} {'op':<18} {'tensor':<44} {'local':>6} {'range':>6} "
+                         f"{'SQNR':>6} {'cosine':>8} {'max|err|':>9}")
+            for t in self.tensors:
+                lines.append(
+                    f"  {t.op_index:>4} {_clip(t.op, 18):<18} {_clip(t.name, 44):<44} "
+                    f"{_db(t.local_sqnr_db):>6} {_db(t.range_sqnr_db):>6} {_db(t.sqnr_db):>6} "
+                    f"{t.cosine:>8.5f} {t.max_abs_error:>9.4g}")
+        return "\n".join(lines)
+
+
+def check(
+    tflite_model: bytes | str | os.PathLike,
+    reference: Any = None,
+    data: Any = None,
+    labels: Any = None,
+    *,
+    output: int | str = 0,
+    num_samples: int | None = None,
+    per_tensor: bool = True,
+    batch_size: int | None = None,
+    backend: str = "builtin",
+    num_threads: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CheckReport:
+    """Checks an int8 `.tflite` against its float reference on data.
+
+    See the module docstring for how each figure is computed.
+
+    Args:
+        tflite_model: The int8 model, bytes or a `.tflite` path (verified first).
+        reference: The float model: a Keras model or `.keras`/`.h5`/SavedModel
+            path (converted to the calibrated float TFLite graph tfq8 quantizes,
+            so tensors match by name), a `tfq8.Calibration` (its calibrated
+            model), a float `.tflite` (bytes or path), or None.
+        data: Samples, any kind `tfq8.representative_dataset` accepts, in float
+            units (they are quantized for the int8 model's inputs here).
+        labels: Class indices `[N]` or one-hot `[N, C]`, or None.
+        output: The output (index or name) `labels` and top-1 refer to.
+        num_samples: Use at most this many samples.
+        per_tensor: Compute the per-tensor table (needs builtin or reference
+            kernels: XNNPACK hides intermediate tensors).
+        batch_size: Samples per invoke (default: automatic).
+        backend: `"builtin"` (default), `"reference"` or `"xnnpack"`.
+        num_threads: Kernel threads (default: all CPUs).
+        progress: Called with (samples done, total) after each batch.
+
+    Returns:
+        A `CheckReport`.
+
+    Raises:
+        ValueError: On a malformed model (`InvalidModelError`), data that does
+            not fit the model's inputs, labels of the wrong length or range.
+        TypeError: On arguments of the wrong type.
+
+    Example:
+        >>> report = tfq8.check("model_int8.tflite", reference=model,
+        ...                     data=x_test, labels=y_test)
+        >>> report.tensors[0].name          # the layer to blame first
+    """
+    if data is None:
+        raise ValueError("check() needs data: samples like the model's inputs. Received: data=None")
+    threads = num_threads or os.cpu_count() or 1
+    want_tensors = per_tensor and backend != "xnnpack"
+    if per_tensor and not want_tensors:
+        _log.warning("per_tensor needs builtin or reference kernels; skipped with backend='xnnpack'.")
+    q = ModelRunner(tflite_model, backend=backend, num_threads=threads,
+                    preserve_all_tensors=want_tensors, batch_size=batch_size)
+    rep = representative_dataset(data, specs=q.input_specs(), num_samples=num_samples)
+    n = len(rep)
+    out_k = _output_index(q, output)
+    y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
+
+    ref_blob, kind = _reference_model(reference, rep)
+    f = None
+    if ref_blob is not None:
+        f = ModelRunner(ref_blob, backend=backend, num_threads=threads,
+                        preserve_all_tensors=want_tensors, batch_size=batch_size, arg="reference")
+        if len(f.inputs) != len(q.inputs) or len(f.outputs) != len(q.outputs):
+            raise ValueError(
+                f"reference must have the int8 model's {len(q.inputs)} input(s) and "
+                f"{len(q.outputs)} output(s). Received: a model with {len(f.inputs)} input(s) "
+                f"and {len(f.outputs)} output(s)")
+        common = min(q.batch_size, f.batch_size)
+        q.batch_size = f.batch_size = common
+    f_inputs = _reorder(rep.inputs, q.inputs, f.inputs) if f is not None else None
+    out_map = _match(q.outputs, f.outputs) if f is not None else None
+    pairs = _tensor_pairs(q, f) if f is not None and want_tensors else []
+    if f is not None and want_tensors and not pairs:
+        _log.warning("No tensor of the reference matches the int8 model's by name; "
+                     "per-tensor errors are not available.")
+
+    q_out, f_out = [], []
+    o_acc = [_Accum() for _ in q.outputs]
+    t_acc = [_Accum(track_range=True) for _ in pairs]
+    steps = zip(q.batches(rep.inputs), f.batches(f_inputs)) if f is not None else (
+        (b, None) for b in q.batches(rep.inputs))
+    for (start, stop), _ in steps:
+        q_out.append(q.output(out_k))
+        if f is not None:
+            for k, j in enumerate(out_map):
+                a, r = q.output(k), f.output(j)
+                o_acc[k].update(a, r)
+                if k == out_k:
+                    f_out.append(r)
+            for (qt, ft, _), acc in zip(pairs, t_acc):
+                r = f.interpreter.get_tensor(ft)
+                acc.update(qt.dequantize(q.interpreter.get_tensor(qt.index)), r, grid=qt)
+        if progress is not None:
+            progress(stop, n)
+
+    pred = _top1(np.concatenate(q_out))
+    ref_pred = _top1(np.concatenate(f_out)) if f is not None else None
+    accuracy = float(np.mean(pred == y)) if y is not None else None
+    ref_accuracy = float(np.mean(ref_pred == y)) if y is not None and ref_pred is not None else None
+    agreement = float(np.mean(pred == ref_pred)) if ref_pred is not None else None
+    outputs = tuple(
+        acc.stats(t.name, t.shape[1:], index=t.index) for t, acc in zip(q.outputs, o_acc)
+    ) if f is not None else ()
+    tensors = _rank(q, pairs, t_acc)
+    return CheckReport(n, accuracy, ref_accuracy, agreement, outputs, tensors, kind)
+
+
+# --------------------------------------------------------------------- accumulation
+class _Accum:
+    """Running sums for SQNR, cosine and max |error| (float64)."""
+
+    def __init__(self, track_range: bool = False):
+        self.ss_ref = self.ss_err = self.ss_q = self.dot = self.ss_grid = 0.0
+        self.max_abs = 0.0
+        self.track_range = track_range
+
+    def update(self, q: np.ndarray, ref: np.ndarray, grid: TensorIO | None = None) -> None:
+        q = np.asarray(q, np.float64).ravel()
+        ref = np.asarray(ref, np.float64).ravel()
+        err = q - ref
+        self.ss_ref += float(ref @ ref)
+        self.ss_err += float(err @ err)
+        self.ss_q += float(q @ q)
+        self.dot += float(q @ ref)
+        if err.size:
+            self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
+        if grid is not None and self.track_range:
+            g = grid.dequantize(grid.quantize(ref)).astype(np.float64).ravel() - ref
+            self.ss_grid += float(g @ g)
+
+    @staticmethod
+    def _sqnr(signal: float, noise: float) -> float:
+        if noise <= 0:
+            return math.inf
+        if signal <= 0:
+            return -math.inf
+        return 10.0 * math.log10(signal / noise)
+
+    def nsr(self) -> float:
+        return self.ss_err / self.ss_ref if self.ss_ref > 0 else (math.inf if self.ss_err else 0.0)
+
+    def grid_nsr(self) -> float:
+        return self.ss_grid / self.ss_ref if self.ss_ref > 0 else (math.inf if self.ss_grid else 0.0)
+
+    def stats(self, name: str, shape: Sequence[int], **extra: Any) -> ErrorStats:
+        denom = math.sqrt(self.ss_q * self.ss_ref)
+        cosine = self.dot / denom if denom > 0 else (1.0 if self.ss_err == 0 else 0.0)
+        return ErrorStats(name, tuple(int(d) for d in shape), self._sqnr(self.ss_ref, self.ss_err),
+                          float(cosine), self.max_abs, **extra)
+
+
+def _rank(q: ModelRunner, pairs: list, accs: list[_Accum]) -> tuple[ErrorStats, ...]:
+    if not pairs:
+        return ()
+    sg = q.parsed.subgraphs[0]
+    producer = {}
+    for k, op in enumerate(sg.operators):
+        for o in op.outputs:
+            producer[int(o)] = (k, _tflite.op_name(q.parsed, op), [int(i) for i in op.inputs])
+    nsr = {qt.index: acc.nsr() for (qt, _, _), acc in zip(pairs, accs)}
+    rows = []
+    for (qt, _, shape), acc in zip(pairs, accs):
+        op_index, op, ins = producer.get(qt.index, (-1, "INPUT", []))
+        nsr_in = max((nsr[i] for i in ins if i in nsr), default=0.0)
+        added = max(nsr[qt.index] - nsr_in, acc.grid_nsr())
+        local = _Accum._sqnr(1.0, added)
+        rows.append(acc.stats(qt.name, shape, index=qt.index, op=op, op_index=op_index,
+                              range_sqnr_db=_Accum._sqnr(1.0, acc.grid_nsr()),
+                              local_sqnr_db=local))
+    rows.sort(key=lambda r: (r.local_sqnr_db, r.sqnr_db, r.op_index))
+    return tuple(rows)
+
+
+# --------------------------------------------------------------------- helpers
+def _reference_model(reference: Any, rep: RepresentativeDataset) -> tuple[bytes | None, str]:
+    from tfq8.calibration import Calibration  # noqa: PLC0415
+    from tfq8.models import is_keras_model, load_model  # noqa: PLC0415
+
+    if reference is None:
+        return None, "none"
+    if isinstance(reference, Calibration):
+        return reference.model, "calibration"
+    if isinstance(reference, (bytes, bytearray, memoryview)) or (
+            isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".tflite")):
+        blob = read_model_bytes(reference, arg="reference")
+        verify_model(blob, arg="reference")
+        return blob, "tflite"
+    if is_keras_model(reference) or isinstance(reference, (str, os.PathLike)):
+        handle = load_model(reference)
+        sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
+                                        specs=handle.specs)
+        return _tflite.calibrate_only(handle.converter(), sample), "keras"
+    raise TypeError(
+        "reference must be a Keras model, a .keras/.h5/SavedModel path, a float .tflite (bytes "
+        f"or path), a tfq8.Calibration or None. Received: {type(reference).__name__}")
+
+
+def _short(name: str) -> str:
+    return name.removeprefix("serving_default_").split(":")[0]
+
+
+def _match(ours: Sequence[TensorIO], theirs: Sequence[TensorIO]) -> list[int]:
+    """For each of `ours`, the index in `theirs` with the same name (else same position)."""
+    names = [_short(t.name) for t in theirs]
+    if sorted(names) == sorted(_short(t.name) for t in ours) and len(set(names)) == len(names):
+        return [names.index(_short(t.name)) for t in ours]
+    return list(range(len(ours)))
+
+
+def _reorder(arrays: Sequence[np.ndarray], ours: Sequence[TensorIO],
+             theirs: Sequence[TensorIO]) -> list[np.ndarray]:
+    """`arrays` in our input order -> the reference's input order."""
+    m = _match(ours, theirs)
+    out: list[np.ndarray] = [None] * len(arrays)  # type: ignore[list-item]
+    for k, j in enumerate(m):
+        out[j] = arrays[k]
+    return out
+
+
+def _tensor_pairs(q: ModelRunner, f: ModelRunner) -> list[tuple[TensorIO, int, tuple[int, ...]]]:
+    """(int8 tensor, float tensor index, per-sample shape) for tensors matched by name."""
+    def activations(r: ModelRunner) -> dict[str, tuple[int, Any]]:
+        sg = r.parsed.subgraphs[0]
+        buffers = r.parsed.buffers or []
+        out = {}
+        for i, t in enumerate(sg.tensors):
+            buf = buffers[t.buffer] if t.buffer < len(buffers) else None
+            if buf is not None and ((buf.data is not None and len(buf.data)) or buf.offset > 1):
+                continue
+            out.setdefault(_tflite.tensor_name(t), (i, t))
+        return out
+
+    fq = activations(f)
+    details = {d["index"]: d for d in q.interpreter.get_tensor_details()}
+    pairs = []
+    for name, (i, t) in activations(q).items():
+        if name not in fq or i not in details:
+            continue
+        j, ft = fq[name]
+        if _tflite.tensor_type_name(ft.type) != "FLOAT32":
+            continue
+        shape_q = tuple(int(d) for d in (t.shape if t.shape is not None else ()))[1:]
+        shape_f = tuple(int(d) for d in (ft.shape if ft.shape is not None else ()))[1:]
+        tio = TensorIO.from_details(details[i])
+        if shape_q != shape_f or not tio.quantized or len(tio.scales) != 1:
+            continue
+        pairs.append((tio, j, shape_q))
+    return pairs
+
+
+def _output_index(q: ModelRunner, output: int | str) -> int:
+    names = [_short(t.name) for t in q.outputs]
+    if isinstance(output, str):
+        for k, t in enumerate(q.outputs):
+            if output in (t.name, _short(t.name)):
+                return k
+        raise ValueError(f"output must name one of the model's outputs {names}. "
+                         f"Received: output={output!r}")
+    if isinstance(output, bool) or not isinstance(output, (int, np.integer)):
+        raise TypeError(f"output must be an output index or name. Received: {type(output).__name__}")
+    if not 0 <= output < len(q.outputs):
+        raise ValueError(f"output must be an index below {len(q.outputs)} (outputs {names}). "
+                         f"Received: output={output}")
+    return int(output)
+
+
+def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:
+    try:
+        y = np.asarray(labels)
+    except Exception:  # noqa: BLE001
+        raise TypeError(f"labels must be an array of class indices. Received: "
+                        f"{type(labels).__name__}") from None
+    if y.ndim == 0 or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise TypeError(f"labels must be an array of class indices or one-hot rows. Received: "
+                        f"{y.dtype} array of shape {y.shape}")
+    if len(y) < n:
+        raise ValueError(f"labels must have one entry per sample ({n}). Received: labels of "
+                         f"length {len(y)}")
+    if len(y) > n:
+        raise ValueError(f"labels must have one entry per sample ({n} samples used). Received: "
+                         f"labels of length {len(y)}; pass as many labels as samples")
+    classes = out.shape[-1] if out.shape else 1
+    if y.ndim == 2 and y.shape[1] == classes and classes > 1:
+        y = np.argmax(y, axis=1)
+    elif y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise ValueError(f"labels must be class indices [N] or one-hot [N, {classes}]. Received: "
+                         f"shape {y.shape}")
+    if np.issubdtype(y.dtype, np.floating) and not np.array_equal(y, np.round(y)):
+        raise ValueError("labels must be integral class indices. Received: non-integral values")
+    y = y.astype(np.int64)
+    top = max(classes, 2)
+    if y.min() < 0 or y.max() >= top:
+        raise ValueError(f"labels must lie in 0..{top - 1} for output {_short(out.name)!r}. "
+                         f"Received: values {int(y.min())}..{int(y.max())}")
+    return y
+
+
+def _top1(values: np.ndarray) -> np.ndarray:
+    """Class per sample: argmax over the last axis; a single unit is thresholded."""
+    v = values.reshape(len(values), -1)
+    if v.shape[1] == 1:
+        threshold = 0.5 if v.min() >= 0 and v.max() <= 1 else 0.0
+        return (v[:, 0] > threshold).astype(np.int64)
+    return np.argmax(v, axis=1)
+
+
+def _json_float(v: float | None) -> float | None:
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _db(v: float | None) -> str:
+    if v is None:
+        return "-"
+    return "inf" if v == math.inf else f"{v:.1f}"
+
+
+def _clip(s: str, width: int) -> str:
+    return s if len(s) <= width else "…" + s[-(width - 1):]

@@ -1,0 +1,473 @@
+"""Verified loading of `.tflite` models and batched, (de)quantizing LiteRT runs.
+
+Every model goes through `verify_model` before LiteRT sees it: the flatbuffer
+is parsed in Python (a truncated, corrupted or foreign file raises
+`InvalidModelError`, a `ValueError`, instead of reaching C++), then checked
+semantically: tensor, buffer, opcode and subgraph indices in range, constant
+buffers exactly as large as their tensors' shapes and dtypes require,
+quantization parameters consistent with the tensor, shapes non-negative and
+of sane size. LiteRT itself verifies the flatbuffer again when it loads it.
+
+`ModelRunner` feeds float data to any model: inputs are quantized and outputs
+dequantized with each tensor's own scale and zero point (per-tensor or
+per-axis), several inputs and outputs are supported, and samples run in
+batches when the model's batch dimension may be resized, else one at a time.
+
+Example:
+    >>> runner = ModelRunner(open("model_int8.tflite", "rb").read())
+    >>> probs, = runner.run([x_test])          # float in, float out
+    >>> probs.shape
+    (10000, 10)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from tfq8 import _tflite
+from tfq8.data import InputSpec
+
+_log = logging.getLogger("tfq8")
+
+BACKENDS = ("xnnpack", "builtin", "reference")
+"""Kernel choices: the XNNPACK delegate (LiteRT's default on CPU), TFLite's
+optimized builtin kernels without any delegate, or its reference kernels."""
+
+_BATCH_BYTES = 256 << 20
+_MAX_TENSOR_BYTES = 1 << 32
+_MAX_BATCH = 1024
+
+# Bytes per element of the fixed-size tensor types (others are not size-checked).
+_ITEMSIZE = {
+    "FLOAT32": 4, "FLOAT16": 2, "FLOAT64": 8, "BFLOAT16": 2, "INT32": 4, "UINT32": 4,
+    "INT64": 8, "UINT64": 8, "INT16": 2, "UINT16": 2, "INT8": 1, "UINT8": 1, "BOOL": 1,
+    "COMPLEX64": 8, "COMPLEX128": 16,
+}
+_NUMPY = {
+    "FLOAT32": np.float32, "FLOAT16": np.float16, "FLOAT64": np.float64, "INT32": np.int32,
+    "UINT32": np.uint32, "INT64": np.int64, "UINT64": np.uint64, "INT16": np.int16,
+    "UINT16": np.uint16, "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_,
+}
+_KNOWN_BUILTINS = {v for k, v in vars(_tflite.schema.BuiltinOperator).items()
+                   if not k.startswith("_")}
+_KNOWN_TYPES = {v for k, v in vars(_tflite.schema.TensorType).items() if not k.startswith("_")}
+
+
+class InvalidModelError(ValueError):
+    """The bytes are not a well-formed `.tflite` model LiteRT can safely load."""
+
+
+# --------------------------------------------------------------------- loading
+def read_model_bytes(model: Any, *, arg: str = "tflite_model") -> bytes:
+    """Returns the bytes of a `.tflite` given as bytes or as a file path.
+
+    Args:
+        model: `bytes`/`bytearray`/`memoryview`, or a path to a `.tflite` file.
+        arg: The argument name used in error messages.
+
+    Raises:
+        TypeError: If `model` is neither bytes nor a path.
+        ValueError: If the path does not exist or is a folder.
+    """
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.isfile(path):
+            raise ValueError(f"{arg} must be .tflite bytes or the path of a .tflite file; "
+                             f"no such file. Received: {arg}={path!r}")
+        with open(path, "rb") as f:
+            return f.read()
+    raise TypeError(f"{arg} must be .tflite bytes or a path to a .tflite file. "
+                    f"Received: {arg} of type {type(model).__name__}")
+
+
+def verify_model(model: bytes, *, arg: str = "tflite_model") -> "_tflite.schema.ModelT":
+    """Checks that `model` is a well-formed TFLite flatbuffer and returns it parsed.
+
+    Args:
+        model: The `.tflite` bytes.
+        arg: The argument name used in error messages.
+
+    Returns:
+        The parsed model (`schema.ModelT`).
+
+    Raises:
+        InvalidModelError: If the bytes are truncated, corrupted, not a TFLite
+            model, or describe a graph LiteRT could not run safely.
+
+    Example:
+        >>> verify_model(open("model.tflite", "rb").read()).subgraphs[0].operators
+    """
+    n = len(model)
+    if n < 16:
+        raise InvalidModelError(f"{arg} is not a TFLite model: expected a flatbuffer of at least "
+                                f"16 bytes. Received: {n} bytes")
+    if bytes(model[4:8]) != b"TFL3":
+        raise InvalidModelError(
+            f"{arg} is not a TFLite model: expected the file identifier b'TFL3' at bytes 4-8. "
+            f"Received: {bytes(model[4:8])!r}")
+    root = int.from_bytes(model[:4], "little")
+    if root + 4 > n:
+        raise InvalidModelError(f"{arg} is truncated or corrupted: its root table lies at byte "
+                                f"{root}, beyond its {n} bytes.")
+    try:
+        parsed = _tflite.read_model(model)
+    except Exception as e:  # noqa: BLE001 - any parse failure means a broken file
+        raise InvalidModelError(
+            f"{arg} is truncated or corrupted: the flatbuffer cannot be parsed "
+            f"({type(e).__name__}: {str(e)[:200]}). Received: {n} bytes") from None
+    try:
+        _check_semantics(parsed, n)
+    except InvalidModelError as e:
+        raise InvalidModelError(f"{arg} is corrupted: {e}") from None
+    except Exception as e:  # noqa: BLE001 - garbage fields of unexpected types
+        raise InvalidModelError(f"{arg} is corrupted: {type(e).__name__}: {str(e)[:200]}") from None
+    return parsed
+
+
+def _check_semantics(m: Any, size: int) -> None:
+    def bad(msg: str) -> None:
+        raise InvalidModelError(msg)
+
+    if m.version != 3:
+        bad(f"schema version {m.version}, expected 3")
+    if not m.subgraphs:
+        bad("no subgraph")
+    buffers = m.buffers if m.buffers is not None else []
+    codes = m.operatorCodes if m.operatorCodes is not None else []
+    for k, code in enumerate(codes):
+        builtin = max(int(code.builtinCode), int(code.deprecatedBuiltinCode))
+        if builtin not in _KNOWN_BUILTINS:
+            bad(f"operator code {k} names unknown builtin op {builtin}")
+        if builtin == _tflite.schema.BuiltinOperator.CUSTOM and not code.customCode:
+            bad(f"operator code {k} is CUSTOM without a custom op name")
+    for b, buf in enumerate(buffers):
+        if buf is not None and buf.offset and (buf.offset > size or buf.offset + buf.size > size):
+            bad(f"buffer {b} points at bytes {buf.offset}..{buf.offset + buf.size}, beyond the "
+                f"file's {size}")
+    for s, sg in enumerate(m.subgraphs):
+        tensors = sg.tensors if sg.tensors is not None else []
+        nt = len(tensors)
+
+        def idx(values: Any, what: str, optional: bool = False) -> None:
+            for v in (values if values is not None else []):
+                v = int(v)
+                if not (0 <= v < nt or (optional and v == -1)):
+                    bad(f"subgraph {s}: {what} refers to tensor {v}; it has {nt} tensors")
+
+        idx(sg.inputs, "an input")
+        idx(sg.outputs, "an output")
+        for t_i, t in enumerate(tensors):
+            _check_tensor(s, t_i, t, buffers, bad)
+        available = {int(i) for i in (sg.inputs if sg.inputs is not None else [])}
+        for o, op in enumerate(sg.operators if sg.operators is not None else []):
+            if not 0 <= int(op.opcodeIndex) < len(codes):
+                bad(f"subgraph {s} op {o}: opcode index {op.opcodeIndex}, only {len(codes)} codes")
+            idx(op.inputs, f"op {o}'s input", optional=True)
+            idx(op.outputs, f"op {o}'s output")
+            idx(op.intermediates, f"op {o}'s intermediate")
+            for i in (op.inputs if op.inputs is not None else []):
+                i = int(i)
+                if i >= 0 and i not in available and not _is_constant(tensors[i], buffers) and not (
+                        tensors[i].isVariable):
+                    bad(f"subgraph {s} op {o} reads tensor {i}, which no earlier op writes and "
+                        "which is neither an input nor a constant")
+            available.update(int(i) for i in (op.outputs if op.outputs is not None else []))
+            opts = op.builtinOptions
+            for name, value in (vars(opts).items() if opts is not None else []):
+                if name.lower().endswith("subgraphindex") and not 0 <= int(value) < len(m.subgraphs):
+                    bad(f"subgraph {s} op {o}: {name}={value}, only {len(m.subgraphs)} subgraphs")
+
+
+def _is_constant(t: Any, buffers: list) -> bool:
+    buf = buffers[t.buffer] if 0 <= t.buffer < len(buffers) else None
+    return buf is not None and ((buf.data is not None and len(buf.data) > 0) or buf.offset > 1)
+
+
+def _check_tensor(s: int, t_i: int, t: Any, buffers: list, bad: Callable[[str], None]) -> None:
+    where = f"subgraph {s} tensor {t_i}"
+    if t.type not in _KNOWN_TYPES:
+        bad(f"{where} has unknown type {t.type}")
+    shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+    if any(d < 0 for d in shape):
+        bad(f"{where} has a negative dimension in shape {shape}")
+    sig = t.shapeSignature
+    if sig is not None and len(sig):
+        if len(sig) != len(shape) or any(int(d) < -1 for d in sig):
+            bad(f"{where}: shape signature {list(sig)} does not fit shape {shape}")
+    if isinstance(t.name, bytes):
+        try:
+            t.name.decode("utf-8")
+        except UnicodeDecodeError:
+            bad(f"{where} has a name that is not UTF-8")
+    type_name = _tflite.tensor_type_name(t.type)
+    itemsize = _ITEMSIZE.get(type_name)
+    elements = math.prod(shape)
+    if itemsize is not None and elements * itemsize > _MAX_TENSOR_BYTES:
+        bad(f"{where} of shape {shape} would take {elements * itemsize} bytes")
+    if not 0 <= int(t.buffer) < max(len(buffers), 1):
+        bad(f"{where} refers to buffer {t.buffer}; there are {len(buffers)}")
+    buf = buffers[t.buffer] if buffers else None
+    nbytes = 0
+    if buf is not None:
+        nbytes = len(buf.data) if buf.data is not None else 0
+        if not nbytes and buf.offset > 1:
+            nbytes = int(buf.size)
+    if nbytes and itemsize is not None and t.sparsity is None and nbytes != elements * itemsize:
+        bad(f"{where} ({_tflite.tensor_name(t)!r}, {type_name}{shape}) needs "
+            f"{elements * itemsize} bytes of data; its buffer {t.buffer} holds {nbytes}")
+    q = t.quantization
+    if q is not None and q.scale is not None and len(q.scale):
+        scale = np.asarray(q.scale, dtype=np.float64)
+        zp = np.asarray(q.zeroPoint if q.zeroPoint is not None else [], dtype=np.int64)
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            bad(f"{where} has a non-positive or non-finite quantization scale")
+        if len(zp) not in (0, len(scale)):
+            bad(f"{where} has {len(scale)} scales but {len(zp)} zero points")
+        if len(scale) > 1:
+            axis = int(q.quantizedDimension)
+            if not 0 <= axis < len(shape) or shape[axis] != len(scale):
+                bad(f"{where}: {len(scale)} per-axis scales do not fit axis {axis} of shape {shape}")
+
+
+def load_verified(model: Any, *, arg: str = "tflite_model") -> tuple[bytes, Any]:
+    """`read_model_bytes` then `verify_model`; returns the bytes and the parsed model."""
+    blob = read_model_bytes(model, arg=arg)
+    return blob, verify_model(blob, arg=arg)
+
+
+def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int = 1,
+                     preserve_all_tensors: bool = False, verified: bool = False,
+                     arg: str = "tflite_model") -> Any:
+    """A LiteRT interpreter on a verified model, tensors allocated.
+
+    Args:
+        model: `.tflite` bytes.
+        backend: `"xnnpack"` (XNNPACK delegate), `"builtin"` (optimized builtin
+            kernels, no delegate) or `"reference"` (reference kernels).
+        num_threads: Threads for the kernels.
+        preserve_all_tensors: Keep intermediate tensors readable (builtin and
+            reference kernels only).
+        verified: Skip `verify_model` because the caller already ran it.
+        arg: The argument name used in error messages.
+
+    Returns:
+        An `ai_edge_litert.interpreter.Interpreter`.
+
+    Raises:
+        InvalidModelError: If the model is malformed or LiteRT rejects it.
+        ValueError: On a bad `backend` or `num_threads`.
+
+    Example:
+        >>> interp = make_interpreter(blob, backend="xnnpack", num_threads=1)
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
+
+    resolvers = {"xnnpack": OpResolverType.AUTO, "builtin":
+                 OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                 "reference": OpResolverType.BUILTIN_REF}
+    if backend not in resolvers:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
+    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
+        raise ValueError(f"num_threads must be a positive integer. Received: num_threads={num_threads!r}")
+    if not verified:
+        verify_model(model, arg=arg)
+    try:
+        interp = Interpreter(
+            model_content=bytes(model),
+            experimental_op_resolver_type=resolvers[backend],
+            experimental_preserve_all_tensors=preserve_all_tensors,
+            num_threads=int(num_threads),
+        )
+        interp.allocate_tensors()
+    except (RuntimeError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InvalidModelError(f"LiteRT cannot load {arg}: {first}") from None
+    return interp
+
+
+# --------------------------------------------------------------------- I/O tensors
+@dataclasses.dataclass(frozen=True)
+class TensorIO:
+    """A model input or output with its quantization.
+
+    Attributes:
+        name: Tensor name.
+        index: Tensor index in the interpreter.
+        shape: Shape with batch dimension (as allocated).
+        signature: Shape signature (-1 for dimensions that may change).
+        dtype: numpy dtype of the tensor.
+        scales: Quantization scales (empty if not quantized).
+        zero_points: Zero points, one per scale.
+        axis: Quantized dimension for per-axis parameters.
+    """
+
+    name: str
+    index: int
+    shape: tuple[int, ...]
+    signature: tuple[int, ...]
+    dtype: np.dtype
+    scales: np.ndarray
+    zero_points: np.ndarray
+    axis: int = 0
+
+    @classmethod
+    def from_details(cls, d: dict) -> "TensorIO":
+        qp = d.get("quantization_parameters") or {}
+        scales = np.asarray(qp.get("scales", []), dtype=np.float64)
+        zps = np.asarray(qp.get("zero_points", []), dtype=np.int64)
+        if not len(scales) and d.get("quantization", (0.0, 0))[0]:
+            scales = np.asarray([d["quantization"][0]], np.float64)
+            zps = np.asarray([d["quantization"][1]], np.int64)
+        return cls(d["name"], int(d["index"]), tuple(int(v) for v in d["shape"]),
+                   tuple(int(v) for v in d.get("shape_signature", d["shape"])),
+                   np.dtype(d["dtype"]), scales, zps, int(qp.get("quantized_dimension", 0)))
+
+    @property
+    def quantized(self) -> bool:
+        """True if the tensor is an integer tensor with scale and zero point."""
+        return bool(len(self.scales)) and np.issubdtype(self.dtype, np.integer)
+
+    def _broadcast(self, v: np.ndarray, ndim: int) -> np.ndarray:
+        if len(v) == 1:
+            return v.reshape(())
+        shape = [1] * ndim
+        shape[self.axis] = len(v)
+        return v.reshape(shape)
+
+    def quantize(self, x: np.ndarray) -> np.ndarray:
+        """Float values -> this tensor's integers (round half away from zero, clip)."""
+        if not self.quantized:
+            return np.asarray(x).astype(self.dtype, copy=False)
+        s = self._broadcast(self.scales, np.ndim(x))
+        z = self._broadcast(self.zero_points, np.ndim(x))
+        v = np.asarray(x, np.float64) / s
+        v = np.sign(v) * np.floor(np.abs(v) + 0.5) + z
+        info = np.iinfo(self.dtype)
+        return np.clip(v, info.min, info.max).astype(self.dtype)
+
+    def dequantize(self, q: np.ndarray) -> np.ndarray:
+        """This tensor's integers -> float32 values (`(q - zero_point) * scale`)."""
+        if not self.quantized:
+            return np.asarray(q).astype(np.float32, copy=False) if np.issubdtype(
+                np.asarray(q).dtype, np.floating) else np.asarray(q)
+        s = self._broadcast(self.scales, np.ndim(q))
+        z = self._broadcast(self.zero_points, np.ndim(q))
+        return ((np.asarray(q, np.float64) - z) * s).astype(np.float32)
+
+    def data_dtype(self) -> np.dtype:
+        """dtype users feed: float32 for quantized tensors, else the tensor's own."""
+        return np.dtype(np.float32) if self.quantized else self.dtype
+
+
+# --------------------------------------------------------------------- runner
+class ModelRunner:
+    """Runs a `.tflite` model on float data in batches.
+
+    Args:
+        model: `.tflite` bytes or path (verified before loading).
+        backend: See `make_interpreter`.
+        num_threads: Kernel threads.
+        preserve_all_tensors: Keep intermediates readable (`tensor()`).
+        batch_size: Samples per invoke (default: as many as fit in about
+            256 MiB of tensors, at most 1024); 1 when the batch dimension is fixed.
+        arg: The argument name used in error messages.
+
+    Example:
+        >>> runner = ModelRunner("model_int8.tflite")
+        >>> [o.shape for o in runner.run([x])]
+        [(100, 10)]
+    """
+
+    def __init__(self, model: Any, *, backend: str = "builtin", num_threads: int = 1,
+                 preserve_all_tensors: bool = False, batch_size: int | None = None,
+                 arg: str = "tflite_model"):
+        self.model, self.parsed = load_verified(model, arg=arg)
+        self.arg = arg
+        self.interpreter = make_interpreter(
+            self.model, backend=backend, num_threads=num_threads,
+            preserve_all_tensors=preserve_all_tensors, verified=True, arg=arg)
+        try:
+            self.inputs = [TensorIO.from_details(d) for d in self.interpreter.get_input_details()]
+            self.outputs = [TensorIO.from_details(d) for d in self.interpreter.get_output_details()]
+        except (ValueError, KeyError) as e:
+            raise InvalidModelError(f"LiteRT cannot describe {arg}'s inputs and outputs: {e}") from None
+        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
+            raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+        self.resizable = all(len(t.signature) and t.signature[0] == -1 for t in self.inputs)
+        self.batch_size = (batch_size or self._default_batch()) if self.resizable else 1
+        self._current = None
+
+    def input_specs(self) -> list[InputSpec]:
+        """Input specs (float32 for quantized inputs) for `tfq8.representative_dataset`."""
+        return [InputSpec(_short_name(t.name), (None,) + t.shape[1:] if t.shape else (),
+                          t.data_dtype()) for t in self.inputs]
+
+    def _default_batch(self) -> int:
+        per_sample = 0
+        for t in self.parsed.subgraphs[0].tensors:
+            shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+            per_sample += 4 * int(np.prod(shape[1:] if len(shape) > 1 else shape or [1]))
+        return int(max(1, min(_MAX_BATCH, _BATCH_BYTES // max(per_sample, 1))))
+
+    def _resize(self, n: int) -> None:
+        if self._current == n:
+            return
+        if self.resizable or n == self.inputs[0].shape[0]:
+            for t in self.inputs:
+                self.interpreter.resize_tensor_input(t.index, [n] + list(t.shape[1:]))
+            try:
+                self.interpreter.allocate_tensors()
+            except (RuntimeError, ValueError) as e:
+                raise InvalidModelError(f"LiteRT cannot run {self.arg} at batch size {n}: "
+                                        f"{str(e).strip().splitlines()[0]}") from None
+        self._current = n
+
+    def batches(self, inputs: Sequence[np.ndarray]) -> Iterator[tuple[int, int]]:
+        """Sets each batch of `inputs` (float, quantized here), invokes, yields (start, stop)."""
+        total = len(inputs[0])
+        for start in range(0, total, self.batch_size):
+            stop = min(total, start + self.batch_size)
+            self._resize(stop - start)
+            for t, a in zip(self.inputs, inputs):
+                self.interpreter.set_tensor(t.index, np.ascontiguousarray(t.quantize(a[start:stop])))
+            try:
+                self.interpreter.invoke()
+            except RuntimeError as e:
+                raise InvalidModelError(f"LiteRT failed to run {self.arg}: "
+                                        f"{str(e).strip().splitlines()[0]}") from None
+            yield start, stop
+
+    def output(self, k: int) -> np.ndarray:
+        """Output `k` of the last invoke, dequantized."""
+        t = self.outputs[k]
+        return t.dequantize(self.interpreter.get_tensor(t.index))
+
+    def run(self, inputs: Sequence[np.ndarray],
+            progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:
+        """Runs all samples; returns the dequantized outputs, one array per output.
+
+        Args:
+            inputs: One float (or integer, for integer inputs) array per model
+                input, all with the same number of samples.
+            progress: Called with (samples done, total) after each batch.
+        """
+        total = len(inputs[0])
+        outs: list[list[np.ndarray]] = [[] for _ in self.outputs]
+        for _, stop in self.batches(inputs):
+            for k in range(len(self.outputs)):
+                outs[k].append(self.output(k))
+            if progress is not None:
+                progress(stop, total)
+        return [np.concatenate(o, axis=0) for o in outs]
+
+
+def _short_name(name: str) -> str:
+    return name.removeprefix("serving_default_").split(":")[0]
