@@ -129,7 +129,7 @@ def collect(
         interpreter.invoke()
         for s in stats.values():
             try:
-                s.histogram.update(interpreter.get_tensor(s.index))
+                s.histogram.update(interpreter.tensor(s.index)())  # a view, no copy
             except ValueError as e:
                 raise ValueError(
                     f"Tensor {s.name!r} (index {s.index}, output of {s.producer}) is not "
@@ -143,12 +143,18 @@ def collect(
 
 
 def _adopt_extremes(h: Histogram, lo: float, hi: float, name: str) -> None:
-    """Replaces the extremes by TFLite's calibrator's (same data, its rounding)."""
+    """Replaces the extremes by TFLite's calibrator's (same data, its rounding).
+
+    They differ by float rounding, except where the calibrator logged a tensor
+    after an in-place op (a residual ADD) overwrote it: then its range is the
+    ADD output's and wider than the tensor's own. The counts keep the true
+    values, so every method but `minmax` sees the tensor as it is.
+    """
     tol = 1e-4 * max(abs(h.min), abs(h.max), 1e-30)
     if not (math.isclose(lo, h.min, abs_tol=tol) and math.isclose(hi, h.max, abs_tol=tol)):
-        _log.warning(
-            "Tensor %r: LiteRT saw [%g, %g], TFLite's calibrator [%g, %g]; keeping the "
-            "calibrator's extremes.", name, h.min, h.max, lo, hi)
+        _log.debug(
+            "Tensor %r takes [%g, %g]; TFLite's calibrator recorded [%g, %g] (the "
+            "converter's range, kept as the extremes).", name, h.min, h.max, lo, hi)
     h.set_extremes(lo, hi)
 
 

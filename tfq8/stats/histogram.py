@@ -186,10 +186,16 @@ class Histogram:
         if self.exponent is not None:
             exponent = max(exponent, self.exponent)
         self._regrid(*self._fit(new_lo, new_hi, exponent, (self,)))
-        scale = math.ldexp(1.0, -exponent)
+        # Scaling by a power of two is exact in float32 and float64 alike, and
+        # |x| / 2**e < 2**50 keeps floor() exact, so float32 data stays float32.
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
+        scale = x.dtype.type(math.ldexp(1.0, -self.exponent))
         for start in range(0, x.size, _CHUNK):
-            chunk = x[start : start + _CHUNK].astype(np.float64)
-            idx = np.floor(chunk * scale).astype(np.int64) - self.offset
+            scaled = np.multiply(x[start : start + _CHUNK], scale)
+            np.floor(scaled, out=scaled)
+            idx = scaled.astype(np.int64)
+            idx -= self.offset
             self.counts += np.bincount(idx, minlength=len(self.counts))
         self.count += int(x.size)
         self.zeros += int(np.count_nonzero(x == 0))
