@@ -39,6 +39,17 @@ def nudge(lo: np.ndarray, hi: np.ndarray):
     return scale, zero_point, rep_lo, rep_hi
 
 
+def _rounding_antiderivative(u: np.ndarray) -> np.ndarray:
+    """Antiderivative of `(u - round(u))**2` (continuous, `G(0) = 0`).
+
+    The squared rounding error in units of the step is the periodic parabola
+    `r(u)**2` with `r(u) = u - floor(u + 1/2)`; it integrates to 1/12 per step.
+    """
+    k = np.floor(u + 0.5)
+    r = u - k
+    return k / 12 + (r**3 + 0.125) / 3
+
+
 def expected_sq_error(
     edges: np.ndarray,
     counts: np.ndarray,
@@ -49,12 +60,14 @@ def expected_sq_error(
 ) -> np.ndarray:
     """Mean squared quantize-dequantize error of each candidate range.
 
-    Values are taken as uniform inside each histogram bin. Beyond the grid the
-    clipping error `(x - edge)**2` is integrated exactly over each bin. Inside
-    it, a bin at least one step wide contributes the classic `scale**2 / 12`;
-    a narrower bin contributes the error of rounding its centre to the grid
-    plus its own spread (`width**2 / 12`), so data that already sits on a
-    grid (integer pixels, for example) is scored as the exact fit it is.
+    Values are taken as uniform inside each histogram bin (a bin of zero width
+    is a point mass). The error is integrated exactly under that assumption:
+    inside the nudged grid, the rounding error `(x - round(x))**2` (a periodic
+    parabola, see `_rounding_antiderivative`); beyond it, the clipping error
+    `(x - edge)**2`. So a bin many steps wide contributes about
+    `scale**2 / 12` per value, a bin narrower than a step contributes the
+    error of where it actually sits on the grid, and data that already lies on
+    the grid (integer pixels, for example) is scored as the exact fit it is.
 
     Args:
         edges: Bin edges, `len(counts) + 1`, non-decreasing.
@@ -70,7 +83,6 @@ def expected_sq_error(
     width = right - left
     point = width <= 0
     safe_width = np.where(point, 1.0, width)
-    centre = (left + right) / 2
     total = max(float(counts.sum()), 1.0)
     lo = np.atleast_1d(np.asarray(lo, np.float64))
     hi = np.atleast_1d(np.asarray(hi, np.float64))
@@ -81,19 +93,19 @@ def expected_sq_error(
         s = np.where(scale > 0, scale, 1.0)[:, None]
         a = rep_lo[:, None]
         b = rep_hi[:, None]
-        # Part of each bin above the top / below the bottom of the grid.
-        above = np.where(point, (left > b).astype(float), np.clip(right - b, 0.0, width) / safe_width)
-        below = np.where(point, (left < a).astype(float), np.clip(a - left, 0.0, width) / safe_width)
+        # Clipping: (x - b)**2 above the grid, (a - x)**2 below, integrated
+        # over the part of each bin beyond the grid.
         hi_cube = (np.maximum(right - b, 0.0) ** 3 - np.maximum(left - b, 0.0) ** 3) / (3 * safe_width)
         lo_cube = (np.maximum(a - left, 0.0) ** 3 - np.maximum(a - right, 0.0) ** 3) / (3 * safe_width)
         clip = np.where(point, np.maximum(left - b, 0.0) ** 2 + np.maximum(a - left, 0.0) ** 2,
                         hi_cube + lo_cube)
-        inside = np.clip(1.0 - above - below, 0.0, 1.0)
-        offset = centre - a
-        near = offset - np.round(offset / s) * s
-        narrow = near**2 + width**2 / 12
-        rounding = np.where(width >= s, s**2 / 12, np.minimum(narrow, s**2 / 4))
-        per_bin = counts * (inside * rounding + clip)
+        # Rounding: over the part of each bin inside [a, b], in grid units.
+        u1 = (np.clip(left, a, b) - a) / s
+        u2 = (np.clip(right, a, b) - a) / s
+        spread = (_rounding_antiderivative(u2) - _rounding_antiderivative(u1)) * s**3 / safe_width
+        r = u1 - np.floor(u1 + 0.5)
+        rounding = np.where(point, (r * s) ** 2, spread)
+        per_bin = counts * (rounding + clip)
         out[sl] = per_bin.sum(axis=1) / total
     return out
 

@@ -29,11 +29,28 @@ _METHODS: dict[str, RangeMethod] = {}
 
 
 def register(name: str) -> Callable[[RangeMethod], RangeMethod]:
-    """Decorator registering a range method under `name`."""
+    """Decorator registering a range method under `name`.
+
+    Raises:
+        ValueError: If `name` is not a non-empty string, is already registered,
+            or the decorated object is not callable.
+    """
+    if not isinstance(name, str) or not name.strip() or name != name.strip():
+        raise ValueError(
+            f"Range method names must be non-empty strings without surrounding spaces. "
+            f"Received: name={name!r}"
+        )
 
     def wrap(fn: RangeMethod) -> RangeMethod:
+        if not callable(fn):
+            raise ValueError(
+                f"Range method {name!r} must be callable. Received: {type(fn).__name__}"
+            )
         if name in _METHODS:
-            raise ValueError(f"Range method {name!r} is already registered.")
+            raise ValueError(
+                f"Range method {name!r} is already registered (by "
+                f"{getattr(_METHODS[name], '__module__', '?')}). Received: name={name!r}"
+            )
         _METHODS[name] = fn
         return fn
 
