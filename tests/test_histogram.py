@@ -41,7 +41,8 @@ def _random_splits(rng: np.random.Generator, x: np.ndarray) -> list[np.ndarray]:
 
 def _check_binning(h: Histogram, x: np.ndarray) -> None:
     """Every value sits in the bin [k * w, (k + 1) * w) it belongs to."""
-    idx = np.floor(x.astype(np.float64) / h.width).astype(np.int64) - h.offset
+    idx = np.floor(x.astype(np.float64) / h.width).astype(np.int64)
+    idx = np.where(x < 0, np.minimum(idx, -1), idx) - h.offset  # even if x / w underflows
     assert idx.min() >= 0 and idx.max() < len(h.counts)
     np.testing.assert_array_equal(np.bincount(idx, minlength=len(h.counts)), h.counts)
 
@@ -175,6 +176,17 @@ def test_huge_range_outliers():
     e = Histogram(64).update(np.array([-1e308, 0.0, 1e308]))
     assert (e.min, e.max, e.counts.sum()) == (-1e308, 1e308, 3)
     assert np.isfinite(e.edges).all()
+    # Tiny negatives next to huge values stay below zero (no underflow to -0).
+    for dtype in (np.float32, np.float64):
+        big = np.finfo(dtype).max / 2
+        v = np.array([-np.finfo(dtype).smallest_subnormal, big, 0.0], dtype)
+        u = Histogram(64).update(v)
+        _check_binning(u, v)
+        assert u.counts[0] == 1 and u.edges[0] < 0
+    # Float32 data added to a histogram with a float64-only grid.
+    f = Histogram(64).update(np.array([-1e300, 1e300])).update(np.array([-1e-3, 2.0], np.float32))
+    _check_binning(f, np.array([-1e300, 1e300, -1e-3, 2.0]))
+    assert f.counts[-f.offset - 1] == 1 and f.counts[-f.offset] == 1
     # Bins are never narrower than 2**MIN_EXPONENT: tiny values share one.
     t = Histogram(64).update(np.array([5e-324, 1e-320, 1e-300]))
     assert t.exponent == MIN_EXPONENT and list(t.counts) == [3] and t.min == 5e-324

@@ -34,6 +34,12 @@ DEFAULT_MAX_BINS = 4096
 _CHUNK = 1 << 22
 
 
+def _grid_index(value: float, exponent: int) -> int:
+    """`floor(value / 2**exponent)`, exact also where the quotient underflows."""
+    k = math.floor(math.ldexp(value, -exponent))
+    return -1 if value < 0 and k >= 0 else k
+
+
 class Histogram:
     """Streaming histogram with exact extremes; see the module docstring.
 
@@ -100,10 +106,7 @@ class Histogram:
 
     # ------------------------------------------------------------- updating
     def _span(self, lo: float, hi: float, exponent: int) -> tuple[int, int]:
-        return (
-            math.floor(math.ldexp(lo, -exponent)),
-            math.floor(math.ldexp(hi, -exponent)),
-        )
+        return _grid_index(lo, exponent), _grid_index(hi, exponent)
 
     def _exponent_for(self, lo: float, hi: float) -> int:
         """Exponent >= MIN_EXPONENT whose grid holds [lo, hi] in max_bins bins.
@@ -188,13 +191,21 @@ class Histogram:
         self._regrid(*self._fit(new_lo, new_hi, exponent, (self,)))
         # Scaling by a power of two is exact in float32 and float64 alike, and
         # |x| / 2**e < 2**50 keeps floor() exact, so float32 data stays float32.
-        if x.dtype not in (np.float32, np.float64):
+        # (A float32 scale must itself be a normal float32: 2**-e within range.)
+        if x.dtype not in (np.float32, np.float64) or (
+                x.dtype == np.float32 and not -100 < self.exponent < 100):
             x = x.astype(np.float64)
         scale = x.dtype.type(math.ldexp(1.0, -self.exponent))
+        # With bins wider than 1, a tiny negative value times the scale can
+        # underflow to -0.0 and floor to bin 0 instead of bin -1.
+        underflow = self.exponent > 0 and lo < 0
         for start in range(0, x.size, _CHUNK):
-            scaled = np.multiply(x[start : start + _CHUNK], scale)
+            chunk = x[start : start + _CHUNK]
+            scaled = np.multiply(chunk, scale)
             np.floor(scaled, out=scaled)
             idx = scaled.astype(np.int64)
+            if underflow:
+                np.minimum(idx, -1, out=idx, where=chunk < 0)
             idx -= self.offset
             self.counts += np.bincount(idx, minlength=len(self.counts))
         self.count += int(x.size)
