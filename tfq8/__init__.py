@@ -1,12 +1,14 @@
 """tfq8: full-integer int8 TFLite models from Keras, with better activation ranges."""
 
 from tfq8.calibration import Calibration
+from tfq8.callbacks import CalibrationCallback
 from tfq8.convert import UnsupportedOpError, calibrate, convert
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.harness.inspect import inspect
 
 __all__ = [
     "Calibration",
+    "CalibrationCallback",
     "RepresentativeDataset",
     "UnsupportedOpError",
     "calibrate",

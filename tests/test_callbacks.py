@@ -1,0 +1,285 @@
+"""tfq8.CalibrationCallback: statistics, int8 metrics and exports during model.fit."""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import factories
+import tfq8
+from tfq8 import callbacks as cbmod
+from tfq8.convert import CALIBRATION_ATTR
+from tfq8.stats.collect import make_interpreter
+from tfq8.stats.histogram import Histogram
+
+
+def _mlp_data(n=96, seed=0, features=20, classes=5):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features)).astype(np.float32)
+    y = x[:, :classes].argmax(axis=1).astype(np.int64)
+    return x, y
+
+
+def _compiled_mlp(seed=0, **compile_kwargs):
+    model = factories.mlp(seed=seed)
+    model.compile(keras.optimizers.Adam(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], **compile_kwargs)
+    return model
+
+
+class _Inject(keras.callbacks.Callback):
+    """Writes a scripted value per epoch into the logs (runs before the tfq8 callback)."""
+
+    def __init__(self, key, values):
+        super().__init__()
+        self.key, self.values = key, list(values)
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs[self.key] = self.values[epoch]
+
+
+class _Record(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.logs = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.logs.append(dict(logs))
+
+
+def test_fit_then_convert_needs_no_data():
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(x[:48], verbose=0)
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[cb])
+    # Default: one calibration, after the last epoch, of the final weights.
+    assert len(cb.timings) == 1
+    assert isinstance(cb.calibration, tfq8.Calibration)
+    assert cb.calibration.num_samples == 48
+    assert getattr(model, CALIBRATION_ATTR) is cb.calibration
+    blob = tfq8.convert(model)
+    assert tfq8.inspect(blob).full_integer
+    # The attached statistics are those of the final weights: same ranges as
+    # converting with the data explicitly.
+    assert blob == tfq8.convert(model, calibration=tfq8.calibrate(model, x[:48]))
+
+
+def test_int8_keys_in_logs_history_and_csv(tmp_path):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    csv_path = tmp_path / "log.csv"
+    record = _Record()
+    cb = tfq8.CalibrationCallback(x[:48], validation_data=(x[48:], y[48:]), every_n_epochs=1,
+                                  filepath=str(tmp_path / "best-{epoch:02d}-{val_int8_accuracy:.3f}.tflite"),
+                                  save_best_only=True, verbose=0)
+    history = model.fit(x[:48], y[:48], epochs=2, batch_size=16, verbose=0,
+                        validation_data=(x[48:], y[48:]),
+                        callbacks=[cb, record, keras.callbacks.CSVLogger(str(csv_path))])
+    for key in ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss"):
+        assert len(history.history[key]) == 2, key
+        assert all(key in logs for logs in record.logs)
+    acc, agree = history.history["val_int8_accuracy"], history.history["val_int8_agreement"]
+    assert all(0.0 <= v <= 1.0 for v in acc + agree)
+    # int8 stays close to float on this tiny model.
+    assert min(agree) >= 0.8
+    assert abs(acc[-1] - history.history["val_accuracy"][-1]) <= 0.2
+    # int8 loss is a real loss value near the float one.
+    assert abs(history.history["val_int8_loss"][-1] - history.history["val_loss"][-1]) < 0.5
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 2 and float(rows[1]["val_int8_accuracy"]) == pytest.approx(acc[1])
+    assert [h["epoch"] for h in cb.int8_history] == [1, 2]
+    # save_best_only with the default monitor: one file per strict improvement.
+    expected, best = [], -np.inf
+    for epoch, value in enumerate(acc, start=1):
+        if value > best:
+            best = value
+            expected.append(str(tmp_path / f"best-{epoch:02d}-{value:.3f}.tflite"))
+    assert cb.saved == expected
+    assert sorted(p.name for p in tmp_path.glob("*.tflite")) == sorted(
+        os.path.basename(p) for p in expected)
+
+
+def test_best_only_exports_on_improvement_and_file_runs(tmp_path):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(x[:32], every_n_epochs=1,
+                                  filepath=str(tmp_path / "m-{epoch:02d}.tflite"),
+                                  monitor="val_score", mode="max", save_best_only=True,
+                                  verbose=0)
+    model.fit(x, y, epochs=3, batch_size=48, verbose=0,
+              callbacks=[_Inject("val_score", [0.5, 0.4, 0.6]), cb])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m-01.tflite", "m-03.tflite"]
+    assert cb.best == 0.6
+    assert not list(tmp_path.glob(".tfq8-*"))  # no temporary files left behind
+    blob = (tmp_path / "m-03.tflite").read_bytes()
+    assert tfq8.inspect(blob).full_integer
+    interpreter = make_interpreter(blob)
+    interpreter.allocate_tensors()
+    d = interpreter.get_input_details()[0]
+    assert d["dtype"] == np.int8
+    interpreter.set_tensor(d["index"], np.zeros(d["shape"], np.int8))
+    interpreter.invoke()
+    out = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+    assert out.dtype == np.int8 and out.shape[-1] == 5
+
+
+def test_stale_weights_are_refused_and_missing_statistics_explained():
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    with pytest.raises(ValueError, match="CalibrationCallback"):
+        tfq8.convert(model)  # no statistics at all
+    cb = tfq8.CalibrationCallback(x[:32], verbose=0)
+    model.fit(x, y, epochs=1, batch_size=48, verbose=0, callbacks=[cb])
+    tfq8.convert(model)  # fresh: fine
+    model.fit(x, y, epochs=1, batch_size=48, verbose=0)  # trained further, no callback
+    with pytest.raises(ValueError, match="stale"):
+        tfq8.convert(model)
+    # Explicit data still works.
+    assert tfq8.inspect(tfq8.convert(model, x[:32])).full_integer
+
+
+def test_one_instance_serves_two_fit_calls(tmp_path):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(x[:32], validation_data=(x[48:], y[48:]),
+                                  filepath=str(tmp_path / "m.tflite"), save_best_only=True,
+                                  monitor="val_int8_loss", verbose=0)
+    model.fit(x, y, epochs=2, batch_size=48, verbose=0, callbacks=[cb])
+    first = cb.calibration
+    assert [h["epoch"] for h in cb.int8_history] == [2]
+    h2 = model.fit(x, y, epochs=1, batch_size=48, verbose=0, callbacks=[cb])
+    # State was reset: only the second run's evaluation, a new best, new statistics.
+    assert [h["epoch"] for h in cb.int8_history] == [1]
+    assert cb.best == pytest.approx(h2.history["val_int8_loss"][0])
+    assert cb.saved == [str(tmp_path / "m.tflite")]
+    assert cb.calibration is not first
+    assert getattr(model, CALIBRATION_ATTR) is cb.calibration
+    assert tfq8.inspect(tfq8.convert(model)).full_integer
+    assert all(len(v) == 1 for v in cb.diagnostics.values())
+
+
+def test_tf_keras_variant():
+    tf_keras = pytest.importorskip("tf_keras")
+    model = factories.tf_keras_cnn(input_shape=(8, 8, 3), classes=4)
+    model.compile(tf_keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy",
+                  metrics=["accuracy"])
+    x = factories.images(48, shape=(8, 8, 3))
+    y = np.arange(48) % 4
+    cb = tfq8.CalibrationCallback.for_model(model, x[:24], validation_data=(x[24:], y[24:]),
+                                            every_n_epochs=1, verbose=0)
+    assert isinstance(cb, tf_keras.callbacks.Callback)
+    assert isinstance(cb, cbmod.TFKerasCalibrationCallback)
+    assert not isinstance(tfq8.CalibrationCallback.for_model(factories.mlp(), x), tf_keras.callbacks.Callback)
+    history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])
+    assert len(history.history["val_int8_accuracy"]) == 2
+    assert len(history.history["val_int8_loss"]) == 2
+    assert tfq8.inspect(tfq8.convert(model)).full_integer
+    assert any(d[-1].layer == "re_lu" for d in cb.diagnostics.values())
+
+
+def test_multi_input_tf_data_eager():
+    tf = pytest.importorskip("tensorflow")
+    model = factories.two_in_two_out()
+    model.compile("adam", loss={"cls": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                "reg": "mse"},
+                  metrics={"cls": ["accuracy"], "reg": ["mae"]}, run_eagerly=True)
+    x = factories.two_in_data(48)
+    labels = {"cls": (x["a"][:, 0] > 0).astype(np.int64), "reg": x["a"][:, :1]}
+    train = tf.data.Dataset.from_tensor_slices((x, labels)).batch(16)
+    val = tf.data.Dataset.from_tensor_slices((x, labels)).take(24).batch(8)
+    cb = tfq8.CalibrationCallback(train.take(2), validation_data=val, verbose=0)
+    history = model.fit(train, epochs=2, verbose=0, callbacks=[cb])
+    for key in ("val_int8_accuracy", "val_int8_cls_accuracy", "val_int8_cls_agreement",
+                "val_int8_agreement", "val_int8_cls_loss", "val_int8_reg_loss", "val_int8_loss",
+                "val_int8_reg_mae"):
+        assert len(history.history[key]) == 1, key  # default: after the last epoch only
+    assert history.history["val_int8_agreement"][0] >= 0.8
+    assert cb.calibration.num_samples == 32
+    assert tfq8.inspect(tfq8.convert(model)).full_integer
+
+
+def test_hostile_tensor_warns_once_naming_the_layer(caplog):
+    x, y = _mlp_data()
+    calib = x[:48].copy()
+    calib[0, :] = 60.0  # one sample far outside the bulk
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(calib, every_n_epochs=1, verbose=0)
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
+        model.fit(x, y, epochs=2, batch_size=48, verbose=0, callbacks=[cb])
+    assert cb.hostile, "an outlier-dominated activation should be reported"
+    name = next(iter(cb.hostile))
+    assert len(cb.diagnostics[name]) == 2
+    record = cb.diagnostics[name][-1]
+    assert record.hostile and record.outlier_ratio > cb.outlier_ratio
+    assert record.layer in {layer.name for layer in model.layers}
+    warnings = [r.getMessage() for r in caplog.records if "hostile to int8" in r.getMessage()]
+    assert len(warnings) == len(cb.hostile)  # once per tensor, not once per epoch
+    assert any(f"layer {record.layer!r}" in w and "ReLU6" in w for w in warnings)
+    # Inputs are data, never reported; well-behaved tensors are not reported.
+    assert all(d[-1].producer != "INPUT" for n, d in cb.diagnostics.items() if n in cb.hostile)
+
+
+def test_missing_monitor_warns_once_listing_keys(tmp_path, caplog):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(x[:32], every_n_epochs=1, filepath=str(tmp_path / "m.tflite"),
+                                  monitor="val_missing", save_best_only=True, verbose=0)
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
+        model.fit(x, y, epochs=2, batch_size=48, verbose=0, callbacks=[cb])
+    msgs = [r.getMessage() for r in caplog.records if "val_missing" in r.getMessage()]
+    assert len(msgs) == 1 and "Available keys" in msgs[0] and "loss" in msgs[0]
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(calibration_data=None),
+    dict(every_n_epochs=-1),
+    dict(every_n_epochs=0),
+    dict(every_n_epochs=1.5),
+    dict(filepath="model.h5"),
+    dict(filepath=3),
+    dict(filepath="m-{}.tflite"),
+    dict(monitor="val_int8_accurcy!", validation_data=(np.zeros((2, 20)), np.zeros(2))),
+    dict(monitor="val_int8_accuracy", filepath="m.tflite", save_best_only=True),
+    dict(monitor=""),
+    dict(mode="maximum"),
+    dict(save_best_only=True),
+    dict(save_best_only="yes", filepath="m.tflite"),
+    dict(verbose=-1),
+    dict(method="median"),
+    dict(num_samples=0),
+    dict(convert_options={"method": "kl"}),
+    dict(outlier_ratio=0.5),
+    dict(outlier_percentile=100),
+    dict(range_growth=1),
+    dict(batch_size=0),
+    dict(validation_data=42),
+])
+def test_bad_arguments_raise(kwargs):
+    kwargs = dict(kwargs)
+    data = kwargs.pop("calibration_data", np.zeros((4, 20), np.float32))
+    with pytest.raises(ValueError, match="Received:"):
+        tfq8.CalibrationCallback(data, **kwargs)
+
+
+def test_abs_quantile_and_layer_names():
+    h = Histogram().update(np.concatenate([np.linspace(-1, 1, 9999), [0.0] * 500, [50.0]]))
+    p = cbmod._abs_quantile(h, 0.999)
+    assert 0.95 < p <= 1.01
+    assert cbmod._abs_quantile(h, 1.0) == pytest.approx(50.0, rel=1e-3)
+    layers = {"dense", "dense_1", "re_lu", "conv2d_1"}
+    # Keras 3 export: every scope carries a _1 suffix (model 'sequential').
+    assert cbmod._layer_of("sequential_1/dense_1/MatMul;sequential_1/dense_1/BiasAdd",
+                           layers, "sequential") == "dense"
+    assert cbmod._layer_of("sequential_1/conv2d_1_1/Relu", layers, "sequential") == "conv2d_1"
+    # tf_keras: scopes are the layer names.
+    assert cbmod._layer_of("sequential/re_lu/Relu;sequential/conv2d/Conv2D", layers,
+                           "sequential") == "re_lu"
+    assert cbmod._layer_of("StatefulPartitionedCall:0", layers, "sequential") is None

@@ -1,0 +1,1000 @@
+"""`CalibrationCallback`: activation statistics and int8 quality during `model.fit`.
+
+Add one callback to `model.fit`; when training ends the model carries
+statistics of its final weights, so `tfq8.convert(model)` needs no data. With
+`validation_data` every calibration also converts to int8, runs the int8 model
+in LiteRT and writes `val_int8_accuracy`, `val_int8_agreement` (float vs int8
+top-1 agreement) and the int8 versions of the compiled loss and metrics into
+the epoch logs, so they show in the progress bar, `History`, `CSVLogger` and
+`TensorBoard` like any metric. With `filepath` it exports the int8 `.tflite`
+(atomically), optionally only on improvement of `monitor`, the way
+`keras.callbacks.ModelCheckpoint` does. Per calibration it records, for every
+activation tensor of the TFLite graph, its range and an outlier ratio, and
+warns once per tensor that becomes hostile to int8.
+
+Place the callback *before* `CSVLogger` and `TensorBoard` in the `callbacks`
+list so that they see the int8 keys (Keras runs callbacks in list order).
+
+Example:
+    >>> cb = tfq8.CalibrationCallback(x_train[:256], validation_data=(x_val, y_val),
+    ...                               every_n_epochs=1,
+    ...                               filepath="ckpt/model-{epoch:02d}-int8.tflite",
+    ...                               save_best_only=True)
+    >>> history = model.fit(x_train, y_train, epochs=10, callbacks=[cb])
+    >>> history.history["val_int8_accuracy"][-1]
+    0.97...
+    >>> tflite_model = tfq8.convert(model)        # no data: uses cb.calibration
+    >>> cb.calibration.save("stats.npz")
+
+For a `tf_keras` (Keras 2) model use `tfq8.CalibrationCallback.for_model(model, ...)`
+or `tfq8.callbacks.TFKerasCalibrationCallback(...)`: `tf_keras.Model.fit` needs
+a `tf_keras.callbacks.Callback`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import math
+import os
+import re
+import string
+import time
+from typing import Any, Mapping, Sequence
+
+import keras
+import numpy as np
+
+from tfq8.calibration import Calibration, atomic_write
+from tfq8.convert import CALIBRATION_ATTR, calibrate, convert
+from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.ranges import available_methods
+from tfq8.stats.collect import make_interpreter, resize_batch
+from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
+
+_log = logging.getLogger("tfq8")
+
+__all__ = ["CalibrationCallback", "TensorDiagnostics", "TFKerasCalibrationCallback"]
+
+#: Keys the callback writes (single-output models; multi-output models also get
+#: `val_int8_<output>_accuracy` / `_agreement` / `_loss`).
+INT8_KEYS = ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss")
+_INT8_MONITOR = re.compile(r"^val_int8_[A-Za-z0-9_.\-]+$")
+_CONVERT_OPTIONS = ("method_options", "ranges", "per_channel", "input_type", "output_type",
+                    "allow_float")
+_SUGGESTION = (
+    "Bound it during training: a clipped activation (ReLU6, keras.layers.ReLU(max_value=...)), "
+    "clipping (keras.ops.clip), a BatchNormalization before the activation, or weight decay; "
+    "or let tfq8 clip its range (method='mse', 'kl' or 'percentile')."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorDiagnostics:
+    """Quantization-relevant figures of one activation tensor at one calibration.
+
+    Attributes:
+        epoch: The 1-based epoch after which the statistics were taken.
+        tensor: Tensor name in the TFLite graph.
+        layer: The Keras layer (or output) it belongs to, if known.
+        producer: The TFLite op writing it (such as `CONV_2D`), or `INPUT`.
+        min: Smallest value seen.
+        max: Largest value seen.
+        abs_max: `max(|min|, |max|)`.
+        percentile_abs: The `outlier_percentile` of the non-zero `|x|`.
+        outlier_ratio: `abs_max / percentile_abs` (1 for well-behaved tensors; a
+            ratio r leaves the bulk of the values about 1/r of the int8 grid).
+        hostile: Whether the callback judged the tensor hostile to int8.
+    """
+
+    epoch: int
+    tensor: str
+    layer: str | None
+    producer: str
+    min: float
+    max: float
+    abs_max: float
+    percentile_abs: float
+    outlier_ratio: float
+    hostile: bool = False
+
+
+class _CalibrationCallbackBase:
+    """Framework-independent logic shared by the Keras 3 and tf_keras callbacks."""
+
+    def __init__(
+        self,
+        calibration_data: Any,
+        validation_data: Any = None,
+        *,
+        every_n_epochs: int | None = None,
+        filepath: str | os.PathLike | None = None,
+        monitor: str = "val_int8_accuracy",
+        mode: str = "auto",
+        save_best_only: bool = False,
+        verbose: int = 1,
+        method: str = "auto",
+        num_samples: int | None = None,
+        convert_options: Mapping[str, Any] | None = None,
+        outlier_ratio: float = 8.0,
+        outlier_percentile: float = 99.9,
+        range_growth: float = 4.0,
+        batch_size: int = 256,
+        max_bins: int = DEFAULT_MAX_BINS,
+    ):
+        if calibration_data is None:
+            raise ValueError(
+                "calibration_data must be samples like the model's inputs (arrays, (x, y), a "
+                "dict, a tf.data.Dataset, ...). Received: calibration_data=None")
+        if every_n_epochs is not None and (
+                isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, (int, np.integer))
+                or every_n_epochs < 1):
+            raise ValueError(
+                "every_n_epochs must be a positive integer, or None to calibrate only when "
+                f"training ends. Received: every_n_epochs={every_n_epochs!r}")
+        if filepath is not None:
+            if not isinstance(filepath, (str, os.PathLike)):
+                raise ValueError(
+                    "filepath must be a string or path ending in '.tflite'. "
+                    f"Received: filepath={filepath!r}")
+            filepath = os.fspath(filepath)
+            if not filepath.endswith(".tflite"):
+                raise ValueError(
+                    "filepath must end in '.tflite' (the callback exports int8 TFLite "
+                    f"models). Received: filepath={filepath!r}")
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(filepath) if f is not None]
+            except ValueError as e:
+                raise ValueError(
+                    f"filepath is not a valid format string ({e}). Received: filepath={filepath!r}"
+                ) from None
+            if any(f == "" or f.isdigit() for f in fields):
+                raise ValueError(
+                    "filepath may only use named fields such as {epoch:02d} or "
+                    f"{{val_int8_accuracy:.3f}}. Received: filepath={filepath!r}")
+        if not isinstance(monitor, str) or not monitor:
+            raise ValueError(f"monitor must be a metric name. Received: monitor={monitor!r}")
+        if "int8" in monitor:
+            if not _INT8_MONITOR.match(monitor):
+                raise ValueError(
+                    "monitor names an unknown int8 metric: the callback writes "
+                    f"{', '.join(INT8_KEYS)} (and val_int8_<output>_... for multi-output models, "
+                    f"val_int8_<metric> for compiled metrics). Received: monitor={monitor!r}")
+            if validation_data is None and save_best_only:
+                raise ValueError(
+                    f"save_best_only compares monitor={monitor!r}, which is computed on "
+                    "validation_data: pass validation_data=(x_val, y_val) or monitor a training "
+                    f"metric such as 'val_loss'. Received: monitor={monitor!r}, validation_data=None")
+        if mode not in ("auto", "min", "max"):
+            raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+        if not isinstance(save_best_only, bool):
+            raise ValueError(f"save_best_only must be a bool. Received: save_best_only={save_best_only!r}")
+        if save_best_only and filepath is None:
+            raise ValueError(
+                "save_best_only=True needs a filepath to export to. Received: filepath=None")
+        if isinstance(verbose, bool) or not isinstance(verbose, (int, np.integer)) or verbose < 0:
+            raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
+        if method != "auto" and method not in available_methods():
+            raise ValueError(
+                f"method must be one of auto, {', '.join(available_methods())}. "
+                f"Received: method={method!r}")
+        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(
+                num_samples, (int, np.integer)) or num_samples < 1):
+            raise ValueError(
+                f"num_samples must be a positive integer or None. Received: num_samples={num_samples!r}")
+        convert_options = dict(convert_options or {})
+        unknown = sorted(set(convert_options) - set(_CONVERT_OPTIONS))
+        if unknown:
+            raise ValueError(
+                f"convert_options may contain {', '.join(_CONVERT_OPTIONS)} (method is its own "
+                f"argument). Received: convert_options keys {unknown}")
+        for name, value, low in (("outlier_ratio", outlier_ratio, 1.0),
+                                 ("range_growth", range_growth, 1.0)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
+                raise ValueError(f"{name} must be a number > {low:g}. Received: {name}={value!r}")
+        if isinstance(outlier_percentile, bool) or not isinstance(outlier_percentile, (int, float)) \
+                or not 50.0 < outlier_percentile < 100.0:
+            raise ValueError(
+                "outlier_percentile must be in (50, 100). "
+                f"Received: outlier_percentile={outlier_percentile!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+        if validation_data is not None and not _readable(validation_data):
+            raise ValueError(
+                "validation_data must be (x, y), (x, y, sample_weight), inputs x alone, or a "
+                "tf.data.Dataset / iterable of (x, y) batches. "
+                f"Received: validation_data of type {type(validation_data).__name__}")
+        super().__init__()
+        self.calibration_data = calibration_data
+        self.validation_data = validation_data
+        self.every_n_epochs = None if every_n_epochs is None else int(every_n_epochs)
+        self.filepath = filepath
+        self.monitor = monitor
+        self.save_best_only = save_best_only
+        self.verbose = int(verbose)
+        self.method = method
+        self.num_samples = num_samples
+        self.convert_options = convert_options
+        self.outlier_ratio = float(outlier_ratio)
+        self.outlier_percentile = float(outlier_percentile)
+        self.range_growth = float(range_growth)
+        self.batch_size = int(batch_size)
+        self.max_bins = max_bins
+        if mode == "auto":
+            mode = "max" if any(k in monitor for k in ("acc", "agreement", "auc", "precision",
+                                                         "recall", "f1")) else "min"
+        self.mode = mode
+        self._better = np.greater if mode == "max" else np.less
+        self._rep: RepresentativeDataset | None = None
+        self._val: _ValidationSet | None = None
+        self._reset()
+
+    # ------------------------------------------------------------- state
+    def _reset(self) -> None:
+        self.calibration: Calibration | None = None
+        self.best: float = -math.inf if self.mode == "max" else math.inf
+        self.diagnostics: dict[str, list[TensorDiagnostics]] = {}
+        self.hostile: dict[str, str] = {}
+        self.int8_history: list[dict[str, float]] = []
+        self.saved: list[str] = []
+        self.timings: list[float] = []
+        self._digest: str | None = None
+        self._last_epoch: int | None = None
+        self._last_logs: dict[str, Any] = {}
+        self._warned_monitor = False
+
+    @classmethod
+    def for_model(cls, model: Any, *args: Any, **kwargs: Any) -> "_CalibrationCallbackBase":
+        """A callback of the right kind for `model`: Keras 3 or tf_keras.
+
+        Args:
+            model: The model `fit` will be called on.
+            *args: Passed to the callback's constructor.
+            **kwargs: Passed to the callback's constructor.
+
+        Example:
+            >>> cb = tfq8.CalibrationCallback.for_model(tf_keras_model, x_train[:200])
+            >>> tf_keras_model.fit(x_train, y_train, callbacks=[cb])
+        """
+        if _is_tf_keras_model(model):
+            return _tf_keras_class()(*args, **kwargs)
+        return CalibrationCallback(*args, **kwargs)
+
+    # ------------------------------------------------------------- hooks
+    def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Resets the per-run state, so one instance serves several `fit` calls."""
+        self._reset()
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
+        self._last_epoch = epoch
+        epochs = (self.params or {}).get("epochs")
+        due = (self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0) or (
+            epochs is not None and epoch + 1 >= int(epochs))
+        if logs is None:
+            logs = {}
+        if due:
+            self._run(epoch, logs)
+        self._last_logs = dict(logs)
+
+    def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
+        """Makes sure the attached statistics describe the final weights.
+
+        When training stopped early, or weights were restored after the last
+        calibration (`EarlyStopping(restore_best_weights=True)` placed before this
+        callback), calibrates once more.
+        """
+        if self._last_epoch is None:
+            return
+        if self.calibration is not None and self._digest == _weights_digest(self.model):
+            return
+        merged = dict(self._last_logs)
+        merged.update(logs or {})
+        self._run(self._last_epoch, merged)
+
+    # ------------------------------------------------------------- work
+    def _run(self, epoch: int, logs: dict[str, Any]) -> None:
+        start = time.perf_counter()
+        model = self.model
+        calib = calibrate(model, self._calibration_rep(), max_bins=self.max_bins)
+        self.calibration = calib
+        setattr(model, CALIBRATION_ATTR, calib)
+        self._digest = _weights_digest(model)
+        self._diagnose(epoch, calib)
+        blob = None
+        if self.validation_data is not None or self.filepath is not None:
+            blob = convert(calibration=calib, method=self.method, **self.convert_options)
+        if self.validation_data is not None:
+            metrics = self._evaluate(blob)
+            logs.update(metrics)
+            self.int8_history.append({"epoch": epoch + 1, **metrics})
+            if self.verbose:
+                _log.info("Epoch %d: int8 %s", epoch + 1,
+                          ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+        if self.filepath is not None:
+            self._export(epoch, logs, blob)
+        self.timings.append(time.perf_counter() - start)
+        if self.verbose > 1:
+            _log.info("Epoch %d: tfq8 calibration took %.2fs.", epoch + 1, self.timings[-1])
+
+    def _calibration_rep(self) -> RepresentativeDataset:
+        if self._rep is None:
+            from tfq8.models import load_model  # noqa: PLC0415
+
+            specs = load_model(self.model).specs
+            self._rep = representative_dataset(
+                _keras_order_to_dict(self.model, self.calibration_data, specs),
+                specs=specs, num_samples=self.num_samples)
+        return self._rep
+
+    def _export(self, epoch: int, logs: Mapping[str, Any], blob: bytes) -> None:
+        try:
+            path = self.filepath.format(epoch=epoch + 1, **logs)
+        except KeyError as e:
+            raise ValueError(
+                f"filepath names {e} which is not in the epoch logs. Available keys: "
+                f"{sorted(logs)}. Received: filepath={self.filepath!r}") from None
+        if self.save_best_only:
+            current = logs.get(self.monitor)
+            if current is None:
+                if not self._warned_monitor:
+                    self._warned_monitor = True
+                    _log.warning(
+                        "CalibrationCallback: monitor %r is not in the logs, so save_best_only "
+                        "cannot compare; skipping the export. Available keys: %s",
+                        self.monitor, ", ".join(sorted(logs)) or "(none)")
+                return
+            current = float(current)
+            if not self._better(current, self.best):
+                if self.verbose:
+                    _log.info("Epoch %d: %s did not improve from %.5f; int8 model not saved.",
+                              epoch + 1, self.monitor, self.best)
+                return
+            if self.verbose:
+                _log.info("Epoch %d: %s improved from %.5f to %.5f; saving int8 model to %s",
+                          epoch + 1, self.monitor, self.best, current, path)
+            self.best = current
+        elif self.verbose:
+            _log.info("Epoch %d: saving int8 model to %s", epoch + 1, path)
+        atomic_write(path, blob)
+        self.saved.append(path)
+
+    # ------------------------------------------------------- diagnostics
+    def _diagnose(self, epoch: int, calib: Calibration) -> None:
+        layers = _layer_names(self.model)
+        outputs = _output_tensor_names(calib.model, self.model)
+        q = self.outlier_percentile / 100.0
+        for t in calib.tensors:
+            h = t.histogram
+            abs_max = max(abs(h.min), abs(h.max))
+            p = _abs_quantile(h, q)
+            ratio = abs_max / p if p > 0 else (1.0 if abs_max == 0 else math.inf)
+            layer = outputs.get(t.index) or _layer_of(t.name, layers, getattr(self.model, "name", None))
+            history = self.diagnostics.setdefault(t.name, [])
+            reasons = []
+            if t.producer != "INPUT":
+                if ratio > self.outlier_ratio:
+                    reasons.append(
+                        f"max|x| = {abs_max:.4g} is {ratio:.1f}x its {self.outlier_percentile:g}th "
+                        f"percentile of |x| ({p:.4g}), so most values use about 1/{ratio:.0f} of "
+                        "the int8 grid")
+                if history:
+                    first = history[0]
+                    growth = abs_max / first.abs_max if first.abs_max > 0 else 1.0
+                    if growth > self.range_growth and ratio >= 2.0 * first.outlier_ratio:
+                        reasons.append(
+                            f"its range grew {growth:.1f}x since epoch {first.epoch} and faster than "
+                            f"the bulk of its values (outlier ratio {first.outlier_ratio:.1f} -> "
+                            f"{ratio:.1f})")
+            record = TensorDiagnostics(epoch + 1, t.name, layer, t.producer, float(h.min),
+                                       float(h.max), float(abs_max), float(p), float(ratio),
+                                       bool(reasons))
+            history.append(record)
+            if reasons and t.name not in self.hostile:
+                self.hostile[t.name] = "; ".join(reasons)
+                where = f"layer {layer!r}, " if layer else ""
+                _log.warning(
+                    "tfq8: activation %r (%s%s) is hostile to int8 after epoch %d: %s. %s",
+                    t.name, where, t.producer, epoch + 1, self.hostile[t.name], _SUGGESTION)
+
+    # -------------------------------------------------------- evaluation
+    def _evaluate(self, blob: bytes) -> dict[str, float]:
+        model = self.model
+        if self._val is None:
+            from tfq8.models import load_model  # noqa: PLC0415
+
+            self._val = _ValidationSet.build(self.validation_data, model,
+                                             load_model(model).specs)
+        val = self._val
+        names = _output_names(model)
+        int8 = _run_int8(blob, val.rep, names, self.batch_size)
+        floats = _predict_float(model, val.rep, names, self.batch_size)
+        return _int8_metrics(model, names, floats, int8, val.y, val.weights)
+
+
+# ---------------------------------------------------------------- classes
+class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
+    """Calibrates during `model.fit` so that `tfq8.convert(model)` needs no data.
+
+    At the end of training, and every `every_n_epochs` epochs when set, the
+    callback runs `tfq8.calibrate` on the model's current weights. The result
+    is `cb.calibration` and is attached to the model: `tfq8.convert(model)`
+    then uses it, and refuses it if the weights change afterwards. With
+    `validation_data` each calibration also converts to int8 and evaluates it
+    in LiteRT, adding `val_int8_accuracy`, `val_int8_agreement` (float vs int8
+    top-1 agreement), `val_int8_loss` and int8 versions of the compiled metrics
+    to the epoch logs. With `filepath` it exports the int8 model.
+
+    For `tf_keras` models use `CalibrationCallback.for_model(model, ...)`.
+
+    Args:
+        calibration_data: Calibration samples of any kind
+            `tfq8.representative_dataset` accepts (labels are ignored).
+        validation_data: Optional `(x, y)`, `(x, y, sample_weight)`, inputs `x`
+            alone (agreement only), or a `tf.data.Dataset` / iterable of such
+            batches; enables the per-epoch int8 metrics.
+        every_n_epochs: Also calibrate every this many epochs (default None:
+            only after the last epoch).
+        filepath: Where to export the int8 `.tflite`; may contain `{epoch}` and
+            log keys, e.g. `"ckpt/m-{epoch:02d}-{val_int8_accuracy:.3f}.tflite"`.
+        monitor: The log key `save_best_only` compares.
+        mode: `"auto"`, `"min"` or `"max"` for `monitor`.
+        save_best_only: Export only when `monitor` improves.
+        verbose: 0 silent, 1 an INFO log line per calibration and export, 2 also
+            timings (logger `"tfq8"`). Warnings are always logged.
+        method: Range method for the int8 conversions (as in `tfq8.convert`).
+        num_samples: Calibrate on at most this many samples.
+        convert_options: Further `tfq8.convert` options (`per_channel`,
+            `input_type`, `output_type`, `allow_float`, `method_options`, `ranges`).
+        outlier_ratio: A tensor whose `max|x|` exceeds this multiple of its
+            `outlier_percentile` of `|x|` is reported as hostile to int8.
+        outlier_percentile: The percentile of the non-zero `|x|` used above.
+        range_growth: Also report a tensor whose `max|x|` grew by more than this
+            factor since the first calibration of the run while its outlier
+            ratio at least doubled.
+        batch_size: Samples per LiteRT / Keras run during evaluation.
+        max_bins: Histogram resolution per tensor.
+
+    Attributes:
+        calibration: The latest `tfq8.Calibration` (None before the first).
+        diagnostics: Tensor name -> list of `TensorDiagnostics`, one per calibration.
+        hostile: Tensor name -> why it was reported hostile to int8.
+        int8_history: One dict of int8 metrics per evaluation (with its `epoch`).
+        saved: Paths of the exported models, in order.
+        best: Best `monitor` value seen (for `save_best_only`).
+        timings: Seconds spent per calibration (calibrate + convert + evaluate + export).
+
+    Raises:
+        ValueError: On invalid arguments (the message ends with `Received: ...`).
+
+    Example:
+        >>> cb = tfq8.CalibrationCallback(x_train[:256], validation_data=(x_val, y_val),
+        ...                               every_n_epochs=1, filepath="best-int8.tflite",
+        ...                               save_best_only=True)
+        >>> model.fit(x_train, y_train, epochs=5, callbacks=[cb])
+        >>> blob = tfq8.convert(model)
+    """
+
+
+_TF_KERAS_CLASS = None
+
+
+def _tf_keras_class():
+    global _TF_KERAS_CLASS  # noqa: PLW0603 - created once, on first use
+    if _TF_KERAS_CLASS is None:
+        import tf_keras  # noqa: PLC0415
+
+        class TFKerasCalibrationCallback(_CalibrationCallbackBase, tf_keras.callbacks.Callback):
+            __doc__ = (
+                "`CalibrationCallback` for `tf_keras` (Keras 2) models; same arguments.\n\n"
+                "Example:\n"
+                "    >>> cb = tfq8.callbacks.TFKerasCalibrationCallback(x_train[:200])\n"
+                "    >>> tf_keras_model.fit(x_train, y_train, callbacks=[cb])\n"
+                "    >>> blob = tfq8.convert(tf_keras_model)\n")
+
+        TFKerasCalibrationCallback.__module__ = __name__
+        TFKerasCalibrationCallback.__qualname__ = "TFKerasCalibrationCallback"
+        _TF_KERAS_CLASS = TFKerasCalibrationCallback
+    return _TF_KERAS_CLASS
+
+
+def __getattr__(name: str) -> Any:
+    if name == "TFKerasCalibrationCallback":
+        return _tf_keras_class()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ------------------------------------------------------------- helpers: model
+def _is_tf_keras_model(model: Any) -> bool:
+    try:
+        import tf_keras  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - tf_keras is a dependency
+        return False
+    return isinstance(model, tf_keras.Model)
+
+
+def _weights_digest(model: Any) -> str:
+    h = hashlib.sha1()
+    for w in model.weights:
+        v = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+        h.update(str(v.shape).encode())
+        h.update(np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()
+
+
+def _keras_input_names(model: Any) -> list[str]:
+    inputs = getattr(model, "inputs", None) or []
+    names = getattr(model, "input_names", None)
+    if names:
+        return [str(n) for n in names]
+    return [str(getattr(t, "name", f"input_{i}")).split(":")[0] for i, t in enumerate(inputs)]
+
+
+def _keras_order_to_dict(model: Any, x: Any, specs: Sequence[Any]) -> Any:
+    """A list of arrays in Keras input order -> a dict by input name.
+
+    tfq8's adapter reads lists in the TFLite graph's input order, which can differ
+    from the Keras order that `model.fit` uses; naming the arrays avoids the mix-up.
+    """
+    if isinstance(x, list) and len(specs) > 1 and len(x) == len(specs):
+        names = _keras_input_names(model)
+        if len(names) == len(x) and sorted(names) == sorted(s.name for s in specs):
+            return dict(zip(names, x))
+    return x
+
+
+def _output_names(model: Any) -> list[str]:
+    names = getattr(model, "output_names", None)
+    if names:
+        return [str(n) for n in names]
+    outputs = getattr(model, "outputs", None) or [None]
+    return [f"output_{i}" for i in range(len(outputs))]
+
+
+def _layer_names(model: Any) -> set[str]:
+    names: set[str] = set()
+    stack = list(getattr(model, "layers", []))
+    while stack:
+        layer = stack.pop()
+        names.add(layer.name)
+        stack.extend(getattr(layer, "layers", []) or [])
+    return names
+
+
+def _layer_of(tensor: str, layers: set[str], model_name: str | None = None) -> str | None:
+    """The Keras layer a TFLite tensor name belongs to, if recognisable.
+
+    A fused op's name lists its parts separated by ';', the final op first (for
+    example `seq/re_lu_1/Relu;seq/batch_normalization_1/...`). Keras 3's export
+    traces the model a second time, so its name scopes carry a `_1` suffix the
+    layer names lack (layer `dense` -> scope `dense_1`); tf_keras's do not. The
+    model's own scope (the first component) tells which is the case.
+    """
+    parts = [p.split("/") for p in tensor.split(";")]
+    suffixed = bool(model_name) and parts[0][0] != model_name and re.sub(
+        r"_\d+$", "", parts[0][0]) == model_name
+    for components in parts:
+        for component in reversed(components[1:-1] or components[:-1]):
+            candidates = [re.sub(r"_\d+$", "", component), component] if suffixed else [component]
+            for name in candidates:
+                if name in layers:
+                    return name
+    return None
+
+
+def _output_tensor_names(tflite_model: bytes, model: Any) -> dict[int, str]:
+    """Graph output tensor index -> 'output <name>' (their names say nothing)."""
+    try:
+        interpreter = make_interpreter(tflite_model)
+        sig = interpreter.get_signature_list()
+        if len(sig) != 1:
+            return {}
+        runner = interpreter.get_signature_runner(next(iter(sig)))
+        return {int(d["index"]): f"output {name!r}"
+                for name, d in runner.get_output_details().items()}
+    except Exception:  # noqa: BLE001 - names are cosmetic
+        return {}
+
+
+def _abs_quantile(h: Histogram, q: float) -> float:
+    """Quantile `q` of the non-zero |x| of a histogram (values uniform per bin)."""
+    if h.count == 0:
+        return 0.0
+    edges, counts = h.density(drop_zeros=True)
+    lo = np.abs(edges[:-1])
+    hi = np.abs(edges[1:])
+    a, b = np.minimum(lo, hi), np.maximum(lo, hi)
+    order = np.argsort(a, kind="stable")
+    a, b, c = a[order], b[order], np.clip(counts[order], 0, None)
+    total = c.sum()
+    if total <= 0:
+        return 0.0
+    cum = np.cumsum(c)
+    i = int(np.searchsorted(cum, q * total, side="left"))
+    i = min(i, len(c) - 1)
+    before = cum[i] - c[i]
+    frac = (q * total - before) / c[i] if c[i] > 0 else 1.0
+    return float(a[i] + min(max(frac, 0.0), 1.0) * (b[i] - a[i]))
+
+
+# -------------------------------------------------------- helpers: validation
+def _readable(data: Any) -> bool:
+    if isinstance(data, (tuple, list, dict, np.ndarray)):
+        return True
+    try:
+        import tensorflow as tf  # noqa: PLC0415
+
+        if isinstance(data, tf.data.Dataset) or tf.is_tensor(data):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return hasattr(data, "__iter__") or hasattr(data, "__getitem__")
+
+
+def _np(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _np(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_np(v) for v in x]
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+
+
+@dataclasses.dataclass
+class _ValidationSet:
+    """Validation inputs (adapted, in TFLite input order), labels and weights."""
+
+    rep: RepresentativeDataset
+    y: dict[str, np.ndarray] | None
+    weights: np.ndarray | None
+
+    @classmethod
+    def build(cls, data: Any, model: Any, specs: Sequence[Any]) -> "_ValidationSet":
+        outputs = _output_names(model)
+        if isinstance(data, tuple) and 1 <= len(data) <= 3:
+            x, y, w = (list(data) + [None, None])[:3]
+        elif isinstance(data, (np.ndarray, dict, list)) or _is_tensor(data):
+            x, y, w = data, None, None
+        else:
+            x, y, w = _collect_stream(data, model, specs)
+        rep = representative_dataset(_keras_order_to_dict(model, _np(x), specs), specs=specs)
+        n = len(rep)
+        labels = None if y is None else _by_output(_np(y), outputs)
+        if labels is not None:
+            for name, arr in labels.items():
+                if len(arr) != n:
+                    raise ValueError(
+                        f"validation_data labels for output {name!r} have {len(arr)} samples; the "
+                        f"inputs have {n}. Received: labels of shape {arr.shape}")
+        weights = None if w is None else np.asarray(_np(w), np.float64).reshape(n, -1).mean(axis=1)
+        return cls(rep, labels, weights)
+
+
+def _is_tensor(x: Any) -> bool:
+    try:
+        import tensorflow as tf  # noqa: PLC0415
+
+        return tf.is_tensor(x)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def _collect_stream(data: Any, model: Any, specs: Sequence[Any]):
+    """Reads a tf.data.Dataset or iterable of x / (x, y) / (x, y, w) into arrays."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if isinstance(data, tf.data.Dataset):
+        if data.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(
+                "validation_data is an infinite tf.data.Dataset: take() a finite part of it. "
+                "Received: a dataset of infinite cardinality")
+        items = data.as_numpy_iterator()
+    else:
+        items = iter(data)
+    xs, ys, ws = [], [], []
+    rank0 = len(specs[0].shape)
+    batched = None
+    for item in items:
+        if isinstance(item, tuple) and 1 <= len(item) <= 3:
+            x, y, w = (list(item) + [None, None])[:3]
+        else:
+            x, y, w = item, None, None
+        x, y, w = _np(x), None if y is None else _np(y), None if w is None else _np(w)
+        if batched is None:
+            first = x[specs[0].name] if isinstance(x, dict) and specs[0].name in x else (
+                x[0] if isinstance(x, list) else x)
+            first = next(iter(x.values())) if isinstance(x, dict) and not isinstance(
+                first, np.ndarray) else first
+            batched = np.asarray(first).ndim == rank0
+        if not batched:
+            x, y, w = _add_batch_axis(x), _add_batch_axis(y), _add_batch_axis(w)
+        xs.append(x)
+        ys.append(y)
+        ws.append(w)
+    if not xs:
+        raise ValueError("validation_data is empty: expected at least one batch. Received: 0 batches")
+    y = None if any(v is None for v in ys) else _concat(ys)
+    w = None if any(v is None for v in ws) else _concat(ws)
+    return _concat(xs), y, w
+
+
+def _add_batch_axis(x: Any) -> Any:
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: np.asarray(v)[None] for k, v in x.items()}
+    if isinstance(x, list):
+        return [np.asarray(v)[None] for v in x]
+    return np.asarray(x)[None]
+
+
+def _concat(parts: list[Any]) -> Any:
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in first}
+    if isinstance(first, list):
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(first))]
+    return np.concatenate(parts)
+
+
+def _by_output(y: Any, outputs: list[str]) -> dict[str, np.ndarray]:
+    if isinstance(y, dict):
+        unknown = sorted(set(y) - set(outputs))
+        if unknown:
+            raise ValueError(
+                f"validation_data labels are keyed by output name; the model's outputs are "
+                f"{outputs}. Received keys: {sorted(y)}")
+        return {k: np.asarray(v) for k, v in y.items()}
+    if isinstance(y, list):
+        if len(outputs) == 1 and len(y) != 1:
+            return {outputs[0]: np.asarray(y)}
+        if len(y) != len(outputs):
+            raise ValueError(
+                f"validation_data has labels for {len(y)} outputs; the model has "
+                f"{len(outputs)} ({outputs}). Received: {len(y)} label arrays")
+        return {name: np.asarray(v) for name, v in zip(outputs, y)}
+    if len(outputs) != 1:
+        raise ValueError(
+            f"The model has {len(outputs)} outputs ({outputs}): give validation labels as a "
+            "list or a dict by output name. Received: a single label array")
+    return {outputs[0]: np.asarray(y)}
+
+
+# ---------------------------------------------------------- helpers: running
+def _run_int8(blob: bytes, rep: RepresentativeDataset, outputs: list[str],
+              batch_size: int) -> dict[str, np.ndarray]:
+    """Runs the int8 model on `rep`, quantizing inputs and dequantizing outputs."""
+    interpreter = make_interpreter(blob)
+    in_details = interpreter.get_input_details()
+    if len(in_details) != len(rep.inputs):
+        raise RuntimeError(
+            f"The int8 model has {len(in_details)} inputs; the data has {len(rep.inputs)}.")
+    order = _output_order(interpreter, outputs)
+    batch = min(batch_size, len(rep))
+    if batch > 1 and not resize_batch(interpreter, batch):
+        batch = 1
+    if batch == 1:
+        resize_batch(interpreter, 1) or interpreter.allocate_tensors()
+    results: list[list[np.ndarray]] = [[] for _ in order]
+    for arrays in rep.batches(batch):
+        n = len(arrays[0])
+        if n != batch:
+            resize_batch(interpreter, n)
+            batch = n
+        for d, a in zip(interpreter.get_input_details(), arrays):
+            interpreter.set_tensor(d["index"], _quantize(a, d))
+        interpreter.invoke()
+        for k, index in enumerate(order):
+            d = next(o for o in interpreter.get_output_details() if o["index"] == index)
+            results[k].append(_dequantize(interpreter.get_tensor(index), d))
+    return {name: np.concatenate(parts) for name, parts in zip(outputs, results)}
+
+
+def _output_order(interpreter: Any, outputs: list[str]) -> list[int]:
+    """Tensor index of each Keras output, via the model's signature when it has one."""
+    graph = [int(d["index"]) for d in interpreter.get_output_details()]
+    try:
+        sig = interpreter.get_signature_list()
+        if len(sig) == 1:
+            named = {name: int(d["index"]) for name, d in
+                     interpreter.get_signature_runner(next(iter(sig))).get_output_details().items()}
+            if set(outputs) <= set(named):
+                return [named[n] for n in outputs]
+            positional = {int(k.rsplit("_", 1)[1]): v for k, v in named.items()
+                          if re.fullmatch(r"output_\d+", k)}
+            if sorted(positional) == list(range(len(outputs))):
+                return [positional[i] for i in range(len(outputs))]
+    except (RuntimeError, ValueError, KeyError):
+        pass
+    if len(graph) != len(outputs):
+        raise RuntimeError(f"The int8 model has {len(graph)} outputs; the Keras model {len(outputs)}.")
+    return graph
+
+
+def _quantize(a: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if not np.issubdtype(dtype, np.integer) or np.issubdtype(a.dtype, np.integer) and a.dtype == dtype:
+        return a.astype(dtype, copy=False)
+    scale, zero = detail["quantization"]
+    if not scale:
+        return a.astype(dtype)
+    info = np.iinfo(dtype)
+    q = np.round(a.astype(np.float64) / scale) + zero
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def _dequantize(a: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if np.issubdtype(a.dtype, np.integer) and scale:
+        return (a.astype(np.float32) - zero) * np.float32(scale)
+    return a.astype(np.float32, copy=False)
+
+
+def _predict_float(model: Any, rep: RepresentativeDataset, outputs: list[str],
+                   batch_size: int) -> dict[str, np.ndarray]:
+    names = [s.name for s in rep.specs]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
+    for arrays in rep.batches(batch_size):
+        x = arrays[0] if len(arrays) == 1 else dict(zip(names, arrays))
+        y = model(x, training=False)
+        if isinstance(y, dict):
+            y = [y[n] for n in outputs]
+        elif not isinstance(y, (list, tuple)):
+            y = [y]
+        for n, v in zip(outputs, y):
+            parts[n].append(np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float32))
+    return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+# ---------------------------------------------------------- helpers: metrics
+def _mean(values: np.ndarray, weights: np.ndarray | None) -> float:
+    values = np.asarray(values, np.float64).reshape(len(values), -1).mean(axis=1)
+    if weights is None:
+        return float(values.mean())
+    total = weights.sum()
+    return float((values * weights).sum() / total) if total > 0 else float("nan")
+
+
+def _top1(pred: np.ndarray, threshold: float | None) -> np.ndarray:
+    if pred.shape[-1] > 1:
+        return np.argmax(pred, axis=-1)
+    return (pred[..., 0] > threshold).astype(np.int64)
+
+
+def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
+                  int8: dict[str, np.ndarray], y: dict[str, np.ndarray] | None,
+                  weights: np.ndarray | None) -> dict[str, float]:
+    """int8 accuracy, float-vs-int8 agreement, loss and compiled metrics."""
+    out: dict[str, float] = {}
+    single = len(outputs) == 1
+    accuracies, agreements = {}, {}
+    for name in outputs:
+        pf, pq = floats[name], int8[name]
+        labels = None if y is None else y.get(name)
+        kind = _output_kind(pf, labels)
+        if kind is None:
+            continue
+        threshold = None if kind == "multiclass" else (
+            0.5 if pf.min() >= 0.0 and pf.max() <= 1.0 else 0.0)
+        top_q = _top1(pq, threshold)
+        agreements[name] = _mean(top_q == _top1(pf, threshold), weights)
+        if labels is not None:
+            if kind == "multiclass" and labels.shape == pf.shape:
+                truth = np.argmax(labels, axis=-1)
+            else:
+                truth = labels.reshape(top_q.shape).astype(np.int64)
+            accuracies[name] = _mean(top_q == truth, weights)
+    prefix = (lambda n: "val_int8_") if single else (lambda n: f"val_int8_{n}_")
+    for name, value in accuracies.items():
+        out[prefix(name) + "accuracy"] = value
+    for name, value in agreements.items():
+        out[prefix(name) + "agreement"] = value
+    if not single:
+        if len(accuracies) == 1:
+            out["val_int8_accuracy"] = next(iter(accuracies.values()))
+        if agreements:
+            out["val_int8_agreement"] = float(np.mean(list(agreements.values())))
+    if y is not None:
+        out.update(_compiled_int8(model, outputs, int8, y, weights))
+    return out
+
+
+def _output_kind(pred: np.ndarray, labels: np.ndarray | None) -> str | None:
+    if pred.ndim < 2:
+        return None
+    if pred.shape[-1] > 1:
+        if labels is None or labels.shape == pred.shape or labels.size == pred[..., 0].size:
+            return "multiclass"
+        return None
+    if labels is not None and labels.size == pred.size and np.isin(labels, (0, 1)).all():
+        return "binary"
+    return None
+
+
+def _compiled_int8(model: Any, outputs: list[str], int8: dict[str, np.ndarray],
+                   y: dict[str, np.ndarray], weights: np.ndarray | None) -> dict[str, float]:
+    """int8 versions of the compiled loss and (non-accuracy) metrics."""
+    module = _framework(model)
+    out: dict[str, float] = {}
+    single = len(outputs) == 1
+    loss = getattr(model, "loss", None)
+    per_output = _per_output(loss, outputs)
+    losses = []
+    for name, spec in per_output.items():
+        if spec is None or name not in y:
+            continue
+        value = _apply(module.losses, spec, y[name], int8[name], weights, is_loss=True)
+        if value is not None:
+            losses.append(value)
+            if not single:
+                out[f"val_int8_{name}_loss"] = value
+    if losses and len(losses) == sum(1 for s in per_output.values() if s is not None):
+        out["val_int8_loss"] = float(sum(losses))
+    try:
+        config = model.get_compile_config() or {}
+    except Exception:  # noqa: BLE001 - not compiled
+        config = {}
+    for name, specs in _per_output(config.get("metrics"), outputs).items():
+        if specs is None or name not in y:
+            continue
+        for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
+            if spec in ("accuracy", "acc") or spec is None:
+                continue  # val_int8_accuracy
+            value, metric_name = _metric(module.metrics, spec, y[name], int8[name], weights)
+            if value is not None:
+                key = f"val_int8_{metric_name}" if single else f"val_int8_{name}_{metric_name}"
+                out.setdefault(key, value)
+    return out
+
+
+def _framework(model: Any) -> Any:
+    if _is_tf_keras_model(model):
+        import tf_keras  # noqa: PLC0415
+
+        return tf_keras
+    return keras
+
+
+def _per_output(spec: Any, outputs: list[str]) -> dict[str, Any]:
+    if spec is None:
+        return {}
+    if isinstance(spec, dict) and not {"class_name", "config"} <= set(spec):
+        return {n: spec.get(n) for n in outputs}
+    if len(outputs) == 1:
+        return {outputs[0]: spec}
+    if isinstance(spec, (list, tuple)) and len(spec) == len(outputs) and not all(
+            isinstance(s, str) for s in spec):
+        return dict(zip(outputs, spec))
+    return {n: spec for n in outputs}
+
+
+def _apply(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
+           weights: np.ndarray | None, *, is_loss: bool) -> float | None:
+    try:
+        fn = spec if callable(spec) else module.get(spec)
+        value = np.asarray(fn(y_true, y_pred))
+        if value.ndim == 0:
+            return float(value)
+        return _mean(value, weights)
+    except Exception as e:  # noqa: BLE001 - int8 extras are best effort
+        _log.debug("Could not compute the int8 %s %r: %s", "loss" if is_loss else "metric", spec, e)
+        return None
+
+
+def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
+            weights: np.ndarray | None) -> tuple[float | None, str]:
+    try:
+        obj = module.get(spec)
+        if isinstance(obj, type):
+            obj = obj()
+        if hasattr(obj, "update_state"):
+            obj = obj.__class__.from_config(obj.get_config())
+            obj.update_state(y_true, y_pred, sample_weight=weights)
+            return float(np.asarray(obj.result())), spec if isinstance(spec, str) else obj.name
+        # Keras names a metric given as a string by that string ("mae", not its function's name).
+        name = spec if isinstance(spec, str) else getattr(obj, "__name__", str(spec))
+        value = np.asarray(obj(y_true, y_pred))
+        return (float(value) if value.ndim == 0 else _mean(value, weights)), name
+    except Exception as e:  # noqa: BLE001 - int8 extras are best effort
+        _log.debug("Could not compute the int8 metric %r: %s", spec, e)
+        return None, ""
