@@ -337,7 +337,10 @@ def _reference_model(reference: Any, rep: RepresentativeDataset) -> tuple[bytes 
         verify_model(blob, arg="reference")
         return blob, "tflite"
     if is_keras_model(reference) or isinstance(reference, (str, os.PathLike)):
-        handle = load_model(reference)
+        try:
+            handle = load_model(reference)
+        except ValueError as e:
+            raise ValueError(f"reference: {e}") from None
         sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
                                         specs=handle.specs)
         return _tflite.calibrate_only(handle.converter(), sample), "keras"

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from tfq8 import _tflite
+from tfq8.harness.interpreter import load_verified
 
 _FLOAT_TYPES = {"FLOAT32", "FLOAT16", "FLOAT64", "BFLOAT16"}
 _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -33,6 +35,11 @@ class TensorInfo:
     zero_point: tuple[int, ...] = ()
     constant: bool = False
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "shape": list(self.shape),
+                "dtype": self.dtype, "scale": list(self.scale),
+                "zero_point": list(self.zero_point), "constant": self.constant}
+
 
 @dataclasses.dataclass(frozen=True)
 class OpInfo:
@@ -48,6 +55,21 @@ class OpInfo:
         """No float activation among its inputs and outputs."""
         return not any(t.dtype in _FLOAT_TYPES and not t.constant
                        for t in self.inputs + self.outputs)
+
+    @property
+    def kind(self) -> str:
+        """`"integer"`, `"hybrid"` (float activations, integer weights) or `"float"`."""
+        if self.is_integer:
+            return "integer"
+        if any(t.constant and t.dtype not in _FLOAT_TYPES and t.dtype != "INT32"
+               for t in self.inputs):
+            return "hybrid"
+        return "float"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "name": self.name, "kind": self.kind,
+                "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs]}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,12 +99,23 @@ class ModelInfo:
         """True if every op computes in integers."""
         return not self.float_ops
 
+    def to_dict(self) -> dict[str, Any]:
+        """Plain types only, for `json.dumps`."""
+        flagged = {op.index for op in self.float_ops}
+        return {"full_integer": self.full_integer, "size_bytes": self.size_bytes,
+                "inputs": [t.to_dict() for t in self.inputs],
+                "outputs": [t.to_dict() for t in self.outputs],
+                "ops": [dict(op.to_dict(), flagged=op.index in flagged) for op in self.ops],
+                "float_ops": [op.index for op in self.float_ops]}
+
     def __str__(self) -> str:
         lines = [f"{'#':>4}  {'op':<24} {'inputs':<40} outputs"]
+        flagged = {op.index for op in self.float_ops}
         for op in self.ops:
             ins = ", ".join(t.dtype for t in op.inputs if not t.constant)
             outs = ", ".join(t.dtype for t in op.outputs)
-            flag = "" if op.is_integer else "   <- float"
+            flag = f"   <- {op.kind}" if op.index in flagged else (
+                "" if op.is_integer else "   (float model I/O)")
             lines.append(f"{op.index:>4}  {op.name:<24} {ins:<40} {outs}{flag}")
         verdict = "full-integer" if self.full_integer else (
             f"NOT full-integer: {len(self.float_ops)} float op(s)")
@@ -93,16 +126,28 @@ class ModelInfo:
 def inspect(model: bytes | str | os.PathLike) -> ModelInfo:
     """Lists a model's ops with their tensors' dtypes and quantization.
 
+    The model is verified first (see `tfq8.harness.interpreter.verify_model`):
+    a truncated, corrupted or non-TFLite file raises a `ValueError`.
+
     Args:
         model: `.tflite` bytes or a path to a `.tflite` file.
 
     Returns:
-        A `ModelInfo`; `info.full_integer` and `info.float_ops` give the verdict.
+        A `ModelInfo`; `info.full_integer` and `info.float_ops` give the verdict,
+        each op's `kind` says `integer`, `hybrid` or `float`.
+
+    Raises:
+        ValueError: If the model is malformed (`InvalidModelError`) or the path
+            does not exist.
+        TypeError: If `model` is neither bytes nor a path.
+
+    Example:
+        >>> info = tfq8.inspect("model_int8.tflite")
+        >>> print(info)              # one line per op, float ops flagged
+        >>> info.full_integer
+        True
     """
-    if isinstance(model, (str, os.PathLike)):
-        with open(model, "rb") as f:
-            model = f.read()
-    parsed = _tflite.read_model(model)
+    model, parsed = load_verified(model, arg="model")
     sg = parsed.subgraphs[0]
 
     def info(i: int) -> TensorInfo:

@@ -1,0 +1,447 @@
+"""The `tfq8` command line: convert, check, bench, inspect.
+
+Usage::
+
+    tfq8 convert MODEL --data FILE [--method auto] [--output OUT.tflite] [--calibration-out stats.npz]
+    tfq8 check OUT.tflite --data FILE [--reference MODEL] [--labels FILE] [--json]
+    tfq8 bench OUT.tflite [--reference MODEL] [--threads 1] [--backend xnnpack] [--json]
+    tfq8 inspect OUT.tflite [--json] [--strict]
+
+MODEL is a `.keras`/`.h5` file or a SavedModel folder; FILE is a `.npy` array,
+a `.npz` archive (key `x`, or one key per model input; `y` or `labels` holds
+labels), or a folder of images (one subfolder per class gives labels).
+`tfq8 COMMAND --help` lists a command's flags. Errors are one line on stderr
+and a non-zero exit status; `--verbosity=1` adds the traceback.
+
+Example:
+    $ tfq8 convert model.keras --data calib.npy --output model_int8.tflite
+    $ tfq8 check model_int8.tflite --reference model.keras --data test.npz --json
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+from typing import Any, Callable, Iterator, Sequence
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from absl import app, flags  # noqa: E402
+
+FLAGS = flags.FLAGS
+_F = flags.FlagValues()  # the running command's flags (see `_define`)
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_INTEGER = 3
+
+_IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
+
+_COMMANDS: dict[str, tuple[str, str]] = {
+    "convert": ("MODEL", "Convert a Keras model (.keras/.h5/SavedModel) to a full-integer int8 "
+                         ".tflite with tfq8's ranges."),
+    "check": ("TFLITE", "Check an int8 .tflite against its float reference: accuracy, agreement, "
+                        "SQNR per output and error per tensor (worst first)."),
+    "bench": ("TFLITE", "Time an int8 .tflite (and its float reference, interleaved): latency "
+                        "percentiles, speedup, per-op times, sizes."),
+    "inspect": ("TFLITE", "List a .tflite's ops with their dtypes and flag every op that is not "
+                          "integer."),
+}
+
+
+def _define(command: str) -> flags.FlagValues:
+    """A fresh FlagValues with the flags of one command (only those, so `--help` shows them)."""
+    fv = flags.FlagValues()
+
+    def _d(definer: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        definer(*args, flag_values=fv, **kwargs)
+
+    if command == "convert":
+        _d(flags.DEFINE_string, "data", None, "Calibration data: .npy, .npz or a folder of images.")
+        _d(flags.DEFINE_string, "method", "auto", "Range method: auto, minmax, percentile, kl or mse.")
+        _d(flags.DEFINE_string, "output", None, "Where to write the .tflite (default: MODEL's name "
+                                            "with _int8.tflite).")
+        _d(flags.DEFINE_string, "calibration-out", None, "Also save the calibration statistics (.npz).")
+        _d(flags.DEFINE_integer, "num-samples", None, "Calibrate on at most this many samples.",
+                             lower_bound=1)
+        _d(flags.DEFINE_enum, "input-type", "int8", ["int8", "uint8", "float32"], "Model input dtype.")
+        _d(flags.DEFINE_enum, "output-type", "int8", ["int8", "uint8", "float32"], "Model output dtype.")
+        _d(flags.DEFINE_boolean, "per-channel", True, "Per-channel weight quantization.")
+        _d(flags.DEFINE_boolean, "allow-float", False, "Keep ops that cannot be quantized in float.")
+    if command == "check":
+        _d(flags.DEFINE_string, "reference", None, "Float model: .keras/.h5/SavedModel or float .tflite.")
+        _d(flags.DEFINE_string, "data", None, "Evaluation data: .npy, .npz or a folder of images.")
+        _d(flags.DEFINE_string, "labels", None, "Labels (.npy, or .npz with y/labels); default: those "
+                                            "in --data if any.")
+        _d(flags.DEFINE_integer, "num-samples", None, "Evaluate at most this many samples.",
+                             lower_bound=1)
+        _d(flags.DEFINE_integer, "batch-size", None, "Samples per invoke (default: automatic).",
+                             lower_bound=1)
+        _d(flags.DEFINE_string, "label-output", "0", "Output (index or name) the labels refer to.")
+        _d(flags.DEFINE_enum, "backend", "builtin", ["builtin", "reference", "xnnpack"],
+                          "Kernels (per-tensor errors need builtin or reference).")
+        _d(flags.DEFINE_integer, "threads", None, "Kernel threads (default: all CPUs).", lower_bound=1)
+        _d(flags.DEFINE_integer, "top", 15, "Tensors to list in the table (worst first; --json has "
+                                        "all).", lower_bound=0)
+    if command == "bench":
+        _d(flags.DEFINE_string, "reference", None, "Float model: .keras/.h5/SavedModel or float .tflite.")
+        _d(flags.DEFINE_integer, "threads", 1, "Kernel threads.", lower_bound=1)
+        _d(flags.DEFINE_enum, "backend", "xnnpack", ["xnnpack", "builtin", "reference"],
+                          "XNNPACK delegate, optimized builtin kernels or reference kernels.")
+        _d(flags.DEFINE_integer, "runs", None, "Timed invokes per model (default: --time-budget).",
+                             lower_bound=1)
+        _d(flags.DEFINE_float, "time-budget", 2.0, "Seconds of timed invokes when --runs is unset.",
+                           lower_bound=0.001)
+        _d(flags.DEFINE_integer, "warmup", 10, "Untimed invokes first.", lower_bound=0)
+        _d(flags.DEFINE_boolean, "per-op", True, "Also time every op on its own.")
+    if command == "inspect":
+        _d(flags.DEFINE_boolean, "strict", False, f"Exit with status {EXIT_NOT_INTEGER} unless the "
+                                              "model is full-integer.")
+    if command in ("convert", "check"):
+        _d(flags.DEFINE_float, "image-scale", 1.0, "Images from a folder: pixel * scale + offset.")
+        _d(flags.DEFINE_float, "image-offset", 0.0, "Images from a folder: pixel * scale + offset.")
+    _d(flags.DEFINE_boolean, "json", False, "Print machine-readable JSON on stdout.")
+    _d(flags.DEFINE_boolean, "progress", True, "Show progress of long steps on stderr.")
+    return fv
+
+
+# --------------------------------------------------------------------- entry point
+def run(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `tfq8` console script (`tfq8 = tfq8.cli:run`).
+
+    Args:
+        argv: Command line including the program name (default: `sys.argv`).
+
+    Example:
+        >>> run(["tfq8", "inspect", "model_int8.tflite", "--json"])
+    """
+    argv = list(sys.argv if argv is None else argv)
+    args = argv[1:]
+    if not args or args[0] in ("-h", "--help", "--helpfull", "--helpshort", "help"):
+        sys.stdout.write(_usage())
+        sys.exit(0 if args else EXIT_USAGE)
+    command = args[0]
+    if command not in _COMMANDS:
+        _fail(f"unknown command {command!r}; expected one of {', '.join(_COMMANDS)}. "
+              "Run `tfq8 --help`.", code=EXIT_USAGE)
+    global _F
+    _F = _define(command)
+    if any(a in ("-h", "--help", "--helpshort", "--helpfull", "-?") for a in args[1:]):
+        sys.stdout.write(_command_help(command))
+        sys.exit(0)
+    app.run(lambda a: _main(command, a[1:]), argv=[f"tfq8 {command}"] + args[1:],
+            flags_parser=_parse_flags(command))
+
+
+def _usage() -> str:
+    lines = ["usage: tfq8 COMMAND [ARGS] [--flags]", "", "commands:"]
+    for name, (arg, doc) in _COMMANDS.items():
+        lines.append(f"  {name:<8} {arg:<7} {doc}")
+    lines += ["", "Run `tfq8 COMMAND --help` for a command's flags. Errors are one line on stderr "
+                  "(--verbosity=1 adds the traceback).", ""]
+    return "\n".join(lines)
+
+
+def _command_help(command: str) -> str:
+    arg, doc = _COMMANDS[command]
+    text = [f"usage: tfq8 {command} {arg} [--flags]", "", doc, "", "flags:"]
+    for flag in (_F[name] for name in sorted(_F)):
+        default = "" if flag.default is None else f" (default: {flag.default_as_str})"
+        text.append(f"  --{flag.name}: {flag.help}{default}")
+    text.append("  --verbosity: 1 shows tracebacks and info logs (default: -1)")
+    return "\n".join(text) + "\n"
+
+
+def _parse_flags(command: str) -> Callable[[list[str]], list[str]]:
+    def parse(argv: list[str]) -> list[str]:
+        try:
+            rest = _F(argv, known_only=True)  # this command's flags
+            FLAGS.unparse_flags()  # a fresh parse when run twice in one process (tests)
+            return FLAGS(rest)  # absl's own (--verbosity); rejects unknown flags
+        except flags.Error as e:
+            _fail(f"{_one_line(str(e))} (see `tfq8 {command} --help`)", command, EXIT_USAGE)
+        return []  # unreachable
+
+    return parse
+
+
+def _fail(message: str, command: str | None = None, code: int = EXIT_ERROR) -> None:
+    prefix = f"tfq8 {command}: error: " if command else "tfq8: error: "
+    sys.stderr.write(prefix + _one_line(message) + "\n")
+    sys.stderr.flush()
+    sys.exit(code)
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split()) or "unknown error"
+
+
+def _main(command: str, positional: list[str]) -> int:
+    verbose = FLAGS["verbosity"].value >= 1
+    import logging  # noqa: PLC0415
+
+    logging.getLogger("tfq8").setLevel(logging.INFO if verbose else logging.WARNING)
+    if not verbose:  # TensorFlow's export chatter (INFO) is not for the user
+        for name in ("tensorflow", "absl", "h5py"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger().setLevel(logging.WARNING)
+        from absl import logging as absl_logging  # noqa: PLC0415
+
+        absl_logging.set_verbosity(absl_logging.WARNING)
+    arg = _COMMANDS[command][0]
+    if len(positional) != 1:
+        _fail(f"expected exactly one {arg} argument. Received: {positional or 'none'}",
+              command, EXIT_USAGE)
+    try:
+        with _stdout_to_stderr() as out:
+            result, text, code = _COMMAND_FUNCS[command](positional[0])
+        out.write(json.dumps(result, indent=2, allow_nan=False) + "\n" if _F.json else text + "\n")
+        out.flush()
+        return code
+    except KeyboardInterrupt:
+        _fail("interrupted", command, 130)
+    except Exception as e:  # noqa: BLE001 - every error is one line unless verbose
+        if verbose:
+            traceback.print_exc()
+        _fail(f"{type(e).__name__ + ': ' if not isinstance(e, (ValueError, TypeError, OSError)) else ''}"
+              f"{e}", command)
+    return EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr() -> Iterator[Any]:
+    """Sends everything written to stdout (by Python or C++) to stderr meanwhile.
+
+    Yields a file writing to the real stdout, so `--json` output stays clean.
+    """
+    sys.stdout.flush()
+    saved = os.dup(1)
+    real = os.fdopen(os.dup(saved), "w")
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield real
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+        real.flush()
+
+
+# --------------------------------------------------------------------- progress
+class _Progress:
+    def __init__(self, command: str):
+        self.command = command
+        self.enabled = _F.progress
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def step(self, message: str) -> None:
+        if self.enabled:
+            sys.stderr.write(f"tfq8 {self.command}: {message}\n")
+            sys.stderr.flush()
+
+    def counter(self, label: str) -> Callable[[int, int], None]:
+        def update(done: int, total: int) -> None:
+            if not self.enabled:
+                return
+            now = time.monotonic()
+            if done < total and now - self.last < (0.2 if self.tty else 2.0):
+                return
+            self.last = now
+            end = "\n" if done >= total or not self.tty else ""
+            start = "\r" if self.tty else ""
+            sys.stderr.write(f"{start}tfq8 {self.command}: {label} {done}/{total}{end}")
+            sys.stderr.flush()
+
+        return update
+
+
+# --------------------------------------------------------------------- commands
+def _convert(model_path: str) -> tuple[dict, str, int]:
+    import tfq8  # noqa: PLC0415
+    from tfq8.models import load_model  # noqa: PLC0415
+
+    p = _Progress("convert")
+    if not _F.data:
+        raise ValueError("convert needs calibration data: pass --data FILE (.npy, .npz or a "
+                         "folder of images). Received: no --data")
+    p.step(f"loading {model_path}")
+    handle = load_model(model_path)
+    data, _ = _load_data(_F.data, [s.shape for s in handle.specs], [s.name for s in handle.specs])
+    output = _F.output or _default_output(model_path)
+    n = _F["num-samples"].value
+    p.step("calibrating (TFLite calibrator, then histograms in LiteRT)")
+    t0 = time.monotonic()
+    calib = tfq8.calibrate(handle, data, num_samples=n)
+    p.step(f"calibrated on {calib.num_samples} samples in {time.monotonic() - t0:.1f}s; "
+           f"choosing ranges ({_F.method}) and quantizing")
+    if _F["calibration-out"].value:
+        calib.save(_F["calibration-out"].value)
+    blob = tfq8.convert(calibration=calib, method=_F.method,
+                        per_channel=_F["per-channel"].value,
+                        input_type=_F["input-type"].value,
+                        output_type=_F["output-type"].value,
+                        allow_float=_F["allow-float"].value, output_path=output)
+    info = tfq8.inspect(blob)
+    result = {"output": os.path.abspath(output), "size_bytes": len(blob), "method": _F.method,
+              "num_samples": calib.num_samples, "full_integer": info.full_integer,
+              "num_ops": len(info.ops),
+              "calibration_out": _F["calibration-out"].value}
+    verdict = "full-integer" if info.full_integer else f"{len(info.float_ops)} float op(s)"
+    text = f"wrote {output}: {len(blob)} bytes, {len(info.ops)} ops, {verdict}"
+    return result, text, 0
+
+
+def _check(tflite_path: str) -> tuple[dict, str, int]:
+    import tfq8  # noqa: PLC0415
+
+    p = _Progress("check")
+    if not _F.data:
+        raise ValueError("check needs data: pass --data FILE (.npy, .npz or a folder of images). "
+                         "Received: no --data")
+    info = tfq8.inspect(tflite_path)
+    data, labels = _load_data(_F.data, [t.shape for t in info.inputs],
+                              [_short(t.name) for t in info.inputs])
+    if _F.labels:
+        labels = _load_labels(_F.labels)
+    output: int | str = _F["label-output"].value
+    output = int(output) if str(output).isdigit() else output
+    if _F.reference:
+        p.step(f"loading reference {_F.reference}")
+    report = tfq8.check(tflite_path, reference=_F.reference, data=data, labels=labels,
+                        output=output, num_samples=_F["num-samples"].value,
+                        batch_size=_F["batch-size"].value, backend=_F.backend,
+                        num_threads=_F.threads, progress=p.counter("samples"))
+    top = _F.top
+    shown = dataclasses.replace(report, tensors=report.tensors[:top])
+    text = str(shown)
+    if len(report.tensors) > top:
+        text += f"\n  ... {len(report.tensors) - top} more tensor(s) (--top, or --json for all)"
+    return report.to_dict(), text, 0
+
+
+def _bench(tflite_path: str) -> tuple[dict, str, int]:
+    import tfq8  # noqa: PLC0415
+
+    p = _Progress("bench")
+    report = tfq8.benchmark(tflite_path, reference=_F.reference, num_threads=_F.threads,
+                            backend=_F.backend, warmup=_F.warmup, runs=_F.runs,
+                            time_budget_s=_F["time-budget"].value,
+                            per_op=_F["per-op"].value, progress=p.step)
+    return report.to_dict(), str(report), 0
+
+
+def _inspect(tflite_path: str) -> tuple[dict, str, int]:
+    import tfq8  # noqa: PLC0415
+
+    info = tfq8.inspect(tflite_path)
+    code = EXIT_NOT_INTEGER if _F.strict and not info.full_integer else 0
+    return info.to_dict(), str(info), code
+
+
+_COMMAND_FUNCS = {"convert": _convert, "check": _check, "bench": _bench, "inspect": _inspect}
+
+
+# --------------------------------------------------------------------- data files
+def _short(name: str) -> str:
+    return name.removeprefix("serving_default_").split(":")[0]
+
+
+def _default_output(model_path: str) -> str:
+    base = os.path.normpath(model_path)
+    for ext in (".keras", ".h5", ".hdf5"):
+        if base.endswith(ext):
+            base = base[: -len(ext)]
+    return base + "_int8.tflite"
+
+
+def _load_data(path: str, shapes: Sequence[Sequence[int | None]],
+               names: Sequence[str]) -> tuple[Any, Any]:
+    """--data -> (data for tfq8, labels found alongside or None)."""
+    import numpy as np  # noqa: PLC0415
+
+    if os.path.isdir(path):
+        return _load_images(path, shapes)
+    if not os.path.isfile(path):
+        raise ValueError(f"--data must be a .npy or .npz file or a folder of images; no such file. "
+                         f"Received: --data={path}")
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False), None
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        labels = arrays.pop("y", None)
+        if labels is None:
+            labels = arrays.pop("labels", None)
+        if "x" in arrays:
+            return arrays["x"], labels
+        if len(arrays) == 1:
+            return next(iter(arrays.values())), labels
+        if set(names) <= set(arrays):
+            return {n: arrays[n] for n in names}, labels
+        raise ValueError(f"--data .npz must hold 'x' (and optionally 'y'), or one array per model "
+                         f"input {list(names)}. Received keys: {sorted(arrays)}")
+    raise ValueError(f"--data must be a .npy or .npz file or a folder of images. "
+                     f"Received: --data={path}")
+
+
+def _load_labels(path: str) -> Any:
+    import numpy as np  # noqa: PLC0415
+
+    if not os.path.isfile(path) or not path.endswith((".npy", ".npz")):
+        raise ValueError(f"--labels must be a .npy file or a .npz holding 'y' or 'labels'. "
+                         f"Received: --labels={path}")
+    if path.endswith(".npy"):
+        return np.load(path, allow_pickle=False)
+    with np.load(path, allow_pickle=False) as z:
+        for key in ("y", "labels"):
+            if key in z.files:
+                return z[key]
+        if len(z.files) == 1:
+            return z[z.files[0]]
+        raise ValueError(f"--labels .npz must hold 'y' or 'labels'. Received keys: {z.files}")
+
+
+def _load_images(folder: str, shapes: Sequence[Sequence[int | None]]) -> tuple[Any, Any]:
+    """A folder of images (or of class subfolders) -> float pixels [N,H,W,C] and labels."""
+    import numpy as np  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    if len(shapes) != 1 or len(shapes[0]) != 4 or None in tuple(shapes[0][1:]):
+        raise ValueError("--data as a folder of images needs a model with one image input "
+                         f"[N, H, W, C] of fixed size. Received: model input shapes {list(shapes)}")
+    h, w, c = (int(d) for d in shapes[0][1:])
+    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+    files: list[tuple[str, int]] = []
+    for k, cls in enumerate(classes):
+        sub = os.path.join(folder, cls)
+        files += [(os.path.join(sub, f), k) for f in sorted(os.listdir(sub))
+                  if f.lower().endswith(_IMAGE_EXTS)]
+    flat = [(os.path.join(folder, f), -1) for f in sorted(os.listdir(folder))
+            if f.lower().endswith(_IMAGE_EXTS)]
+    if not files:
+        files = flat
+    if not files:
+        raise ValueError(f"--data folder holds no images ({', '.join(_IMAGE_EXTS)}), directly or "
+                         f"in class subfolders. Received: --data={folder}")
+    images = np.empty((len(files), h, w, c), np.float32)
+    for i, (f, _) in enumerate(files):
+        try:
+            img = tf.io.decode_image(tf.io.read_file(f), channels=c, expand_animations=False)
+        except (tf.errors.OpError, ValueError) as e:
+            raise ValueError(f"--data: cannot decode image {f}: {_one_line(str(e))[:120]}") from None
+        img = tf.image.resize(tf.cast(img, tf.float32), (h, w))
+        images[i] = img.numpy()
+    images = images * _F["image-scale"].value + _F["image-offset"].value
+    labels = np.array([k for _, k in files]) if classes and files is not flat else None
+    return images, labels
+
+
+if __name__ == "__main__":  # pragma: no cover
+    run()
