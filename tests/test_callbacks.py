@@ -208,9 +208,9 @@ def test_multi_input_tf_data_eager():
 def test_hostile_tensor_warns_once_naming_the_layer(caplog):
     x, y = _mlp_data()
     calib = x[:48].copy()
-    calib[0, :] = 60.0  # one sample far outside the bulk
+    calib[0, :] = 60.0  # one sample (2% of the values) far outside the bulk
     model = _compiled_mlp()
-    cb = tfq8.CalibrationCallback(calib, every_n_epochs=1, verbose=0)
+    cb = tfq8.CalibrationCallback(calib, every_n_epochs=1, outlier_percentile=95.0, verbose=0)
     with caplog.at_level(logging.WARNING, logger="tfq8"):
         model.fit(x, y, epochs=2, batch_size=48, verbose=0, callbacks=[cb])
     assert cb.hostile, "an outlier-dominated activation should be reported"
