@@ -106,6 +106,9 @@ def verify_model(model: bytes, *, arg: str = "tflite_model") -> "_tflite.schema.
         >>> verify_model(open("model.tflite", "rb").read()).subgraphs[0].operators
     """
     n = len(model)
+    if n < 16 and bytes(model[4:8]) == b"TFL3":
+        raise InvalidModelError(f"{arg} is truncated: a TFLite flatbuffer is longer than its "
+                                f"first {n} bytes. Received: {n} bytes")
     if n < 16:
         raise InvalidModelError(f"{arg} is not a TFLite model: expected a flatbuffer of at least "
                                 f"16 bytes. Received: {n} bytes")
