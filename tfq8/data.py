@@ -2,8 +2,12 @@
 
 Accepted data (the conventions follow `model.fit`):
 
-* a numpy array `[N, ...]` for one input, or a list of arrays for several;
-* a tuple `(x, y)` or `(x, y, sample_weight)`: the labels are dropped;
+* a numpy array `[N, ...]` for one input, or a list of arrays for several
+  (in the order of the specs, i.e. the TFLite graph's input order, which can
+  differ from the Keras model's: prefer a dict for several inputs); for a
+  one-input model a list of more arrays is read as a list of samples/batches;
+* a tuple `(x, y)` or `(x, y, sample_weight)`: the labels are dropped (also
+  when `x` is a dict or a list of arrays);
 * a dict keyed by input name (arrays, or per-sample values in a stream);
 * a `tf.data.Dataset`, batched or not (decided against the model's input rank);
 * a `keras.utils.PyDataset`, any Python iterable or generator, or a zero-argument
@@ -164,6 +168,13 @@ class _Builder:
         if isinstance(data, dict):
             return self._add(self._structure(data), batched=True, origin="dict")
         if isinstance(data, (list, tuple)) and data and all(_is_array_like(d) for d in data):
+            if not (isinstance(data, list) and self.specs and len(data) != len(self.specs)
+                    and len(self.specs) == 1):
+                return self._add(self._structure(data), batched=True, origin="arrays")
+            # else: a list of samples (or batches) for a one-input model: a stream.
+        if _is_xy_of_structured_inputs(data):
+            # ([x1, x2], y) or ({"a": xa, "b": xb}, y, w): model.fit's (x, y[, w])
+            # with several inputs, not a stream of two or three samples.
             return self._add(self._structure(data), batched=True, origin="arrays")
         if isinstance(data, (list, tuple)) and not data:
             raise ValueError("data is empty: expected at least one sample. Received: an empty sequence")
@@ -350,6 +361,20 @@ class _Builder:
             _log.info("Calibration data has %d samples (num_samples=%d).", self.count, self.limit)
         inputs = [np.concatenate(parts, axis=0) for parts in zip(*self.chunks)]
         return RepresentativeDataset(inputs, self.specs)
+
+
+def _is_xy_of_structured_inputs(data: Any) -> bool:
+    """True for `(x, y)` / `(x, y, w)` tuples whose `x` is a dict or a list of arrays."""
+    if not (isinstance(data, tuple) and 2 <= len(data) <= 3):
+        return False
+    x = data[0]
+    if isinstance(x, dict):
+        x_ok = bool(x) and all(_is_array_like(v) for v in x.values())
+    elif isinstance(x, (list, tuple)):
+        x_ok = bool(x) and all(_is_array_like(v) for v in x)
+    else:
+        return False
+    return x_ok and all(d is None or _is_array_like(d) for d in data[1:])
 
 
 def _tf_or_none():

@@ -1,0 +1,261 @@
+"""The representative-dataset adapter on every input kind and every bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import factories
+import keras
+import tfq8
+from tfq8 import models
+from tfq8.data import InputSpec, RepresentativeDataset, representative_dataset
+
+N = 10
+SPEC = [InputSpec("x", (None, 4), np.dtype(np.float32))]
+X = np.arange(N * 4, dtype=np.float64).reshape(N, 4) / 7.0
+
+
+def rd(data, **kw):
+    kw.setdefault("specs", SPEC)
+    return representative_dataset(data, **kw)
+
+
+def _check_x(rep: RepresentativeDataset, n: int = N) -> None:
+    assert isinstance(rep, RepresentativeDataset) and len(rep) == n
+    assert len(rep.inputs) == 1 and rep.inputs[0].dtype == np.float32
+    np.testing.assert_array_equal(rep.inputs[0], X[:n].astype(np.float32))
+
+
+@pytest.fixture(scope="module")
+def two_in():
+    model = factories.two_in_two_out()
+    return model, models.input_specs(model), factories.two_in_data(N)
+
+
+def _check_two(rep, data, n=N):
+    assert [s.name for s in rep.specs] == ["b", "a"]  # the TFLite graph's order
+    assert len(rep) == n
+    np.testing.assert_array_equal(rep.inputs[0], data["b"][:n])
+    np.testing.assert_array_equal(rep.inputs[1], data["a"][:n])
+
+
+# ------------------------------------------------------------- input kinds
+def test_numpy_array_cast_to_input_dtype():
+    _check_x(rd(X))
+    _check_x(rd(tf.constant(X)))
+
+
+def test_xy_and_xyw_tuples_drop_labels():
+    y, w = np.arange(N), np.ones(N)
+    _check_x(rd((X, y)))
+    _check_x(rd((X, y, w)))
+    _check_x(rd((X, X)))  # labels shaped like the inputs are still labels
+
+
+def test_two_inputs_specs_follow_tflite_order(two_in):
+    _, specs, _ = two_in
+    assert [s.name for s in specs] == ["b", "a"]
+    assert specs[0].shape == (None, 4, 4, 1) and specs[1].shape == (None, 8)
+
+
+def test_dict_ordered_by_model_inputs(two_in):
+    model, specs, data = two_in
+    _check_two(rd(data, specs=specs), data)
+    _check_two(representative_dataset({"a": data["a"], "b": data["b"]}, model=model), data)
+    # Labels dropped, for dicts and lists of arrays alike.
+    y = np.zeros(N)
+    _check_two(rd((data, y), specs=specs), data)
+    _check_two(rd((data, y, y), specs=specs), data)
+    _check_two(rd(([data["b"], data["a"]], y), specs=specs), data)
+
+
+def test_list_of_arrays_for_several_inputs(two_in):
+    _, specs, data = two_in
+    _check_two(rd([data["b"], data["a"]], specs=specs), data)
+    _check_two(rd((data["b"], data["a"]), specs=specs), data)
+    # The wrong order is caught (shapes differ), naming expected vs received.
+    with pytest.raises(ValueError, match=r"Sample 0: expected input 'b'.*Received shape"):
+        rd([data["a"], data["b"]], specs=specs)
+
+
+def test_tf_data_batched_and_unbatched(two_in):
+    _check_x(rd(tf.data.Dataset.from_tensor_slices(X)))
+    _check_x(rd(tf.data.Dataset.from_tensor_slices(X).batch(3)))
+    _check_x(rd(tf.data.Dataset.from_tensor_slices((X, np.arange(N))).batch(4)))
+    _check_x(rd(tf.data.Dataset.from_tensor_slices((X, np.arange(N)))))
+    _, specs, data = two_in
+    _check_two(rd(tf.data.Dataset.from_tensor_slices(data), specs=specs), data)
+    _check_two(rd(tf.data.Dataset.from_tensor_slices((data, np.zeros(N))).batch(3),
+                  specs=specs), data)
+
+
+def test_generators_iterables_and_callables():
+    _check_x(rd(X[i] for i in range(N)))  # unbatched samples
+    _check_x(rd(iter([X[:4], X[4:]])))  # batches
+    _check_x(rd([X[i] for i in range(N)]))  # a list of samples
+    _check_x(rd([X[:3], X[3:]]))  # a list of batches (one-input model)
+    _check_x(rd([(X[i], 0) for i in range(N)]))  # (x, y) samples
+    # TFLite's own representative_dataset style: a callable yielding lists.
+    _check_x(rd(lambda: ([X[i : i + 1]] for i in range(N))))
+
+
+def test_keras_pydataset():
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return X[i * 3 : (i + 1) * 3], np.zeros(len(X[i * 3 : (i + 1) * 3]))
+
+    _check_x(rd(Batches()))
+    _check_x(rd(Batches(), num_samples=5), 5)
+
+
+def test_integer_inputs_cast_and_checked():
+    spec = [InputSpec("ids", (None, 3), np.dtype(np.int32))]
+    rep = rd(np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]]), specs=spec)
+    assert rep.inputs[0].dtype == np.int32 and rep.inputs[0].tolist() == [[1, 2, 3], [4, 5, 6]]
+    with pytest.raises(ValueError, match=r"Sample 0: input 'ids' has integer dtype int32. "
+                                         r"Received non-integral float64"):
+        rd(np.array([[1.5, 2.0, 3.0]]), specs=spec)
+
+
+@pytest.mark.parametrize("num_samples", [1, 3, 4, 7, 10, 25])
+def test_num_samples_honoured_across_batches(num_samples):
+    want = min(num_samples, N)
+    _check_x(rd(X, num_samples=num_samples), want)
+    _check_x(rd(tf.data.Dataset.from_tensor_slices(X).batch(3), num_samples=num_samples), want)
+    _check_x(rd((X[i : i + 4] for i in range(0, N, 4)), num_samples=num_samples), want)
+
+
+def test_num_samples_stops_reading_the_stream():
+    pulled = []
+
+    def stream():
+        for i in range(N):
+            pulled.append(i)
+            yield X[i]
+
+    _check_x(rd(stream(), num_samples=3), 3)
+    assert len(pulled) <= 4
+
+
+def test_infinite_tf_data_needs_num_samples():
+    ds = tf.data.Dataset.from_tensor_slices(X).repeat()
+    with pytest.raises(ValueError, match=r"infinite.*Received: num_samples=None"):
+        rd(ds)
+    rep = rd(ds, num_samples=25)
+    assert len(rep) == 25
+    np.testing.assert_array_equal(rep.inputs[0][N:2 * N], X.astype(np.float32))
+
+
+def test_model_argument_and_without_specs():
+    model = factories.mlp(features=4)
+    rep = representative_dataset(X, model=model)
+    assert [s.shape for s in rep.specs] == [(None, 4)]
+    _check_x(rep)
+    # Without a model, arrays are batches and floats become float32.
+    free = representative_dataset(X)
+    assert free.specs is None and len(free) == N and free.inputs[0].dtype == np.float32
+
+
+def test_reusing_a_representative_dataset():
+    rep = rd(X)
+    _check_x(rd(rep))
+    _check_x(rep.take(3), 3)
+    assert [len(b[0]) for b in rep.batches(4)] == [4, 4, 2]
+    assert "10 samples" in repr(rep)
+
+
+# ------------------------------------------------------------- bad inputs
+@pytest.mark.parametrize("data, match", [
+    (X[:, :3], r"Sample 0: expected input 'x' of shape \(None, 4\).*Received shape \(None, 3\)"),
+    (X[None], r"Sample 0: expected input 'x'.*Received shape \(1, 10, 4\)"),
+    (np.array([["a"] * 4] * 3), r"Sample 0: input 'x' must be numeric \(float32\). Received dtype <U1"),
+    ({"y": X}, r"Sample 0: dict keys must be the model's input names \['x'\]. Received keys: \['y'\]"),
+    (np.zeros((0, 4)), r"data is empty.*Received: 0 samples"),
+    ([], r"data is empty.*Received: an empty sequence"),
+    (iter([]), r"data is empty.*Received: 0 samples"),
+    (None, r"Received: data=None"),
+    (X.astype(np.complex64), r"must be real. Received dtype complex64"),
+])
+def test_bad_inputs_raise_value_error(data, match):
+    with pytest.raises(ValueError, match=match):
+        rd(data)
+
+
+def test_wrong_shape_later_in_a_stream_names_the_sample():
+    def stream():
+        yield X[:4]
+        yield X[4:6, :3]
+
+    with pytest.raises(ValueError, match=r"^Sample 4: expected input 'x'.*axis 1 is 3, not 4"):
+        rd(stream())
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_inf_names_the_sample_index(bad):
+    x = X.copy()
+    x[7, 2] = bad
+    with pytest.raises(ValueError, match=r"^Sample 7: input 'x' contains NaN or Inf"):
+        rd(x)
+    with pytest.raises(ValueError, match=r"^Sample 7: input 'x' contains NaN or Inf"):
+        rd(tf.data.Dataset.from_tensor_slices(x).batch(3))
+    with pytest.raises(ValueError, match=r"^Sample 7: input 'x' contains NaN or Inf"):
+        rd(x[i] for i in range(N))
+
+
+def test_wrong_dict_names_and_counts(two_in):
+    _, specs, data = two_in
+    with pytest.raises(ValueError, match=r"input names \['b', 'a'\]. Received keys: \['a', 'c'\] "
+                                         r"\(missing \['b'\]\) \(unexpected \['c'\]\)"):
+        rd({"a": data["a"], "c": data["b"]}, specs=specs)
+    with pytest.raises(ValueError, match=r"the model has 2 input\(s\) \(b, a\). Received 1 array"):
+        rd(data["a"], specs=specs)
+    with pytest.raises(ValueError, match=r"the model has 2 input\(s\) \(b, a\). Received 3 array"):
+        rd([data["b"], data["a"], data["a"]], specs=specs)
+    with pytest.raises(ValueError, match=r"same number of samples. Received batch sizes \[10, 3\]"):
+        rd([data["b"], data["a"][:3]], specs=specs)
+    with pytest.raises(ValueError, match=r"input names are unknown.*Received keys: \['a', 'b'\]"):
+        representative_dataset(data)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "10"])
+def test_bad_num_samples(bad):
+    with pytest.raises(ValueError, match=f"Received: num_samples={bad!r}"):
+        rd(X, num_samples=bad)
+
+
+def test_unreadable_kinds_raise_type_error():
+    with pytest.raises(TypeError, match="Received: int"):
+        rd(5)
+    with pytest.raises(TypeError, match="Received: object"):
+        rd(object())
+
+
+def test_inconsistent_stream_without_specs():
+    with pytest.raises(ValueError, match=r"Sample 4: every sample must have the same structure"):
+        representative_dataset(iter([X[:4], X[4:, :2]]))
+
+
+# ------------------------------------------------- as TFLite's representative_dataset
+def test_yields_single_samples_in_input_order(two_in):
+    _, specs, data = two_in
+    rep = rd(data, specs=specs)
+    samples = list(rep())
+    assert len(samples) == N
+    assert [a.shape for a in samples[3]] == [(1, 4, 4, 1), (1, 8)]
+    np.testing.assert_array_equal(samples[3][1], data["a"][3:4])
+
+
+def test_works_as_tflite_converter_representative_dataset():
+    model = factories.mlp(features=4, classes=3)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = tfq8.representative_dataset(
+        tf.data.Dataset.from_tensor_slices(X).batch(4), model=model, num_samples=8)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    blob = converter.convert()
+    assert tfq8.inspect(blob).full_integer
