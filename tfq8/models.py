@@ -129,7 +129,15 @@ def load_model(model: Any) -> ModelHandle:
                     "model folder is not a SavedModel (no saved_model.pb). "
                     f"Received: model={path!r}"
                 )
-            return ModelHandle(saved_model_dir=path)
+            try:
+                return ModelHandle(saved_model_dir=path)
+            except Exception as e:  # noqa: BLE001 - TF raises many kinds here
+                first = str(e).splitlines()[0] if str(e) else ""
+                raise ValueError(
+                    "Could not read the SavedModel's serving signature (it needs one, "
+                    f"such as Keras' model.export() writes): {type(e).__name__}: {first} "
+                    f"Received: model={path!r}"
+                ) from e
         if path.endswith((".keras", ".h5", ".hdf5")):
             return ModelHandle(keras_model=_load_keras_file(path))
         raise ValueError(
@@ -154,7 +162,8 @@ def _load_keras_file(path: str) -> Any:
         except Exception as e:  # noqa: BLE001 - try the next loader
             errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
     raise ValueError(
-        f"Could not load the model file {path!r}. Tried: " + "; ".join(errors)
+        "Could not load the model file. Tried: " + "; ".join(errors)
+        + f". Received: model={path!r}"
     )
 
 

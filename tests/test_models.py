@@ -1,0 +1,154 @@
+"""Models accepted: Keras 3 / tf_keras models and .keras, .h5, SavedModel paths."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import factories
+import keras
+import tfq8
+from tfq8 import models
+
+
+def _full_integer(model, data) -> None:
+    blob = tfq8.convert(model, data, method="minmax")
+    info = tfq8.inspect(blob)
+    assert info.full_integer, str(info)
+
+
+def _features(n: int = 16, features: int = 20, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, features)).astype(np.float32)
+
+
+# ------------------------------------------------------------ live models
+def test_sequential_specs():
+    handle = models.load_model(factories.mlp())
+    assert isinstance(handle, models.ModelHandle) and handle.saved_model_dir is None
+    assert [(s.name, s.shape, s.dtype) for s in handle.specs] == [
+        ("features", (None, 20), np.dtype(np.float32))]
+    assert models.load_model(handle) is handle
+    assert models.is_keras_model(handle.keras_model)
+
+
+def test_functional_two_in_two_out_converts():
+    model = factories.two_in_two_out()
+    specs = models.input_specs(model)
+    assert [s.name for s in specs] == ["b", "a"]  # the TFLite graph's order
+    _full_integer(model, factories.two_in_data(16))
+
+
+def test_subclassed_converts():
+    model = factories.subclassed(features=6)
+    specs = models.input_specs(model)
+    assert len(specs) == 1 and specs[0].shape == (None, 6)
+    _full_integer(model, _features(features=6))
+
+
+def test_unbuilt_model_rejected():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.d(x)
+
+    with pytest.raises(ValueError, match="not built.*Received: Net"):
+        models.load_model(Net())
+
+
+def test_tf_keras_model_and_h5_path(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    model = factories.tf_keras_cnn(input_shape=(8, 8, 3), classes=4)
+    assert isinstance(model, tf_keras.Model) and models.is_keras_model(model)
+    specs = models.input_specs(model)
+    assert [s.shape for s in specs] == [(None, 8, 8, 3)]
+    path = tmp_path / "cnn.h5"
+    model.save(path)
+    handle = models.load_model(str(path))
+    assert handle.keras_model is not None
+    assert handle.fingerprint() == models.load_model(model).fingerprint()
+    _full_integer(path, factories.images(16, (8, 8, 3)))
+
+
+# ------------------------------------------------------------------ paths
+def test_keras_file_path(tmp_path):
+    model = factories.mlp()
+    path = tmp_path / "mlp.keras"
+    model.save(path)
+    handle = models.load_model(path)  # os.PathLike
+    assert [s.shape for s in handle.specs] == [(None, 20)]
+    assert handle.fingerprint() == models.load_model(model).fingerprint()
+    _full_integer(str(path), _features())
+
+
+def test_keras3_h5_path(tmp_path):
+    model = factories.mlp()
+    path = tmp_path / "mlp.h5"
+    model.save(path)
+    handle = models.load_model(str(path))
+    assert handle.fingerprint() == models.load_model(model).fingerprint()
+
+
+def test_saved_model_folder(tmp_path):
+    model = factories.mlp()
+    folder = tmp_path / "saved"
+    model.export(str(folder))
+    assert (folder / "saved_model.pb").exists()
+    handle = models.load_model(str(folder))
+    assert handle.keras_model is None and handle.saved_model_dir == str(folder)
+    assert [s.shape for s in handle.specs] == [(None, 20)]
+    fp = handle.fingerprint()
+    assert fp == models.load_model(str(folder)).fingerprint()
+    _full_integer(str(folder), _features())
+
+
+# ------------------------------------------------------------- bad inputs
+def test_bad_paths_raise_value_error(tmp_path):
+    missing = tmp_path / "missing.keras"
+    with pytest.raises(ValueError, match="does not exist. Received: model="):
+        models.load_model(str(missing))
+    other = tmp_path / "model.txt"
+    other.write_text("not a model")
+    with pytest.raises(ValueError, match=r"\.keras or \.h5 file or a SavedModel folder. Received: model="):
+        models.load_model(str(other))
+    empty = tmp_path / "empty_dir"
+    empty.mkdir()
+    with pytest.raises(ValueError, match=r"not a SavedModel \(no saved_model.pb\). Received: model="):
+        models.load_model(str(empty))
+    no_signature = tmp_path / "no_signature"
+    tf.saved_model.save(tf.Module(), str(no_signature))
+    with pytest.raises(ValueError, match=r"serving signature.*Received: model="):
+        models.load_model(str(no_signature))
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="Could not load the model file.*Received: model="):
+        models.load_model(str(broken))
+
+
+@pytest.mark.parametrize("bad", [5, None, np.zeros(3), b"model.keras"])
+def test_bad_kinds_raise_type_error(bad):
+    with pytest.raises(TypeError, match=f"Received: {type(bad).__name__}"):
+        models.load_model(bad)
+
+
+# ------------------------------------------------------------- fingerprint
+def test_fingerprint_changes_with_weights(tmp_path):
+    model = factories.mlp()
+    fp = models.load_model(model).fingerprint()
+    assert fp == models.load_model(factories.mlp()).fingerprint()  # same seed
+    assert fp != models.load_model(factories.mlp(seed=1)).fingerprint()
+    w = model.layers[0].kernel
+    w.assign(w.numpy() + np.float32(1e-6))
+    assert models.load_model(model).fingerprint() != fp
+    # A SavedModel's fingerprint follows its files.
+    folder = tmp_path / "sm"
+    model.export(str(folder))
+    fp_dir = models.load_model(str(folder)).fingerprint()
+    with open(os.path.join(folder, "extra.txt"), "w", encoding="utf-8") as f:
+        f.write("x")
+    assert models.load_model(str(folder)).fingerprint() != fp_dir
