@@ -250,7 +250,7 @@ def check(
     ref_accuracy = float(np.mean(ref_pred == y)) if y is not None and ref_pred is not None else None
     agreement = float(np.mean(pred == ref_pred)) if ref_pred is not None else None
     outputs = tuple(
-        acc.stats(t.name, t.shape[1:], index=t.index) for t, acc in zip(q.outputs, o_acc)
+        acc.stats(t.key, t.shape[1:], index=t.index) for t, acc in zip(q.outputs, o_acc)
     ) if f is not None else ()
     tensors = _rank(q, pairs, t_acc)
     return CheckReport(n, accuracy, ref_accuracy, agreement, outputs, tensors, kind)
@@ -355,9 +355,9 @@ def _short(name: str) -> str:
 
 def _match(ours: Sequence[TensorIO], theirs: Sequence[TensorIO]) -> list[int]:
     """For each of `ours`, the index in `theirs` with the same name (else same position)."""
-    names = [_short(t.name) for t in theirs]
-    if sorted(names) == sorted(_short(t.name) for t in ours) and len(set(names)) == len(names):
-        return [names.index(_short(t.name)) for t in ours]
+    names = [t.key for t in theirs]
+    if sorted(names) == sorted(t.key for t in ours) and len(set(names)) == len(names):
+        return [names.index(t.key) for t in ours]
     return list(range(len(ours)))
 
 
@@ -403,10 +403,10 @@ def _tensor_pairs(q: ModelRunner, f: ModelRunner) -> list[tuple[TensorIO, int, t
 
 
 def _output_index(q: ModelRunner, output: int | str) -> int:
-    names = [_short(t.name) for t in q.outputs]
+    names = [t.key for t in q.outputs]
     if isinstance(output, str):
         for k, t in enumerate(q.outputs):
-            if output in (t.name, _short(t.name)):
+            if output in (t.name, t.key):
                 return k
         raise ValueError(f"output must name one of the model's outputs {names}. "
                          f"Received: output={output!r}")
@@ -446,7 +446,7 @@ def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:
     y = y.astype(np.int64)
     top = max(classes, 2)
     if y.min() < 0 or y.max() >= top:
-        raise ValueError(f"labels must lie in 0..{top - 1} for output {_short(out.name)!r}. "
+        raise ValueError(f"labels must lie in 0..{top - 1} for output {out.key!r}. "
                          f"Received: values {int(y.min())}..{int(y.max())}")
     return y
 

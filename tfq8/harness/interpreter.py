@@ -310,6 +310,9 @@ class TensorIO:
         scales: Quantization scales (empty if not quantized).
         zero_points: Zero points, one per scale.
         axis: Quantized dimension for per-axis parameters.
+        key: The name users know it by: its signature name (such as a Keras
+            output's name) if the model has a signature, else its tensor name
+            without `serving_default_` and `:0`.
     """
 
     name: str
@@ -320,6 +323,7 @@ class TensorIO:
     scales: np.ndarray
     zero_points: np.ndarray
     axis: int = 0
+    key: str = ""
 
     @classmethod
     def from_details(cls, d: dict) -> "TensorIO":
@@ -331,7 +335,8 @@ class TensorIO:
             zps = np.asarray([d["quantization"][1]], np.int64)
         return cls(d["name"], int(d["index"]), tuple(int(v) for v in d["shape"]),
                    tuple(int(v) for v in d.get("shape_signature", d["shape"])),
-                   np.dtype(d["dtype"]), scales, zps, int(qp.get("quantized_dimension", 0)))
+                   np.dtype(d["dtype"]), scales, zps, int(qp.get("quantized_dimension", 0)),
+                   _short_name(d["name"]))
 
     @property
     def quantized(self) -> bool:
@@ -402,6 +407,11 @@ class ModelRunner:
             self.outputs = [TensorIO.from_details(d) for d in self.interpreter.get_output_details()]
         except (ValueError, KeyError) as e:
             raise InvalidModelError(f"LiteRT cannot describe {arg}'s inputs and outputs: {e}") from None
+        keys = _signature_names(self.parsed)
+        if len({keys.get(t.index, t.key) for t in self.inputs}) == len(self.inputs):
+            self.inputs = [dataclasses.replace(t, key=keys.get(t.index, t.key)) for t in self.inputs]
+        if len({keys.get(t.index, t.key) for t in self.outputs}) == len(self.outputs):
+            self.outputs = [dataclasses.replace(t, key=keys.get(t.index, t.key)) for t in self.outputs]
         if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
             raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
         self.resizable = all(len(t.signature) and t.signature[0] == -1 for t in self.inputs)
@@ -410,7 +420,7 @@ class ModelRunner:
 
     def input_specs(self) -> list[InputSpec]:
         """Input specs (float32 for quantized inputs) for `tfq8.representative_dataset`."""
-        return [InputSpec(_short_name(t.name), (None,) + t.shape[1:] if t.shape else (),
+        return [InputSpec(t.key, (None,) + t.shape[1:] if t.shape else (),
                           t.data_dtype()) for t in self.inputs]
 
     def _default_batch(self) -> int:
@@ -470,6 +480,18 @@ class ModelRunner:
             if progress is not None:
                 progress(stop, total)
         return [np.concatenate(o, axis=0) for o in outs]
+
+
+def _signature_names(parsed: Any) -> dict[int, str]:
+    """Tensor index -> signature name, for subgraph 0's first signature."""
+    out: dict[int, str] = {}
+    for sd in (parsed.signatureDefs or [])[:1]:
+        if sd.subgraphIndex != 0:
+            continue
+        for tm in list(sd.inputs or []) + list(sd.outputs or []):
+            name = tm.name.decode() if isinstance(tm.name, bytes) else str(tm.name)
+            out[int(tm.tensorIndex)] = name
+    return out
 
 
 def _short_name(name: str) -> str:

@@ -1,0 +1,150 @@
+"""tfq8.check: accuracy, agreement, per-output and per-tensor error."""
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+import factories as F
+import tfq8
+from tfq8.harness.interpreter import InvalidModelError
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = F.cnn(seed=1)
+    calib = tfq8.calibrate(model, F.images(64, seed=1))
+    blob = tfq8.convert(calibration=calib, method="minmax")
+    x = F.images(120, seed=7)
+    # Labels: the float model's classes, a quarter of them changed, so that
+    # accuracy is neither 0 nor 1.
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    y[::4] = (y[::4] + 1) % 10
+    return model, calib, blob, x, y
+
+
+def _by_hand(blob, x):
+    """Top-1 and dequantized outputs, one sample at a time, straight on LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    it = Interpreter(model_content=blob, experimental_op_resolver_type=(
+        OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES))
+    it.allocate_tensors()
+    d_in, d_out = it.get_input_details()[0], it.get_output_details()[0]
+    outs = []
+    for xi in x:
+        s, z = d_in["quantization"]
+        v = xi[None] if d_in["dtype"] == np.float32 else np.clip(
+            np.round(xi[None] / s) + z, -128, 127).astype(np.int8)
+        it.set_tensor(d_in["index"], v)
+        it.invoke()
+        o = it.get_tensor(d_out["index"]).astype(np.float64)
+        if d_out["dtype"] != np.float32:
+            o = (o - d_out["quantization"][1]) * d_out["quantization"][0]
+        outs.append(o[0])
+    return np.array(outs)
+
+
+def test_accuracy_and_agreement_match_a_hand_computed_reference(setup):
+    model, calib, blob, x, y = setup
+    report = tfq8.check(blob, reference=calib, data=x, labels=y)
+    q = _by_hand(blob, x)
+    f = _by_hand(calib.model, x)
+    assert report.num_samples == 120
+    assert report.accuracy == pytest.approx(np.mean(np.argmax(q, 1) == y), abs=1e-12)
+    assert report.reference_accuracy == pytest.approx(np.mean(np.argmax(f, 1) == y), abs=1e-12)
+    assert report.agreement == pytest.approx(np.mean(np.argmax(q, 1) == np.argmax(f, 1)), abs=1e-12)
+    assert 0.5 < report.reference_accuracy < 0.9
+    out, = report.outputs
+    err = q - f
+    assert out.sqnr_db == pytest.approx(10 * np.log10((f ** 2).sum() / (err ** 2).sum()), abs=1e-3)
+    assert out.max_abs_error == pytest.approx(np.abs(err).max(), rel=1e-5)
+    cos = (q * f).sum() / np.sqrt((q ** 2).sum() * (f ** 2).sum())
+    assert out.cosine == pytest.approx(cos, abs=1e-6)
+
+
+def test_keras_reference_is_converted_and_tensors_match_by_name(setup):
+    model, calib, blob, x, y = setup
+    report = tfq8.check(blob, reference=model, data=x, labels=y)
+    assert report.reference == "keras"
+    names = {t.name for t in report.tensors}
+    assert {t.name for t in calib.tensors} <= names  # every calibrated tensor is compared
+    assert all(t.sqnr_db > 20 and t.cosine > 0.99 for t in report.tensors)
+    assert report.agreement > 0.9
+    text = str(report)
+    assert "agreement" in text and "CONV_2D" in text
+    d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
+    assert d["num_samples"] == 120 and len(d["tensors"]) == len(report.tensors)
+
+
+@pytest.mark.parametrize("victim", [1, 2])
+def test_a_damaged_range_is_ranked_worst(setup, victim):
+    model, calib, blob, x, y = setup
+    name = calib.tensors[victim].name  # conv outputs after ReLU
+    lo, hi = calib.converter_ranges()[calib.tensors[victim].index]
+    damaged = tfq8.convert(calibration=calib, method="minmax", ranges={name: (lo, hi / 20)})
+    report = tfq8.check(damaged, reference=calib, data=x[:60])
+    assert report.tensors[0].name == name
+    assert report.tensors[0].local_sqnr_db < report.tensors[1].local_sqnr_db - 6
+    good = {t.name: t for t in tfq8.check(blob, reference=calib, data=x[:60]).tensors}
+    assert good[name].local_sqnr_db > report.tensors[0].local_sqnr_db + 10
+
+
+def test_several_inputs_and_outputs():
+    model = F.two_in_two_out(seed=3)
+    data = F.two_in_data(64, seed=1)
+    blob = tfq8.convert(model, data)
+    y = np.random.default_rng(0).integers(0, 3, 64)
+    report = tfq8.check(blob, reference=model, data=data, labels=y, output="cls")
+    assert len(report.outputs) == 2
+    assert all(o.sqnr_db > 15 for o in report.outputs)
+    assert report.agreement > 0.8
+    # Same figures from a list of arrays in the model's input order.
+    order = [s.name for s in tfq8.harness.interpreter.ModelRunner(blob).input_specs()]
+    again = tfq8.check(blob, reference=model, data=[data[n] for n in order], labels=y, output="cls")
+    assert again.accuracy == report.accuracy and again.agreement == report.agreement
+
+
+def test_batched_and_per_sample_agree(setup):
+    model, calib, blob, x, y = setup
+    a = tfq8.check(blob, reference=calib, data=x, labels=y)
+    b = tfq8.check(blob, reference=calib, data=x, labels=y, batch_size=1, per_tensor=False)
+    assert (a.accuracy, a.agreement) == (b.accuracy, b.agreement)
+    assert a.outputs[0].sqnr_db == pytest.approx(b.outputs[0].sqnr_db, abs=1e-3)  # float kernels
+
+
+def test_ten_thousand_samples_run_batched():
+    model = F.mlp(seed=2)
+    x = np.random.default_rng(1).normal(size=(10_000, 20)).astype(np.float32)
+    blob = tfq8.convert(model, x[:200])
+    seen = []
+    t0 = time.perf_counter()
+    report = tfq8.check(blob, reference=tfq8.calibrate(model, x[:8]), data=x,
+                        labels=np.zeros(10_000, int), progress=lambda d, n: seen.append(d))
+    elapsed = time.perf_counter() - t0
+    assert report.num_samples == 10_000 and seen[-1] == 10_000
+    assert len(seen) < 100  # batches, not samples
+    print(f"check of 10,000 samples: {elapsed:.2f}s")  # a figure, not an assertion
+
+
+def test_bad_inputs_raise_clear_errors(setup, tmp_path):
+    model, calib, blob, x, y = setup
+    with pytest.raises(ValueError, match=r"expected input 'image' of shape \(None, 16, 16, 3\)"):
+        tfq8.check(blob, reference=calib, data=np.zeros((4, 8, 8, 3), np.float32))
+    with pytest.raises(ValueError, match="labels must have one entry per sample"):
+        tfq8.check(blob, data=x, labels=y[:-3])
+    with pytest.raises(ValueError, match="labels must lie in 0..9"):
+        tfq8.check(blob, data=x, labels=y + 10)
+    with pytest.raises(ValueError, match="needs data"):
+        tfq8.check(blob, reference=calib)
+    with pytest.raises(InvalidModelError, match="truncated"):
+        tfq8.check(blob[:500], data=x)
+    with pytest.raises(ValueError, match="reference"):
+        tfq8.check(blob, reference=str(tmp_path / "nope.keras"), data=x)
+    with pytest.raises(TypeError, match="reference must be"):
+        tfq8.check(blob, reference=42, data=x)
+    with pytest.raises(ValueError, match="output must name one of"):
+        tfq8.check(blob, data=x, output="nope")
+    other = tfq8.convert(F.mlp(), np.zeros((8, 20), np.float32) + 1)
+    with pytest.raises(ValueError):
+        tfq8.check(blob, reference=other, data=x)
