@@ -1,0 +1,93 @@
+"""tfq8.benchmark: latency, interleaved speedup, per-op table, sizes (no timed assertions)."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import factories as F
+import tfq8
+from tfq8 import _tflite
+from tfq8.harness import bench as B
+from tfq8.harness.interpreter import make_interpreter
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = F.cnn(seed=4)
+    calib = tfq8.calibrate(model, F.images(32, seed=4))
+    return model, calib, tfq8.convert(calibration=calib)
+
+
+def test_report_covers_both_models_and_every_op(setup):
+    model, calib, blob = setup
+    b = tfq8.benchmark(blob, reference=model, runs=30, warmup=2, op_time_budget_s=0.01)
+    info = tfq8.inspect(blob)
+    assert [o.index for o in b.ops] == list(range(len(info.ops)))
+    assert [o.op for o in b.ops] == [op.name for op in info.ops]
+    assert [o.outputs[0][0] for o in b.ops] == [op.outputs[0].shape for op in info.ops]
+    assert all(o.inputs[0][1] == "INT8" for o in b.ops)
+    assert all(o.time_ms >= 0 and math.isfinite(o.time_ms) for o in b.ops)
+    assert sum(o.share for o in b.ops) == pytest.approx(1.0)
+    assert {o.output_name for o in b.float_ops} >= {o.output_name for o in b.ops}
+    for k in ("int8", "float"):
+        s = b.latency_ms[k]
+        assert s["runs"] == 30 and 0 < s["p50"] <= s["p90"] <= s["p99"]
+        assert b.ops_total_ms[k] > 0
+    assert b.speedup == pytest.approx(b.latency_ms["float"]["p50"] / b.latency_ms["int8"]["p50"])
+    assert b.size_bytes["int8"] == len(blob) < b.size_bytes["float"]
+    text = str(b)
+    assert "speedup" in text and "CONV_2D" in text and "per-op sum" in text
+    json.loads(json.dumps(b.to_dict(), allow_nan=False))
+
+
+def test_single_op_models_reproduce_the_whole_model_bit_for_bit(setup):
+    _, _, blob = setup
+    parsed = _tflite.read_model(blob)
+    whole = make_interpreter(blob, preserve_all_tensors=True)
+    d = whole.get_input_details()[0]
+    x = np.random.default_rng(0).integers(-128, 128, d["shape"]).astype(np.int8)
+    whole.set_tensor(d["index"], x)
+    whole.invoke()
+    for k, op in enumerate(parsed.subgraphs[0].operators):
+        single, feeds = B.single_op_model(parsed, k)
+        it = make_interpreter(single)
+        for local, orig in feeds:
+            it.set_tensor(local, whole.get_tensor(orig))
+        it.invoke()
+        out = it.get_output_details()[0]
+        np.testing.assert_array_equal(it.get_tensor(out["index"]),
+                                      whole.get_tensor(int(op.outputs[0])))
+        want = {d["index"]: d for d in whole.get_tensor_details()}[int(op.outputs[0])]
+        assert out["quantization"] == pytest.approx(want["quantization"])  # same scale/zero point
+
+
+@pytest.mark.parametrize("backend", ["builtin", "reference"])
+def test_backends_and_time_budget(setup, backend):
+    _, calib, blob = setup
+    b = tfq8.benchmark(blob, reference=calib, backend=backend, time_budget_s=0.05, warmup=1,
+                       per_op=False)
+    assert b.backend == backend and b.ops == () and b.speedup > 0
+    assert b.latency_ms["int8"]["runs"] >= 5
+
+
+def test_without_reference(setup):
+    _, _, blob = setup
+    b = tfq8.benchmark(blob, runs=5, warmup=1, op_time_budget_s=0.005)
+    assert b.speedup is None and set(b.latency_ms) == {"int8"} and b.float_ops == ()
+    assert len(b.ops) == len(tfq8.inspect(blob).ops)
+
+
+def test_bad_arguments(setup):
+    _, _, blob = setup
+    with pytest.raises(ValueError, match="backend must be one of"):
+        tfq8.benchmark(blob, backend="gpu")
+    with pytest.raises(ValueError, match="runs must be a positive integer"):
+        tfq8.benchmark(blob, runs=0)
+    with pytest.raises(ValueError, match="num_threads"):
+        tfq8.benchmark(blob, num_threads=0, runs=1)
+    with pytest.raises(ValueError, match="truncated"):
+        tfq8.benchmark(blob[:100])
+    with pytest.raises(TypeError, match="reference must be"):
+        tfq8.benchmark(blob, reference=1.5)
