@@ -239,6 +239,7 @@ class _CalibrationCallbackBase:
         self.int8_history: list[dict[str, float]] = []
         self.saved: list[str] = []
         self.timings: list[float] = []
+        self.phase_timings: list[dict[str, float]] = []
         self._digest: str | None = None
         self._last_epoch: int | None = None
         self._last_logs: dict[str, Any] = {}
@@ -295,28 +296,43 @@ class _CalibrationCallbackBase:
 
     # ------------------------------------------------------------- work
     def _run(self, epoch: int, logs: dict[str, Any]) -> None:
-        start = time.perf_counter()
+        phases: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            phases[name] = now - clock
+            clock = now
+
         model = self.model
         calib = calibrate(model, self._calibration_rep(), max_bins=self.max_bins)
         self.calibration = calib
         setattr(model, CALIBRATION_ATTR, calib)
         self._digest = _weights_digest(model)
+        lap("calibrate")
         self._diagnose(epoch, calib)
+        lap("diagnose")
         blob = None
         if self.validation_data is not None or self.filepath is not None:
             blob = convert(calibration=calib, method=self.method, **self.convert_options)
+            lap("convert")
         if self.validation_data is not None:
             metrics = self._evaluate(blob)
             logs.update(metrics)
             self.int8_history.append({"epoch": epoch + 1, **metrics})
+            lap("evaluate")
             if self.verbose:
                 _log.info("Epoch %d: int8 %s", epoch + 1,
                           ", ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
         if self.filepath is not None:
             self._export(epoch, logs, blob)
-        self.timings.append(time.perf_counter() - start)
+            lap("export")
+        self.phase_timings.append(phases)
+        self.timings.append(sum(phases.values()))
         if self.verbose > 1:
-            _log.info("Epoch %d: tfq8 calibration took %.2fs.", epoch + 1, self.timings[-1])
+            _log.info("Epoch %d: tfq8 callback took %.2fs (%s).", epoch + 1, self.timings[-1],
+                      ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
 
     def _calibration_rep(self) -> RepresentativeDataset:
         if self._rep is None:
@@ -464,6 +480,7 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         saved: Paths of the exported models, in order.
         best: Best `monitor` value seen (for `save_best_only`).
         timings: Seconds spent per calibration (calibrate + convert + evaluate + export).
+        phase_timings: The same split by phase, one dict per calibration.
 
     Raises:
         ValueError: On invalid arguments (the message ends with `Received: ...`).
