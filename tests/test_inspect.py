@@ -1,0 +1,70 @@
+"""tfq8.inspect: ops, dtypes, and a checked full-integer verdict."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import factories as F
+import tfq8
+from tfq8.models import load_model
+
+
+@pytest.fixture(scope="module")
+def mlp():
+    return F.mlp(seed=5)
+
+
+def test_int8_model_is_full_integer(mlp):
+    blob = tfq8.convert(mlp, np.random.default_rng(0).normal(size=(32, 20)).astype(np.float32))
+    info = tfq8.inspect(blob)
+    assert info.full_integer and info.float_ops == ()
+    assert all(op.kind == "integer" for op in info.ops)
+    assert info.inputs[0].dtype == "INT8" and info.inputs[0].scale
+    assert info.size_bytes == len(blob)
+    assert "full-integer" in str(info) and "<-" not in str(info)
+    d = json.loads(json.dumps(info.to_dict()))
+    assert d["full_integer"] is True and len(d["ops"]) == len(info.ops)
+
+
+def test_hybrid_model_is_flagged():
+    import keras
+    keras.utils.set_random_seed(0)
+    wide = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64, activation="relu"),
+                             keras.layers.Dense(4)])  # >= 1024 weights: the converter quantizes
+    converter = tf.lite.TFLiteConverter.from_keras_model(wide)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic range: int8 weights only
+    blob = converter.convert()
+    info = tfq8.inspect(blob)
+    assert not info.full_integer
+    assert [(op.name, op.kind) for op in info.float_ops] == [
+        ("FULLY_CONNECTED", "hybrid"), ("FULLY_CONNECTED", "float")]  # the 2nd is too small
+    assert "<- hybrid" in str(info) and "NOT full-integer" in str(info)
+    d = tfq8.inspect(blob).to_dict()
+    assert d["full_integer"] is False and d["float_ops"]
+    assert all(op["flagged"] == (op["index"] in d["float_ops"]) for op in d["ops"])
+
+
+def test_float_model_and_float_io_boundaries(mlp):
+    info = tfq8.inspect(load_model(mlp).to_float_tflite())
+    assert not info.full_integer and {op.kind for op in info.float_ops} == {"float"}
+    # Float I/O around an integer graph: QUANTIZE/DEQUANTIZE at the edges are allowed.
+    x = np.random.default_rng(1).normal(size=(32, 20)).astype(np.float32)
+    blob = tfq8.convert(mlp, x, input_type="float32", output_type="float32")
+    info = tfq8.inspect(blob)
+    assert info.full_integer
+    assert {op.name for op in info.ops if not op.is_integer} <= {"QUANTIZE", "DEQUANTIZE"}
+
+
+def test_path_and_bad_input(tmp_path, mlp):
+    blob = tfq8.convert(mlp, np.ones((8, 20), np.float32))
+    path = tmp_path / "m.tflite"
+    path.write_bytes(blob)
+    assert tfq8.inspect(str(path)).size_bytes == len(blob)
+    with pytest.raises(ValueError, match="truncated"):
+        tfq8.inspect(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="not a TFLite model"):
+        tfq8.inspect(b"\x00" * 64)
+    with pytest.raises(TypeError):
+        tfq8.inspect(12)
