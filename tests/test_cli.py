@@ -1,0 +1,147 @@
+"""The `tfq8` command line end to end on a saved tiny model.
+
+The first test runs the real console script in a child process; the others call
+`tfq8.cli.run` in this process (TensorFlow is imported once) and read the file
+descriptors, as a shell would see them.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import factories as F
+from tfq8 import cli
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    model = F.cnn(seed=6)
+    model.save(d / "model.keras")
+    x = F.images(96, seed=6)
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    np.save(d / "calib.npy", x[:48])
+    np.savez(d / "test.npz", x=x, y=y)
+    np.save(d / "wrong_shape.npy", np.zeros((4, 8, 8, 3), np.float32))
+    np.save(d / "short_labels.npy", y[:10])
+    return d
+
+
+def _run(capfd, *argv):
+    """Runs the CLI in-process; returns (exit code, stdout, stderr)."""
+    capfd.readouterr()
+    try:
+        cli.run(["tfq8", *map(str, argv)])
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def _one_error_line(err):
+    lines = [l for l in err.splitlines() if l.strip()]
+    errors = [l for l in lines if l.startswith("tfq8") and "error:" in l]
+    assert len(errors) == 1, err
+    assert "Traceback" not in err
+    return errors[0]
+
+
+def test_console_script_convert_end_to_end(files):
+    exe = shutil.which("tfq8", path=os.path.dirname(sys.executable))
+    cmd = [exe] if exe else [sys.executable, "-m", "tfq8.cli"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    out = files / "model_int8.tflite"
+    proc = subprocess.run(cmd + ["convert", str(files / "model.keras"), "--data",
+                                 str(files / "calib.npy"), "--method", "auto", "--output", str(out),
+                                 "--calibration-out", str(files / "stats.npz"), "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)  # stdout holds the JSON only
+    assert result["full_integer"] and result["size_bytes"] == out.stat().st_size
+    assert (files / "stats.npz").exists()
+    assert "tfq8 convert: calibrating" in proc.stderr  # progress on stderr
+    # And a bad file from the real process: one line, no traceback, non-zero.
+    (files / "garbage.tflite").write_bytes(b"not a model at all" * 10)
+    proc = subprocess.run(cmd + ["inspect", str(files / "garbage.tflite")], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "not a TFLite model" in _one_error_line(proc.stderr)
+
+
+def test_check_bench_inspect_json(files, capfd):
+    tfl = files / "model_int8.tflite"
+    if not tfl.exists():
+        pytest.skip("needs the model written by the console-script test")
+    code, out, err = _run(capfd, "check", tfl, "--reference", files / "model.keras",
+                          "--data", files / "test.npz", "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["num_samples"] == 96 and report["reference_accuracy"] == 1.0
+    assert report["agreement"] > 0.9 and report["tensors"]
+    assert "samples 96/96" in err
+
+    code, out, err = _run(capfd, "check", tfl, "--reference", files / "model.keras",
+                          "--data", files / "test.npz", "--top", "2")
+    assert code == 0 and "agreement" in out and "2 more tensor(s)" not in out or "more" in out
+
+    code, out, err = _run(capfd, "bench", tfl, "--reference", files / "model.keras", "--runs", "10",
+                          "--warmup", "1", "--json")
+    assert code == 0, err
+    bench = json.loads(out)
+    assert bench["speedup"] > 0 and len(bench["ops"]) == 4 and bench["num_threads"] == 1
+
+    code, out, err = _run(capfd, "inspect", tfl, "--json", "--strict")
+    assert code == 0 and json.loads(out)["full_integer"] is True
+    code, out, err = _run(capfd, "inspect", tfl)
+    assert code == 0 and "full-integer" in out
+
+
+def test_help_on_every_command(capfd):
+    code, out, _ = _run(capfd, "--help")
+    assert code == 0 and all(c in out for c in ("convert", "check", "bench", "inspect"))
+    for command, flag in [("convert", "--calibration-out"), ("check", "--labels"),
+                          ("bench", "--threads"), ("inspect", "--strict")]:
+        code, out, _ = _run(capfd, command, "--help")
+        assert code == 0 and flag in out and "--json" in out, out
+
+
+def test_bad_inputs_exit_non_zero_with_one_line(files, capfd):
+    tfl = files / "model_int8.tflite"
+    if not tfl.exists():
+        pytest.skip("needs the model written by the console-script test")
+    blob = tfl.read_bytes()
+    (files / "trunc.tflite").write_bytes(blob[: len(blob) // 2])
+    flipped = bytearray(blob)
+    flipped[4:8] = b"XXXX"
+    (files / "flipped.tflite").write_bytes(bytes(flipped))
+    cases = [
+        (("inspect", files / "trunc.tflite"), "truncated"),
+        (("bench", files / "flipped.tflite"), "not a TFLite model"),
+        (("check", files / "calib.npy", "--data", files / "calib.npy"), "not a TFLite model"),
+        (("check", tfl, "--data", files / "wrong_shape.npy"), "expected input 'image'"),
+        (("check", tfl, "--data", files / "test.npz", "--labels", files / "short_labels.npy"),
+         "labels must have one entry per sample"),
+        (("check", tfl, "--data", files / "nope.npy"), "--data"),
+        (("convert", files / "missing.keras", "--data", files / "calib.npy"), "does not exist"),
+        (("convert", files / "model.keras"), "--data"),
+        (("bench", tfl, "--threads", "0"), "threads"),
+        (("bench", tfl, "--frobnicate"), "frobnicate"),
+        (("inspect",), "expected exactly one TFLITE"),
+        (("explode", tfl), "unknown command"),
+    ]
+    for argv, message in cases:
+        code, out, err = _run(capfd, *argv)
+        assert code != 0, argv
+        assert message in _one_error_line(err), (argv, err)
+        assert out == "", argv
+
+
+def test_verbosity_shows_the_traceback(files, capfd):
+    code, _, err = _run(capfd, "inspect", files / "calib.npy", "--verbosity=1")
+    assert code == 1 and "Traceback" in err and "not a TFLite model" in err
