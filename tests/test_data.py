@@ -75,9 +75,33 @@ def test_list_of_arrays_for_several_inputs(two_in):
     _, specs, data = two_in
     _check_two(rd([data["b"], data["a"]], specs=specs), data)
     _check_two(rd((data["b"], data["a"]), specs=specs), data)
-    # The wrong order is caught (shapes differ), naming expected vs received.
+    # The Keras model's own order (a, b; model.fit's convention) is accepted
+    # too where the shapes tell the orders apart.
+    assert [s.position for s in specs] == [1, 0]
+    _check_two(rd([data["a"], data["b"]], specs=specs), data)
+    _check_two(rd(([data["a"], data["b"]], np.zeros(N)), specs=specs), data)
+    _check_two(rd((s for s in zip(data["a"], data["b"])), specs=specs), data)
+    # Without positions, a wrong order is caught, naming expected vs received.
+    bare = [InputSpec(s.name, s.shape, s.dtype) for s in specs]
+    assert bare == specs  # position takes no part in comparisons
     with pytest.raises(ValueError, match=r"Sample 0: expected input 'b'.*Received shape"):
-        rd([data["a"], data["b"]], specs=specs)
+        rd([data["a"], data["b"]], specs=bare)
+
+
+def test_ambiguous_list_order_keeps_graph_order_and_warns(caplog):
+    specs = [InputSpec("a", (None, 3), np.dtype(np.float32), position=1),
+             InputSpec("z", (None, 3), np.dtype(np.float32), position=0)]
+    first, second = np.zeros((2, 3)), np.ones((2, 3))
+    with caplog.at_level("WARNING", logger="tfq8"):
+        rep = rd([first, second], specs=specs)
+    np.testing.assert_array_equal(rep.inputs[0], first)
+    assert "Pass a dict" in caplog.text and "['z', 'a']" in caplog.text
+    # Re-adapting a RepresentativeDataset goes by name: same order, no warning.
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tfq8"):
+        again = rd(rep, specs=specs)
+    assert caplog.text == ""
+    np.testing.assert_array_equal(again.inputs[1], second)
 
 
 def test_tf_data_batched_and_unbatched(two_in):

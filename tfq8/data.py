@@ -36,11 +36,18 @@ _log = logging.getLogger("tfq8")
 
 @dataclasses.dataclass(frozen=True)
 class InputSpec:
-    """One model input: name, shape (None for unknown dims, batch first) and dtype."""
+    """One model input: name, shape (None for unknown dims, batch first) and dtype.
+
+    `position` is the input's index in the Keras model's own input order, if
+    known (specs are in the TFLite graph's order, which can differ); it lets
+    the adapter accept a list of arrays in either order when the shapes tell
+    them apart. It takes no part in comparisons.
+    """
 
     name: str
     shape: tuple[int | None, ...]
     dtype: np.dtype
+    position: int | None = dataclasses.field(default=None, compare=False)
 
     def describe(self) -> str:
         dims = ", ".join("None" if d is None else str(d) for d in self.shape)
@@ -123,12 +130,16 @@ def representative_dataset(
         raise ValueError(
             f"num_samples must be a positive integer or None. Received: num_samples={num_samples!r}"
         )
-    if isinstance(data, RepresentativeDataset):
-        data = list(data.inputs)
     if specs is None and model is not None:
         from tfq8 import models  # local: models imports TensorFlow
 
         specs = models.input_specs(model)
+    if isinstance(data, RepresentativeDataset):
+        names = [s.name for s in data.specs] if data.specs else []
+        if specs and len(names) > 1 and sorted(names) == sorted(s.name for s in specs):
+            data = dict(zip(names, data.inputs))  # by name: no order ambiguity
+        else:
+            data = list(data.inputs)
     builder = _Builder(specs, num_samples)
     builder.consume(data)
     return builder.finish()
@@ -143,6 +154,14 @@ class _Builder:
         self.limit = num_samples
         self.chunks: list[list[np.ndarray]] = []
         self.count = 0
+        self._warned_order = False
+        # Graph input i is the Keras model's input keras_order[i].
+        self.keras_order = None
+        if self.specs and len(self.specs) > 1:
+            order = [s.position for s in self.specs]
+            if (None not in order and sorted(order) == list(range(len(order)))
+                    and order != sorted(order)):
+                self.keras_order = order
 
     @property
     def full(self) -> bool:
@@ -210,7 +229,7 @@ class _Builder:
     def _structure(self, item: Any) -> list[np.ndarray]:
         n_inputs = len(self.specs) if self.specs else None
         if isinstance(item, tuple) and 2 <= len(item) <= 3 and not (
-            n_inputs == len(item) and self._matches_specs(item)
+            n_inputs == len(item) and self._matches_specs(item, either_order=True)
         ):
             item = item[0]  # (x, y) or (x, y, sample_weight)
         if isinstance(item, tuple) and len(item) == 1:
@@ -219,6 +238,7 @@ class _Builder:
             return self._from_dict(item)
         if isinstance(item, (list, tuple)):
             arrays = [_to_numpy(a, f"input {i}") for i, a in enumerate(item)]
+            arrays = self._positional_order(arrays)
         else:
             arrays = [_to_numpy(item, "input 0")]
         if n_inputs is not None and len(arrays) != n_inputs:
@@ -228,7 +248,34 @@ class _Builder:
             )
         return arrays
 
-    def _matches_specs(self, item: tuple) -> bool:
+    def _positional_order(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
+        """Arrays of a list in the graph's order, also if given in Keras' order.
+
+        Lists are taken in the specs' (TFLite graph's) order, as TFLite's own
+        representative_dataset expects. Where the Keras model orders its inputs
+        differently (model.fit's convention) and only that order fits the
+        shapes, the list is reordered; if both fit, the graph's order is kept
+        and a warning suggests a dict.
+        """
+        if self.keras_order is None or len(arrays) != len(self.specs):
+            return arrays
+        as_keras = [arrays[k] for k in self.keras_order]
+        fits_graph, fits_keras = self._matches_specs(arrays), self._matches_specs(as_keras)
+        if fits_keras and not fits_graph:
+            return as_keras
+        if fits_keras and fits_graph and not self._warned_order:
+            self._warned_order = True
+            _log.warning(
+                "A list of arrays for inputs %s is taken in the TFLite graph's order %s, "
+                "not the Keras model's order %s. Pass a dict keyed by input name to be "
+                "unambiguous.", [s.name for s in self.specs], [s.name for s in self.specs],
+                [self.specs[self.keras_order.index(k)].name for k in range(len(self.specs))])
+        return arrays
+
+    def _matches_specs(self, item: tuple, either_order: bool = False) -> bool:
+        if either_order and self.keras_order is not None and len(item) == len(self.specs):
+            if self._matches_specs([item[k] for k in self.keras_order]):
+                return True
         try:
             arrays = [np.asarray(a) for a in item]
         except Exception:  # noqa: BLE001 - not array-like: not inputs

@@ -180,8 +180,8 @@ def _specs_of(handle: ModelHandle) -> list[InputSpec]:
             names = getattr(m, "input_names", None) or [_keras_name(t) for t in inputs]
             specs = [
                 InputSpec(str(n), tuple(None if d is None else int(d) for d in t.shape),
-                          np.dtype(_dtype_name(t.dtype)))
-                for n, t in zip(names, inputs)
+                          np.dtype(_dtype_name(t.dtype)), position=k)
+                for k, (n, t) in enumerate(zip(names, inputs))
             ]
             if len(specs) == 1:
                 return specs
