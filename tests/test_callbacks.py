@@ -226,6 +226,34 @@ def test_hostile_tensor_warns_once_naming_the_layer(caplog):
     assert all(d[-1].producer != "INPUT" for n, d in cb.diagnostics.items() if n in cb.hostile)
 
 
+class _StopAt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            self.model.stop_training = True
+
+
+def test_every_n_epochs_early_stop_and_verbose(caplog):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(x[:32], every_n_epochs=2, verbose=1)
+    with caplog.at_level(logging.INFO, logger="tfq8"):
+        model.fit(x, y, epochs=5, batch_size=48, verbose=0, callbacks=[cb, _StopAt(2)])
+    # Epoch 2 (every_n_epochs), then at train end for the weights of epoch 3.
+    assert [d.epoch for d in next(iter(cb.diagnostics.values()))] == [2, 3]
+    assert tfq8.inspect(tfq8.convert(model)).full_integer
+    ours = [r.getMessage() for r in caplog.records if r.name == "tfq8.callbacks"]
+    assert any(m.startswith("Epoch 2: calibrated") for m in ours)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tfq8"):
+        model.fit(x, y, epochs=1, batch_size=48, verbose=0,
+                  callbacks=[tfq8.CalibrationCallback(x[:32], verbose=0)])
+    assert not [r for r in caplog.records if r.name == "tfq8.callbacks"]
+
+
 def test_missing_monitor_warns_once_listing_keys(tmp_path, caplog):
     x, y = _mlp_data()
     model = _compiled_mlp()

@@ -53,7 +53,7 @@ from tfq8.ranges import available_methods
 from tfq8.stats.collect import make_interpreter, resize_batch
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
 
-_log = logging.getLogger("tfq8")
+_log = logging.getLogger("tfq8.callbacks")
 
 __all__ = ["CalibrationCallback", "TensorDiagnostics", "TFKerasCalibrationCallback"]
 
@@ -313,6 +313,9 @@ class _CalibrationCallbackBase:
         lap("calibrate")
         self._diagnose(epoch, calib)
         lap("diagnose")
+        if self.verbose:
+            _log.info("Epoch %d: calibrated %d tensors on %d samples; tfq8.convert(model) will "
+                      "use these statistics.", epoch + 1, len(calib.tensors), calib.num_samples)
         blob = None
         if self.validation_data is not None or self.filepath is not None:
             blob = convert(calibration=calib, method=self.method, **self.convert_options)
@@ -457,8 +460,9 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         monitor: The log key `save_best_only` compares.
         mode: `"auto"`, `"min"` or `"max"` for `monitor`.
         save_best_only: Export only when `monitor` improves.
-        verbose: 0 silent, 1 an INFO log line per calibration and export, 2 also
-            timings (logger `"tfq8"`). Warnings are always logged.
+        verbose: 0 silent, 1 INFO log lines per calibration, evaluation and export,
+            2 also timings (logger `"tfq8.callbacks"`; configure `logging` to see
+            them). Warnings are always logged.
         method: Range method for the int8 conversions (as in `tfq8.convert`).
         num_samples: Calibrate on at most this many samples.
         convert_options: Further `tfq8.convert` options (`per_channel`,
