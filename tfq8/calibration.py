@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import io
 import json
@@ -43,15 +44,19 @@ class Calibration:
         num_samples: How many samples the statistics cover.
         fingerprint: SHA-256 of the model's weights when calibrated (used to
             refuse stale statistics), or None.
+        samples: A few calibration samples (one array per model input), kept
+            so that `method="auto"` can compare int8 with float; None if none.
     """
 
     model: bytes
     tensors: list[TensorStats]
     num_samples: int
     fingerprint: str | None = None
+    samples: list[np.ndarray] | None = None
 
     def __post_init__(self):
         self._by_name = {t.name: t for t in self.tensors}
+        self.last_auto = None  # set by method="auto": what it measured
 
     def __repr__(self) -> str:
         return (f"Calibration({len(self.tensors)} tensors, {self.num_samples} samples, "
@@ -77,7 +82,14 @@ class Calibration:
             **options: Passed to the method (such as `percentile=99.9`).
         """
         fn = _ranges.get_method(method)
-        return {t.index: fn(t.histogram, **options) for t in self.tensors}
+        hists = [t.histogram for t in self.tensors]
+        workers = min(len(hists), os.cpu_count() or 1)
+        if workers > 1:  # the methods are numpy-bound and release the GIL
+            with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+                found = list(pool.map(lambda h: fn(h, **options), hists))
+        else:
+            found = [fn(h, **options) for h in hists]
+        return {t.index: r for t, r in zip(self.tensors, found)}
 
     def converter_ranges(self) -> dict[int, tuple[float, float]]:
         """The ranges TFLite's converter itself would use (its calibrator's)."""
@@ -103,7 +115,12 @@ class Calibration:
         model = _tflite.set_ranges(self.model, {t.index: (t.histogram.min, t.histogram.max)
                                                 for t in merged})
         fingerprint = self.fingerprint if self.fingerprint == other.fingerprint else None
-        return Calibration(model, merged, self.num_samples + other.num_samples, fingerprint)
+        samples = self.samples
+        if self.samples is not None and other.samples is not None:
+            cap = max(len(self.samples[0]), len(other.samples[0]))
+            samples = [np.concatenate([a, b])[:cap] for a, b in zip(self.samples, other.samples)]
+        return Calibration(model, merged, self.num_samples + other.num_samples, fingerprint,
+                           samples or other.samples)
 
     # ------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike) -> None:
@@ -119,6 +136,7 @@ class Calibration:
             "fingerprint": self.fingerprint,
             "tensors": [{"index": t.index, "name": t.name, "producer": t.producer}
                         for t in self.tensors],
+            "num_kept_inputs": 0 if self.samples is None else len(self.samples),
         }
         arrays: dict[str, np.ndarray] = {
             "header": np.frombuffer(json.dumps(header).encode(), np.uint8),
@@ -127,6 +145,8 @@ class Calibration:
         for i, t in enumerate(self.tensors):
             for key, value in t.histogram.to_arrays().items():
                 arrays[f"t{i}_{key}"] = value
+        for k, a in enumerate(self.samples or []):
+            arrays[f"sample{k}"] = a
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write(path, buf.getvalue())
@@ -150,11 +170,13 @@ class Calibration:
                     h = Histogram.from_arrays(
                         {k: z[f"t{i}_{k}"] for k in ("counts", "meta", "extremes")})
                     tensors.append(TensorStats(int(t["index"]), t["name"], h, t["producer"]))
+                kept = int(header.get("num_kept_inputs", 0))
+                samples = [np.array(z[f"sample{k}"]) for k in range(kept)] or None
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
             raise ValueError(
                 f"Could not read a tfq8 calibration from {path!r}: {e}"
             ) from None
-        return cls(model, tensors, int(header["num_samples"]), header.get("fingerprint"))
+        return cls(model, tensors, int(header["num_samples"]), header.get("fingerprint"), samples)
 
 
 def atomic_write(path: str, data: bytes) -> None:

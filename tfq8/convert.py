@@ -23,6 +23,7 @@ import numpy as np
 from tfq8 import _tflite
 from tfq8.calibration import Calibration, atomic_write, validate_overrides
 from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.errors import UnsupportedOpError
 from tfq8.harness.inspect import inspect
 from tfq8.models import ModelHandle, load_model
 from tfq8.ranges import auto as _auto
@@ -36,10 +37,6 @@ CALIBRATION_ATTR = "_tfq8_calibration"
 _IO_NAMES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
 
 
-class UnsupportedOpError(ValueError):
-    """An op could not be quantized to integers and float fallback is off."""
-
-
 def calibrate(
     model: Any,
     data: Any,
@@ -47,6 +44,7 @@ def calibrate(
     num_samples: int | None = None,
     max_bins: int = DEFAULT_MAX_BINS,
     batch_size: int | None = None,
+    keep_samples: int = 128,
 ) -> Calibration:
     """Collects histograms of every activation tensor of the model's TFLite graph.
 
@@ -60,6 +58,8 @@ def calibrate(
         num_samples: Use at most this many samples (default: all).
         max_bins: Histogram resolution (bins per tensor, memory bound).
         batch_size: Samples per LiteRT run while collecting (default: automatic).
+        keep_samples: Keep this many samples (evenly spaced) in the calibration
+            for `method="auto"` to compare int8 with float; 0 keeps none.
 
     Returns:
         A `Calibration`, reusable by `convert(..., calibration=...)`.
@@ -76,7 +76,17 @@ def calibrate(
     calibrated = _tflite.calibrate_only(handle.converter(), rep)
     _check_input_order(calibrated, handle)
     tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size)
-    return Calibration(calibrated, tensors, len(rep), handle.fingerprint())
+    return Calibration(calibrated, tensors, len(rep), handle.fingerprint(),
+                       _kept(rep, keep_samples))
+
+
+def _kept(rep: RepresentativeDataset, n: int) -> list[np.ndarray] | None:
+    if not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"keep_samples must be a non-negative integer. Received: keep_samples={n!r}")
+    if n == 0:
+        return None
+    idx = np.unique(np.linspace(0, len(rep) - 1, min(n, len(rep))).round().astype(int))
+    return [a[idx].copy() for a in rep.inputs]
 
 
 def convert(
@@ -160,10 +170,13 @@ def check_integer(blob: bytes, *, allow_float: bool) -> None:
     info = inspect(blob)
     if info.full_integer:
         return
-    names = sorted({op.name for op in info.float_ops})
-    msg = (f"{len(info.float_ops)} op(s) could not be quantized to integers and stay float: "
-           f"{', '.join(names)} (first: op #{info.float_ops[0].index} "
-           f"{info.float_ops[0].outputs[0].name if info.float_ops[0].outputs else ''!r}).")
+    culprits = [op for op in info.float_ops if op.name not in ("QUANTIZE", "DEQUANTIZE")]
+    culprits = culprits or list(info.float_ops)
+    first = culprits[0]
+    names = sorted({op.name for op in culprits})
+    where = first.outputs[0].name if first.outputs else ""
+    msg = (f"Op(s) {', '.join(names)} could not be quantized to integers and would stay "
+           f"float (first: op #{first.index}, output {where!r}).")
     if not allow_float:
         raise UnsupportedOpError(msg + " Pass allow_float=True to keep them in float.")
     _log.warning("%s Kept in float (allow_float=True).", msg)

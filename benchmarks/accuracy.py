@@ -1,0 +1,210 @@
+"""Accuracy, fidelity, time and memory of tfq8's methods against TFLite's converter.
+
+For every model (see `suite.py`), calibration scenario (clean, 1% corrupted
+frames, ten times more samples) and method (the converter's own int8, tfq8's
+`minmax`, `percentile`, `kl`, `mse` and `auto`), prints: float and int8 top-1,
+the drop in points, top-1 agreement with float, output SQNR against float (dB),
+conversion wall time (statistics included) and its ratio to the converter's,
+and the peak growth of resident memory during the conversion.
+
+Times are measured side by side in one run: the converter's own conversion and
+tfq8's `convert()` on the same model and data, one after the other.
+
+Usage:
+    python benchmarks/accuracy.py                       # the whole suite
+    python benchmarks/accuracy.py --models=resnet8 --scenarios=clean
+    python benchmarks/accuracy.py --memory              # statistics memory vs samples
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import numpy as np  # noqa: E402
+from absl import app, flags, logging  # noqa: E402
+
+import suite  # noqa: E402
+import tfq8  # noqa: E402
+from tfq8 import _tflite  # noqa: E402
+from tfq8.harness.interpreter import ModelRunner  # noqa: E402
+
+FLAGS = flags.FLAGS
+flags.DEFINE_list("models", list(suite.available()), "Cases to run.")
+flags.DEFINE_list("scenarios", ["clean", "corrupt", "x10"], "Calibration scenarios.")
+flags.DEFINE_list("methods", ["converter", "minmax", "percentile", "kl", "mse", "auto"],
+                  "Methods; 'converter' is TFLite's own int8 conversion.")
+flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+flags.DEFINE_bool("memory", False, "Measure statistics memory for 100..5000 samples instead.")
+
+
+class PeakRss:
+    """Samples the process' resident memory in a thread; peak growth in MiB."""
+
+    def __enter__(self):
+        self.base = self.peak = _rss()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+        return self
+
+    def _watch(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _rss())
+            time.sleep(0.005)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss())
+
+    @property
+    def growth_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def converter_int8(model, x: np.ndarray) -> bytes:
+    """TFLite's own full-integer conversion, the way its documentation shows."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    def gen():
+        for i in range(len(x)):
+            yield [x[i: i + 1]]
+
+    c = tf.lite.TFLiteConverter.from_keras_model(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = gen
+    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    c.inference_input_type = tf.int8
+    c.inference_output_type = tf.int8
+    with _tflite._quiet_stdout():  # pylint: disable=protected-access
+        return bytes(c.convert())
+
+
+def evaluate(blob: bytes, case: suite.Case, reference: np.ndarray) -> dict:
+    out = ModelRunner(blob, backend="xnnpack", num_threads=os.cpu_count() or 1).run([case.x_test])[0]
+    ref = reference.astype(np.float64)
+    noise = np.sum((out.astype(np.float64) - ref) ** 2)
+    return {
+        "int8_acc": float(np.mean(out.argmax(1) == case.y_test)),
+        "agreement": float(np.mean(out.argmax(1) == reference.argmax(1))),
+        "sqnr_db": float(10 * np.log10(np.sum(ref**2) / max(noise, 1e-30))),
+    }
+
+
+def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
+    reference = ModelRunner(tfq8.models.load_model(case.model).to_float_tflite(),
+                            backend="xnnpack", num_threads=os.cpu_count() or 1).run([case.x_test])[0]
+    float_acc = float(np.mean(reference.argmax(1) == case.y_test))
+    rows = []
+    for scen in scenarios:
+        x = suite.scenario(case, scen)
+        times = {}
+        calib, t_stats = None, 0.0
+        for method in methods:
+            # tfq8's time is end to end: statistics (measured once per scenario,
+            # shared by the methods) plus the method's own range choice and quantization.
+            with PeakRss() as mem:
+                if method != "converter" and calib is None:
+                    t0 = time.perf_counter()
+                    calib = tfq8.calibrate(case.model, x)
+                    t_stats = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if method == "converter":
+                    blob = converter_int8(case.model, x)
+                else:
+                    blob = tfq8.convert(calibration=calib, method=method)
+                times[method] = time.perf_counter() - t0 + (0.0 if method == "converter" else t_stats)
+            row = {"model": case.name, "scenario": scen, "samples": len(x), "method": method,
+                   "float_acc": float_acc, **evaluate(blob, case, reference),
+                   "time_s": times[method], "rss_growth_mib": mem.growth_mib,
+                   "size_bytes": len(blob)}
+            if method == "auto" and calib.last_auto is not None:
+                row["auto_scores"] = calib.last_auto.scores
+            row["drop_pts"] = 100 * (float_acc - row["int8_acc"])
+            rows.append(row)
+        conv = times.get("converter")
+        for row in rows[-len(methods):]:
+            row["time_ratio"] = row["time_s"] / conv if conv else float("nan")
+        _print_rows(rows[-len(methods):])
+    return rows
+
+
+def _print_rows(rows: list[dict]) -> None:
+    for r in rows:
+        print(f"{r['model']:<19} {r['scenario']:<8} {r['samples']:>5} {r['method']:<10} "
+              f"{100 * r['float_acc']:6.2f} {100 * r['int8_acc']:6.2f} {r['drop_pts']:+6.2f} "
+              f"{100 * r['agreement']:6.2f} {r['sqnr_db']:6.2f} {r['time_s']:7.2f} "
+              f"{r['time_ratio']:5.2f} {r['rss_growth_mib']:7.1f}", flush=True)
+
+
+def memory_table() -> None:
+    case = suite.resnet8() or suite.digits()
+    print(f"statistics memory on {case.name}: samples, histogram bytes, peak RSS growth (MiB)")
+    for n in (100, 1000, 5000):
+        x = case.pool[:n] if len(case.pool) >= n else np.resize(case.pool, (n, *case.pool.shape[1:]))
+        with PeakRss() as mem:
+            calib = tfq8.calibrate(case.model, x)
+        hist_bytes = sum(t.histogram.counts.nbytes for t in calib.tensors)
+        print(f"{n:>6} {hist_bytes:>10} {mem.growth_mib:8.1f}  (data itself: "
+              f"{x.nbytes / 2**20:.1f} MiB)", flush=True)
+
+
+def main(argv):
+    del argv
+    logging.set_verbosity(logging.WARNING)
+    if FLAGS.memory:
+        memory_table()
+        return
+    print(f"{'model':<19} {'scen.':<8} {'n':>5} {'method':<10} {'float':>6} {'int8':>6} "
+          f"{'drop':>6} {'agree':>6} {'SQNR':>6} {'time':>7} {'ratio':>5} {'RSS+':>7}")
+    rows = []
+    loaders = suite.available()
+    for name in FLAGS.models:
+        if name not in loaders:
+            raise app.UsageError(f"--models: unknown case {name!r}; choose from {list(loaders)}")
+        case = loaders[name]()
+        if case is None:
+            continue
+        rows += run_case(case, FLAGS.scenarios, FLAGS.methods)
+    summarize(rows)
+    if FLAGS.json:
+        tfq8.calibration.atomic_write(FLAGS.json, json.dumps(rows, indent=1).encode())
+
+
+def summarize(rows: list[dict]) -> None:
+    """The issue's targets for `auto` against the converter, case by case."""
+    by_case: dict = {}
+    for r in rows:
+        by_case.setdefault((r["model"], r["scenario"]), {})[r["method"]] = r
+    gains, ok = [], True
+    print("\nauto vs converter: d_top1 (pts), d_SQNR (dB), drops (pts)")
+    for key, m in by_case.items():
+        if "auto" not in m or "converter" not in m:
+            continue
+        a, c = m["auto"], m["converter"]
+        d_acc = 100 * (a["int8_acc"] - c["int8_acc"])
+        d_db = a["sqnr_db"] - c["sqnr_db"]
+        gains.append(d_db)
+        bad = d_acc < -0.1 or d_db < -0.3 or (c["drop_pts"] > 1 and a["drop_pts"] > c["drop_pts"] / 2)
+        ok &= not bad
+        print(f"  {key[0]:<19} {key[1]:<8} {d_acc:+6.2f} {d_db:+6.2f}  "
+              f"{c['drop_pts']:+.2f} -> {a['drop_pts']:+.2f}{'   MISSED' if bad else ''}")
+    if gains:
+        print(f"mean SQNR gain {np.mean(gains):+.2f} dB over {len(gains)} cases; "
+              f"targets {'met' if ok and np.mean(gains) >= 1.0 else 'NOT met'}")
+
+
+if __name__ == "__main__":
+    app.run(main)

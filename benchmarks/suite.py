@@ -1,0 +1,205 @@
+"""Benchmark models and data: real data only, trained models cached on disk.
+
+* `resnet8`: MLPerf Tiny ResNet-8 on the CIFAR-10 test set (`../shared`; the
+  case is skipped when absent). Calibration pool: test images 0..4999; test:
+  images 5000..9999, so calibration and evaluation never overlap.
+* `fmnist_cnn`, `fmnist_mlp`, `fmnist_mobilenetv3`: Fashion-MNIST (Debian's
+  `dataset-fashion-mnist`; skipped when absent), trained here with fixed seeds
+  (a BN CNN, an MLP with GELU, `keras.applications.MobileNetV3Small` with
+  `weights=None`). Calibration pool: the last 5,000 training images (not used
+  for training); test: the 10,000 test images.
+* `digits`: scikit-learn's digits (ships in the wheel), a small CNN.
+
+Trained models are cached under `~/.cache/tfq8-benchmarks` (keyed by name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import logging
+import os
+from typing import Callable
+
+import numpy as np
+
+_log = logging.getLogger("tfq8.benchmarks")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SHARED = os.path.normpath(os.path.join(HERE, "..", "..", "shared"))
+FMNIST = "/usr/share/datasets/fashion-mnist"
+CACHE = os.path.expanduser("~/.cache/tfq8-benchmarks")
+
+
+@dataclasses.dataclass
+class Case:
+    """A trained model with its calibration pool and labelled test set."""
+
+    name: str
+    model: object
+    pool: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    calib_samples: int
+
+
+def available() -> dict[str, Callable[[], Case | None]]:
+    """Case name -> loader (returns None when its data is absent)."""
+    return {
+        "resnet8": resnet8,
+        "fmnist_cnn": lambda: fmnist("cnn"),
+        "fmnist_mlp": lambda: fmnist("mlp"),
+        "fmnist_mobilenetv3": lambda: fmnist("mobilenetv3"),
+        "digits": digits,
+    }
+
+
+def resnet8() -> Case | None:
+    model_path = os.path.join(SHARED, "models", "mlperf_tiny_resnet8_cifar10.h5")
+    data_path = os.path.join(SHARED, "data", "cifar10_test.npz")
+    if not (os.path.exists(model_path) and os.path.exists(data_path)):
+        _log.warning("resnet8 skipped: %s or %s absent.", model_path, data_path)
+        return None
+    import keras  # noqa: PLC0415
+
+    model = keras.models.load_model(model_path, compile=False)
+    with np.load(data_path) as d:
+        x, y = d["x"].astype(np.float32), d["y"].astype(np.int64)
+    return Case("resnet8", model, x[:5000], x[5000:], y[5000:], 500)
+
+
+def _read_idx(path: str) -> np.ndarray:
+    with gzip.open(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def fmnist(kind: str) -> Case | None:
+    files = {k: os.path.join(FMNIST, f"{k}-idx{3 if 'images' in k else 1}-ubyte.gz")
+             for k in ("train-images", "train-labels", "t10k-images", "t10k-labels")}
+    if not all(os.path.exists(p) for p in files.values()):
+        _log.warning("fmnist_%s skipped: install Debian's dataset-fashion-mnist.", kind)
+        return None
+    x = _read_idx(files["train-images"]).astype(np.float32)[..., None] / 255.0
+    y = _read_idx(files["train-labels"]).astype(np.int64)
+    xt = _read_idx(files["t10k-images"]).astype(np.float32)[..., None] / 255.0
+    yt = _read_idx(files["t10k-labels"]).astype(np.int64)
+    if kind == "mobilenetv3":
+        pad = ((0, 0), (2, 2), (2, 2), (0, 0))
+        x, xt = np.pad(x, pad), np.pad(xt, pad)
+    x_train, y_train, pool = x[:55000], y[:55000], x[55000:]
+    model = _cached(f"fmnist_{kind}", lambda: _train_fmnist(kind, x_train, y_train))
+    return Case(f"fmnist_{kind}", model, pool, xt, yt, 500)
+
+
+def _train_fmnist(kind: str, x: np.ndarray, y: np.ndarray):
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    if kind == "cnn":
+        model = keras.Sequential([
+            keras.Input(x.shape[1:]),
+            L.Conv2D(32, 3, padding="same"), L.BatchNormalization(), L.ReLU(),
+            L.MaxPooling2D(),
+            L.Conv2D(64, 3, padding="same"), L.BatchNormalization(), L.ReLU(),
+            L.MaxPooling2D(),
+            L.Conv2D(64, 3, padding="same"), L.BatchNormalization(), L.ReLU(),
+            L.GlobalAveragePooling2D(), L.Dense(10),
+        ])
+        epochs, n = 4, 55000
+    elif kind == "mlp":
+        model = keras.Sequential([
+            keras.Input(x.shape[1:]), L.Flatten(),
+            L.Dense(256, activation="gelu"), L.Dense(128, activation="gelu"), L.Dense(10),
+        ])
+        epochs, n = 8, 55000
+    else:
+        base = keras.applications.MobileNetV3Small(
+            input_shape=x.shape[1:], weights=None, classes=10, include_top=True,
+            include_preprocessing=False, classifier_activation=None, dropout_rate=0.1)
+        model = base
+        epochs, n = 4, 30000
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x[:n], y[:n], epochs=epochs, batch_size=128, verbose=0)
+    return model
+
+
+def digits() -> Case:
+    from sklearn.datasets import load_digits  # noqa: PLC0415
+
+    d = load_digits()
+    x = (d.images.astype(np.float32) / 16.0)[..., None]
+    y = d.target.astype(np.int64)
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(x))
+    x, y = x[order], y[order]
+    x_train, y_train = x[:1000], y[:1000]
+    model = _cached("digits_cnn", lambda: _train_digits(x_train, y_train))
+    return Case("digits", model, x_train, x[1000:], y[1000:], 100)
+
+
+def _train_digits(x: np.ndarray, y: np.ndarray):
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        L.Conv2D(16, 3, padding="same"), L.BatchNormalization(), L.ReLU(),
+        L.Conv2D(32, 3, padding="same", strides=2), L.BatchNormalization(), L.ReLU(),
+        L.Flatten(), L.Dense(64, activation="relu"), L.Dense(10),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=30, batch_size=32, verbose=0)
+    return model
+
+
+def _cached(name: str, build: Callable[[], object]):
+    import keras  # noqa: PLC0415
+
+    path = os.path.join(CACHE, f"{name}.keras")
+    if os.path.exists(path):
+        return keras.models.load_model(path, compile=False)
+    _log.info("Training %s (cached at %s).", name, path)
+    model = build()
+    os.makedirs(CACHE, exist_ok=True)
+    tmp = path + ".tmp.keras"
+    model.save(tmp)
+    os.replace(tmp, path)
+    return model
+
+
+def corrupt(x: np.ndarray, fraction: float = 0.01, seed: int = 0) -> np.ndarray:
+    """Corrupts `fraction` of the frames: half saturated noise, half hot pixels.
+
+    Saturated noise: every pixel at the data's min or max at random. Hot
+    pixels: 2% of the pixels at 4x the data's max (a stuck sensor).
+    """
+    rng = np.random.default_rng(seed)
+    x = x.copy()
+    idx = rng.choice(len(x), max(1, int(round(len(x) * fraction))), replace=False)
+    lo, hi = float(x.min()), float(x.max())
+    for j, i in enumerate(idx):
+        if j % 2 == 0:
+            x[i] = rng.choice(np.array([lo, hi], x.dtype), size=x[i].shape)
+        else:
+            hot = rng.random(x[i].shape[:-1]) < 0.02
+            x[i][hot] = 4 * hi
+    return x
+
+
+def scenario(case: Case, name: str) -> np.ndarray:
+    """Calibration set for a scenario: clean, corrupt (1% bad frames) or x10."""
+    n = case.calib_samples
+    if name == "clean":
+        return case.pool[:n]
+    if name == "corrupt":
+        return corrupt(case.pool[:n])
+    if name == "x10":
+        return case.pool[: 10 * n]
+    raise ValueError(f"scenario must be clean, corrupt or x10. Received: {name!r}")

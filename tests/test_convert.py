@@ -1,0 +1,201 @@
+"""End to end: calibrate, choose ranges, override the converter, full-integer int8."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import factories
+import tfq8
+from tfq8 import _tflite
+from tfq8.harness.interpreter import ModelRunner
+
+
+def converter_int8(model, x):
+    """TFLite's own full-integer conversion, as its documentation shows it."""
+    def gen():
+        for i in range(len(x)):
+            yield [x[i : i + 1]]
+
+    c = tf.lite.TFLiteConverter.from_keras_model(model)
+    c.optimizations = [tf.lite.Optimize.DEFAULT]
+    c.representative_dataset = gen
+    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    c.inference_input_type = tf.int8
+    c.inference_output_type = tf.int8
+    with _tflite._quiet_stdout():
+        return bytes(c.convert())
+
+
+def activation_qparams(blob):
+    """Tensor name -> (scales, zero points) of every non-constant int8 tensor."""
+    info = tfq8.inspect(blob)
+    out = {}
+    for op in info.ops:
+        for t in op.inputs + op.outputs:
+            if not t.constant and t.dtype == "INT8":
+                out[t.name] = (t.scale, t.zero_point)
+    return out
+
+
+def sqnr_db(ref, out):
+    ref = ref.astype(np.float64)
+    return 10 * np.log10(np.sum(ref**2) / max(np.sum((out - ref) ** 2), 1e-30))
+
+
+@pytest.fixture(scope="module")
+def cnn_case():
+    model = factories.cnn()
+    x = factories.images(64)
+    return model, x, tfq8.calibrate(model, x)
+
+
+def test_minmax_reproduces_the_converter_exactly(cnn_case):
+    model, x, calib = cnn_case
+    own = activation_qparams(converter_int8(model, x))
+    ours = activation_qparams(tfq8.convert(calibration=calib, method="minmax"))
+    assert own and own == ours
+
+
+@pytest.mark.parametrize("method", ["percentile", "kl", "mse", "auto"])
+def test_other_methods_change_scales_and_stay_full_integer(cnn_case, method):
+    model, x, calib = cnn_case
+    blob = tfq8.convert(calibration=calib, method=method)
+    info = tfq8.inspect(blob)
+    assert info.full_integer
+    assert [t.dtype for t in info.inputs] == ["INT8"] and [t.dtype for t in info.outputs] == ["INT8"]
+    assert activation_qparams(blob) != activation_qparams(
+        tfq8.convert(calibration=calib, method="minmax"))
+
+
+def test_int8_stays_close_to_float(cnn_case):
+    model, x, calib = cnn_case
+    blob = tfq8.convert(calibration=calib)
+    x_test = factories.images(128, seed=1)
+    ref = model.predict(x_test, verbose=0)
+    out = ModelRunner(blob).run([x_test])[0]
+    assert sqnr_db(ref, out) > 20.0
+    assert np.mean(out.argmax(1) == ref.argmax(1)) >= 0.9
+
+
+def test_conversion_is_byte_identical_across_runs(cnn_case):
+    model, x, _ = cnn_case
+    assert tfq8.convert(model, x) == tfq8.convert(model, x)
+
+
+def test_calibration_is_reusable_and_survives_save_load(cnn_case, tmp_path):
+    _, _, calib = cnn_case
+    path = tmp_path / "stats.npz"
+    calib.save(path)
+    loaded = tfq8.Calibration.load(path)
+    for method in ("minmax", "kl", "auto"):
+        assert tfq8.convert(calibration=loaded, method=method) == tfq8.convert(
+            calibration=calib, method=method)
+
+
+def test_range_override_by_tensor_name(cnn_case):
+    _, _, calib = cnn_case
+    name = calib.tensors[-1].name  # the logits
+    blob = tfq8.convert(calibration=calib, method="minmax", ranges={name: (-1.0, 1.0)})
+    scale, zero_point = activation_qparams(blob)[name]
+    assert scale[0] == pytest.approx(2.0 / 255, rel=1e-5)
+    assert zero_point[0] in (-1, 0)
+    with pytest.raises(KeyError, match="No calibrated tensor"):
+        tfq8.convert(calibration=calib, ranges={"nope": (0.0, 1.0)})
+    with pytest.raises(ValueError, match="min <= max"):
+        tfq8.convert(calibration=calib, ranges={name: (1.0, -1.0)})
+
+
+def test_per_tensor_weights_option(cnn_case):
+    _, _, calib = cnn_case
+
+    def conv_weight_scales(blob):
+        op = next(o for o in tfq8.inspect(blob).ops if o.name == "CONV_2D")
+        return len(op.inputs[1].scale)
+
+    assert conv_weight_scales(tfq8.convert(calibration=calib, method="minmax")) == 8
+    assert conv_weight_scales(tfq8.convert(calibration=calib, method="minmax", per_channel=False)) == 1
+
+
+@pytest.mark.parametrize("io", ["uint8", "float32"])
+def test_io_types(cnn_case, io):
+    _, _, calib = cnn_case
+    info = tfq8.inspect(tfq8.convert(calibration=calib, input_type=io, output_type=io))
+    assert info.full_integer
+    assert info.inputs[0].dtype == io.upper() and info.outputs[0].dtype == io.upper()
+
+
+def test_two_inputs_two_outputs_from_a_dict():
+    model = factories.two_in_two_out()
+    data = factories.two_in_data(32)
+    blob = tfq8.convert(model, data)
+    info = tfq8.inspect(blob)
+    assert info.full_integer and len(info.inputs) == 2 and len(info.outputs) == 2
+    runner = ModelRunner(blob)
+    names = [s.name for s in runner.input_specs()]
+    assert sorted(names) == ["a", "b"]
+    outs = runner.run([data[n] for n in names])
+    ref = model.predict(data, verbose=0)
+    # Match outputs by shape: 'cls' has 3 columns, 'reg' one.
+    by_width = {o.shape[1]: o for o in outs}
+    assert sqnr_db(ref["cls"], by_width[3]) > 15
+    assert sqnr_db(ref["reg"], by_width[1]) > 15
+
+
+def test_tf_keras_model():
+    model = factories.tf_keras_cnn()
+    blob = tfq8.convert(model, factories.images(32))
+    assert tfq8.inspect(blob).full_integer
+
+
+def test_unquantizable_op_is_named_unless_float_is_allowed():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    h = keras.layers.Lambda(lambda t: keras.ops.cumsum(t, axis=1))(keras.layers.Dense(8)(inp))
+    model = keras.Model(inp, keras.layers.Dense(3)(h))
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype(np.float32)
+    with pytest.raises(tfq8.UnsupportedOpError, match="CUMSUM"):
+        tfq8.convert(model, x)
+    blob = tfq8.convert(model, x, allow_float=True)
+    assert [op.name for op in tfq8.inspect(blob).float_ops if op.name == "CUMSUM"] == ["CUMSUM"]
+
+
+def test_bad_arguments(cnn_case):
+    model, x, calib = cnn_case
+    with pytest.raises(ValueError, match="auto, kl, minmax, mse, percentile.*Received: method='best'"):
+        tfq8.convert(calibration=calib, method="best")
+    with pytest.raises(ValueError, match="input_type.*Received: input_type='int4'"):
+        tfq8.convert(calibration=calib, input_type="int4")
+    with pytest.raises(ValueError, match="pass data=.*CalibrationCallback"):
+        tfq8.convert(factories.mlp())
+    with pytest.raises(ValueError, match="either data or calibration"):
+        tfq8.convert(model, x, calibration=calib)
+    with pytest.raises(TypeError, match="tfq8.Calibration"):
+        tfq8.convert(calibration={"not": "a calibration"})
+    with pytest.raises(ValueError, match="keep_samples"):
+        tfq8.calibrate(model, x, keep_samples=-1)
+
+
+def test_output_path_is_written_atomically(cnn_case, tmp_path):
+    _, _, calib = cnn_case
+    path = tmp_path / "out" / "model.tflite"
+    blob = tfq8.convert(calibration=calib, output_path=path)
+    assert path.read_bytes() == blob
+    assert [p.name for p in path.parent.iterdir()] == ["model.tflite"]
+
+
+def test_auto_reports_what_it_measured(cnn_case):
+    _, _, calib = cnn_case
+    tfq8.convert(calibration=calib, method="auto")
+    report = calib.last_auto
+    assert set(report.scores) == {"minmax", "percentile", "mse", "kl"}
+    assert report.score >= report.scores["minmax"]
+    assert set(report.choice) == {t.index for t in calib.tensors}
+
+
+def test_auto_without_kept_samples_falls_back(cnn_case):
+    model, x, _ = cnn_case
+    calib = tfq8.calibrate(model, x, keep_samples=0)
+    blob = tfq8.convert(calibration=calib, method="auto")
+    assert blob == tfq8.convert(calibration=calib, method="percentile")

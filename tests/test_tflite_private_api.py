@@ -1,0 +1,98 @@
+"""Fails loudly when a TensorFlow release moves the private API tfq8 relies on.
+
+Everything tfq8 takes from TensorFlow's private modules goes through
+`tfq8/_tflite.py`; these tests pin each piece of it.
+"""
+
+import inspect as pyinspect
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import factories
+import tfq8
+from tfq8 import _tflite
+
+
+def test_installed_tensorflow_is_supported():
+    _tflite.check_tf_version()
+    assert ".".join(tf.__version__.split(".")[:2]) in _tflite.SUPPORTED_TF_VERSIONS
+
+
+def test_unsupported_tensorflow_is_refused_unless_allowed(monkeypatch):
+    monkeypatch.delenv(_tflite.ALLOW_UNSUPPORTED_ENV, raising=False)
+    with pytest.raises(RuntimeError, match="2.99.0"):
+        _tflite.check_tf_version("2.99.0")
+    monkeypatch.setenv(_tflite.ALLOW_UNSUPPORTED_ENV, "1")
+    _tflite.check_tf_version("2.99.0")  # warns only
+
+
+def test_mlir_quantize_signature():
+    from tensorflow.lite.python import convert
+
+    params = pyinspect.signature(convert.mlir_quantize).parameters
+    for name in ("input_data_str", "disable_per_channel", "fully_quantize",
+                 "input_data_type", "output_data_type"):
+        assert name in params, f"mlir_quantize lost parameter {name!r}"
+
+
+def test_converter_still_has_calibrate_only_switch():
+    converter = tf.lite.TFLiteConverter.from_keras_model(factories.mlp())
+    assert hasattr(converter, "_experimental_calibrate_only")
+    assert converter._experimental_calibrate_only is False
+
+
+def test_flatbuffer_helpers_exist():
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    assert callable(flatbuffer_utils.read_model_from_bytearray)
+    assert callable(flatbuffer_utils.convert_object_to_bytearray)
+    assert hasattr(_tflite.schema, "QuantizationParametersT")
+
+
+@pytest.fixture(scope="module")
+def calibrated():
+    model = factories.mlp()
+    x = np.random.default_rng(0).normal(size=(16, 20)).astype(np.float32)
+    handle = tfq8.models.load_model(model)
+    return _tflite.calibrate_only(handle.converter(), tfq8.representative_dataset(x, model=model))
+
+
+def test_calibrate_only_returns_a_float_model_with_ranges(calibrated):
+    ranges = _tflite.calibrated_ranges(calibrated)
+    parsed = _tflite.read_model(calibrated)
+    sg = parsed.subgraphs[0]
+    assert int(sg.inputs[0]) in ranges and int(sg.outputs[0]) in ranges
+    assert all(_tflite.tensor_type_name(sg.tensors[i].type) == "FLOAT32" for i in ranges)
+    assert all(lo <= hi for lo, hi in ranges.values())
+
+
+def test_edited_ranges_drive_the_quantizer(calibrated):
+    index = int(_tflite.read_model(calibrated).subgraphs[0].outputs[0])
+    edited = _tflite.set_ranges(calibrated, {index: (-2.0, 3.1)})
+    assert _tflite.calibrated_ranges(edited)[index] == pytest.approx((-2.0, 3.1), rel=1e-6)
+    quantized = _tflite.quantize(edited)
+    out = tfq8.inspect(quantized).outputs[0]
+    assert out.dtype == "INT8"
+    assert out.scale[0] == pytest.approx(5.1 / 255, rel=1e-5)
+
+
+def test_byte_patching_equals_reserializing(calibrated):
+    ranges = {i: (lo * 0.5, hi * 0.7) for i, (lo, hi) in _tflite.calibrated_ranges(calibrated).items()}
+    parsed = _tflite.read_model(calibrated)
+    for i, (lo, hi) in ranges.items():
+        q = parsed.subgraphs[0].tensors[i].quantization
+        q.min = np.array([lo], np.float32)
+        q.max = np.array([hi], np.float32)
+    rebuilt = _tflite.write_model(parsed)
+    patched = _tflite.set_ranges(calibrated, ranges)
+    assert _tflite.calibrated_ranges(rebuilt) == _tflite.calibrated_ranges(patched)
+    assert _tflite.quantize(rebuilt) == _tflite.quantize(patched)
+
+
+def test_set_ranges_rejects_uncalibrated_tensors(calibrated):
+    ranges = _tflite.calibrated_ranges(calibrated)
+    weight = next(i for i in range(len(_tflite.tensor_names(calibrated))) if i not in ranges)
+    with pytest.raises(ValueError, match="no calibrated range"):
+        _tflite.set_ranges(calibrated, {weight: (0.0, 1.0)})
