@@ -67,7 +67,8 @@ def test_fit_then_convert_needs_no_data():
     assert tfq8.inspect(blob).full_integer
     # The attached statistics are those of the final weights: same ranges as
     # converting with the data explicitly.
-    assert blob == tfq8.convert(model, calibration=tfq8.calibrate(model, x[:48]))
+    fresh = tfq8.calibrate(model, x[:48])
+    assert tfq8.convert(model, method="minmax") == tfq8.convert(calibration=fresh, method="minmax")
 
 
 def test_int8_keys_in_logs_history_and_csv(tmp_path):
@@ -112,7 +113,7 @@ def test_best_only_exports_on_improvement_and_file_runs(tmp_path):
     cb = tfq8.CalibrationCallback(x[:32], every_n_epochs=1,
                                   filepath=str(tmp_path / "m-{epoch:02d}.tflite"),
                                   monitor="val_score", mode="max", save_best_only=True,
-                                  verbose=0)
+                                  method="minmax", verbose=0)
     model.fit(x, y, epochs=3, batch_size=48, verbose=0,
               callbacks=[_Inject("val_score", [0.5, 0.4, 0.6]), cb])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m-01.tflite", "m-03.tflite"]
@@ -150,7 +151,7 @@ def test_one_instance_serves_two_fit_calls(tmp_path):
     model = _compiled_mlp()
     cb = tfq8.CalibrationCallback(x[:32], validation_data=(x[48:], y[48:]),
                                   filepath=str(tmp_path / "m.tflite"), save_best_only=True,
-                                  monitor="val_int8_loss", verbose=0)
+                                  monitor="val_int8_loss", method="minmax", verbose=0)
     model.fit(x, y, epochs=2, batch_size=48, verbose=0, callbacks=[cb])
     first = cb.calibration
     assert [h["epoch"] for h in cb.int8_history] == [2]
@@ -258,7 +259,8 @@ def test_missing_monitor_warns_once_listing_keys(tmp_path, caplog):
     x, y = _mlp_data()
     model = _compiled_mlp()
     cb = tfq8.CalibrationCallback(x[:32], every_n_epochs=1, filepath=str(tmp_path / "m.tflite"),
-                                  monitor="val_missing", save_best_only=True, verbose=0)
+                                  monitor="val_missing", save_best_only=True, method="minmax",
+                                  verbose=0)
     with caplog.at_level(logging.WARNING, logger="tfq8"):
         model.fit(x, y, epochs=2, batch_size=48, verbose=0, callbacks=[cb])
     msgs = [r.getMessage() for r in caplog.records if "val_missing" in r.getMessage()]
