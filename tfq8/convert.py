@@ -212,7 +212,9 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
     if attached.fingerprint != current:
         raise ValueError(
             "The statistics attached by tfq8.CalibrationCallback are stale: the model's "
-            "weights changed after they were taken. Pass data=... to recalibrate."
+            "weights changed after they were taken (trained further, or weights loaded), so "
+            "tfq8 will not use them. Pass data=... (or calibration=tfq8.calibrate(model, data)) "
+            "to recalibrate, or fit again with the callback."
         )
     return attached
 
