@@ -75,7 +75,13 @@ def kl_cost(hist: Histogram, *, chunk: int = 64):
 
 @register("kl")
 def kl(hist: Histogram) -> tuple[float, float]:
-    """Returns the range minimising KL divergence between float and int8."""
+    """Returns the range minimising KL divergence between float and int8.
+
+    Candidates must span at least `MIN_BINS_PER_RANGE` histogram bins, so on a
+    histogram with fewer occupied bins than that (`max_bins` <= 256, or a tensor
+    whose values occupy few bins) there is nothing to resolve and the result is
+    the min/max range. Calibrate with the default `max_bins` for KL.
+    """
     if hist.count == 0:
         raise ValueError("The histogram is empty: no values were recorded.")
     if hist.max <= hist.min or hist.count == hist.zeros:
