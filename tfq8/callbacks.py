@@ -228,6 +228,7 @@ class _CalibrationCallbackBase:
         self._better = np.greater if mode == "max" else np.less
         self._rep: RepresentativeDataset | None = None
         self._val: _ValidationSet | None = None
+        self._data_model: Any = None  # the model _rep and _val were adapted for
         self._reset()
 
     # ------------------------------------------------------------- state
@@ -266,6 +267,8 @@ class _CalibrationCallbackBase:
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """Resets the per-run state, so one instance serves several `fit` calls."""
         self._reset()
+        if self._data_model is not self.model:  # adapted data is kept for the same model only
+            self._rep, self._val, self._data_model = None, None, self.model
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
