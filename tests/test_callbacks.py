@@ -14,6 +14,7 @@ import factories
 import tfq8
 from tfq8 import callbacks as cbmod
 from tfq8.convert import CALIBRATION_ATTR
+from tfq8.models import load_model
 from tfq8.stats.collect import make_interpreter
 from tfq8.stats.histogram import Histogram
 
@@ -204,6 +205,30 @@ def test_multi_input_tf_data_eager():
     assert history.history["val_int8_agreement"][0] >= 0.8
     assert cb.calibration.num_samples == 32
     assert tfq8.inspect(tfq8.convert(model)).full_integer
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, batch):
+        super().__init__()
+        self.x, self.y, self.batch = x, y, batch
+
+    def __len__(self):
+        return -(-len(self.x) // self.batch)
+
+    def __getitem__(self, i):
+        s = slice(i * self.batch, (i + 1) * self.batch)
+        return self.x[s], self.y[s]
+
+
+def test_validation_set_from_pydataset_and_labels_check():
+    x, y = _mlp_data(40)
+    model = factories.mlp()
+    specs = load_model(model).specs
+    val = cbmod._ValidationSet.build(_Batches(x, y, 16), model, specs)
+    assert len(val.rep) == 40 and np.array_equal(val.y[cbmod._output_names(model)[0]], y)
+    assert val.weights is None
+    with pytest.raises(ValueError, match="Received: labels of shape"):
+        cbmod._ValidationSet.build((x, y[:10]), model, specs)
 
 
 def test_hostile_tensor_warns_once_naming_the_layer(caplog):

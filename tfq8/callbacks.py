@@ -713,6 +713,8 @@ def _collect_stream(data: Any, model: Any, specs: Sequence[Any]):
                 "validation_data is an infinite tf.data.Dataset: take() a finite part of it. "
                 "Received: a dataset of infinite cardinality")
         items = data.as_numpy_iterator()
+    elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+        items = (data[i] for i in range(len(data)))  # keras.utils.PyDataset and sequences
     else:
         items = iter(data)
     xs, ys, ws = [], [], []
