@@ -145,3 +145,27 @@ def test_bad_inputs_exit_non_zero_with_one_line(files, capfd):
 def test_verbosity_shows_the_traceback(files, capfd):
     code, _, err = _run(capfd, "inspect", files / "calib.npy", "--verbosity=1")
     assert code == 1 and "Traceback" in err and "not a TFLite model" in err
+
+
+def test_folder_of_images_with_class_subfolders(files, capfd, tmp_path):
+    import tensorflow as tf
+
+    tfl = files / "model_int8.tflite"
+    if not tfl.exists():
+        pytest.skip("needs the model written by the console-script test")
+    rng = np.random.default_rng(0)
+    for cls in ("a_first", "b_second"):
+        (tmp_path / cls).mkdir()
+        for k in range(3):
+            img = rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)  # resized to 16x16
+            tf.io.write_file(str(tmp_path / cls / f"{k}.png"), tf.io.encode_png(img))
+    (tmp_path / "notes.txt").write_text("ignored")
+    code, out, err = _run(capfd, "check", tfl, "--data", tmp_path, "--image-scale", "0.01",
+                          "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert report["num_samples"] == 6 and report["accuracy"] is not None  # labels from folders
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, _, err = _run(capfd, "check", tfl, "--data", empty)
+    assert code == 1 and "holds no images" in _one_error_line(err)

@@ -77,7 +77,8 @@ class OpTiming:
         return {"index": self.index, "op": self.op, "output_name": self.output_name,
                 "inputs": [{"shape": list(s), "dtype": d} for s, d in self.inputs],
                 "outputs": [{"shape": list(s), "dtype": d} for s, d in self.outputs],
-                "time_ms": self.time_ms, "share": self.share}
+                "time_ms": None if math.isnan(self.time_ms) else self.time_ms,
+                "share": self.share}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -314,7 +315,9 @@ def _per_op(blob: bytes, parsed: Any, backend: str, num_threads: int, warmup: in
                           _tflite.tensor_type_name(sg.tensors[i].type)) for i in ids if int(i) >= 0)
 
         try:
-            it = make_interpreter(single, backend=backend, num_threads=num_threads, verified=True)
+            # Verified again: an op that refers to other subgraphs (WHILE, IF) cannot stand alone.
+            it = make_interpreter(single, backend=backend, num_threads=num_threads,
+                                  arg=f"op {k} ({name}) alone")
             for local, orig in feeds:
                 if orig in values:
                     it.set_tensor(local, values[orig])

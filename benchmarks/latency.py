@@ -1,0 +1,182 @@
+"""Latency of tfq8's int8 models: int8 vs float, per op, and vs the converter's own int8.
+
+For each model (MLPerf Tiny ResNet-8 and VWW MobileNet from `../shared`, and
+the digits CNN of `suite.py`), single-threaded by default:
+
+1. tfq8's int8 model (`tfq8.convert`, method auto) and the converter's own
+   full-integer int8 model (`TFLiteConverter` with the same calibration
+   samples, int8 I/O), plus the plain float model;
+2. `tfq8.benchmark(int8, reference=float)`: interleaved latency, speedup and
+   the per-op table of both (each op timed on its own);
+3. `tfq8.benchmark(tfq8_int8, reference=converter_int8)`: the latency ratio of
+   the two int8 models from one interleaved run (> 1 means tfq8's is faster);
+4. sizes, and top-1 agreement of each int8 model with float (ResNet-8 also
+   top-1 accuracy on CIFAR-10 test images 5000..9999).
+
+Nothing is asserted: this prints figures. Timings on a shared machine are
+noisy; interleaving makes the ratios robust, absolute times less so.
+
+Usage:
+    .venv/bin/python benchmarks/latency.py                    # all models, XNNPACK
+    .venv/bin/python benchmarks/latency.py --models resnet8 --backend builtin
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
+
+import tfq8  # noqa: E402
+from tfq8 import _tflite  # noqa: E402
+
+VWW = os.path.join(suite.SHARED, "models", "mlperf_tiny_vww_96.h5")
+CIFAR = os.path.join(suite.SHARED, "data", "cifar10_test.npz")
+
+
+def vww() -> suite.Case | None:
+    """MLPerf Tiny VWW MobileNet; calibrated and checked on CIFAR-10 images upscaled to 96x96."""
+    if not (os.path.exists(VWW) and os.path.exists(CIFAR)):
+        logging.warning("vww skipped: %s or %s absent.", VWW, CIFAR)
+        return None
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+        """Keras 3 rejects the `groups` key the saved config carries."""
+
+        def __init__(self, *args, groups=None, **kwargs):  # noqa: ARG002
+            super().__init__(*args, **kwargs)
+
+    model = keras.models.load_model(VWW, compile=False,
+                                    custom_objects={"DepthwiseConv2D": DepthwiseConv2D})
+    with np.load(CIFAR) as d:
+        x = d["x"][:1500]
+    # The MLPerf Tiny VWW reference feeds pixels / 255.
+    x96 = tf.image.resize(x.astype(np.float32), (96, 96)).numpy() / 255.0
+    return suite.Case("vww", model, x96[:1000], x96[1000:], np.zeros(500, np.int64), 300)
+
+
+def converter_int8(model, calib: np.ndarray) -> bytes:
+    """The TFLite converter's own full-integer int8 model (int8 I/O)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([calib[i: i + 1]] for i in range(len(calib)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.int8
+    conv.inference_output_type = tf.int8
+    with _tflite._quiet_stdout():  # pylint: disable=protected-access
+        return bytes(conv.convert())
+
+
+def run_case(case: suite.Case, args: argparse.Namespace) -> dict:
+    from tfq8.models import load_model  # noqa: PLC0415
+
+    calib = case.pool[: case.calib_samples].astype(np.float32)
+    t0 = time.monotonic()
+    ours = tfq8.convert(case.model, calib)
+    t_convert = time.monotonic() - t0
+    theirs = converter_int8(case.model, calib)
+    flt = load_model(case.model).to_float_tflite()
+    kw = dict(num_threads=args.threads, backend=args.backend, time_budget_s=args.budget,
+              op_time_budget_s=args.op_budget)
+    bench = tfq8.benchmark(ours, reference=flt, **kw)
+    bench_conv = tfq8.benchmark(theirs, reference=flt, **dict(kw, per_op=False))
+    vs = tfq8.benchmark(ours, reference=theirs, **dict(kw, per_op=False))
+    n = min(args.eval_samples, len(case.x_test))
+    labels = case.y_test[:n] if case.name != "vww" else None
+    chk_ours = tfq8.check(ours, reference=flt, data=case.x_test[:n], labels=labels,
+                          per_tensor=False)
+    chk_theirs = tfq8.check(theirs, reference=flt, data=case.x_test[:n], labels=labels,
+                            per_tensor=False)
+    return dict(name=case.name, bench=bench, bench_conv=bench_conv, vs=vs, ours=ours,
+                theirs=theirs, flt=flt, chk_ours=chk_ours, chk_theirs=chk_theirs,
+                t_convert=t_convert, n=n)
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="resnet8,vww,digits")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--backend", default="xnnpack", choices=["xnnpack", "builtin", "reference"])
+    parser.add_argument("--budget", type=float, default=3.0, help="seconds per interleaved run")
+    parser.add_argument("--op-budget", type=float, default=0.1, help="seconds per op")
+    parser.add_argument("--eval-samples", type=int, default=2000)
+    parser.add_argument("--no-ops", action="store_true", help="skip the per-op tables")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    loaders = {"resnet8": suite.resnet8, "vww": vww, "digits": suite.digits}
+    results = []
+    for name in args.models.split(","):
+        case = loaders[name]()
+        if case is None:
+            continue
+        print(f"== {name}: converting and timing ...", file=sys.stderr, flush=True)
+        results.append(run_case(case, args))
+
+    print(f"\n### Latency, {args.threads} thread(s), backend {args.backend} "
+          f"(`benchmarks/latency.py`)\n")
+    print("| model | float ms | tfq8 int8 ms | speedup | converter int8 speedup | tfq8 vs "
+          "converter latency | size float | tfq8 int8 size (ratio) | converter int8 size | "
+          "top-1 agreement tfq8 / converter |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for r in results:
+        b, c, vs = r["bench"], r["bench_conv"], r["vs"]
+        print(f"| {r['name']} | {b.latency_ms['float']['p50']:.3f} | "
+              f"{b.latency_ms['int8']['p50']:.3f} | {b.speedup:.2f}x | {c.speedup:.2f}x | "
+              f"{1 / vs.speedup:.3f} | {len(r['flt'])} | {len(r['ours'])} "
+              f"({len(r['ours']) / len(r['flt']):.2f}x) | {len(r['theirs'])} | "
+              f"{_pct(r['chk_ours'].agreement)} / {_pct(r['chk_theirs'].agreement)} |")
+    print("\n(latency: median ms of an interleaved run; `tfq8 vs converter latency` is tfq8's "
+          "int8 median / the converter's int8 median from one interleaved run, <= 1 means "
+          "tfq8's is no slower)")
+    for r in results:
+        if r["chk_ours"].accuracy is not None:
+            print(f"\n{r['name']}: top-1 on {r['n']} test images: float "
+                  f"{_pct(r['chk_ours'].reference_accuracy)}, tfq8 int8 "
+                  f"{_pct(r['chk_ours'].accuracy)}, converter int8 {_pct(r['chk_theirs'].accuracy)}"
+                  f"; tfq8 conversion {r['t_convert']:.1f}s")
+    if args.no_ops:
+        return
+    for r in results:
+        b = r["bench"]
+        print(f"\n#### {r['name']}: per-op times (each op alone), int8 vs float\n")
+        print(f"whole model p50: int8 {b.latency_ms['int8']['p50']:.4f} ms, float "
+              f"{b.latency_ms['float']['p50']:.4f} ms; per-op sums (+1 invoke overhead "
+              f"{b.invoke_overhead_ms:.4f} ms): int8 {b.ops_total_ms['int8']:.4f} ms, float "
+              f"{b.ops_total_ms['float']:.4f} ms\n")
+        print("```")
+        print(b.op_table())
+        print("```")
+        by_type: dict[str, list[float]] = {}
+        fl = {o.output_name: o for o in b.float_ops}
+        for o in b.ops:
+            f = fl.get(o.output_name)
+            acc = by_type.setdefault(o.op, [0.0, 0.0, 0])
+            acc[0] += o.time_ms
+            acc[1] += f.time_ms if f is not None else 0.0
+            acc[2] += 1
+        print("\nby op type: " + "; ".join(
+            f"{k} x{int(v[2])}: int8 {v[0]:.3f} ms, float {v[1]:.3f} ms"
+            f" ({v[1] / v[0]:.2f}x)" if v[0] > 0 else f"{k}: -"
+            for k, v in sorted(by_type.items(), key=lambda kv: -kv[1][0])))
+    _ = _tflite  # the converter comparison uses tfq8's quiet-stdout helper
+
+
+if __name__ == "__main__":
+    main()
