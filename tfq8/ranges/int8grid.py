@@ -79,11 +79,12 @@ def expected_sq_error(
     Returns:
         Expected squared error per value (zeros excluded), per candidate.
     """
-    left, right = edges[:-1], edges[1:]
+    total = max(float(counts.sum()), 1.0)
+    occupied = counts > 0  # empty bins add nothing: skip them
+    left, right, counts = edges[:-1][occupied], edges[1:][occupied], counts[occupied]
     width = right - left
     point = width <= 0
     safe_width = np.where(point, 1.0, width)
-    total = max(float(counts.sum()), 1.0)
     lo = np.atleast_1d(np.asarray(lo, np.float64))
     hi = np.atleast_1d(np.asarray(hi, np.float64))
     out = np.empty(lo.shape, np.float64)
@@ -140,7 +141,7 @@ def quantile(edges: np.ndarray, counts: np.ndarray, q: float) -> float:
     return float(edges[i] + frac * (edges[i + 1] - edges[i]))
 
 
-def search(score, lo_max: float, hi_max: float, *, coarse: int = 32, fine: int = 24,
+def search(score, lo_max: float, hi_max: float, *, coarse: int = 24, fine: int = 24,
            rounds: int = 2, min_ratio: float = 1 / 256, valid=None,
            coarse_score=None) -> tuple[float, float]:
     """Minimises `score(lo, hi)` over ranges inside `[lo_max, hi_max]`.

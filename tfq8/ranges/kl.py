@@ -37,11 +37,17 @@ MIN_BINS_PER_RANGE = 256
 _EPS = 1e-10
 
 
-def kl_cost(hist: Histogram, *, chunk: int = 64):
-    """Vectorized `(lo, hi) -> KL(P || Q)` on `hist` (see module docstring)."""
+def kl_cost(hist: Histogram, *, chunk: int = 64, subbins: int = SUBBINS):
+    """Vectorized `(lo, hi) -> KL(P || Q)` on `hist` (see module docstring).
+
+    Args:
+        hist: The tensor's histogram.
+        chunk: Candidates evaluated at once (bounds memory).
+        subbins: Sub-bins per int8 level (fewer: a cheaper, coarser estimate).
+    """
     edges, counts = hist.density()
     at, total = int8grid.cdf(edges, counts)
-    sub = (np.arange((int8grid.LEVELS + 1) * SUBBINS + 1) - SUBBINS / 2) / SUBBINS
+    sub = (np.arange((int8grid.LEVELS + 1) * subbins + 1) - subbins / 2) / subbins
 
     def cost(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         lo = np.atleast_1d(lo)
@@ -53,11 +59,11 @@ def kl_cost(hist: Histogram, *, chunk: int = 64):
             # Sub-bin edges: level j spans rep_lo + (j -/+ 0.5) * scale.
             points = rep_lo[:, None] + sub[None, :] * scale[:, None]
             cum = at(points)
-            inner = np.diff(cum, axis=1)  # (C, 256 * SUBBINS)
+            inner = np.diff(cum, axis=1)  # (C, 256 * subbins)
             p = inner.copy()
             p[:, 0] += cum[:, 0]  # mass below the grid
             p[:, -1] += total - cum[:, -1]  # mass above the grid
-            levels = inner.reshape(len(inner), -1, SUBBINS)
+            levels = inner.reshape(len(inner), -1, subbins)
             occupied = levels > _EPS * total
             n_occ = occupied.sum(axis=2, keepdims=True)
             q = np.where(occupied, levels.sum(axis=2, keepdims=True) / np.maximum(n_occ, 1), 0.0)
