@@ -17,13 +17,15 @@ matter. So `auto` measures instead of guessing:
 4. Per tensor, the range comes from the best-scoring proposal. Then, tensor by
    tensor (those whose proposals differ most first, within a budget of
    `REFINE_BUDGET` model evaluations), the range of the runner-up proposal is
-   tried in place and kept when it raises the score: the choice is per tensor,
-   judged on the whole model.
+   tried in place and kept when it raises the score by at least
+   `REFINE_MIN_GAIN_DB`; the search stops after `REFINE_PATIENCE` tries in a
+   row that do not. The choice is per tensor, judged on the whole model.
 
-`minmax` is always a candidate and wins unless another proposal scores higher,
-so on the calibration samples `auto` is never worse than the converter's own
-ranges. Without kept samples (a Calibration saved with `keep_samples=0`),
-`auto` falls back to `percentile` and says so in the log.
+`minmax` is always a candidate and wins unless another proposal scores at
+least `MINMAX_MARGIN_DB` higher, so on the calibration samples `auto` is never
+worse than the converter's own ranges, and it leaves them only for a clear
+gain. Without kept samples (a Calibration saved with `keep_samples=0`), `auto`
+falls back to `percentile` and says so in the log.
 
 Example:
     >>> blob = tfq8.convert(model, x_train[:500])          # method="auto"
@@ -45,7 +47,10 @@ _log = logging.getLogger("tfq8")
 CANDIDATES = ("minmax", "percentile", "mse", "kl")
 FALLBACK = "percentile"
 TRIM = 0.05
+MINMAX_MARGIN_DB = 0.1
 REFINE_BUDGET = 8
+REFINE_PATIENCE = 3
+REFINE_MIN_GAIN_DB = 0.01
 _CAP_DB = 120.0
 
 
@@ -89,7 +94,10 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
 
     scorer = _Scorer(calib, quant)
     scores = {m: scorer(p) for m, p in proposals.items()}
-    order = sorted(CANDIDATES, key=lambda m: (-scores[m], CANDIDATES.index(m)))
+    # The converter's ranges win unless another proposal is clearly better:
+    # differences below MINMAX_MARGIN_DB on a hundred samples are noise.
+    handicap = {m: 0.0 if m == "minmax" else MINMAX_MARGIN_DB for m in CANDIDATES}
+    order = sorted(CANDIDATES, key=lambda m: (-(scores[m] - handicap[m]), CANDIDATES.index(m)))
     best, second = order[0], order[1]
     chosen = dict(proposals[best])
     choice = {i: best for i in chosen}
@@ -102,13 +110,18 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
 
     todo = [i for i in sorted(chosen, key=gap, reverse=True)
             if i not in overrides and gap(i) > 1e-3][:REFINE_BUDGET]
+    misses = 0
     for i in todo:
         trial = dict(chosen)
         trial[i] = proposals[second][i]
         s = scorer(trial)
-        if s > score + 1e-3:
-            chosen, score = trial, s
+        if s > score + REFINE_MIN_GAIN_DB:
+            chosen, score, misses = trial, s, 0
             choice[i] = second
+        else:
+            misses += 1
+            if misses == REFINE_PATIENCE:
+                break
     calib.last_auto = AutoReport(scores, choice, score)
     _log.info("auto: scores (trimmed-mean output SQNR, dB) %s; chose %s, %d tensor(s) "
               "from %s; final %.2f dB.",

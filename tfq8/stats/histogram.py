@@ -209,7 +209,7 @@ class Histogram:
             idx -= self.offset
             self.counts += np.bincount(idx, minlength=len(self.counts))
         self.count += int(x.size)
-        self.zeros += int(np.count_nonzero(x == 0))
+        self.zeros += int(x.size - np.count_nonzero(x))  # no temporary array
         self.min, self.max = new_lo, new_hi
         return self
 
