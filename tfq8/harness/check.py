@@ -17,6 +17,9 @@ How the figures are obtained:
   op *adds*: noise-to-signal of its output minus the worst of its inputs', and
   never less than its range's. Tensors are listed worst `local_sqnr_db` first,
   so the layer to blame comes first.
+* Kernels: TFLite's builtin kernels by default, because they keep intermediate
+  tensors readable; XNNPACK's int8 kernels (`backend="xnnpack"`, outputs only)
+  can differ from them by one quantization step on a few values.
 
 Example:
     >>> report = tfq8.check(tflite_model, reference=model, data=x_test, labels=y_test)
