@@ -148,3 +148,22 @@ def test_bad_inputs_raise_clear_errors(setup, tmp_path):
     other = tfq8.convert(F.mlp(), np.zeros((8, 20), np.float32) + 1)
     with pytest.raises(ValueError):
         tfq8.check(blob, reference=other, data=x)
+
+
+def test_damage_before_a_scale_keeping_op_blames_the_producer():
+    import keras
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((8, 8, 1)),
+                              keras.layers.Conv2D(8, 3, padding="same", activation="relu"),
+                              keras.layers.MaxPooling2D(),  # keeps its input's scale
+                              keras.layers.Flatten(), keras.layers.Dense(4)])
+    x = np.random.default_rng(3).normal(size=(80, 8, 8, 1)).astype(np.float32)
+    calib = tfq8.calibrate(model, x[:40])
+    victim = calib.tensors[1].name  # the conv's output
+    lo, hi = calib.converter_ranges()[calib.tensors[1].index]
+    bad = tfq8.convert(calibration=calib, ranges={victim: (lo, hi / 30)})
+    report = tfq8.check(bad, reference=calib, data=x[40:])
+    assert report.tensors[0].name == victim
+    pool = next(t for t in report.tensors if t.op == "MAX_POOL_2D")
+    assert pool.inherited_range and pool.range_sqnr_db < 10 < pool.local_sqnr_db
+    assert "*" in str(report)

@@ -15,7 +15,9 @@ How the figures are obtained:
   the SQNR of the float tensor rounded and clipped to the tensor's own int8 grid
   (what its range alone costs), and `local_sqnr_db`, the SQNR of the error this
   op *adds*: noise-to-signal of its output minus the worst of its inputs', and
-  never less than its range's. Tensors are listed worst `local_sqnr_db` first,
+  never less than its range's (unless the op keeps its input's scale and zero
+  point, as MAX_POOL_2D and RESHAPE do: then the range is inherited, not chosen
+  here). Tensors are listed worst `local_sqnr_db` first,
   so the layer to blame comes first.
 * Kernels: TFLite's builtin kernels by default, because they keep intermediate
   tensors readable; XNNPACK's int8 kernels (`backend="xnnpack"`, outputs only)
@@ -64,6 +66,9 @@ class ErrorStats:
         range_sqnr_db: SQNR of the float tensor put on the tensor's own int8
             grid (rounding and clipping only); None for outputs.
         local_sqnr_db: SQNR of the error added at this tensor; None for outputs.
+        inherited_range: The tensor has its producer's input's scale and zero
+            point (MAX_POOL_2D, RESHAPE, ... keep them), so its range was not
+            chosen for it: its grid error is not counted as added here.
     """
 
     name: str
@@ -76,6 +81,7 @@ class ErrorStats:
     op_index: int = -1
     range_sqnr_db: float | None = None
     local_sqnr_db: float | None = None
+    inherited_range: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_float(v) if isinstance(v, float) else (list(v) if isinstance(v, tuple) else v)
@@ -136,13 +142,14 @@ class CheckReport:
         if self.tensors:
             lines.append("")
             lines.append("  per tensor, worst first (local = error added here; range = its int8 "
-                         "grid alone; SQNR = accumulated)")
+                         "grid alone, * = its input's grid; SQNR = accumulated)")
             lines.append(f"  {'op#':>4} {'op':<18} {'tensor':<44} {'local':>6} {'range':>6} "
                          f"{'SQNR':>6} {'cosine':>8} {'max|err|':>9}")
             for t in self.tensors:
                 lines.append(
                     f"  {t.op_index:>4} {_clip(t.op, 18):<18} {_clip(t.name, 44):<44} "
-                    f"{_db(t.local_sqnr_db):>6} {_db(t.range_sqnr_db):>6} {_db(t.sqnr_db):>6} "
+                    f"{_db(t.local_sqnr_db):>6} "
+                    f"{_db(t.range_sqnr_db) + ('*' if t.inherited_range else ''):>6} {_db(t.sqnr_db):>6} "
                     f"{t.cosine:>8.5f} {t.max_abs_error:>9.4g}")
         return "\n".join(lines)
 
@@ -312,17 +319,25 @@ def _rank(q: ModelRunner, pairs: list, accs: list[_Accum]) -> tuple[ErrorStats, 
         for o in op.outputs:
             producer[int(o)] = (k, _tflite.op_name(q.parsed, op), [int(i) for i in op.inputs])
     nsr = {qt.index: acc.nsr() for (qt, _, _), acc in zip(pairs, accs)}
+    by_index = {qt.index: qt for qt, _, _ in pairs}
     rows = []
     for (qt, _, shape), acc in zip(pairs, accs):
         op_index, op, ins = producer.get(qt.index, (-1, "INPUT", []))
         nsr_in = max((nsr[i] for i in ins if i in nsr), default=0.0)
-        added = max(nsr[qt.index] - nsr_in, acc.grid_nsr())
+        inherited = any(i in by_index and _same_grid(by_index[i], qt) for i in ins)
+        added = max(nsr[qt.index] - nsr_in, 0.0 if inherited else acc.grid_nsr())
         local = _Accum._sqnr(1.0, added)
         rows.append(acc.stats(qt.name, shape, index=qt.index, op=op, op_index=op_index,
                               range_sqnr_db=_Accum._sqnr(1.0, acc.grid_nsr()),
-                              local_sqnr_db=local))
-    rows.sort(key=lambda r: (r.local_sqnr_db, r.sqnr_db, r.op_index))
+                              local_sqnr_db=local, inherited_range=inherited))
+    # Worst first; near-ties (within 0.05 dB) go to the earlier op, where the error enters.
+    rows.sort(key=lambda r: (round(r.local_sqnr_db, 1), r.op_index))
     return tuple(rows)
+
+
+def _same_grid(a: TensorIO, b: TensorIO) -> bool:
+    return (a.dtype == b.dtype and np.array_equal(a.zero_points, b.zero_points)
+            and np.allclose(a.scales, b.scales, rtol=1e-6, atol=0))
 
 
 # --------------------------------------------------------------------- helpers
