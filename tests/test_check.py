@@ -167,3 +167,10 @@ def test_damage_before_a_scale_keeping_op_blames_the_producer():
     pool = next(t for t in report.tensors if t.op == "MAX_POOL_2D")
     assert pool.inherited_range and pool.range_sqnr_db < 10 < pool.local_sqnr_db
     assert "*" in str(report)
+
+
+def test_x_y_tuple_supplies_labels(setup):
+    model, calib, blob, x, y = setup
+    a = tfq8.check(blob, data=(x, y), num_samples=50, per_tensor=False)
+    b = tfq8.check(blob, data=x[:50], labels=y[:50], per_tensor=False)
+    assert a.accuracy is not None and a.accuracy == b.accuracy and a.num_samples == 50

@@ -179,7 +179,8 @@ def check(
             so tensors match by name), a `tfq8.Calibration` (its calibrated
             model), a float `.tflite` (bytes or path), or None.
         data: Samples, any kind `tfq8.representative_dataset` accepts, in float
-            units (they are quantized for the int8 model's inputs here).
+            units (they are quantized for the int8 model's inputs here). For a
+            one-input model, an `(x, y)` tuple also supplies the labels.
         labels: Class indices `[N]` or one-hot `[N, C]`, or None.
         output: The output (index or name) `labels` and top-1 refer to.
         num_samples: Use at most this many samples.
@@ -211,6 +212,10 @@ def check(
         _log.warning("per_tensor needs builtin or reference kernels; skipped with backend='xnnpack'.")
     q = ModelRunner(tflite_model, backend=backend, num_threads=threads,
                     preserve_all_tensors=want_tensors, batch_size=batch_size)
+    if (labels is None and isinstance(data, tuple) and len(data) == 2 and len(q.inputs) == 1
+            and hasattr(data[1], "__len__") and not isinstance(data[1], (dict, str))):
+        data, labels = data  # (x, y), as model.evaluate takes it
+        labels = labels[:num_samples] if num_samples is not None else labels
     rep = representative_dataset(data, specs=q.input_specs(), num_samples=num_samples)
     n = len(rep)
     out_k = _output_index(q, output)
