@@ -32,7 +32,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import suite  # noqa: E402
 import tfq8  # noqa: E402
-from tfq8 import _tflite  # noqa: E402
+from tfq8.convert import converter_int8  # noqa: E402
 from tfq8.harness.interpreter import ModelRunner  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -72,24 +72,6 @@ class PeakRss:
 def _rss() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def converter_int8(model, x: np.ndarray) -> bytes:
-    """TFLite's own full-integer conversion, the way its documentation shows."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    def gen():
-        for i in range(len(x)):
-            yield [x[i: i + 1]]
-
-    c = tf.lite.TFLiteConverter.from_keras_model(model)
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = gen
-    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    c.inference_input_type = tf.int8
-    c.inference_output_type = tf.int8
-    with _tflite._quiet_stdout():  # pylint: disable=protected-access
-        return bytes(c.convert())
 
 
 def evaluate(blob: bytes, case: suite.Case, reference: np.ndarray) -> dict:

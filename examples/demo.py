@@ -56,25 +56,10 @@ def build_model(seed: int):
     return model
 
 
-def converter_int8(model, x: np.ndarray) -> bytes:
-    """TFLite's own full-integer conversion of `model` on samples `x`."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    from tfq8 import _tflite  # noqa: PLC0415
-
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([x[i: i + 1]] for i in range(len(x)))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    with _tflite._quiet_stdout():  # pylint: disable=protected-access
-        return bytes(converter.convert())
-
-
 def main(argv):
     del argv
     import tfq8  # noqa: PLC0415
+    from tfq8.convert import converter_int8  # noqa: PLC0415
 
     logging.set_verbosity(logging.WARNING)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_digits(FLAGS.seed)

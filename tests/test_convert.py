@@ -2,28 +2,11 @@
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import factories
 import tfq8
-from tfq8 import _tflite
+from tfq8.convert import converter_int8
 from tfq8.harness.interpreter import ModelRunner
-
-
-def converter_int8(model, x):
-    """TFLite's own full-integer conversion, as its documentation shows it."""
-    def gen():
-        for i in range(len(x)):
-            yield [x[i : i + 1]]
-
-    c = tf.lite.TFLiteConverter.from_keras_model(model)
-    c.optimizations = [tf.lite.Optimize.DEFAULT]
-    c.representative_dataset = gen
-    c.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    c.inference_input_type = tf.int8
-    c.inference_output_type = tf.int8
-    with _tflite._quiet_stdout():
-        return bytes(c.convert())
 
 
 def activation_qparams(blob):
