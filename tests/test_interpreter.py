@@ -118,37 +118,40 @@ _FUZZ = textwrap.dedent("""
     import numpy as np
     import tfq8
     from tfq8.harness import interpreter as I
-    blob = open(sys.argv[1], "rb").read()
-    rng = np.random.default_rng(int(sys.argv[2]))
+    rng = np.random.default_rng(int(sys.argv[1]))
+    count = int(sys.argv[2])
     outcome = collections.Counter()
-    for k in range(int(sys.argv[3])):
-        b = bytearray(blob)
-        if k % 3 == 0:
-            b = b[: int(rng.integers(0, len(b)))]
-        else:
-            for _ in range(int(rng.integers(1, 9))):
-                b[int(rng.integers(0, len(b)))] = int(rng.integers(0, 256))
-        try:
-            tfq8.inspect(bytes(b))
-            runner = I.ModelRunner(bytes(b), backend=("builtin", "xnnpack", "reference")[k % 3])
-            x = np.zeros((3,) + runner.inputs[0].shape[1:], np.float32)
-            runner.run([x])
-            outcome["ran"] += 1
-        except ValueError:
-            outcome["rejected"] += 1
+    for path in sys.argv[3:]:
+        blob = open(path, "rb").read()
+        for k in range(count):
+            b = bytearray(blob)
+            if k % 3 == 0:
+                b = b[: int(rng.integers(0, len(b)))]
+            else:
+                top = len(b) if k % 2 else max(64, len(b) // 8)  # often the tables up front
+                for _ in range(int(rng.integers(1, 9))):
+                    b[int(rng.integers(0, top))] = int(rng.integers(0, 256))
+            try:
+                tfq8.inspect(bytes(b))
+                runner = I.ModelRunner(bytes(b), backend=("builtin", "xnnpack", "reference")[k % 3])
+                runner.run([np.zeros((3,) + t.shape[1:], t.data_dtype()) for t in runner.inputs])
+                outcome["ran"] += 1
+            except ValueError:
+                outcome["rejected"] += 1
     print(outcome["ran"], outcome["rejected"])
 """)
 
 
 def test_fuzzed_model_bytes_never_crash_the_process(int8_model, tmp_path):
-    path = tmp_path / "m.tflite"
-    path.write_bytes(int8_model)
+    paths = [tmp_path / "cnn.tflite", tmp_path / "two_in_two_out.tflite"]
+    paths[0].write_bytes(int8_model)
+    paths[1].write_bytes(tfq8.convert(F.two_in_two_out(), F.two_in_data(16)))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", _FUZZ, str(path), "1234", "600"],
+    proc = subprocess.run([sys.executable, "-c", _FUZZ, "1234", "400", *map(str, paths)],
                           capture_output=True, text=True, env=env, timeout=600)
     # A crash of LiteRT would end the child with a signal (negative return code);
     # any exception other than ValueError would end it with a traceback.
     assert proc.returncode == 0, proc.stderr[-2000:]
     ran, rejected = (int(v) for v in proc.stdout.split()[-2:])
-    assert ran + rejected == 600
-    assert rejected > 300 and ran > 10  # both paths were exercised
+    assert ran + rejected == 800
+    assert rejected > 400 and ran > 20  # both paths were exercised

@@ -132,7 +132,28 @@ def verify_model(model: bytes, *, arg: str = "tflite_model") -> "_tflite.schema.
         raise InvalidModelError(f"{arg} is corrupted: {e}") from None
     except Exception as e:  # noqa: BLE001 - garbage fields of unexpected types
         raise InvalidModelError(f"{arg} is corrupted: {type(e).__name__}: {str(e)[:200]}") from None
+    _normalize(parsed)
     return parsed
+
+
+def _normalize(m: Any) -> None:
+    """Absent vectors become empty ones, so readers of the parsed model can iterate."""
+    empty = lambda: np.zeros(0, np.int32)  # noqa: E731
+    m.buffers = m.buffers if m.buffers is not None else []
+    m.operatorCodes = m.operatorCodes if m.operatorCodes is not None else []
+    for sg in m.subgraphs:
+        for field in ("inputs", "outputs"):
+            if getattr(sg, field) is None:
+                setattr(sg, field, empty())
+        sg.tensors = sg.tensors if sg.tensors is not None else []
+        sg.operators = sg.operators if sg.operators is not None else []
+        for t in sg.tensors:
+            if t.shape is None:
+                t.shape = empty()
+        for op in sg.operators:
+            for field in ("inputs", "outputs", "intermediates"):
+                if getattr(op, field) is None:
+                    setattr(op, field, empty())
 
 
 def _check_semantics(m: Any, size: int) -> None:
