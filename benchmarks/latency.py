@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
 
 import tfq8  # noqa: E402
-from tfq8 import _tflite  # noqa: E402  (quiet stdout around the converter)
+from tfq8.convert import converter_int8  # noqa: E402
 
 VWW = os.path.join(suite.SHARED, "models", "mlperf_tiny_vww_96.h5")
 CIFAR = os.path.join(suite.SHARED, "data", "cifar10_test.npz")
@@ -66,20 +66,6 @@ def vww() -> suite.Case | None:
     return suite.Case("vww", model, x96[:1000], x96[1000:], np.zeros(500, np.int64), 300)
 
 
-def converter_int8(model, calib: np.ndarray) -> bytes:
-    """The TFLite converter's own full-integer int8 model (int8 I/O)."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = lambda: ([calib[i: i + 1]] for i in range(len(calib)))
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with _tflite._quiet_stdout():  # pylint: disable=protected-access
-        return bytes(conv.convert())
-
-
 def run_case(case: suite.Case, args: argparse.Namespace) -> dict:
     from tfq8.models import load_model  # noqa: PLC0415
 
@@ -87,7 +73,7 @@ def run_case(case: suite.Case, args: argparse.Namespace) -> dict:
     t0 = time.monotonic()
     ours = tfq8.convert(case.model, calib)
     t_convert = time.monotonic() - t0
-    theirs = converter_int8(case.model, calib)
+    theirs = converter_int8(case.model, calib)  # TFLite's own full-integer int8
     flt = load_model(case.model).to_float_tflite()
     per_backend = {}
     for backend in args.backends.split(","):
