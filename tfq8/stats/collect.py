@@ -3,7 +3,9 @@
 The tensors are the TFLite graph's own (after batch-norm folding and activation
 fusion), exactly those the quantizer will quantize: every tensor to which
 TFLite's calibrator attached a `min/max`, model inputs and outputs included.
-Batches are run at once where the model's batch dimension allows it.
+Batches are run at once where the model's batch dimension allows it, on
+XNNPACK's kernels when a one-sample probe shows they expose every tensor with
+the builtin kernels' values (to float rounding).
 
 The bins come from this pass; the exact extremes come from TFLite's own
 calibrator, which saw the same samples. The two agree up to float rounding
@@ -18,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import logging
 import math
@@ -51,13 +54,15 @@ class TensorStats:
     producer: str
 
 
-def make_interpreter(model: bytes, *, preserve_all_tensors: bool = False, num_threads: int | None = None):
-    """A LiteRT interpreter on TFLite's builtin kernels (no default delegate)."""
+def make_interpreter(model: bytes, *, preserve_all_tensors: bool = False,
+                     num_threads: int | None = None, xnnpack: bool = False):
+    """A LiteRT interpreter on TFLite's builtin kernels, or XNNPACK's if asked."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
 
     return Interpreter(
         model_content=model,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        experimental_op_resolver_type=(
+            OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
         experimental_preserve_all_tensors=preserve_all_tensors,
         num_threads=num_threads or os.cpu_count() or 1,
     )
@@ -109,7 +114,8 @@ def collect(
                        producers.get(i, "INPUT"))
         for i in sorted(ranges)
     }
-    interpreter = make_interpreter(calibrated, preserve_all_tensors=True)
+    xnnpack = _xnnpack_agrees(calibrated, rep, sorted(stats))
+    interpreter = make_interpreter(calibrated, preserve_all_tensors=True, xnnpack=xnnpack)
     batch = batch_size or _default_batch(sg, ranges)
     batch = min(batch, len(rep))
     if batch > 1 and not resize_batch(interpreter, batch):
@@ -118,6 +124,17 @@ def collect(
     if batch == 1:
         resize_batch(interpreter, 1) or interpreter.allocate_tensors()
     inputs = interpreter.get_input_details()
+    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        _run_batches(interpreter, inputs, rep, batch, stats, pool)
+    for i, s in stats.items():
+        lo, hi = ranges[i]
+        _adopt_extremes(s.histogram, lo, hi, s.name)
+    return [stats[i] for i in sorted(stats)]
+
+
+def _run_batches(interpreter, inputs, rep: RepresentativeDataset, batch: int,
+                 stats: dict[int, TensorStats], pool) -> None:
+    """Runs every batch and adds each preserved tensor to its histogram."""
     done = 0
     for arrays in rep.batches(batch):
         n = len(arrays[0])
@@ -127,19 +144,50 @@ def collect(
         for d, a in zip(inputs, arrays):
             interpreter.set_tensor(d["index"], a)
         interpreter.invoke()
-        for s in stats.values():
+
+        def update(s: TensorStats, first: int = done, count: int = n) -> None:
             try:
                 s.histogram.update(interpreter.tensor(s.index)())  # a view, no copy
             except ValueError as e:
                 raise ValueError(
                     f"Tensor {s.name!r} (index {s.index}, output of {s.producer}) is not "
-                    f"finite for samples {done}..{done + n - 1}: {e} Check the model and data."
+                    f"finite for samples {first}..{first + count - 1}: {e} Check the model "
+                    "and data."
                 ) from None
+
+        # numpy releases the GIL while binning: one histogram per thread.
+        list(pool.map(update, stats.values()))
         done += n
-    for i, s in stats.items():
-        lo, hi = ranges[i]
-        _adopt_extremes(s.histogram, lo, hi, s.name)
-    return [stats[i] for i in sorted(stats)]
+
+
+def _xnnpack_agrees(calibrated: bytes, rep: RepresentativeDataset, tracked: list[int]) -> bool:
+    """Whether XNNPACK's float kernels may fill the histograms.
+
+    XNNPACK runs the float pass several times faster than the builtin kernels
+    and, with all tensors preserved, still exposes every intermediate tensor.
+    This is checked rather than assumed: one sample runs on both, and every
+    tracked tensor must agree to float rounding; otherwise the builtin kernels
+    are used.
+    """
+    first = [a[:1] for a in rep.inputs]
+    values = []
+    for xnnpack in (False, True):
+        try:
+            it = make_interpreter(calibrated, preserve_all_tensors=True, xnnpack=xnnpack)
+            resize_batch(it, 1) or it.allocate_tensors()
+            for d, a in zip(it.get_input_details(), first):
+                it.set_tensor(d["index"], a)
+            it.invoke()
+            values.append([it.get_tensor(i) for i in tracked])
+        except (RuntimeError, ValueError):
+            return False
+    for i, a, b in zip(tracked, *values):
+        scale = float(np.max(np.abs(a))) if a.size else 0.0
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-3, atol=1e-4 * scale + 1e-30):
+            _log.debug("XNNPACK and the builtin kernels disagree on tensor %d; "
+                       "collecting with the builtin kernels.", i)
+            return False
+    return True
 
 
 def _adopt_extremes(h: Histogram, lo: float, hi: float, name: str) -> None:
