@@ -10,7 +10,8 @@ the epoch logs, so they show in the progress bar, `History`, `CSVLogger` and
 (atomically), optionally only on improvement of `monitor`, the way
 `keras.callbacks.ModelCheckpoint` does. Per calibration it records, for every
 activation tensor of the TFLite graph, its range and an outlier ratio, and
-warns once per tensor that becomes hostile to int8.
+warns once per tensor that becomes hostile to int8. The int8 evaluation itself
+is `tfq8.int8_metrics`.
 
 Place the callback *before* `CSVLogger` and `TensorBoard` in the `callbacks`
 list so that they see the int8 keys (Keras runs callbacks in list order).
@@ -41,7 +42,7 @@ import os
 import re
 import string
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import keras
 import numpy as np
@@ -49,17 +50,16 @@ import numpy as np
 from tfq8.calibration import Calibration, atomic_write
 from tfq8.convert import CALIBRATION_ATTR, calibrate, convert
 from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, evaluate_int8, is_tf_keras_model,
+                               keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
-from tfq8.stats.collect import make_interpreter, resize_batch
+from tfq8.stats.collect import make_interpreter
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
 
 _log = logging.getLogger("tfq8.callbacks")
 
 __all__ = ["CalibrationCallback", "TensorDiagnostics", "TFKerasCalibrationCallback"]
 
-#: Keys the callback writes (single-output models; multi-output models also get
-#: `val_int8_<output>_accuracy` / `_agreement` / `_loss`).
-INT8_KEYS = ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss")
 _INT8_MONITOR = re.compile(r"^val_int8_[A-Za-z0-9_.\-]+$")
 _CONVERT_OPTIONS = ("method_options", "ranges", "per_channel", "input_type", "output_type",
                     "allow_float")
@@ -200,7 +200,7 @@ class _CalibrationCallbackBase:
                 f"Received: outlier_percentile={outlier_percentile!r}")
         if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
-        if validation_data is not None and not _readable(validation_data):
+        if validation_data is not None and not readable(validation_data):
             raise ValueError(
                 "validation_data must be (x, y), (x, y, sample_weight), inputs x alone, or a "
                 "tf.data.Dataset / iterable of (x, y) batches. "
@@ -227,7 +227,7 @@ class _CalibrationCallbackBase:
         self.mode = mode
         self._better = np.greater if mode == "max" else np.less
         self._rep: RepresentativeDataset | None = None
-        self._val: _ValidationSet | None = None
+        self._val: ValidationSet | None = None
         self._data_model: Any = None  # the model _rep and _val were adapted for
         self._reset()
 
@@ -259,7 +259,7 @@ class _CalibrationCallbackBase:
             >>> cb = tfq8.CalibrationCallback.for_model(tf_keras_model, x_train[:200])
             >>> tf_keras_model.fit(x_train, y_train, callbacks=[cb])
         """
-        if _is_tf_keras_model(model):
+        if is_tf_keras_model(model):
             return _tf_keras_class()(*args, **kwargs)
         return CalibrationCallback(*args, **kwargs)
 
@@ -346,7 +346,7 @@ class _CalibrationCallbackBase:
 
             specs = load_model(self.model).specs
             self._rep = representative_dataset(
-                _keras_order_to_dict(self.model, self.calibration_data, specs),
+                keras_order_to_dict(self.model, self.calibration_data, specs),
                 specs=specs, num_samples=self.num_samples)
         return self._rep
 
@@ -422,17 +422,12 @@ class _CalibrationCallbackBase:
 
     # -------------------------------------------------------- evaluation
     def _evaluate(self, blob: bytes) -> dict[str, float]:
-        model = self.model
-        if self._val is None:
+        if self._val is None:  # read once per model, reused by every evaluation
             from tfq8.models import load_model  # noqa: PLC0415
 
-            self._val = _ValidationSet.build(self.validation_data, model,
-                                             load_model(model).specs)
-        val = self._val
-        names = _output_names(model)
-        int8 = _run_int8(blob, val.rep, names, self.batch_size)
-        floats = _predict_float(model, val.rep, names, self.batch_size)
-        return _int8_metrics(model, names, floats, int8, val.y, val.weights)
+            self._val = ValidationSet.build(self.validation_data, self.model,
+                                            load_model(self.model).specs)
+        return evaluate_int8(blob, self.model, self._val, batch_size=self.batch_size)
 
 
 # ---------------------------------------------------------------- classes
@@ -530,14 +525,6 @@ def __getattr__(name: str) -> Any:
 
 
 # ------------------------------------------------------------- helpers: model
-def _is_tf_keras_model(model: Any) -> bool:
-    try:
-        import tf_keras  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - tf_keras is a dependency
-        return False
-    return isinstance(model, tf_keras.Model)
-
-
 def _weights_digest(model: Any) -> str:
     h = hashlib.sha1()
     for w in model.weights:
@@ -547,35 +534,7 @@ def _weights_digest(model: Any) -> str:
     return h.hexdigest()
 
 
-def _keras_input_names(model: Any) -> list[str]:
-    inputs = getattr(model, "inputs", None) or []
-    names = getattr(model, "input_names", None)
-    if names:
-        return [str(n) for n in names]
-    return [str(getattr(t, "name", f"input_{i}")).split(":")[0] for i, t in enumerate(inputs)]
-
-
-def _keras_order_to_dict(model: Any, x: Any, specs: Sequence[Any]) -> Any:
-    """A list of arrays in Keras input order -> a dict by input name.
-
-    tfq8's adapter reads lists in the TFLite graph's input order, which can differ
-    from the Keras order that `model.fit` uses; naming the arrays avoids the mix-up.
-    """
-    if isinstance(x, list) and len(specs) > 1 and len(x) == len(specs):
-        names = _keras_input_names(model)
-        if len(names) == len(x) and sorted(names) == sorted(s.name for s in specs):
-            return dict(zip(names, x))
-    return x
-
-
-def _output_names(model: Any) -> list[str]:
-    names = getattr(model, "output_names", None)
-    if names:
-        return [str(n) for n in names]
-    outputs = getattr(model, "outputs", None) or [None]
-    return [f"output_{i}" for i in range(len(outputs))]
-
-
+# ------------------------------------------------------- helpers: diagnostics
 def _layer_names(model: Any) -> set[str]:
     names: set[str] = set()
     stack = list(getattr(model, "layers", []))
@@ -640,387 +599,3 @@ def _abs_quantile(h: Histogram, q: float) -> float:
     before = cum[i] - c[i]
     frac = (q * total - before) / c[i] if c[i] > 0 else 1.0
     return float(a[i] + min(max(frac, 0.0), 1.0) * (b[i] - a[i]))
-
-
-# -------------------------------------------------------- helpers: validation
-def _readable(data: Any) -> bool:
-    if isinstance(data, (tuple, list, dict, np.ndarray)):
-        return True
-    try:
-        import tensorflow as tf  # noqa: PLC0415
-
-        if isinstance(data, tf.data.Dataset) or tf.is_tensor(data):
-            return True
-    except ImportError:  # pragma: no cover
-        pass
-    return hasattr(data, "__iter__") or hasattr(data, "__getitem__")
-
-
-def _np(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _np(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_np(v) for v in x]
-    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
-
-
-@dataclasses.dataclass
-class _ValidationSet:
-    """Validation inputs (adapted, in TFLite input order), labels and weights."""
-
-    rep: RepresentativeDataset
-    y: dict[str, np.ndarray] | None
-    weights: np.ndarray | None
-
-    @classmethod
-    def build(cls, data: Any, model: Any, specs: Sequence[Any]) -> "_ValidationSet":
-        outputs = _output_names(model)
-        if isinstance(data, tuple) and 1 <= len(data) <= 3:
-            x, y, w = (list(data) + [None, None])[:3]
-        elif isinstance(data, (np.ndarray, dict, list)) or _is_tensor(data):
-            x, y, w = data, None, None
-        else:
-            x, y, w = _collect_stream(data, model, specs)
-        rep = representative_dataset(_keras_order_to_dict(model, _np(x), specs), specs=specs)
-        n = len(rep)
-        labels = None if y is None else _by_output(_np(y), outputs)
-        if labels is not None:
-            for name, arr in labels.items():
-                if len(arr) != n:
-                    raise ValueError(
-                        f"validation_data labels for output {name!r} have {len(arr)} samples; the "
-                        f"inputs have {n}. Received: labels of shape {arr.shape}")
-        weights = None if w is None else np.asarray(_np(w), np.float64).reshape(n, -1).mean(axis=1)
-        return cls(rep, labels, weights)
-
-
-def _is_tensor(x: Any) -> bool:
-    try:
-        import tensorflow as tf  # noqa: PLC0415
-
-        return tf.is_tensor(x)
-    except ImportError:  # pragma: no cover
-        return False
-
-
-def _collect_stream(data: Any, model: Any, specs: Sequence[Any]):
-    """Reads a tf.data.Dataset or iterable of x / (x, y) / (x, y, w) into arrays."""
-    import tensorflow as tf  # noqa: PLC0415
-
-    if isinstance(data, tf.data.Dataset):
-        if data.cardinality() == tf.data.INFINITE_CARDINALITY:
-            raise ValueError(
-                "validation_data is an infinite tf.data.Dataset: take() a finite part of it. "
-                "Received: a dataset of infinite cardinality")
-        items = data.as_numpy_iterator()
-    elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
-        items = (data[i] for i in range(len(data)))  # keras.utils.PyDataset and sequences
-    else:
-        items = iter(data)
-    xs, ys, ws = [], [], []
-    rank0 = len(specs[0].shape)
-    batched = None
-    for item in items:
-        if isinstance(item, tuple) and 1 <= len(item) <= 3:
-            x, y, w = (list(item) + [None, None])[:3]
-        else:
-            x, y, w = item, None, None
-        x, y, w = _np(x), None if y is None else _np(y), None if w is None else _np(w)
-        if batched is None:
-            first = x[specs[0].name] if isinstance(x, dict) and specs[0].name in x else (
-                x[0] if isinstance(x, list) else x)
-            first = next(iter(x.values())) if isinstance(x, dict) and not isinstance(
-                first, np.ndarray) else first
-            batched = np.asarray(first).ndim == rank0
-        if not batched:
-            x, y, w = _add_batch_axis(x), _add_batch_axis(y), _add_batch_axis(w)
-        xs.append(x)
-        ys.append(y)
-        ws.append(w)
-    if not xs:
-        raise ValueError("validation_data is empty: expected at least one batch. Received: 0 batches")
-    y = None if any(v is None for v in ys) else _concat(ys)
-    w = None if any(v is None for v in ws) else _concat(ws)
-    return _concat(xs), y, w
-
-
-def _add_batch_axis(x: Any) -> Any:
-    if x is None:
-        return None
-    if isinstance(x, dict):
-        return {k: np.asarray(v)[None] for k, v in x.items()}
-    if isinstance(x, list):
-        return [np.asarray(v)[None] for v in x]
-    return np.asarray(x)[None]
-
-
-def _concat(parts: list[Any]) -> Any:
-    first = parts[0]
-    if isinstance(first, dict):
-        return {k: np.concatenate([p[k] for p in parts]) for k in first}
-    if isinstance(first, list):
-        return [np.concatenate([p[i] for p in parts]) for i in range(len(first))]
-    return np.concatenate(parts)
-
-
-def _by_output(y: Any, outputs: list[str]) -> dict[str, np.ndarray]:
-    if isinstance(y, dict):
-        unknown = sorted(set(y) - set(outputs))
-        if unknown:
-            raise ValueError(
-                f"validation_data labels are keyed by output name; the model's outputs are "
-                f"{outputs}. Received keys: {sorted(y)}")
-        return {k: np.asarray(v) for k, v in y.items()}
-    if isinstance(y, list):
-        if len(outputs) == 1 and len(y) != 1:
-            return {outputs[0]: np.asarray(y)}
-        if len(y) != len(outputs):
-            raise ValueError(
-                f"validation_data has labels for {len(y)} outputs; the model has "
-                f"{len(outputs)} ({outputs}). Received: {len(y)} label arrays")
-        return {name: np.asarray(v) for name, v in zip(outputs, y)}
-    if len(outputs) != 1:
-        raise ValueError(
-            f"The model has {len(outputs)} outputs ({outputs}): give validation labels as a "
-            "list or a dict by output name. Received: a single label array")
-    return {outputs[0]: np.asarray(y)}
-
-
-# ---------------------------------------------------------- helpers: running
-def _run_int8(blob: bytes, rep: RepresentativeDataset, outputs: list[str],
-              batch_size: int) -> dict[str, np.ndarray]:
-    """Runs the int8 model on `rep`, quantizing inputs and dequantizing outputs."""
-    interpreter = make_interpreter(blob)
-    in_details = interpreter.get_input_details()
-    if len(in_details) != len(rep.inputs):
-        raise RuntimeError(
-            f"The int8 model has {len(in_details)} inputs; the data has {len(rep.inputs)}.")
-    order = _output_order(interpreter, outputs)
-    batch = min(batch_size, len(rep))
-    if batch > 1 and not resize_batch(interpreter, batch):
-        batch = 1
-    if batch == 1:
-        resize_batch(interpreter, 1) or interpreter.allocate_tensors()
-    results: list[list[np.ndarray]] = [[] for _ in order]
-    for arrays in rep.batches(batch):
-        n = len(arrays[0])
-        if n != batch:
-            resize_batch(interpreter, n)
-            batch = n
-        for d, a in zip(interpreter.get_input_details(), arrays):
-            interpreter.set_tensor(d["index"], _quantize(a, d))
-        interpreter.invoke()
-        for k, index in enumerate(order):
-            d = next(o for o in interpreter.get_output_details() if o["index"] == index)
-            results[k].append(_dequantize(interpreter.get_tensor(index), d))
-    return {name: np.concatenate(parts) for name, parts in zip(outputs, results)}
-
-
-def _output_order(interpreter: Any, outputs: list[str]) -> list[int]:
-    """Tensor index of each Keras output, via the model's signature when it has one."""
-    graph = [int(d["index"]) for d in interpreter.get_output_details()]
-    try:
-        sig = interpreter.get_signature_list()
-        if len(sig) == 1:
-            named = {name: int(d["index"]) for name, d in
-                     interpreter.get_signature_runner(next(iter(sig))).get_output_details().items()}
-            if set(outputs) <= set(named):
-                return [named[n] for n in outputs]
-            positional = {int(k.rsplit("_", 1)[1]): v for k, v in named.items()
-                          if re.fullmatch(r"output_\d+", k)}
-            if sorted(positional) == list(range(len(outputs))):
-                return [positional[i] for i in range(len(outputs))]
-    except (RuntimeError, ValueError, KeyError):
-        pass
-    if len(graph) != len(outputs):
-        raise RuntimeError(f"The int8 model has {len(graph)} outputs; the Keras model {len(outputs)}.")
-    return graph
-
-
-def _quantize(a: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if not np.issubdtype(dtype, np.integer) or np.issubdtype(a.dtype, np.integer) and a.dtype == dtype:
-        return a.astype(dtype, copy=False)
-    scale, zero = detail["quantization"]
-    if not scale:
-        return a.astype(dtype)
-    info = np.iinfo(dtype)
-    q = np.round(a.astype(np.float64) / scale) + zero
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def _dequantize(a: np.ndarray, detail: Mapping[str, Any]) -> np.ndarray:
-    scale, zero = detail["quantization"]
-    if np.issubdtype(a.dtype, np.integer) and scale:
-        return (a.astype(np.float32) - zero) * np.float32(scale)
-    return a.astype(np.float32, copy=False)
-
-
-def _predict_float(model: Any, rep: RepresentativeDataset, outputs: list[str],
-                   batch_size: int) -> dict[str, np.ndarray]:
-    names = [s.name for s in rep.specs]
-    parts: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
-    for arrays in rep.batches(batch_size):
-        x = arrays[0] if len(arrays) == 1 else dict(zip(names, arrays))
-        y = model(x, training=False)
-        if isinstance(y, dict):
-            y = [y[n] for n in outputs]
-        elif not isinstance(y, (list, tuple)):
-            y = [y]
-        for n, v in zip(outputs, y):
-            parts[n].append(np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float32))
-    return {n: np.concatenate(v) for n, v in parts.items()}
-
-
-# ---------------------------------------------------------- helpers: metrics
-def _mean(values: np.ndarray, weights: np.ndarray | None) -> float:
-    values = np.asarray(values, np.float64).reshape(len(values), -1).mean(axis=1)
-    if weights is None:
-        return float(values.mean())
-    total = weights.sum()
-    return float((values * weights).sum() / total) if total > 0 else float("nan")
-
-
-def _top1(pred: np.ndarray, threshold: float | None) -> np.ndarray:
-    if pred.shape[-1] > 1:
-        return np.argmax(pred, axis=-1)
-    return (pred[..., 0] > threshold).astype(np.int64)
-
-
-def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
-                  int8: dict[str, np.ndarray], y: dict[str, np.ndarray] | None,
-                  weights: np.ndarray | None) -> dict[str, float]:
-    """int8 accuracy, float-vs-int8 agreement, loss and compiled metrics."""
-    out: dict[str, float] = {}
-    single = len(outputs) == 1
-    accuracies, agreements = {}, {}
-    for name in outputs:
-        pf, pq = floats[name], int8[name]
-        labels = None if y is None else y.get(name)
-        kind = _output_kind(pf, labels)
-        if kind is None:
-            continue
-        threshold = None if kind == "multiclass" else (
-            0.5 if pf.min() >= 0.0 and pf.max() <= 1.0 else 0.0)
-        top_q = _top1(pq, threshold)
-        agreements[name] = _mean(top_q == _top1(pf, threshold), weights)
-        if labels is not None:
-            if kind == "multiclass" and labels.shape == pf.shape:
-                truth = np.argmax(labels, axis=-1)
-            else:
-                truth = labels.reshape(top_q.shape).astype(np.int64)
-            accuracies[name] = _mean(top_q == truth, weights)
-    prefix = (lambda n: "val_int8_") if single else (lambda n: f"val_int8_{n}_")
-    for name, value in accuracies.items():
-        out[prefix(name) + "accuracy"] = value
-    for name, value in agreements.items():
-        out[prefix(name) + "agreement"] = value
-    if not single:
-        if len(accuracies) == 1:
-            out["val_int8_accuracy"] = next(iter(accuracies.values()))
-        if agreements:
-            out["val_int8_agreement"] = float(np.mean(list(agreements.values())))
-    if y is not None:
-        out.update(_compiled_int8(model, outputs, int8, y, weights))
-    return out
-
-
-def _output_kind(pred: np.ndarray, labels: np.ndarray | None) -> str | None:
-    if pred.ndim < 2:
-        return None
-    if pred.shape[-1] > 1:
-        if labels is None or labels.shape == pred.shape or labels.size == pred[..., 0].size:
-            return "multiclass"
-        return None
-    if labels is not None and labels.size == pred.size and np.isin(labels, (0, 1)).all():
-        return "binary"
-    return None
-
-
-def _compiled_int8(model: Any, outputs: list[str], int8: dict[str, np.ndarray],
-                   y: dict[str, np.ndarray], weights: np.ndarray | None) -> dict[str, float]:
-    """int8 versions of the compiled loss and (non-accuracy) metrics."""
-    module = _framework(model)
-    out: dict[str, float] = {}
-    single = len(outputs) == 1
-    loss = getattr(model, "loss", None)
-    per_output = _per_output(loss, outputs)
-    losses = []
-    for name, spec in per_output.items():
-        if spec is None or name not in y:
-            continue
-        value = _apply(module.losses, spec, y[name], int8[name], weights, is_loss=True)
-        if value is not None:
-            losses.append(value)
-            if not single:
-                out[f"val_int8_{name}_loss"] = value
-    if losses and len(losses) == sum(1 for s in per_output.values() if s is not None):
-        out["val_int8_loss"] = float(sum(losses))
-    try:
-        config = model.get_compile_config() or {}
-    except Exception:  # noqa: BLE001 - not compiled
-        config = {}
-    for name, specs in _per_output(config.get("metrics"), outputs).items():
-        if specs is None or name not in y:
-            continue
-        for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
-            if spec in ("accuracy", "acc") or spec is None:
-                continue  # val_int8_accuracy
-            value, metric_name = _metric(module.metrics, spec, y[name], int8[name], weights)
-            if value is not None:
-                key = f"val_int8_{metric_name}" if single else f"val_int8_{name}_{metric_name}"
-                out.setdefault(key, value)
-    return out
-
-
-def _framework(model: Any) -> Any:
-    if _is_tf_keras_model(model):
-        import tf_keras  # noqa: PLC0415
-
-        return tf_keras
-    return keras
-
-
-def _per_output(spec: Any, outputs: list[str]) -> dict[str, Any]:
-    if spec is None:
-        return {}
-    if isinstance(spec, dict) and not {"class_name", "config"} <= set(spec):
-        return {n: spec.get(n) for n in outputs}
-    if len(outputs) == 1:
-        return {outputs[0]: spec}
-    if isinstance(spec, (list, tuple)) and len(spec) == len(outputs) and not all(
-            isinstance(s, str) for s in spec):
-        return dict(zip(outputs, spec))
-    return {n: spec for n in outputs}
-
-
-def _apply(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
-           weights: np.ndarray | None, *, is_loss: bool) -> float | None:
-    try:
-        fn = spec if callable(spec) else module.get(spec)
-        value = np.asarray(fn(y_true, y_pred))
-        if value.ndim == 0:
-            return float(value)
-        return _mean(value, weights)
-    except Exception as e:  # noqa: BLE001 - int8 extras are best effort
-        _log.debug("Could not compute the int8 %s %r: %s", "loss" if is_loss else "metric", spec, e)
-        return None
-
-
-def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
-            weights: np.ndarray | None) -> tuple[float | None, str]:
-    try:
-        obj = module.get(spec)
-        if isinstance(obj, type):
-            obj = obj()
-        if hasattr(obj, "update_state"):
-            obj = obj.__class__.from_config(obj.get_config())
-            obj.update_state(y_true, y_pred, sample_weight=weights)
-            return float(np.asarray(obj.result())), spec if isinstance(spec, str) else obj.name
-        # Keras names a metric given as a string by that string ("mae", not its function's name).
-        name = spec if isinstance(spec, str) else getattr(obj, "__name__", str(spec))
-        value = np.asarray(obj(y_true, y_pred))
-        return (float(value) if value.ndim == 0 else _mean(value, weights)), name
-    except Exception as e:  # noqa: BLE001 - int8 extras are best effort
-        _log.debug("Could not compute the int8 metric %r: %s", spec, e)
-        return None, ""

@@ -1,0 +1,482 @@
+"""int8 metrics: evaluate an int8 TFLite model on validation data, Keras-metrics style.
+
+Given a Keras (3 or tf_keras) model and an int8 `.tflite` converted from it,
+`evaluate_int8` runs the int8 model in LiteRT (through
+`tfq8.harness.interpreter.ModelRunner`, which quantizes the float inputs and
+dequantizes the outputs) and the Keras model on the same validation samples,
+and returns the int8 top-1 accuracy, the float-vs-int8 top-1 agreement and the
+int8 versions of the model's compiled loss and metrics, under the log keys
+`CalibrationCallback` writes (`val_int8_accuracy`, `val_int8_agreement`,
+`val_int8_loss`, `val_int8_<metric>`; multi-output models also get
+`val_int8_<output>_...`). `ValidationSet` reads validation data of the kinds
+`model.fit` accepts once, so it can be reused for every evaluation.
+
+Example:
+    >>> from tfq8 import int8_metrics
+    >>> from tfq8.models import load_model
+    >>> val = int8_metrics.ValidationSet.build((x_val, y_val), model,
+    ...                                        load_model(model).specs)
+    >>> int8_metrics.evaluate_int8(tfq8.convert(model, x_train[:256]), model, val)
+    {'val_int8_accuracy': 0.97..., 'val_int8_agreement': 0.99..., 'val_int8_loss': 0.08...}
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import re
+from typing import Any, Sequence
+
+import keras
+import numpy as np
+
+from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.harness.interpreter import ModelRunner
+
+# The callback's logger: these messages explain int8 keys missing from its logs.
+_log = logging.getLogger("tfq8.callbacks")
+
+__all__ = ["INT8_KEYS", "ValidationSet", "evaluate_int8", "readable"]
+
+#: Keys `evaluate_int8` writes for single-output models (multi-output models
+#: also get `val_int8_<output>_accuracy` / `_agreement` / `_loss`).
+INT8_KEYS = ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss")
+
+
+def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *, batch_size: int = 256,
+                  num_threads: int | None = None) -> dict[str, float]:
+    """int8 accuracy, float-vs-int8 agreement, loss and compiled metrics on `val`.
+
+    Args:
+        blob: The int8 `.tflite` converted from `model`.
+        model: The Keras model (its current weights give the float predictions;
+            its compile config gives the loss and metrics).
+        val: The validation set, built for `model`.
+        batch_size: Samples per LiteRT / Keras run.
+        num_threads: LiteRT kernel threads (default: one per CPU).
+
+    Returns:
+        Log key -> value. Accuracy needs labels; loss and metrics need labels
+        and a compiled model; values that cannot be computed are left out.
+
+    Example:
+        >>> evaluate_int8(blob, model, val, batch_size=128)["val_int8_agreement"]
+        0.99...
+    """
+    names = output_names(model)
+    int8 = run_int8(blob, val.rep, names, batch_size, num_threads=num_threads)
+    floats = _predict_float(model, val.rep, names, batch_size)
+    return _int8_metrics(model, names, floats, int8, val.y, val.weights)
+
+
+# ------------------------------------------------------------------ model
+def is_tf_keras_model(model: Any) -> bool:
+    """True for a `tf_keras` (Keras 2) model."""
+    try:
+        import tf_keras  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - tf_keras is a dependency
+        return False
+    return isinstance(model, tf_keras.Model)
+
+
+def _keras_input_names(model: Any) -> list[str]:
+    inputs = getattr(model, "inputs", None) or []
+    names = getattr(model, "input_names", None)
+    if names:
+        return [str(n) for n in names]
+    return [str(getattr(t, "name", f"input_{i}")).split(":")[0] for i, t in enumerate(inputs)]
+
+
+def keras_order_to_dict(model: Any, x: Any, specs: Sequence[Any]) -> Any:
+    """A list of arrays in Keras input order -> a dict by input name.
+
+    tfq8's adapter reads lists in the TFLite graph's input order, which can differ
+    from the Keras order that `model.fit` uses; naming the arrays avoids the mix-up.
+    """
+    if isinstance(x, list) and len(specs) > 1 and len(x) == len(specs):
+        names = _keras_input_names(model)
+        if len(names) == len(x) and sorted(names) == sorted(s.name for s in specs):
+            return dict(zip(names, x))
+    return x
+
+
+def output_names(model: Any) -> list[str]:
+    """The Keras model's output names (`output_<i>` when it has none)."""
+    names = getattr(model, "output_names", None)
+    if names:
+        return [str(n) for n in names]
+    outputs = getattr(model, "outputs", None) or [None]
+    return [f"output_{i}" for i in range(len(outputs))]
+
+
+# ------------------------------------------------------- validation data
+def readable(data: Any) -> bool:
+    """Whether `data` is of a kind `ValidationSet.build` can read."""
+    if isinstance(data, (tuple, list, dict, np.ndarray)):
+        return True
+    try:
+        import tensorflow as tf  # noqa: PLC0415
+
+        if isinstance(data, tf.data.Dataset) or tf.is_tensor(data):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return hasattr(data, "__iter__") or hasattr(data, "__getitem__")
+
+
+def _np(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _np(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_np(v) for v in x]
+    return np.asarray(x.numpy() if hasattr(x, "numpy") else x)
+
+
+@dataclasses.dataclass
+class ValidationSet:
+    """Validation inputs (adapted, in TFLite input order), labels and weights.
+
+    Attributes:
+        rep: The inputs.
+        y: Keras output name -> labels, or None without labels.
+        weights: One weight per sample (per-sample means of `sample_weight`), or None.
+    """
+
+    rep: RepresentativeDataset
+    y: dict[str, np.ndarray] | None
+    weights: np.ndarray | None
+
+    @classmethod
+    def build(cls, data: Any, model: Any, specs: Sequence[Any]) -> "ValidationSet":
+        """Reads `data` for `model` whose (TFLite-order) input specs are `specs`.
+
+        Args:
+            data: `(x, y)`, `(x, y, sample_weight)`, inputs `x` alone, or a
+                `tf.data.Dataset`, `keras.utils.PyDataset` or iterable of such batches.
+            model: The Keras model (its input and output names).
+            specs: Its input specs (`tfq8.models.load_model(model).specs`).
+
+        Raises:
+            ValueError: On labels that do not fit the inputs or the outputs, or
+                an empty or infinite stream.
+        """
+        outputs = output_names(model)
+        if isinstance(data, tuple) and 1 <= len(data) <= 3:
+            x, y, w = (list(data) + [None, None])[:3]
+        elif isinstance(data, (np.ndarray, dict, list)) or _is_tensor(data):
+            x, y, w = data, None, None
+        else:
+            x, y, w = _collect_stream(data, model, specs)
+        rep = representative_dataset(keras_order_to_dict(model, _np(x), specs), specs=specs)
+        n = len(rep)
+        labels = None if y is None else _by_output(_np(y), outputs)
+        if labels is not None:
+            for name, arr in labels.items():
+                if len(arr) != n:
+                    raise ValueError(
+                        f"validation_data labels for output {name!r} have {len(arr)} samples; the "
+                        f"inputs have {n}. Received: labels of shape {arr.shape}")
+        weights = None if w is None else np.asarray(_np(w), np.float64).reshape(n, -1).mean(axis=1)
+        return cls(rep, labels, weights)
+
+
+def _is_tensor(x: Any) -> bool:
+    try:
+        import tensorflow as tf  # noqa: PLC0415
+
+        return tf.is_tensor(x)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+def _collect_stream(data: Any, model: Any, specs: Sequence[Any]):
+    """Reads a tf.data.Dataset or iterable of x / (x, y) / (x, y, w) into arrays."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    if isinstance(data, tf.data.Dataset):
+        if data.cardinality() == tf.data.INFINITE_CARDINALITY:
+            raise ValueError(
+                "validation_data is an infinite tf.data.Dataset: take() a finite part of it. "
+                "Received: a dataset of infinite cardinality")
+        items = data.as_numpy_iterator()
+    elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+        items = (data[i] for i in range(len(data)))  # keras.utils.PyDataset and sequences
+    else:
+        items = iter(data)
+    xs, ys, ws = [], [], []
+    rank0 = len(specs[0].shape)
+    batched = None
+    for item in items:
+        if isinstance(item, tuple) and 1 <= len(item) <= 3:
+            x, y, w = (list(item) + [None, None])[:3]
+        else:
+            x, y, w = item, None, None
+        x, y, w = _np(x), None if y is None else _np(y), None if w is None else _np(w)
+        if batched is None:
+            first = x[specs[0].name] if isinstance(x, dict) and specs[0].name in x else (
+                x[0] if isinstance(x, list) else x)
+            first = next(iter(x.values())) if isinstance(x, dict) and not isinstance(
+                first, np.ndarray) else first
+            batched = np.asarray(first).ndim == rank0
+        if not batched:
+            x, y, w = _add_batch_axis(x), _add_batch_axis(y), _add_batch_axis(w)
+        xs.append(x)
+        ys.append(y)
+        ws.append(w)
+    if not xs:
+        raise ValueError("validation_data is empty: expected at least one batch. Received: 0 batches")
+    y = None if any(v is None for v in ys) else _concat(ys)
+    w = None if any(v is None for v in ws) else _concat(ws)
+    return _concat(xs), y, w
+
+
+def _add_batch_axis(x: Any) -> Any:
+    if x is None:
+        return None
+    if isinstance(x, dict):
+        return {k: np.asarray(v)[None] for k, v in x.items()}
+    if isinstance(x, list):
+        return [np.asarray(v)[None] for v in x]
+    return np.asarray(x)[None]
+
+
+def _concat(parts: list[Any]) -> Any:
+    first = parts[0]
+    if isinstance(first, dict):
+        return {k: np.concatenate([p[k] for p in parts]) for k in first}
+    if isinstance(first, list):
+        return [np.concatenate([p[i] for p in parts]) for i in range(len(first))]
+    return np.concatenate(parts)
+
+
+def _by_output(y: Any, outputs: list[str]) -> dict[str, np.ndarray]:
+    if isinstance(y, dict):
+        unknown = sorted(set(y) - set(outputs))
+        if unknown:
+            raise ValueError(
+                f"validation_data labels are keyed by output name; the model's outputs are "
+                f"{outputs}. Received keys: {sorted(y)}")
+        return {k: np.asarray(v) for k, v in y.items()}
+    if isinstance(y, list):
+        if len(outputs) == 1 and len(y) != 1:
+            return {outputs[0]: np.asarray(y)}
+        if len(y) != len(outputs):
+            raise ValueError(
+                f"validation_data has labels for {len(y)} outputs; the model has "
+                f"{len(outputs)} ({outputs}). Received: {len(y)} label arrays")
+        return {name: np.asarray(v) for name, v in zip(outputs, y)}
+    if len(outputs) != 1:
+        raise ValueError(
+            f"The model has {len(outputs)} outputs ({outputs}): give validation labels as a "
+            "list or a dict by output name. Received: a single label array")
+    return {outputs[0]: np.asarray(y)}
+
+
+# ---------------------------------------------------------------- running
+def run_int8(blob: bytes, rep: RepresentativeDataset, outputs: list[str], batch_size: int, *,
+             num_threads: int | None = None) -> dict[str, np.ndarray]:
+    """Runs the int8 model on `rep`; Keras output name -> dequantized float32 outputs."""
+    runner = ModelRunner(blob, num_threads=num_threads or os.cpu_count() or 1,
+                         batch_size=max(1, min(batch_size, len(rep))))
+    if len(runner.inputs) != len(rep.inputs):
+        raise RuntimeError(
+            f"The int8 model has {len(runner.inputs)} inputs; the data has {len(rep.inputs)}.")
+    results = runner.run(_in_runner_order(runner, rep))
+    return {name: np.asarray(results[k], np.float32)
+            for name, k in zip(outputs, _output_order(runner, outputs))}
+
+
+def _in_runner_order(runner: ModelRunner, rep: RepresentativeDataset) -> list[np.ndarray]:
+    """`rep`'s arrays (TFLite input order) in the runner's order, by name when both name them."""
+    keys = [t.key for t in runner.inputs]
+    names = [s.name for s in rep.specs] if rep.specs else []
+    if len(set(keys)) == len(keys) and sorted(names) == sorted(keys):
+        return [rep.inputs[names.index(k)] for k in keys]
+    return list(rep.inputs)
+
+
+def _output_order(runner: ModelRunner, outputs: list[str]) -> list[int]:
+    """Position in `runner.outputs` of each Keras output, by signature name when possible."""
+    keys = [t.key for t in runner.outputs]
+    unique = len(set(keys)) == len(keys)  # signature names; tensor names may repeat
+    if unique and set(outputs) <= set(keys):
+        return [keys.index(n) for n in outputs]
+    positional = {int(k.rsplit("_", 1)[1]): i for i, k in enumerate(keys)
+                  if re.fullmatch(r"output_\d+", k)}
+    if unique and sorted(positional) == list(range(len(outputs))):
+        return [positional[i] for i in range(len(outputs))]
+    if len(keys) != len(outputs):
+        raise RuntimeError(f"The int8 model has {len(keys)} outputs; the Keras model {len(outputs)}.")
+    return list(range(len(keys)))
+
+
+def _predict_float(model: Any, rep: RepresentativeDataset, outputs: list[str],
+                   batch_size: int) -> dict[str, np.ndarray]:
+    names = [s.name for s in rep.specs]
+    parts: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
+    for arrays in rep.batches(batch_size):
+        x = arrays[0] if len(arrays) == 1 else dict(zip(names, arrays))
+        y = model(x, training=False)
+        if isinstance(y, dict):
+            y = [y[n] for n in outputs]
+        elif not isinstance(y, (list, tuple)):
+            y = [y]
+        for n, v in zip(outputs, y):
+            parts[n].append(np.asarray(v.numpy() if hasattr(v, "numpy") else v, np.float32))
+    return {n: np.concatenate(v) for n, v in parts.items()}
+
+
+# ---------------------------------------------------------------- metrics
+def _mean(values: np.ndarray, weights: np.ndarray | None) -> float:
+    values = np.asarray(values, np.float64).reshape(len(values), -1).mean(axis=1)
+    if weights is None:
+        return float(values.mean())
+    total = weights.sum()
+    return float((values * weights).sum() / total) if total > 0 else float("nan")
+
+
+def _top1(pred: np.ndarray, threshold: float | None) -> np.ndarray:
+    if pred.shape[-1] > 1:
+        return np.argmax(pred, axis=-1)
+    return (pred[..., 0] > threshold).astype(np.int64)
+
+
+def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
+                  int8: dict[str, np.ndarray], y: dict[str, np.ndarray] | None,
+                  weights: np.ndarray | None) -> dict[str, float]:
+    """int8 accuracy, float-vs-int8 agreement, loss and compiled metrics."""
+    out: dict[str, float] = {}
+    single = len(outputs) == 1
+    accuracies, agreements = {}, {}
+    for name in outputs:
+        pf, pq = floats[name], int8[name]
+        labels = None if y is None else y.get(name)
+        kind = _output_kind(pf, labels)
+        if kind is None:
+            continue
+        threshold = None if kind == "multiclass" else (
+            0.5 if pf.min() >= 0.0 and pf.max() <= 1.0 else 0.0)
+        top_q = _top1(pq, threshold)
+        agreements[name] = _mean(top_q == _top1(pf, threshold), weights)
+        if labels is not None:
+            if kind == "multiclass" and labels.shape == pf.shape:
+                truth = np.argmax(labels, axis=-1)
+            else:
+                truth = labels.reshape(top_q.shape).astype(np.int64)
+            accuracies[name] = _mean(top_q == truth, weights)
+    prefix = (lambda n: "val_int8_") if single else (lambda n: f"val_int8_{n}_")
+    for name, value in accuracies.items():
+        out[prefix(name) + "accuracy"] = value
+    for name, value in agreements.items():
+        out[prefix(name) + "agreement"] = value
+    if not single:
+        if len(accuracies) == 1:
+            out["val_int8_accuracy"] = next(iter(accuracies.values()))
+        if agreements:
+            out["val_int8_agreement"] = float(np.mean(list(agreements.values())))
+    if y is not None:
+        out.update(_compiled_int8(model, outputs, int8, y, weights))
+    return out
+
+
+def _output_kind(pred: np.ndarray, labels: np.ndarray | None) -> str | None:
+    if pred.ndim < 2:
+        return None
+    if pred.shape[-1] > 1:
+        if labels is None or labels.shape == pred.shape or labels.size == pred[..., 0].size:
+            return "multiclass"
+        return None
+    if labels is not None and labels.size == pred.size and np.isin(labels, (0, 1)).all():
+        return "binary"
+    return None
+
+
+def _compiled_int8(model: Any, outputs: list[str], int8: dict[str, np.ndarray],
+                   y: dict[str, np.ndarray], weights: np.ndarray | None) -> dict[str, float]:
+    """int8 versions of the compiled loss and (non-accuracy) metrics."""
+    module = _framework(model)
+    out: dict[str, float] = {}
+    single = len(outputs) == 1
+    loss = getattr(model, "loss", None)
+    per_output = _per_output(loss, outputs)
+    losses = []
+    for name, spec in per_output.items():
+        if spec is None or name not in y:
+            continue
+        value = _apply(module.losses, spec, y[name], int8[name], weights, is_loss=True)
+        if value is not None:
+            losses.append(value)
+            if not single:
+                out[f"val_int8_{name}_loss"] = value
+    if losses and len(losses) == sum(1 for s in per_output.values() if s is not None):
+        out["val_int8_loss"] = float(sum(losses))
+    try:
+        config = model.get_compile_config() or {}
+    except Exception:  # noqa: BLE001 - not compiled
+        config = {}
+    for name, specs in _per_output(config.get("metrics"), outputs).items():
+        if specs is None or name not in y:
+            continue
+        for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
+            if spec in ("accuracy", "acc") or spec is None:
+                continue  # val_int8_accuracy
+            value, metric_name = _metric(module.metrics, spec, y[name], int8[name], weights)
+            if value is not None:
+                key = f"val_int8_{metric_name}" if single else f"val_int8_{name}_{metric_name}"
+                out.setdefault(key, value)
+    return out
+
+
+def _framework(model: Any) -> Any:
+    if is_tf_keras_model(model):
+        import tf_keras  # noqa: PLC0415
+
+        return tf_keras
+    return keras
+
+
+def _per_output(spec: Any, outputs: list[str]) -> dict[str, Any]:
+    if spec is None:
+        return {}
+    if isinstance(spec, dict) and not {"class_name", "config"} <= set(spec):
+        return {n: spec.get(n) for n in outputs}
+    if len(outputs) == 1:
+        return {outputs[0]: spec}
+    if isinstance(spec, (list, tuple)) and len(spec) == len(outputs) and not all(
+            isinstance(s, str) for s in spec):
+        return dict(zip(outputs, spec))
+    return {n: spec for n in outputs}
+
+
+def _apply(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
+           weights: np.ndarray | None, *, is_loss: bool) -> float | None:
+    try:
+        fn = spec if callable(spec) else module.get(spec)
+        value = np.asarray(fn(y_true, y_pred))
+        if value.ndim == 0:
+            return float(value)
+        return _mean(value, weights)
+    except Exception as e:  # noqa: BLE001 - int8 extras are best effort
+        _log.debug("Could not compute the int8 %s %r: %s", "loss" if is_loss else "metric", spec, e)
+        return None
+
+
+def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
+            weights: np.ndarray | None) -> tuple[float | None, str]:
+    try:
+        obj = module.get(spec)
+        if isinstance(obj, type):
+            obj = obj()
+        if hasattr(obj, "update_state"):
+            obj = obj.__class__.from_config(obj.get_config())
+            obj.update_state(y_true, y_pred, sample_weight=weights)
+            return float(np.asarray(obj.result())), spec if isinstance(spec, str) else obj.name
+        # Keras names a metric given as a string by that string ("mae", not its function's name).
+        name = spec if isinstance(spec, str) else getattr(obj, "__name__", str(spec))
+        value = np.asarray(obj(y_true, y_pred))
+        return (float(value) if value.ndim == 0 else _mean(value, weights)), name
+    except Exception as e:  # noqa: BLE001 - int8 extras are best effort
+        _log.debug("Could not compute the int8 metric %r: %s", spec, e)
+        return None, ""
+
