@@ -281,18 +281,29 @@ class _Accum:
         self.track_range = track_range
 
     def update(self, q: np.ndarray, ref: np.ndarray, grid: TensorIO | None = None) -> None:
-        q = np.asarray(q, np.float64).ravel()
-        ref = np.asarray(ref, np.float64).ravel()
+        # float32 arrays and BLAS dot products (sums accumulate to float64 here):
+        # the figures are dB and cosines, far coarser than float32's rounding.
+        q = np.ascontiguousarray(q, np.float32).ravel()
+        ref = np.ascontiguousarray(ref, np.float32).ravel()
+        if not q.size:
+            return
         err = q - ref
-        self.ss_ref += float(ref @ ref)
-        self.ss_err += float(err @ err)
-        self.ss_q += float(q @ q)
-        self.dot += float(q @ ref)
-        if err.size:
-            self.max_abs = max(self.max_abs, float(np.max(np.abs(err))))
+        self.ss_ref += float(np.dot(ref, ref))
+        self.ss_err += float(np.dot(err, err))
+        self.ss_q += float(np.dot(q, q))
+        self.dot += float(np.dot(q, ref))
+        self.max_abs = max(self.max_abs, float(err.max()), -float(err.min()))
         if grid is not None and self.track_range:
-            g = grid.dequantize(grid.quantize(ref)).astype(np.float64).ravel() - ref
-            self.ss_grid += float(g @ g)
+            scale, zp = np.float32(grid.scales[0]), np.float32(grid.zero_points[0])
+            info = np.iinfo(grid.dtype)
+            v = ref / scale
+            v += zp
+            np.rint(v, out=v)
+            np.clip(v, info.min, info.max, out=v)
+            v -= zp
+            v *= scale
+            v -= ref
+            self.ss_grid += float(np.dot(v, v))
 
     @staticmethod
     def _sqnr(signal: float, noise: float) -> float:

@@ -26,6 +26,7 @@ import dataclasses
 import logging
 import math
 import os
+import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -39,7 +40,7 @@ BACKENDS = ("xnnpack", "builtin", "reference")
 """Kernel choices: the XNNPACK delegate (LiteRT's default on CPU), TFLite's
 optimized builtin kernels without any delegate, or its reference kernels."""
 
-_BATCH_BYTES = 256 << 20
+_BATCH_BYTES = 8 << 20  # activations per batch: about what stays in the CPU caches
 _MAX_TENSOR_BYTES = 1 << 32
 _MAX_BATCH = 1024
 
@@ -304,12 +305,14 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
     if not verified:
         verify_model(model, arg=arg)
     try:
-        interp = Interpreter(
-            model_content=bytes(model),
-            experimental_op_resolver_type=resolvers[backend],
-            experimental_preserve_all_tensors=preserve_all_tensors,
-            num_threads=int(num_threads),
-        )
+        with warnings.catch_warnings():  # preserve_all_tensors is asked for on purpose
+            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+            interp = Interpreter(
+                model_content=bytes(model),
+                experimental_op_resolver_type=resolvers[backend],
+                experimental_preserve_all_tensors=preserve_all_tensors,
+                num_threads=int(num_threads),
+            )
         interp.allocate_tensors()
     except (RuntimeError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -378,9 +381,12 @@ class TensorIO:
         s = self._broadcast(self.scales, np.ndim(x))
         z = self._broadcast(self.zero_points, np.ndim(x))
         v = np.asarray(x, np.float64) / s
-        v = np.sign(v) * np.floor(np.abs(v) + 0.5) + z
+        v += np.copysign(0.5, v)
+        np.trunc(v, out=v)
+        v += z
         info = np.iinfo(self.dtype)
-        return np.clip(v, info.min, info.max).astype(self.dtype)
+        np.clip(v, info.min, info.max, out=v)
+        return v.astype(self.dtype)
 
     def dequantize(self, q: np.ndarray) -> np.ndarray:
         """This tensor's integers -> float32 values (`(q - zero_point) * scale`)."""
@@ -406,7 +412,8 @@ class ModelRunner:
         num_threads: Kernel threads.
         preserve_all_tensors: Keep intermediates readable (`tensor()`).
         batch_size: Samples per invoke (default: as many as fit in about
-            256 MiB of tensors, at most 1024); 1 when the batch dimension is fixed.
+            8 MiB of tensors, the CPU caches' scale, at most 1024); 1 when the
+            batch dimension is fixed.
         arg: The argument name used in error messages.
 
     Example:
