@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import math
 import os
+import warnings
 
 import numpy as np
 
@@ -59,13 +60,16 @@ def make_interpreter(model: bytes, *, preserve_all_tensors: bool = False,
     """A LiteRT interpreter on TFLite's builtin kernels, or XNNPACK's if asked."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
 
-    return Interpreter(
-        model_content=model,
-        experimental_op_resolver_type=(
-            OpResolverType.AUTO if xnnpack else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES),
-        experimental_preserve_all_tensors=preserve_all_tensors,
-        num_threads=num_threads or os.cpu_count() or 1,
-    )
+    resolver = (OpResolverType.AUTO if xnnpack
+                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    with warnings.catch_warnings():  # preserving every tensor is the point here
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        return Interpreter(
+            model_content=model,
+            experimental_op_resolver_type=resolver,
+            experimental_preserve_all_tensors=preserve_all_tensors,
+            num_threads=num_threads or os.cpu_count() or 1,
+        )
 
 
 def resize_batch(interpreter, batch: int) -> bool:

@@ -1,0 +1,123 @@
+"""Calibration: statistics of the TFLite graph's tensors; merge, save, load, collect."""
+
+import numpy as np
+import pytest
+
+import factories
+import tfq8
+from tfq8 import _tflite
+from tfq8.stats import collect as collect_mod
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    return factories.cnn(), factories.images(48)
+
+
+@pytest.fixture(scope="module")
+def full(model_and_data):
+    model, x = model_and_data
+    return tfq8.calibrate(model, x)
+
+
+def test_every_calibrated_tensor_has_a_histogram_of_every_value(full, model_and_data):
+    _, x = model_and_data
+    ranges = _tflite.calibrated_ranges(full.model)
+    assert sorted(t.index for t in full.tensors) == sorted(ranges)
+    sg = _tflite.read_model(full.model).subgraphs[0]
+    for t in full.tensors:
+        per_sample = int(np.prod(sg.tensors[t.index].shape[1:]))
+        assert t.histogram.count == per_sample * len(x)
+        # The extremes are the converter's own (TFLite's calibrator).
+        assert (t.histogram.min, t.histogram.max) == pytest.approx(ranges[t.index], abs=0)
+    producers = {t.producer for t in full.tensors}
+    assert "INPUT" in producers and "CONV_2D" in producers
+
+
+def test_merge_of_two_halves_equals_one_calibration(full, model_and_data):
+    model, x = model_and_data
+    a = tfq8.calibrate(model, x[:20])
+    b = tfq8.calibrate(model, x[20:])
+    merged = a.merge(b)
+    assert merged.num_samples == len(x)
+    for m, f in zip(merged.tensors, full.tensors):
+        assert m.name == f.name
+        assert m.histogram.count == f.histogram.count
+        assert (m.histogram.min, m.histogram.max) == (f.histogram.min, f.histogram.max)
+        assert m.histogram.counts.sum() == f.histogram.counts.sum()
+    assert _tflite.calibrated_ranges(merged.model) == _tflite.calibrated_ranges(full.model)
+    assert tfq8.convert(calibration=merged, method="minmax") == tfq8.convert(
+        calibration=full, method="minmax")
+
+
+def test_merge_refuses_another_graph(full):
+    other = tfq8.calibrate(factories.mlp(), np.zeros((4, 20), np.float32))
+    with pytest.raises(ValueError, match="same TFLite graph"):
+        full.merge(other)
+
+
+def test_save_load_round_trip_without_pickle(full, tmp_path):
+    path = tmp_path / "stats.npz"
+    full.save(path)
+    with np.load(path, allow_pickle=False) as z:  # loads with pickle off
+        assert "model" in z.files
+    loaded = tfq8.Calibration.load(path)
+    assert loaded.model == full.model and loaded.num_samples == full.num_samples
+    assert loaded.fingerprint == full.fingerprint
+    assert all(a.histogram == b.histogram for a, b in zip(loaded.tensors, full.tensors))
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.samples, full.samples))
+
+
+def test_save_replaces_atomically_and_load_reports_bad_files(full, tmp_path):
+    path = tmp_path / "stats.npz"
+    path.write_bytes(b"old")
+    full.save(path)
+    assert tfq8.Calibration.load(path).num_samples == full.num_samples
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stats.npz"]
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="Could not read a tfq8 calibration"):
+        tfq8.Calibration.load(bad)
+    with pytest.raises(ValueError, match="Could not read"):
+        tfq8.Calibration.load(tmp_path / "missing.npz")
+
+
+def test_kept_samples_are_spread_over_the_data(model_and_data):
+    model, x = model_and_data
+    calib = tfq8.calibrate(model, x, keep_samples=4)
+    assert len(calib.samples[0]) == 4
+    np.testing.assert_array_equal(calib.samples[0][0], x[0])
+    np.testing.assert_array_equal(calib.samples[0][-1], x[-1])
+    assert tfq8.calibrate(model, x, keep_samples=0).samples is None
+
+
+def test_ranges_by_method_and_tensor_lookup(full):
+    for method in ("minmax", "percentile", "kl", "mse"):
+        ranges = full.ranges(method)
+        assert set(ranges) == {t.index for t in full.tensors}
+        assert all(lo <= hi for lo, hi in ranges.values())
+    assert full.converter_ranges() == {t.index: (t.histogram.min, t.histogram.max)
+                                       for t in full.tensors}
+    first = full.tensors[0]
+    assert full.tensor(first.name) is first and full.tensor(first.index) is first
+    with pytest.raises(KeyError):
+        full.tensor("no such tensor")
+
+
+def test_nan_activation_names_the_tensor_and_samples():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    out = keras.layers.Dense(2)(keras.layers.Lambda(lambda t: keras.ops.log(t))(inp))
+    model = keras.Model(inp, out)
+    x = np.abs(np.random.default_rng(0).normal(size=(8, 4))).astype(np.float32) + 0.1
+    x[5, 0] = -1.0  # log(-1) = NaN inside the model, not in the data
+    with pytest.raises(ValueError, match=r"not finite for samples"):
+        tfq8.calibrate(model, x)
+
+
+def test_xnnpack_probe_agrees_on_a_real_graph(full, model_and_data):
+    _, x = model_and_data
+    rep = tfq8.representative_dataset(x[:2], specs=tfq8.models.input_specs(factories.cnn()))
+    assert collect_mod._xnnpack_agrees(full.model, rep, [t.index for t in full.tensors])
