@@ -201,7 +201,8 @@ def _check_semantics(m: Any, size: int) -> None:
             for i in (op.inputs if op.inputs is not None else []):
                 i = int(i)
                 if i >= 0 and i not in available and not _is_constant(tensors[i], buffers) and not (
-                        tensors[i].isVariable):
+                        tensors[i].isVariable) and math.prod(int(d) for d in (
+                            tensors[i].shape if tensors[i].shape is not None else [1])) != 0:
                     bad(f"subgraph {s} op {o} reads tensor {i}, which no earlier op writes and "
                         "which is neither an input nor a constant")
             available.update(int(i) for i in (op.outputs if op.outputs is not None else []))
