@@ -1,0 +1,1 @@
+"""Statistics: streaming histograms (histogram.py) filled by a LiteRT pass (collect.py)."""
