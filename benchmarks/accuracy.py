@@ -89,6 +89,10 @@ def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
     reference = ModelRunner(tfq8.models.load_model(case.model).to_float_tflite(),
                             backend="xnnpack", num_threads=os.cpu_count() or 1).run([case.x_test])[0]
     float_acc = float(np.mean(reference.argmax(1) == case.y_test))
+    # Warm up both paths (TensorFlow's first trace of a model is slower) so
+    # neither pays a one-time cost inside the timed runs.
+    converter_int8(case.model, case.pool[:2])
+    tfq8.convert(case.model, case.pool[:2])
     rows = []
     for scen in scenarios:
         x = suite.scenario(case, scen)

@@ -35,7 +35,7 @@ from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
 
 _log = logging.getLogger("tfq8")
 
-_BATCH_BYTES = 256 << 20
+_BATCH_BYTES = 64 << 20
 
 
 @dataclasses.dataclass
@@ -101,7 +101,7 @@ def collect(
         rep: The samples the calibrator saw.
         max_bins: Histogram resolution.
         batch_size: Samples per interpreter run (default: as many as fit in
-            about 256 MiB of activations, at most 256).
+            about 64 MiB of activations, at most 256).
 
     Returns:
         One `TensorStats` per calibrated tensor, by tensor index.
