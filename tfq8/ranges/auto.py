@@ -17,14 +17,16 @@ matter. So `auto` measures instead of guessing:
 4. Per tensor, the range comes from the best-scoring proposal. Then, tensor by
    tensor (those whose proposals differ most first, within a budget of
    `REFINE_BUDGET` model evaluations), the range of the runner-up proposal is
-   tried in place and kept when it raises the score by at least
-   `REFINE_MIN_GAIN_DB`; the search stops after `REFINE_PATIENCE` tries in a
+   tried in place and kept when it is clearly better (the test below, with
+   `REFINE_MIN_GAIN_DB`); the search stops after `REFINE_PATIENCE` tries in a
    row that do not. The choice is per tensor, judged on the whole model.
 
-`minmax` is always a candidate and wins unless another proposal scores at
-least `MINMAX_MARGIN_DB` higher, so on the calibration samples `auto` is never
-worse than the converter's own ranges, and it leaves them only for a clear
-gain. Without kept samples (a Calibration saved with `keep_samples=0`), `auto`
+`minmax` is always a candidate and wins unless another proposal is clearly
+better on the same samples: the per-sample gains (worst `TRIM` left out) must
+average more than `MINMAX_MARGIN_DB` and more than two standard errors. So on
+the calibration samples `auto` is never worse than the converter's own
+ranges, and it leaves them only for a gain that noise would not explain. The
+per-tensor refinement uses the same test. Without kept samples (a Calibration saved with `keep_samples=0`), `auto`
 falls back to `percentile` and says so in the log.
 
 Example:
@@ -40,7 +42,6 @@ from typing import Any, Mapping
 import numpy as np
 
 from tfq8 import _tflite
-from tfq8.ranges.registry import get_method
 
 _log = logging.getLogger("tfq8")
 
@@ -93,15 +94,19 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
         return chosen
 
     scorer = _Scorer(calib, quant)
-    scores = {m: scorer(p) for m, p in proposals.items()}
-    # The converter's ranges win unless another proposal is clearly better:
-    # differences below MINMAX_MARGIN_DB on a hundred samples are noise.
-    handicap = {m: 0.0 if m == "minmax" else MINMAX_MARGIN_DB for m in CANDIDATES}
-    order = sorted(CANDIDATES, key=lambda m: (-(scores[m] - handicap[m]), CANDIDATES.index(m)))
-    best, second = order[0], order[1]
+    per_sample = {m: scorer(p) for m, p in proposals.items()}
+    scores = {m: trimmed_mean(db) for m, db in per_sample.items()}
+    # The converter's ranges win unless another proposal is clearly better on
+    # the same samples: see `clearly_better`.
+    eligible = [m for m in CANDIDATES if m != "minmax"
+                and clearly_better(per_sample[m], per_sample["minmax"], MINMAX_MARGIN_DB)]
+    order = sorted(eligible, key=lambda m: (-scores[m], CANDIDATES.index(m)))
+    best = order[0] if order else "minmax"
+    second = (order[1] if len(order) > 1 else "minmax") if order else max(
+        (m for m in CANDIDATES if m != "minmax"), key=lambda m: scores[m])
     chosen = dict(proposals[best])
     choice = {i: best for i in chosen}
-    score = scores[best]
+    current = per_sample[best]
 
     # Per-tensor refinement: try the runner-up's range where the two differ most.
     def gap(i: int) -> float:
@@ -114,14 +119,15 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
     for i in todo:
         trial = dict(chosen)
         trial[i] = proposals[second][i]
-        s = scorer(trial)
-        if s > score + REFINE_MIN_GAIN_DB:
-            chosen, score, misses = trial, s, 0
+        db = scorer(trial)
+        if clearly_better(db, current, REFINE_MIN_GAIN_DB):
+            chosen, current, misses = trial, db, 0
             choice[i] = second
         else:
             misses += 1
             if misses == REFINE_PATIENCE:
                 break
+    score = trimmed_mean(current)
     calib.last_auto = AutoReport(scores, choice, score)
     _log.info("auto: scores (trimmed-mean output SQNR, dB) %s; chose %s, %d tensor(s) "
               "from %s; final %.2f dB.",
@@ -143,9 +149,10 @@ class _Scorer:
         self.samples = list(calib.samples)
         self.reference = _run(calib.model, self.samples)
 
-    def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> float:
+    def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> np.ndarray:
+        """Per-sample output SQNR (dB) of the int8 model with `ranges`."""
         blob = _tflite.quantize(self.writer.write(ranges), **self.quant)
-        return trimmed_sqnr(self.reference, _run(blob, self.samples))
+        return per_sample_sqnr(self.reference, _run(blob, self.samples))
 
 
 def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
@@ -171,9 +178,9 @@ def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
     return [np.concatenate(r) for r in results]
 
 
-def trimmed_sqnr(reference: list[np.ndarray], outputs: list[np.ndarray], trim: float = TRIM) -> float:
-    """Trimmed mean over samples of per-sample output SQNR (dB), mean over outputs."""
-    per_sample = []
+def per_sample_sqnr(reference: list[np.ndarray], outputs: list[np.ndarray]) -> np.ndarray:
+    """Output SQNR in dB per sample (mean over the model's outputs), capped at 120."""
+    per_output = []
     for ref, out in zip(reference, outputs):
         ref = ref.reshape(len(ref), -1).astype(np.float64)
         err = out.reshape(len(out), -1).astype(np.float64) - ref
@@ -181,10 +188,33 @@ def trimmed_sqnr(reference: list[np.ndarray], outputs: list[np.ndarray], trim: f
         noise = np.sum(err**2, axis=1)
         with np.errstate(divide="ignore", invalid="ignore"):
             db = 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, 1e-30))
-        per_sample.append(np.clip(db, -_CAP_DB, _CAP_DB))
-    db = np.mean(per_sample, axis=0)
-    keep = max(1, int(np.ceil(len(db) * (1 - trim))))
-    return float(np.mean(np.sort(db)[::-1][:keep]))
+        per_output.append(np.clip(db, -_CAP_DB, _CAP_DB))
+    return np.mean(per_output, axis=0)
+
+
+def _trimmed(values: np.ndarray, trim: float = TRIM) -> np.ndarray:
+    """The values without the lowest `trim` fraction."""
+    keep = max(1, int(np.ceil(len(values) * (1 - trim))))
+    return np.sort(values)[::-1][:keep]
+
+
+def trimmed_mean(db: np.ndarray, trim: float = TRIM) -> float:
+    """Mean of per-sample dB without the worst `trim` fraction of samples."""
+    return float(np.mean(_trimmed(np.asarray(db, np.float64), trim)))
+
+
+def clearly_better(db: np.ndarray, baseline: np.ndarray, margin_db: float) -> bool:
+    """Whether per-sample scores `db` beat `baseline` on the same samples.
+
+    The paired differences, without their worst `TRIM` fraction (a few bad
+    calibration frames may get worse), must average more than `margin_db` and
+    more than two standard errors: a gain that noise on a hundred samples
+    could produce does not count.
+    """
+    diff = _trimmed(np.asarray(db, np.float64) - np.asarray(baseline, np.float64))
+    gain = float(np.mean(diff))
+    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return gain > margin_db and gain > 2 * se
 
 
 def _threads() -> int:
@@ -193,4 +223,5 @@ def _threads() -> int:
     return os.cpu_count() or 1
 
 
-__all__ = ["AutoReport", "CANDIDATES", "choose", "get_method", "trimmed_sqnr"]
+__all__ = ["AutoReport", "CANDIDATES", "choose", "clearly_better", "per_sample_sqnr",
+           "trimmed_mean"]
