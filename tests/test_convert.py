@@ -193,15 +193,21 @@ def test_auto_leaves_the_converter_ranges_when_an_outlier_frame_ruins_them():
 
 
 def test_clearly_better_needs_a_gain_beyond_noise():
-    from tfq8.ranges.auto import Fidelity, clearly_better
+    from tfq8.ranges.auto import clearly_better
 
     rng = np.random.default_rng(0)
-    signal = rng.uniform(50, 150, (1, 128))
-    base = Fidelity(signal, rng.uniform(0.5, 1.5, (1, 128)))
-    assert clearly_better(Fidelity(signal, base.noise * 0.5), base, 0.1)     # 3 dB less error
-    assert not clearly_better(Fidelity(signal, base.noise * 0.99), base, 0.1)  # below the margin
-    noisy = Fidelity(signal, base.noise * rng.uniform(0.0, 1.9, (1, 128)))   # gain within noise
+    base = rng.normal(30, 2, 128)
+    assert clearly_better(base + 1.0, base, 0.1)
+    assert not clearly_better(base + 0.05, base, 0.1)  # below the margin
+    noisy = base + rng.normal(0.15, 3.0, 128)           # mean gain within noise
     assert not clearly_better(noisy, base, 0.1)
-    bad_frames = base.noise * 0.5
-    bad_frames[0, :3] *= 400.0                             # three bad frames get much worse
-    assert clearly_better(Fidelity(signal, bad_frames), base, 0.1)
+    corrupted = base + 1.0
+    corrupted[:3] -= 40.0                               # three bad frames get worse
+    assert clearly_better(corrupted, base, 0.1)
+
+
+def test_auto_without_kept_samples_falls_back(cnn_case):
+    model, x, _ = cnn_case
+    calib = tfq8.calibrate(model, x, keep_samples=0)
+    blob = tfq8.convert(calibration=calib, method="auto")
+    assert blob == tfq8.convert(calibration=calib, method="percentile")

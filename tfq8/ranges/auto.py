@@ -10,10 +10,10 @@ matter. So `auto` measures instead of guessing:
 2. Each proposal is quantized into a full int8 model and run in LiteRT on the
    calibration samples the `Calibration` kept (`Calibration.samples`, up to 128
    by default), next to the calibrated float model.
-3. The score of a proposal is its output SQNR in dB (total float signal
-   energy over total int8 error energy, averaged over the model's outputs),
-   computed without the `TRIM` fraction of samples with the largest error, so
-   a few corrupted calibration frames cannot decide the outcome.
+3. The score of a proposal is the trimmed mean, over samples, of the output
+   SQNR in dB (int8 vs float, averaged over the model's outputs); the worst
+   `TRIM` fraction of samples is left out, so a few corrupted calibration
+   frames cannot decide the outcome.
 4. Per tensor, the range comes from the best-scoring proposal. Then, tensor by
    tensor (those whose proposals differ most first, within a budget of
    `REFINE_BUDGET` model evaluations), the range of the runner-up proposal is
@@ -22,9 +22,8 @@ matter. So `auto` measures instead of guessing:
    row that do not. The choice is per tensor, judged on the whole model.
 
 `minmax` is always a candidate and wins unless another proposal is clearly
-better on the same samples: its score must be higher by more than
-`MINMAX_MARGIN_DB`, and its per-sample error reductions (worst `TRIM` left
-out) must average more than two standard errors. So on
+better on the same samples: the per-sample gains (worst `TRIM` left out) must
+average more than `MINMAX_MARGIN_DB` and more than two standard errors. So on
 the calibration samples `auto` is never worse than the converter's own
 ranges, and it leaves them only for a gain that noise would not explain. The
 per-tensor refinement uses the same test. Without kept samples (a Calibration saved with `keep_samples=0`), `auto`
@@ -49,7 +48,6 @@ _log = logging.getLogger("tfq8")
 CANDIDATES = ("minmax", "percentile", "mse", "kl")
 FALLBACK = "percentile"
 TRIM = 0.05
-SIGNAL_CAP = 10.0
 MINMAX_MARGIN_DB = 0.1
 REFINE_BUDGET = 8
 REFINE_PATIENCE = 3
@@ -62,7 +60,7 @@ class AutoReport:
     """What `auto` measured: score per candidate and the per-tensor choice.
 
     Attributes:
-        scores: Candidate method -> its score, trimmed output SQNR (dB).
+        scores: Candidate method -> trimmed-mean output SQNR (dB).
         choice: Tensor index -> method whose range it uses.
         score: Score of the final ranges.
     """
@@ -97,7 +95,7 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
 
     scorer = _Scorer(calib, quant)
     per_sample = {m: scorer(p) for m, p in proposals.items()}
-    scores = {m: fid.score() for m, fid in per_sample.items()}
+    scores = {m: trimmed_mean(db) for m, db in per_sample.items()}
     # The converter's ranges win unless another proposal is clearly better on
     # the same samples: see `clearly_better`.
     eligible = [m for m in CANDIDATES if m != "minmax"
@@ -121,17 +119,17 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
     for i in todo:
         trial = dict(chosen)
         trial[i] = proposals[second][i]
-        fid = scorer(trial)
-        if clearly_better(fid, current, REFINE_MIN_GAIN_DB):
-            chosen, current, misses = trial, fid, 0
+        db = scorer(trial)
+        if clearly_better(db, current, REFINE_MIN_GAIN_DB):
+            chosen, current, misses = trial, db, 0
             choice[i] = second
         else:
             misses += 1
             if misses == REFINE_PATIENCE:
                 break
-    score = current.score()
+    score = trimmed_mean(current)
     calib.last_auto = AutoReport(scores, choice, score)
-    _log.info("auto: scores (trimmed output SQNR, dB) %s; chose %s, %d tensor(s) "
+    _log.info("auto: scores (trimmed-mean output SQNR, dB) %s; chose %s, %d tensor(s) "
               "from %s; final %.2f dB.",
               {m: round(s, 2) for m, s in scores.items()}, best,
               sum(1 for m in choice.values() if m != best), second, score)
@@ -151,10 +149,10 @@ class _Scorer:
         self.samples = list(calib.samples)
         self.reference = _run(calib.model, self.samples)
 
-    def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> "Fidelity":
-        """How closely the int8 model with `ranges` matches float, per sample."""
+    def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> np.ndarray:
+        """Per-sample output SQNR (dB) of the int8 model with `ranges`."""
         blob = _tflite.quantize(self.writer.write(ranges), **self.quant)
-        return Fidelity.measure(self.reference, _run(blob, self.samples))
+        return per_sample_sqnr(self.reference, _run(blob, self.samples))
 
 
 def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
@@ -180,76 +178,43 @@ def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
     return [np.concatenate(r) for r in results]
 
 
-@dataclasses.dataclass(frozen=True)
-class Fidelity:
-    """Signal and error energy of every model output on every kept sample.
+def per_sample_sqnr(reference: list[np.ndarray], outputs: list[np.ndarray]) -> np.ndarray:
+    """Output SQNR in dB per sample (mean over the model's outputs), capped at 120."""
+    per_output = []
+    for ref, out in zip(reference, outputs):
+        ref = ref.reshape(len(ref), -1).astype(np.float64)
+        err = out.reshape(len(out), -1).astype(np.float64) - ref
+        signal = np.sum(ref**2, axis=1)
+        noise = np.sum(err**2, axis=1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            db = 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, 1e-30))
+        per_output.append(np.clip(db, -_CAP_DB, _CAP_DB))
+    return np.mean(per_output, axis=0)
 
-    Attributes:
-        signal: `[outputs, samples]` sum of squared float outputs.
-        noise: `[outputs, samples]` sum of squared int8-minus-float errors.
+
+def _trimmed(values: np.ndarray, trim: float = TRIM) -> np.ndarray:
+    """The values without the lowest `trim` fraction."""
+    keep = max(1, int(np.ceil(len(values) * (1 - trim))))
+    return np.sort(values)[::-1][:keep]
+
+
+def trimmed_mean(db: np.ndarray, trim: float = TRIM) -> float:
+    """Mean of per-sample dB without the worst `trim` fraction of samples."""
+    return float(np.mean(_trimmed(np.asarray(db, np.float64), trim)))
+
+
+def clearly_better(db: np.ndarray, baseline: np.ndarray, margin_db: float) -> bool:
+    """Whether per-sample scores `db` beat `baseline` on the same samples.
+
+    The paired differences, without their worst `TRIM` fraction (a few bad
+    calibration frames may get worse), must average more than `margin_db` and
+    more than two standard errors: a gain that noise on a hundred samples
+    could produce does not count.
     """
-
-    signal: np.ndarray
-    noise: np.ndarray
-
-    @classmethod
-    def measure(cls, reference: list[np.ndarray], outputs: list[np.ndarray]) -> "Fidelity":
-        """From float reference outputs and dequantized int8 outputs."""
-        signal, noise = [], []
-        for ref, out in zip(reference, outputs):
-            ref = ref.reshape(len(ref), -1).astype(np.float64)
-            err = out.reshape(len(out), -1).astype(np.float64) - ref
-            signal.append(np.sum(ref**2, axis=1))
-            noise.append(np.sum(err**2, axis=1))
-        return cls(np.array(signal), np.array(noise))
-
-    def _capped_signal(self) -> np.ndarray:
-        """Signal energy winsorized at `SIGNAL_CAP` times each output's median.
-
-        A corrupted calibration frame can carry thousands of times the signal
-        energy of a normal one and would otherwise decide the score alone.
-        """
-        cap = SIGNAL_CAP * np.median(self.signal, axis=1, keepdims=True)
-        return np.minimum(self.signal, np.maximum(cap, 1e-30))
-
-    def _relative_noise(self) -> np.ndarray:
-        """Per sample: error energy over each output's mean signal, summed."""
-        scale = np.maximum(self._capped_signal().mean(axis=1, keepdims=True), 1e-30)
-        return (self.noise / scale).sum(axis=0)
-
-    def score(self, trim: float = TRIM) -> float:
-        """Output SQNR (dB), mean over outputs, without the worst samples.
-
-        SQNR is total signal energy over total error energy, as usual, with
-        two guards so that a few corrupted calibration frames cannot decide:
-        the `trim` fraction of samples with the largest error is left out, and
-        each sample's signal energy is capped (see `_capped_signal`).
-        """
-        n = self.signal.shape[1]
-        drop = int(np.ceil(n * trim)) if n > 1 else 0
-        keep = np.argsort(self._relative_noise(), kind="stable")[: n - drop]
-        s = self._capped_signal()[:, keep].sum(axis=1)
-        e = self.noise[:, keep].sum(axis=1)
-        db = 10 * np.log10(np.maximum(s, 1e-30) / np.maximum(e, 1e-30))
-        return float(np.mean(np.clip(db, -_CAP_DB, _CAP_DB)))
-
-
-def clearly_better(candidate: Fidelity, baseline: Fidelity, margin_db: float) -> bool:
-    """Whether `candidate` beats `baseline` on the same samples beyond noise.
-
-    Its score must be higher by more than `margin_db`, and its per-sample error
-    reductions (relative to each output's signal; a `TRIM` fraction cut from
-    each end, so a few bad calibration frames that get much worse cannot veto
-    and noise is not biased either way) must average more than two standard
-    errors: a gain that noise on a hundred samples could produce does not count.
-    """
-    if candidate.score() - baseline.score() <= margin_db:
-        return False
-    gain = np.sort(baseline._relative_noise() - candidate._relative_noise())  # pylint: disable=protected-access
-    cut = int(np.ceil(len(gain) * TRIM)) if len(gain) > 2 * np.ceil(len(gain) * TRIM) else 0
-    gain = gain[cut : len(gain) - cut]  # symmetric trim: unbiased, robust to bad frames
-    se = float(np.std(gain, ddof=1) / np.sqrt(len(gain))) if len(gain) > 1 else 0.0
-    return float(np.mean(gain)) > 2 * se
+    diff = _trimmed(np.asarray(db, np.float64) - np.asarray(baseline, np.float64))
+    gain = float(np.mean(diff))
+    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    return gain > margin_db and gain > 2 * se
 
 
 def _threads() -> int:
@@ -258,4 +223,5 @@ def _threads() -> int:
     return os.cpu_count() or 1
 
 
-__all__ = ["AutoReport", "CANDIDATES", "Fidelity", "choose", "clearly_better"]
+__all__ = ["AutoReport", "CANDIDATES", "choose", "clearly_better", "per_sample_sqnr",
+           "trimmed_mean"]
