@@ -97,6 +97,25 @@ def _quiet_stdout() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Silences what native code writes to file descriptor 2 (the quantizer's
+    `fully_quantize: ...` line on every call). Failures still raise with
+    their message; Python's own stderr is untouched."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2: nothing to silence
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def calibrate_only(
     converter: tf.lite.TFLiteConverter,
     sample_gen: Callable[[], Iterable[list[np.ndarray]]],
@@ -162,7 +181,7 @@ def quantize(
     # requested types; for uint8 / float32 I/O the quantizer needs False (what
     # TFLiteConverter itself passes) and then inserts the boundary ops.
     fully = np.dtype(input_type) == np.int8 and np.dtype(output_type) == np.int8
-    with _quiet_stdout():
+    with _quiet_stdout(), _quiet_native_stderr():
         return bytes(
             _tf_convert.mlir_quantize(
                 calibrated,
