@@ -60,7 +60,7 @@ def test_bazel_query_lists_the_targets(tmp_path):
     import subprocess
 
     result = subprocess.run(
-        ["bazel", f"--output_user_root={tmp_path}", "query", "//..."], cwd=ROOT,
+        ["bazel", "--batch", f"--output_user_root={tmp_path}", "query", "//..."], cwd=ROOT,
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     listed = set(result.stdout.split())
