@@ -64,7 +64,15 @@ class ModelHandle:
     def __init__(self, keras_model: Any = None, saved_model_dir: str | None = None):
         self.keras_model = keras_model
         self.saved_model_dir = saved_model_dir
-        self.specs = _specs_of(self)
+        self._specs: list[InputSpec] | None = None
+
+    @property
+    def specs(self) -> list[InputSpec]:
+        """Input specs in the TFLite graph's order (computed on first use: for
+        several Keras inputs and for SavedModels this needs a float conversion)."""
+        if self._specs is None:
+            self._specs = _specs_of(self)
+        return self._specs
 
     def converter(self) -> tf.lite.TFLiteConverter:
         """A fresh TFLite converter for the model."""
@@ -129,8 +137,10 @@ def load_model(model: Any) -> ModelHandle:
                     "model folder is not a SavedModel (no saved_model.pb). "
                     f"Received: model={path!r}"
                 )
+            handle = ModelHandle(saved_model_dir=path)
             try:
-                return ModelHandle(saved_model_dir=path)
+                handle.specs  # noqa: B018 - reads the serving signature now, to fail early
+                return handle
             except Exception as e:  # noqa: BLE001 - TF raises many kinds here
                 first = str(e).splitlines()[0] if str(e) else ""
                 raise ValueError(
