@@ -53,7 +53,7 @@ from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, evaluate_int8, is_tf_keras_model,
                                keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
-from tfq8.stats.collect import make_interpreter
+from tfq8.harness.interpreter import make_interpreter
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
 
 _log = logging.getLogger("tfq8.callbacks")

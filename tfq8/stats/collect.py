@@ -25,12 +25,12 @@ import dataclasses
 import logging
 import math
 import os
-import warnings
 
 import numpy as np
 
 from tfq8 import _tflite
 from tfq8.data import RepresentativeDataset
+from tfq8.harness.interpreter import make_interpreter
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
 
 _log = logging.getLogger("tfq8")
@@ -55,21 +55,11 @@ class TensorStats:
     producer: str
 
 
-def make_interpreter(model: bytes, *, preserve_all_tensors: bool = False,
-                     num_threads: int | None = None, xnnpack: bool = False):
-    """A LiteRT interpreter on TFLite's builtin kernels, or XNNPACK's if asked."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
-
-    resolver = (OpResolverType.AUTO if xnnpack
-                else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    with warnings.catch_warnings():  # preserving every tensor is the point here
-        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
-        return Interpreter(
-            model_content=model,
-            experimental_op_resolver_type=resolver,
-            experimental_preserve_all_tensors=preserve_all_tensors,
-            num_threads=num_threads or os.cpu_count() or 1,
-        )
+def _interpreter(model: bytes, *, xnnpack: bool):
+    """LiteRT on every core with every tensor preserved (XNNPACK or builtin kernels)."""
+    return make_interpreter(model, backend="xnnpack" if xnnpack else "builtin",
+                            num_threads=os.cpu_count() or 1, preserve_all_tensors=True,
+                            verified=True)
 
 
 def resize_batch(interpreter, batch: int) -> bool:
@@ -119,7 +109,7 @@ def collect(
         for i in sorted(ranges)
     }
     xnnpack = _xnnpack_agrees(calibrated, rep, sorted(stats))
-    interpreter = make_interpreter(calibrated, preserve_all_tensors=True, xnnpack=xnnpack)
+    interpreter = _interpreter(calibrated, xnnpack=xnnpack)
     batch = batch_size or _default_batch(sg, ranges)
     batch = min(batch, len(rep))
     if batch > 1 and not resize_batch(interpreter, batch):
@@ -177,7 +167,7 @@ def _xnnpack_agrees(calibrated: bytes, rep: RepresentativeDataset, tracked: list
     values = []
     for xnnpack in (False, True):
         try:
-            it = make_interpreter(calibrated, preserve_all_tensors=True, xnnpack=xnnpack)
+            it = _interpreter(calibrated, xnnpack=xnnpack)
             resize_batch(it, 1) or it.allocate_tensors()
             for d, a in zip(it.get_input_details(), first):
                 it.set_tensor(d["index"], a)
