@@ -100,6 +100,50 @@ def tf_keras_cnn(seed: int = 0, input_shape=(16, 16, 3), classes: int = 10):
     ])
 
 
+def colour_labels(images_: np.ndarray, classes: int = 10) -> np.ndarray:
+    """Labels from a fixed linear rule of each image's mean colour (a learnable task)."""
+    w = np.random.default_rng(1234).normal(size=(images_.shape[-1], classes))
+    return (images_.mean(axis=(1, 2)) @ w).argmax(1)
+
+
+def tf_keras_qat_cnn(seed: int = 0, steps: int = 4, annotate_all: bool = True):
+    """`tf_keras_cnn` after tfmot quantization-aware training, and its data.
+
+    `annotate_all=True`: `tfmot.quantization.keras.quantize_model` (every tensor
+    gets a FakeQuant range). False: only Conv2D, BatchNormalization and ReLU are
+    annotated (`quantize_annotate_layer` + `quantize_apply`), so the pooling and
+    Dense outputs have no QAT range. Trained for `steps` batches of 16 on
+    `images` labelled by `colour_labels`.
+
+    Returns:
+        (qat_model, x, y): the model and its `16 * steps` training samples and labels.
+    """
+    import tensorflow_model_optimization as tfmot  # noqa: PLC0415
+    import tf_keras  # noqa: PLC0415
+
+    qk = tfmot.quantization.keras
+    if annotate_all:
+        qat = qk.quantize_model(tf_keras_cnn(seed))
+    else:
+        L = tf_keras.layers
+        tf_keras.utils.set_random_seed(seed)
+        qat = qk.quantize_apply(tf_keras.Sequential([
+            tf_keras.Input((16, 16, 3), name="image"),
+            qk.quantize_annotate_layer(L.Conv2D(8, 3)),
+            qk.quantize_annotate_layer(L.BatchNormalization()),
+            qk.quantize_annotate_layer(L.ReLU()),
+            L.GlobalAveragePooling2D(),
+            L.Dense(10),
+        ]))
+    x = images(16 * steps, seed=seed)
+    y = colour_labels(x)
+    tf_keras.utils.set_random_seed(seed)
+    qat.compile(tf_keras.optimizers.Adam(0.01),
+                tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    qat.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    return qat, x, y
+
+
 def shared_path(*parts: str) -> str | None:
     """Path under ../shared if it exists (benchmark data), else None."""
     here = os.path.dirname(os.path.abspath(__file__))

@@ -11,6 +11,10 @@ tfq8 overrides the converter's activation ranges through the same route as
    turns the edited model into the int8 model, deriving scales and zero points
    from the edited ranges exactly as it would from the converter's own.
 
+Quantization-aware-trained models (`tfq8.qat`) take the public converter
+(`convert_qat`); where a partially annotated one is calibrated,
+`dequantized_ranges` pins the float copies of its QAT tensors.
+
 Everything here is pinned to the TensorFlow releases in
 `SUPPORTED_TF_VERSIONS`; `tests/test_tflite_private_api.py` fails loudly when a
 release moves or renames any of it. A TF upgrade touches this file only.
@@ -137,6 +141,39 @@ def calibrate_only(
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
     try:
         with _quiet_stdout():
+            return bytes(converter.convert())
+    except _ConverterError as e:
+        raise _unsupported(str(e)) from None
+
+
+def convert_qat(
+    converter: tf.lite.TFLiteConverter,
+    *,
+    input_type: np.dtype = np.int8,
+    output_type: np.dtype = np.int8,
+) -> bytes:
+    """TFLite's conversion of a quantization-aware-trained model (FakeQuant ranges).
+
+    Public converter settings only: `Optimize.DEFAULT` without a representative
+    dataset, so the converter's QAT pass gives every FakeQuant-annotated tensor
+    the scale and zero point of its learned min/max and nothing is calibrated.
+    `supported_ops` stays default: TF 2.21 refuses `TFLITE_BUILTINS_INT8` without
+    a representative dataset even for QAT models.
+
+    Args:
+        converter: A fresh `tf.lite.TFLiteConverter` for the QAT model.
+        input_type: dtype of the model's inputs: int8, uint8 or float32.
+        output_type: dtype of the model's outputs: int8, uint8 or float32.
+
+    Returns:
+        The `.tflite` flatbuffer; ops QAT did not annotate stay float.
+    """
+    check_tf_version()
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.inference_input_type = _IO_TYPES[np.dtype(input_type)]
+    converter.inference_output_type = _IO_TYPES[np.dtype(output_type)]
+    try:
+        with _quiet_stdout(), _quiet_native_stderr():
             return bytes(converter.convert())
     except _ConverterError as e:
         raise _unsupported(str(e)) from None
@@ -284,6 +321,46 @@ class RangeWriter:
             struct.pack_into("<f", buf, lo_at, lo)
             struct.pack_into("<f", buf, hi_at, hi)
         return bytes(buf)
+
+
+def dequantized_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
+    """Exact ranges for the float copies DEQUANTIZE makes of already-quantized tensors.
+
+    In the calibrated model of a partially quantization-aware-trained model the
+    converter has already quantized the QAT region; where it ends, a DEQUANTIZE
+    gives the next (un-annotated) op a float copy of an int8 tensor, and the
+    calibrator records that copy's own min/max. The quantizer later drops the
+    DEQUANTIZE and feeds the int8 tensor itself, but derives the op's bias scale
+    from the copy's recorded range: the two disagree and the output is wrong
+    (TF 2.21, also through `TFLiteConverter` with a representative dataset).
+    Giving each copy exactly its int8 tensor's range makes them agree.
+
+    Args:
+        calibrated: Calibrated float flatbuffer (see `calibrate_only`).
+
+    Returns:
+        DEQUANTIZE output tensor index (subgraph 0) -> (min, max) of the input's
+        int8/uint8 grid; empty for a model without QAT regions.
+    """
+    root = schema.Model.GetRootAs(calibrated, 0)
+    sg = root.Subgraphs(0)
+    grids = {"INT8": (-128, 127), "UINT8": (0, 255)}
+    out = {}
+    for k in range(sg.OperatorsLength()):
+        op = sg.Operators(k)
+        code = root.OperatorCodes(op.OpcodeIndex())
+        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+        if builtin != schema.BuiltinOperator.DEQUANTIZE:
+            continue
+        src, dst = sg.Tensors(op.Inputs(0)), sg.Tensors(op.Outputs(0))
+        q, dq = src.Quantization(), dst.Quantization()
+        grid = grids.get(tensor_type_name(src.Type()))
+        if (grid is None or q is None or q.ScaleLength() != 1 or q.ZeroPointLength() != 1
+                or dq is None or dq.MinLength() != 1):
+            continue
+        scale, zero = float(q.Scale(0)), int(q.ZeroPoint(0))
+        out[int(op.Outputs(0))] = (scale * (grid[0] - zero), scale * (grid[1] - zero))
+    return out
 
 
 def set_ranges(

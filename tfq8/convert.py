@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tfq8 import _tflite
+from tfq8 import qat as _qat
 from tfq8.calibration import Calibration, atomic_write, validate_overrides
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.errors import UnsupportedOpError
@@ -108,10 +109,13 @@ def convert(
 
     Args:
         model: A Keras 3 or tf_keras model, or a `.keras`/`.h5`/SavedModel
-            path. May be None when `calibration` is given.
+            path. May be None when `calibration` is given. A tfmot
+            quantization-aware-trained model keeps the ranges QAT learned
+            (see `tfq8.qat`).
         data: Calibration data (anything `tfq8.representative_dataset` takes).
-            Not needed with `calibration`, or after `tfq8.CalibrationCallback`
-            has attached statistics to the model.
+            Not needed with `calibration`, after `tfq8.CalibrationCallback`
+            has attached statistics to the model, or for a QAT model whose
+            every tensor QAT annotated (data then ranges only the rest).
         calibration: Statistics from `tfq8.calibrate` to reuse.
         method: `"auto"` (default) or one of `tfq8.ranges.available_methods()`:
             `"minmax"` (the converter's own ranges), `"percentile"`, `"kl"`, `"mse"`.
@@ -144,15 +148,28 @@ def convert(
             f"Unknown range method. Expected one of auto, {', '.join(available_methods())}. "
             f"Received: method={method!r}"
         )
+    if calibration is None and model is not None:
+        if isinstance(model, (str, os.PathLike)):
+            model = load_model(model)  # load a model file once
+        have_data = data is not None or getattr(model, CALIBRATION_ATTR, None) is not None
+        blob = _qat.try_convert(model, have_data=have_data, ranges=ranges,
+                                per_channel=per_channel, input_type=io_in, output_type=io_out)
+        if blob is not None:
+            return _finish(blob, allow_float=allow_float, output_path=output_path)
     calib = _resolve_calibration(model, data, calibration, num_samples)
     quant = dict(per_channel=per_channel, input_type=io_in, output_type=io_out)
     overrides = validate_overrides(calib, ranges or {})
+    overrides.update(_qat.pinned_ranges(calib.model))
     if method == "auto":
         chosen = _auto.choose(calib, overrides=overrides, **quant)
     else:
         chosen = calib.ranges(method, **dict(method_options or {}))
         chosen.update(overrides)
     blob = quantize_with_ranges(calib, chosen, **quant)
+    return _finish(blob, allow_float=allow_float, output_path=output_path)
+
+
+def _finish(blob: bytes, *, allow_float: bool, output_path: str | os.PathLike | None) -> bytes:
     check_integer(blob, allow_float=allow_float)
     if output_path is not None:
         atomic_write(os.fspath(output_path), blob)

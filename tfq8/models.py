@@ -4,7 +4,8 @@ tfq8 accepts:
 
 * Keras 3 `Sequential`, functional and subclassed models (subclassed ones must be
   built, i.e. called once or `build()`-ed);
-* `tf_keras` (Keras 2) models;
+* `tf_keras` (Keras 2) models, including tfmot quantization-aware-trained
+  ones (`tfq8.qat`);
 * paths to `.keras` and `.h5` files and SavedModel folders.
 
 Example:
@@ -24,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfq8 import _tflite
+from tfq8 import qat as _qat
 from tfq8.data import InputSpec
 
 _log = logging.getLogger("tfq8")
@@ -116,7 +118,8 @@ def load_model(model: Any) -> ModelHandle:
     Raises:
         TypeError: If `model` is neither a Keras model nor a path.
         ValueError: If the path does not exist, is of an unknown kind, cannot be
-            read, or the model is not built.
+            read, or the model is not built, or is a tfmot model tfq8 cannot
+            convert (`tfq8.qat.check_model`).
     """
     if isinstance(model, ModelHandle):
         return model
@@ -126,6 +129,7 @@ def load_model(model: Any) -> ModelHandle:
                 "The Keras model is not built: call it on a batch or call build() "
                 f"first so its input shapes are known. Received: {type(model).__name__}"
             )
+        _qat.check_model(model)
         return ModelHandle(keras_model=model)
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
@@ -149,7 +153,9 @@ def load_model(model: Any) -> ModelHandle:
                     f"Received: model={path!r}"
                 ) from e
         if path.endswith((".keras", ".h5", ".hdf5")):
-            return ModelHandle(keras_model=_load_keras_file(path))
+            keras_model = _load_keras_file(path)
+            _qat.check_model(keras_model)
+            return ModelHandle(keras_model=keras_model)
         raise ValueError(
             "model path must be a .keras or .h5 file or a SavedModel folder. "
             f"Received: model={path!r}"
@@ -166,6 +172,9 @@ def _load_keras_file(path: str) -> Any:
     tfk = _tf_keras()
     if tfk is not None:
         loaders.append(("tf_keras", tfk.models.load_model))
+        # Last, and only then importing tfmot: QAT models need its quantize_scope.
+        loaders.append(("tf_keras in tfmot's quantize_scope",
+                        lambda p, **_: _qat.load_keras_file(p)))
     for name, load in loaders:
         try:
             return load(path, compile=False)

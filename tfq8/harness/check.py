@@ -176,8 +176,9 @@ def check(
         tflite_model: The int8 model, bytes or a `.tflite` path (verified first).
         reference: The float model: a Keras model or `.keras`/`.h5`/SavedModel
             path (converted to the calibrated float TFLite graph tfq8 quantizes,
-            so tensors match by name), a `tfq8.Calibration` (its calibrated
-            model), a float `.tflite` (bytes or path), or None.
+            so tensors match by name; a tfmot QAT model to its float TFLite
+            graph, FakeQuant simulated as in Keras), a `tfq8.Calibration` (its
+            calibrated model), a float `.tflite` (bytes or path), or None.
         data: Samples, any kind `tfq8.representative_dataset` accepts, in float
             units (they are quantized for the int8 model's inputs here). For a
             one-input model, an `(x, y)` tuple also supplies the labels.
@@ -360,6 +361,7 @@ def _same_grid(a: TensorIO, b: TensorIO) -> bool:
 def _reference_model(reference: Any, rep: RepresentativeDataset) -> tuple[bytes | None, str]:
     from tfq8.calibration import Calibration  # noqa: PLC0415
     from tfq8.models import is_keras_model, load_model  # noqa: PLC0415
+    from tfq8.qat import is_qat  # noqa: PLC0415
 
     if reference is None:
         return None, "none"
@@ -375,6 +377,11 @@ def _reference_model(reference: Any, rep: RepresentativeDataset) -> tuple[bytes 
             handle = load_model(reference)
         except ValueError as e:
             raise ValueError(f"reference: {e}") from None
+        if is_qat(handle):
+            # The QAT float model as Keras runs it (FakeQuant simulated in float). Its
+            # calibrated graph would not do: the converter has already made it int8
+            # wherever QAT annotated it, so int8 would be compared with itself.
+            return handle.to_float_tflite(), "keras"
         sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
                                         specs=handle.specs)
         return _tflite.calibrate_only(handle.converter(), sample), "keras"
