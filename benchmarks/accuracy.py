@@ -77,11 +77,13 @@ def _rss() -> int:
 def evaluate(blob: bytes, case: suite.Case, reference: np.ndarray) -> dict:
     out = ModelRunner(blob, backend="xnnpack", num_threads=os.cpu_count() or 1).run([case.x_test])[0]
     ref = reference.astype(np.float64)
-    noise = np.sum((out.astype(np.float64) - ref) ** 2)
+    per_sample = np.sum(((out.astype(np.float64) - ref) ** 2).reshape(len(ref), -1), axis=1)
+    noise = np.sum(per_sample)
     return {
         "int8_acc": float(np.mean(out.argmax(1) == case.y_test)),
         "agreement": float(np.mean(out.argmax(1) == reference.argmax(1))),
         "sqnr_db": float(10 * np.log10(np.sum(ref**2) / max(noise, 1e-30))),
+        "_noise": per_sample,  # per test sample; for the confidence intervals, not saved
     }
 
 
@@ -166,7 +168,8 @@ def main(argv):
         rows += run_case(case, FLAGS.scenarios, FLAGS.methods)
     summarize(rows)
     if FLAGS.json:
-        tfq8.calibration.atomic_write(FLAGS.json, json.dumps(rows, indent=1).encode())
+        public = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows]
+        tfq8.calibration.atomic_write(FLAGS.json, json.dumps(public, indent=1).encode())
 
 
 def summarize(rows: list[dict]) -> None:
@@ -175,7 +178,8 @@ def summarize(rows: list[dict]) -> None:
     for r in rows:
         by_case.setdefault((r["model"], r["scenario"]), {})[r["method"]] = r
     gains, ok = [], True
-    print("\nauto vs converter: d_top1 (pts), d_SQNR (dB), drops (pts)")
+    print("\nauto vs converter: d_top1 (pts), d_SQNR (dB) [90% bootstrap interval over the "
+          "test set], drops (pts)")
     for key, m in by_case.items():
         if "auto" not in m or "converter" not in m:
             continue
@@ -185,11 +189,30 @@ def summarize(rows: list[dict]) -> None:
         gains.append(d_db)
         bad = d_acc < -0.1 or d_db < -0.3 or (c["drop_pts"] > 1 and a["drop_pts"] > c["drop_pts"] / 2)
         ok &= not bad
-        print(f"  {key[0]:<19} {key[1]:<8} {d_acc:+6.2f} {d_db:+6.2f}  "
+        lo, hi = sqnr_gain_interval(a["_noise"], c["_noise"])
+        print(f"  {key[0]:<19} {key[1]:<8} {d_acc:+6.2f} {d_db:+6.2f} [{lo:+.2f}, {hi:+.2f}]  "
               f"{c['drop_pts']:+.2f} -> {a['drop_pts']:+.2f}{'   MISSED' if bad else ''}")
     if gains:
         print(f"mean SQNR gain {np.mean(gains):+.2f} dB over {len(gains)} cases; "
               f"targets {'met' if ok and np.mean(gains) >= 1.0 else 'NOT met'}")
+
+
+def sqnr_gain_interval(noise: np.ndarray, baseline: np.ndarray, resamples: int = 2000,
+                       seed: int = 0) -> tuple[float, float]:
+    """90% bootstrap interval of the SQNR gain of `noise` over `baseline` (dB).
+
+    The test set is resampled with replacement; the float signal cancels in
+    the difference, so only the two error energies are needed. Where a few
+    test samples with very large outputs dominate the error, the interval is
+    wide: that is how much the test set itself can say.
+    """
+    rng = np.random.default_rng(seed)
+    gains = np.empty(resamples)
+    for k in range(resamples):
+        i = rng.integers(0, len(noise), len(noise))
+        gains[k] = 10 * np.log10(max(baseline[i].sum(), 1e-30) / max(noise[i].sum(), 1e-30))
+    lo, hi = np.percentile(gains, [5, 95])
+    return float(lo), float(hi)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import pytest
 import factories
 import tfq8
 from tfq8 import _tflite
+from tfq8.harness.interpreter import make_interpreter
 from tfq8.stats import collect as collect_mod
 
 
@@ -66,6 +67,7 @@ def test_save_load_round_trip_without_pickle(full, tmp_path):
     assert loaded.fingerprint == full.fingerprint
     assert all(a.histogram == b.histogram for a, b in zip(loaded.tensors, full.tensors))
     assert all(np.array_equal(a, b) for a, b in zip(loaded.samples, full.samples))
+    np.testing.assert_array_equal(loaded.sample_peaks, full.sample_peaks)
 
 
 def test_save_replaces_atomically_and_load_reports_bad_files(full, tmp_path):
@@ -89,6 +91,26 @@ def test_kept_samples_are_spread_over_the_data(model_and_data):
     np.testing.assert_array_equal(calib.samples[0][0], x[0])
     np.testing.assert_array_equal(calib.samples[0][-1], x[-1])
     assert tfq8.calibrate(model, x, keep_samples=0).samples is None
+
+
+def test_peaks_of_kept_samples_match_a_direct_run(model_and_data):
+    """Per-sample peaks are recorded during collection, across batch boundaries."""
+    model, x = model_and_data
+    calib = tfq8.calibrate(model, x, keep_samples=9, batch_size=5)
+    peaks = calib.sample_peaks
+    assert peaks.shape == (9, len(calib.tensors))
+    interp = make_interpreter(calib.model, preserve_all_tensors=True)
+    detail = interp.get_input_details()[0]
+    for k, sample in enumerate(calib.samples[0]):
+        interp.set_tensor(detail["index"], sample[None])
+        interp.invoke()
+        for j, t in enumerate(calib.tensors):
+            expected = np.abs(interp.get_tensor(t.index)).max()
+            np.testing.assert_allclose(peaks[k, j], expected, rtol=1e-5, err_msg=t.name)
+    half = tfq8.calibrate(model, x[:24], keep_samples=9).merge(
+        tfq8.calibrate(model, x[24:], keep_samples=9))
+    assert half.sample_peaks.shape == (9, len(calib.tensors))
+    assert tfq8.calibrate(model, x, keep_samples=0).sample_peaks is None
 
 
 def test_ranges_by_method_and_tensor_lookup(full):

@@ -184,6 +184,7 @@ def test_auto_leaves_the_converter_ranges_when_an_outlier_frame_ruins_them():
     x[7] *= 60.0  # one corrupted calibration frame
     calib = tfq8.calibrate(model, x)
     auto = tfq8.convert(calibration=calib, method="auto")
+    assert calib.last_auto.excluded == [7]  # found from its activations, left out of the score
     assert set(calib.last_auto.choice.values()) != {"minmax"}
     x_test = factories.images(128, seed=1)
     ref = model.predict(x_test, verbose=0)
@@ -196,14 +197,43 @@ def test_clearly_better_needs_a_gain_beyond_noise():
     from tfq8.ranges.auto import clearly_better
 
     rng = np.random.default_rng(0)
-    base = rng.normal(30, 2, 128)
-    assert clearly_better(base + 1.0, base, 0.1)
-    assert not clearly_better(base + 0.05, base, 0.1)  # below the margin
-    noisy = base + rng.normal(0.15, 3.0, 128)           # mean gain within noise
-    assert not clearly_better(noisy, base, 0.1)
-    corrupted = base + 1.0
-    corrupted[:3] -= 40.0                               # three bad frames get worse
-    assert clearly_better(corrupted, base, 0.1)
+    signal = rng.uniform(0.5, 1.5, (1, 128))
+    base = signal * 10 ** (-3.0) * rng.uniform(0.5, 1.5, (1, 128))       # about 30 dB
+    assert clearly_better(signal, base / 2, base, 0.1)                   # +3 dB on every sample
+    assert not clearly_better(signal, base / 1.01, base, 0.1)            # below the margin
+    worse = base.copy()
+    worse[0, 7] *= 60.0                                                  # one sample carries the gain
+    assert not clearly_better(signal, base, worse, 0.1)
+    worse[0, [7, 21, 64]] *= 60.0                                        # three carry it: enough
+    assert clearly_better(signal, base, worse, 0.1)
+
+
+def test_a_rare_large_output_outweighs_many_small_gains():
+    """The energy-summed score sees what a per-sample average hides."""
+    from tfq8.ranges.auto import clearly_better, total_sqnr_db
+
+    signal = np.ones((1, 100))
+    signal[0, 0] = 400.0                     # one sample with a 20x larger output
+    base = signal * 1e-3                      # 30 dB everywhere
+    clipped = base / 2                        # +3 dB on 99 samples ...
+    clipped[0, 0] = 400.0 * 0.05              # ... but the large one is clipped (13 dB)
+    assert total_sqnr_db(signal, clipped) < total_sqnr_db(signal, base)
+    assert not clearly_better(signal, clipped, base, 0.1)
+
+
+def test_corrupted_frames_are_found_from_activations():
+    from tfq8.ranges.auto import corrupted_frames
+
+    rng = np.random.default_rng(0)
+    peaks = rng.lognormal(0.0, 0.1, (128, 12))
+    assert corrupted_frames(peaks) == []
+    peaks[[5, 90]] *= 8.0                    # two frames far above the rest everywhere
+    peaks[40, :2] *= 8.0                     # one sample extreme in two tensors only
+    assert corrupted_frames(peaks) == [5, 90]
+    assert corrupted_frames(peaks[:10]) == []            # too few samples to judge
+    many = peaks.copy()
+    many[:40] *= 8.0                          # a third of the data is not "corrupted frames"
+    assert corrupted_frames(many) == []
 
 
 def test_auto_without_kept_samples_falls_back(cnn_case):

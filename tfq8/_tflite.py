@@ -387,3 +387,19 @@ def tensor_names(model: bytes) -> list[str]:
 def outputs_of(model: "schema.ModelT") -> Sequence[int]:
     """Output tensor indices of subgraph 0."""
     return [int(i) for i in model.subgraphs[0].outputs]
+
+
+def production_order(model: bytes) -> list[int]:
+    """Tensor indices of subgraph 0 in the order the graph computes them.
+
+    Model inputs come first, then each operator's outputs in execution order.
+    """
+    sg = read_model(model).subgraphs[0]
+    order = [int(i) for i in sg.inputs]
+    seen = set(order)
+    for op in sg.operators:
+        for o in (int(o) for o in op.outputs):
+            if o not in seen:
+                seen.add(o)
+                order.append(o)
+    return order

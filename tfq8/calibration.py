@@ -62,6 +62,16 @@ class Calibration:
         return (f"Calibration({len(self.tensors)} tensors, {self.num_samples} samples, "
                 f"model {len(self.model)} bytes)")
 
+    @property
+    def sample_peaks(self) -> np.ndarray | None:
+        """Peak |value| per kept sample and tensor, shape (samples, tensors).
+
+        Columns follow `tensors`. None if the calibration kept no samples.
+        """
+        if self.samples is None or any(t.peaks is None for t in self.tensors):
+            return None
+        return np.stack([t.peaks for t in self.tensors], axis=1)
+
     def tensor(self, key: int | str) -> TensorStats:
         """A tensor's statistics by index or name."""
         if isinstance(key, str):
@@ -108,16 +118,19 @@ class Calibration:
                 "Can only merge calibrations of the same TFLite graph; the tensors differ."
             )
         merged = []
+        cap = max(len(self.samples[0]) if self.samples else 0,
+                  len(other.samples[0]) if other.samples else 0)
         for a, b in zip(self.tensors, other.tensors):
             h = a.histogram.copy().merge(b.histogram)
-            merged.append(TensorStats(a.index, a.name, h, a.producer))
+            peaks = [p for p in (a.peaks, b.peaks) if p is not None]
+            merged.append(TensorStats(a.index, a.name, h, a.producer,
+                                      np.concatenate(peaks)[:cap] if peaks else None))
         # Keep the calibrator's ranges consistent with the merged extremes.
         model = _tflite.set_ranges(self.model, {t.index: (t.histogram.min, t.histogram.max)
                                                 for t in merged})
         fingerprint = self.fingerprint if self.fingerprint == other.fingerprint else None
         samples = self.samples
         if self.samples is not None and other.samples is not None:
-            cap = max(len(self.samples[0]), len(other.samples[0]))
             samples = [np.concatenate([a, b])[:cap] for a, b in zip(self.samples, other.samples)]
         return Calibration(model, merged, self.num_samples + other.num_samples, fingerprint,
                            samples or other.samples)
@@ -145,6 +158,8 @@ class Calibration:
         for i, t in enumerate(self.tensors):
             for key, value in t.histogram.to_arrays().items():
                 arrays[f"t{i}_{key}"] = value
+            if t.peaks is not None:
+                arrays[f"t{i}_peaks"] = t.peaks
         for k, a in enumerate(self.samples or []):
             arrays[f"sample{k}"] = a
         buf = io.BytesIO()
@@ -169,7 +184,9 @@ class Calibration:
                 for i, t in enumerate(header["tensors"]):
                     h = Histogram.from_arrays(
                         {k: z[f"t{i}_{k}"] for k in ("counts", "meta", "extremes")})
-                    tensors.append(TensorStats(int(t["index"]), t["name"], h, t["producer"]))
+                    peaks = np.array(z[f"t{i}_peaks"]) if f"t{i}_peaks" in z.files else None
+                    tensors.append(TensorStats(int(t["index"]), t["name"], h, t["producer"],
+                                               peaks))
                 kept = int(header.get("num_kept_inputs", 0))
                 samples = [np.array(z[f"sample{k}"]) for k in range(kept)] or None
         except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:

@@ -38,6 +38,10 @@ CALIBRATION_ATTR = "_tfq8_calibration"
 _IO_NAMES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
 
 
+KEEP_SAMPLES = 256
+KEEP_BYTES = 64 << 20
+
+
 def calibrate(
     model: Any,
     data: Any,
@@ -45,7 +49,7 @@ def calibrate(
     num_samples: int | None = None,
     max_bins: int = DEFAULT_MAX_BINS,
     batch_size: int | None = None,
-    keep_samples: int = 128,
+    keep_samples: int | None = None,
 ) -> Calibration:
     """Collects histograms of every activation tensor of the model's TFLite graph.
 
@@ -61,6 +65,7 @@ def calibrate(
         batch_size: Samples per LiteRT run while collecting (default: automatic).
         keep_samples: Keep this many samples (evenly spaced) in the calibration
             for `method="auto"` to compare int8 with float; 0 keeps none.
+            Default: up to `KEEP_SAMPLES`, as many as fit in `KEEP_BYTES`.
 
     Returns:
         A `Calibration`, reusable by `convert(..., calibration=...)`.
@@ -73,21 +78,25 @@ def calibrate(
     rep = data if isinstance(data, RepresentativeDataset) and num_samples is None and (
         data.specs == handle.specs) else representative_dataset(
             data, specs=handle.specs, num_samples=num_samples)
+    kept = _kept(rep, keep_samples)
     _log.info("Calibrating on %d samples.", len(rep))
     calibrated = _tflite.calibrate_only(handle.converter(), rep)
     _check_input_order(calibrated, handle)
-    tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size)
-    return Calibration(calibrated, tensors, len(rep), handle.fingerprint(),
-                       _kept(rep, keep_samples))
+    tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
+    samples = [a[kept].copy() for a in rep.inputs] if len(kept) else None
+    return Calibration(calibrated, tensors, len(rep), handle.fingerprint(), samples)
 
 
-def _kept(rep: RepresentativeDataset, n: int) -> list[np.ndarray] | None:
-    if not isinstance(n, (int, np.integer)) or n < 0:
+def _kept(rep: RepresentativeDataset, n: int | None) -> np.ndarray:
+    """Indices of the samples a calibration keeps (evenly spaced)."""
+    if n is None:
+        per_sample = sum(a[:1].nbytes for a in rep.inputs) or 1
+        n = max(1, min(KEEP_SAMPLES, KEEP_BYTES // per_sample))
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
         raise ValueError(f"keep_samples must be a non-negative integer. Received: keep_samples={n!r}")
     if n == 0:
-        return None
-    idx = np.unique(np.linspace(0, len(rep) - 1, min(n, len(rep))).round().astype(int))
-    return [a[idx].copy() for a in rep.inputs]
+        return np.zeros(0, np.int64)
+    return np.unique(np.linspace(0, len(rep) - 1, min(n, len(rep))).round().astype(np.int64))
 
 
 def convert(

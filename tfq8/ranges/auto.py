@@ -8,35 +8,52 @@ matter. So `auto` measures instead of guessing:
 1. Every per-tensor method (`minmax`, `percentile`, `mse`, `kl`) proposes a
    range for every tensor, from the histograms alone.
 2. Each proposal is quantized into a full int8 model and run in LiteRT on the
-   calibration samples the `Calibration` kept (`Calibration.samples`, up to 128
+   calibration samples the `Calibration` kept (`Calibration.samples`, up to 256
    by default), next to the calibrated float model.
-3. The score of a proposal is the trimmed mean, over samples, of the output
-   SQNR in dB (int8 vs float, averaged over the model's outputs); the worst
-   `TRIM` fraction of samples is left out, so a few corrupted calibration
-   frames cannot decide the outcome.
-4. Per tensor, the range comes from the best-scoring proposal. Then, tensor by
-   tensor (those whose proposals differ most first, within a budget of
-   `REFINE_BUDGET` model evaluations), the range of the runner-up proposal is
-   tried in place and kept when it is clearly better (the test below, with
-   `REFINE_MIN_GAIN_DB`); the search stops after `REFINE_PATIENCE` tries in a
-   row that do not. The choice is per tensor, judged on the whole model.
+3. The score of a proposal is the output SQNR in dB over those samples, with
+   signal and error energy summed over all of them (the figure users measure
+   on a test set), averaged over the model's outputs. Summing energies, not
+   averaging per-sample SQNR, lets the rare samples with the largest outputs
+   weigh what they weigh on a test set: a range that clips them loses.
+4. Corrupted calibration frames (saturated noise, hot pixels, a broken
+   sensor) would decide such a sum, so they are left out of it first, judged
+   from the float model alone and never from a candidate's error (the peaks
+   are recorded during the statistics pass, `Calibration.sample_peaks`): a kept
+   sample whose peak activations in the first third of the graph sit more than
+   `OUTLIER_Z` robust standard deviations (median and MAD of the log peak
+   ratio) above the other samples is a corrupted frame. Legitimate samples
+   with large outputs are extreme near the output, not at the input end, so
+   they stay. At most `MAX_OUTLIER_FRACTION` of the samples can be left out;
+   with fewer than `MIN_SAMPLES_FOR_OUTLIERS` none are. The statistics keep
+   every sample either way: this only decides which samples score.
+5. `minmax` (the converter's own ranges) is always a candidate and wins unless
+   another proposal is clearly better on the same samples: its score must be
+   higher by more than `MINMAX_MARGIN_DB`, and higher in at least
+   `CONFIDENCE` of `BOOTSTRAP` resamplings of the scored samples (a fixed
+   seed, so the choice is deterministic). So on the calibration samples `auto`
+   is never worse than the converter, and leaves it only for a gain that a
+   few lucky samples would not explain.
+6. Then, tensor by tensor (those where the best and the runner-up proposals
+   differ most first, within `REFINE_BUDGET` model evaluations), the
+   runner-up's range is tried in place and kept when it is clearly better by
+   the same test with `REFINE_MIN_GAIN_DB`; the search stops after
+   `REFINE_PATIENCE` tries in a row that are not.
 
-`minmax` is always a candidate and wins unless another proposal is clearly
-better on the same samples: the per-sample gains (worst `TRIM` left out) must
-average more than `MINMAX_MARGIN_DB` and more than two standard errors. So on
-the calibration samples `auto` is never worse than the converter's own
-ranges, and it leaves them only for a gain that noise would not explain. The
-per-tensor refinement uses the same test. Without kept samples (a Calibration saved with `keep_samples=0`), `auto`
-falls back to `percentile` and says so in the log.
+Without kept samples (a Calibration saved with `keep_samples=0`), `auto` falls
+back to `percentile` and says so in the log.
 
 Example:
     >>> blob = tfq8.convert(model, x_train[:500])          # method="auto"
+    >>> calib = tfq8.calibrate(model, x_train[:500])
+    >>> blob = tfq8.convert(calibration=calib)
+    >>> calib.last_auto.scores, calib.last_auto.excluded
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any, Mapping
 
 import numpy as np
@@ -47,12 +64,18 @@ _log = logging.getLogger("tfq8")
 
 CANDIDATES = ("minmax", "percentile", "mse", "kl")
 FALLBACK = "percentile"
-TRIM = 0.05
+OUTLIER_Z = 6.0
+EARLY_FRACTION = 1 / 3
+MIN_SAMPLES_FOR_OUTLIERS = 16
+MAX_OUTLIER_FRACTION = 0.25
 MINMAX_MARGIN_DB = 0.1
-REFINE_BUDGET = 8
-REFINE_PATIENCE = 3
-REFINE_MIN_GAIN_DB = 0.01
+CONFIDENCE = 0.8
+BOOTSTRAP = 1000
+REFINE_BUDGET = 4
+REFINE_PATIENCE = 2
+REFINE_MIN_GAIN_DB = MINMAX_MARGIN_DB
 _CAP_DB = 120.0
+_MIN_LOG_SPREAD = 0.05
 
 
 @dataclasses.dataclass
@@ -60,14 +83,17 @@ class AutoReport:
     """What `auto` measured: score per candidate and the per-tensor choice.
 
     Attributes:
-        scores: Candidate method -> trimmed-mean output SQNR (dB).
+        scores: Candidate method -> output SQNR (dB) over the scored samples.
         choice: Tensor index -> method whose range it uses.
         score: Score of the final ranges.
+        excluded: Kept calibration samples (indices into `Calibration.samples`)
+            judged corrupted and left out of the scores.
     """
 
     scores: dict[str, float]
     choice: dict[int, str]
     score: float
+    excluded: list[int] = dataclasses.field(default_factory=list)
 
 
 def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = None,
@@ -94,19 +120,16 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
         return chosen
 
     scorer = _Scorer(calib, quant)
-    per_sample = {m: scorer(p) for m, p in proposals.items()}
-    scores = {m: trimmed_mean(db) for m, db in per_sample.items()}
-    # The converter's ranges win unless another proposal is clearly better on
-    # the same samples: see `clearly_better`.
-    eligible = [m for m in CANDIDATES if m != "minmax"
-                and clearly_better(per_sample[m], per_sample["minmax"], MINMAX_MARGIN_DB)]
-    order = sorted(eligible, key=lambda m: (-scores[m], CANDIDATES.index(m)))
-    best = order[0] if order else "minmax"
-    second = (order[1] if len(order) > 1 else "minmax") if order else max(
-        (m for m in CANDIDATES if m != "minmax"), key=lambda m: scores[m])
+    noise = {m: scorer(p) for m, p in proposals.items()}
+    scores = {m: scorer.score(n) for m, n in noise.items()}
+    rank = sorted(CANDIDATES, key=lambda m: (-scores[m], CANDIDATES.index(m)))
+    eligible = [m for m in rank if m != "minmax"
+                and scorer.clearly_better(noise[m], noise["minmax"], MINMAX_MARGIN_DB)]
+    best = eligible[0] if eligible else "minmax"
+    second = next(m for m in rank if m != best)
     chosen = dict(proposals[best])
     choice = {i: best for i in chosen}
-    current = per_sample[best]
+    current = noise[best]
 
     # Per-tensor refinement: try the runner-up's range where the two differ most.
     def gap(i: int) -> float:
@@ -119,25 +142,25 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
     for i in todo:
         trial = dict(chosen)
         trial[i] = proposals[second][i]
-        db = scorer(trial)
-        if clearly_better(db, current, REFINE_MIN_GAIN_DB):
-            chosen, current, misses = trial, db, 0
+        trial_noise = scorer(trial)
+        if scorer.clearly_better(trial_noise, current, REFINE_MIN_GAIN_DB):
+            chosen, current, misses = trial, trial_noise, 0
             choice[i] = second
         else:
             misses += 1
             if misses == REFINE_PATIENCE:
                 break
-    score = trimmed_mean(current)
-    calib.last_auto = AutoReport(scores, choice, score)
-    _log.info("auto: scores (trimmed-mean output SQNR, dB) %s; chose %s, %d tensor(s) "
-              "from %s; final %.2f dB.",
+    score = scorer.score(current)
+    calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded))
+    _log.info("auto: output SQNR (dB) on %d calibration samples %s; chose %s, %d tensor(s) "
+              "from %s; final %.2f dB.", len(scorer.keep),
               {m: round(s, 2) for m, s in scores.items()}, best,
               sum(1 for m in choice.values() if m != best), second, score)
     return chosen
 
 
 class _Scorer:
-    """Quantizes a range proposal and scores its outputs against float.
+    """Quantizes a range proposal and measures its output error against float.
 
     All kept samples run in one LiteRT invoke (XNNPACK kernels, all cores);
     the ranges are patched into the calibrated model's bytes, not rebuilt.
@@ -147,12 +170,158 @@ class _Scorer:
         self.writer = _tflite.RangeWriter(calib.model)
         self.quant = dict(quant)
         self.samples = list(calib.samples)
-        self.reference = _run(calib.model, self.samples)
+        reference = _run(calib.model, self.samples)
+        self.reference = reference
+        self.signal = np.stack([_energy(r) for r in reference])
+        n = self.signal.shape[1]
+        self.excluded = []
+        if calib.sample_peaks is not None:
+            self.excluded = corrupted_frames(early_columns(calib))
+        if self.excluded:
+            _log.info("auto: %d of %d kept calibration samples look corrupted (peak "
+                      "activations far above the others early in the graph) and do not "
+                      "score: %s", len(self.excluded), n, self.excluded)
+        self.keep = np.setdiff1d(np.arange(n), self.excluded)
+        self.weights = bootstrap_weights(len(self.keep))
 
     def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> np.ndarray:
-        """Per-sample output SQNR (dB) of the int8 model with `ranges`."""
+        """Error energy per output and sample of the int8 model with `ranges`."""
         blob = _tflite.quantize(self.writer.write(ranges), **self.quant)
-        return per_sample_sqnr(self.reference, _run(blob, self.samples))
+        outputs = _run(blob, self.samples)
+        return np.stack([_energy(o.astype(np.float64) - r.astype(np.float64))
+                         for o, r in zip(outputs, self.reference)])
+
+    def score(self, noise: np.ndarray) -> float:
+        """Output SQNR (dB) over the scored samples."""
+        return total_sqnr_db(self.signal[:, self.keep], noise[:, self.keep])
+
+    def clearly_better(self, noise: np.ndarray, baseline: np.ndarray, margin_db: float) -> bool:
+        """Whether `noise` beats `baseline` (see `clearly_better`)."""
+        return clearly_better(self.signal[:, self.keep], noise[:, self.keep],
+                              baseline[:, self.keep], margin_db, self.weights)
+
+
+def _energy(a: np.ndarray) -> np.ndarray:
+    """Sum of squares per sample (first axis)."""
+    a = np.asarray(a, np.float64).reshape(len(a), -1)
+    return np.sum(a * a, axis=1)
+
+
+def total_sqnr_db(signal: np.ndarray, noise: np.ndarray) -> float:
+    """Output SQNR in dB with energies summed over samples, averaged over outputs.
+
+    Args:
+        signal: Float output energy, shape (outputs, samples).
+        noise: Error energy of the int8 outputs, same shape.
+
+    Returns:
+        Mean over outputs of 10*log10(sum signal / sum noise), within +-120 dB.
+
+    Example:
+        >>> total_sqnr_db(np.array([[1.0, 3.0]]), np.array([[0.01, 0.03]]))
+        20.0
+    """
+    return float(np.mean(_db(np.sum(signal, axis=-1), np.sum(noise, axis=-1))))
+
+
+def _db(signal: np.ndarray, noise: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        db = 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, 1e-30))
+    return np.clip(db, -_CAP_DB, _CAP_DB)
+
+
+def bootstrap_weights(n: int, resamples: int = BOOTSTRAP, seed: int = 0) -> np.ndarray:
+    """How often each of `n` samples is drawn in each bootstrap resample.
+
+    Returns:
+        Integer counts of shape (resamples, n), from a fixed seed.
+    """
+    if n == 0:
+        return np.zeros((resamples, 0))
+    draws = np.random.default_rng(seed).integers(0, n, (resamples, n))
+    counts = np.zeros((resamples, n))
+    np.add.at(counts, (np.arange(resamples)[:, None], draws), 1.0)
+    return counts
+
+
+def clearly_better(signal: np.ndarray, noise: np.ndarray, baseline: np.ndarray,
+                   margin_db: float, weights: np.ndarray | None = None) -> bool:
+    """Whether error `noise` beats `baseline` on the same samples beyond noise.
+
+    Both the SQNR gain over all samples must exceed `margin_db` and the gain
+    must stay positive in at least `CONFIDENCE` of the bootstrap resamples
+    (`weights`, see `bootstrap_weights`), so a gain carried by one or two
+    samples does not count.
+
+    Args:
+        signal: Float output energy, shape (outputs, samples).
+        noise: Error energy of the candidate, same shape.
+        baseline: Error energy of the current choice, same shape.
+        margin_db: Minimum SQNR gain in dB.
+        weights: Bootstrap counts, shape (resamples, samples).
+
+    Returns:
+        True if the candidate is clearly better.
+
+    Example:
+        >>> s = np.ones((1, 100)); b = np.full((1, 100), 0.01)
+        >>> clearly_better(s, b / 2, b, 0.1)
+        True
+    """
+    gain = total_sqnr_db(signal, noise) - total_sqnr_db(signal, baseline)
+    if gain <= margin_db:
+        return False
+    if weights is None:
+        weights = bootstrap_weights(signal.shape[-1])
+    s, n, b = (weights @ a.T for a in (signal, noise, baseline))  # (resamples, outputs)
+    resampled_gain = np.mean(_db(s, n) - _db(s, b), axis=1)
+    return float(np.mean(resampled_gain > 0)) >= CONFIDENCE
+
+
+def corrupted_frames(peaks: np.ndarray, z: float = OUTLIER_Z) -> list[int]:
+    """Samples whose activations sit far above the others': corrupted frames.
+
+    Args:
+        peaks: Per-sample peak |activation|, shape (samples, tensors), from
+            the tensors early in the graph (see `early_columns`).
+        z: Threshold in robust standard deviations.
+
+    Returns:
+        Sorted sample indices. Empty with fewer than `MIN_SAMPLES_FOR_OUTLIERS`
+        samples, or when more than `MAX_OUTLIER_FRACTION` would be flagged (then
+        they are not rare outliers but part of the data).
+
+    Example:
+        >>> peaks = np.ones((40, 3)); peaks[7] = 50.0
+        >>> corrupted_frames(peaks)
+        [7]
+    """
+    peaks = np.asarray(peaks, np.float64)
+    n = len(peaks)
+    if n < MIN_SAMPLES_FOR_OUTLIERS or peaks.ndim != 2 or peaks.shape[1] == 0:
+        return []
+    typical = np.median(peaks, axis=0)
+    live = typical > 0
+    if not np.any(live):
+        return []
+    ratio = np.median(peaks[:, live] / typical[live], axis=1)
+    log_ratio = np.log(np.maximum(ratio, 1e-30))
+    center = np.median(log_ratio)
+    spread = max(1.4826 * np.median(np.abs(log_ratio - center)), _MIN_LOG_SPREAD)
+    flagged = np.flatnonzero((log_ratio - center) / spread > z)
+    if len(flagged) > MAX_OUTLIER_FRACTION * n:
+        _log.info("auto: %d of %d samples look like outliers; too many to be corrupted "
+                  "frames, so all of them score.", len(flagged), n)
+        return []
+    return [int(i) for i in flagged]
+
+
+def early_columns(calib: Any) -> np.ndarray:
+    """`calib.sample_peaks` of the first `EARLY_FRACTION` of the tensors the graph computes."""
+    column = {t.index: k for k, t in enumerate(calib.tensors)}
+    order = [column[i] for i in _tflite.production_order(calib.model) if i in column]
+    early = order[: max(2, int(np.ceil(len(order) * EARLY_FRACTION)))]
+    return calib.sample_peaks[:, early]
 
 
 def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
@@ -178,50 +347,9 @@ def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
     return [np.concatenate(r) for r in results]
 
 
-def per_sample_sqnr(reference: list[np.ndarray], outputs: list[np.ndarray]) -> np.ndarray:
-    """Output SQNR in dB per sample (mean over the model's outputs), capped at 120."""
-    per_output = []
-    for ref, out in zip(reference, outputs):
-        ref = ref.reshape(len(ref), -1).astype(np.float64)
-        err = out.reshape(len(out), -1).astype(np.float64) - ref
-        signal = np.sum(ref**2, axis=1)
-        noise = np.sum(err**2, axis=1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            db = 10 * np.log10(np.maximum(signal, 1e-30) / np.maximum(noise, 1e-30))
-        per_output.append(np.clip(db, -_CAP_DB, _CAP_DB))
-    return np.mean(per_output, axis=0)
-
-
-def _trimmed(values: np.ndarray, trim: float = TRIM) -> np.ndarray:
-    """The values without the lowest `trim` fraction."""
-    keep = max(1, int(np.ceil(len(values) * (1 - trim))))
-    return np.sort(values)[::-1][:keep]
-
-
-def trimmed_mean(db: np.ndarray, trim: float = TRIM) -> float:
-    """Mean of per-sample dB without the worst `trim` fraction of samples."""
-    return float(np.mean(_trimmed(np.asarray(db, np.float64), trim)))
-
-
-def clearly_better(db: np.ndarray, baseline: np.ndarray, margin_db: float) -> bool:
-    """Whether per-sample scores `db` beat `baseline` on the same samples.
-
-    The paired differences, without their worst `TRIM` fraction (a few bad
-    calibration frames may get worse), must average more than `margin_db` and
-    more than two standard errors: a gain that noise on a hundred samples
-    could produce does not count.
-    """
-    diff = _trimmed(np.asarray(db, np.float64) - np.asarray(baseline, np.float64))
-    gain = float(np.mean(diff))
-    se = float(np.std(diff, ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else 0.0
-    return gain > margin_db and gain > 2 * se
-
-
 def _threads() -> int:
-    import os  # noqa: PLC0415
-
     return os.cpu_count() or 1
 
 
-__all__ = ["AutoReport", "CANDIDATES", "choose", "clearly_better", "per_sample_sqnr",
-           "trimmed_mean"]
+__all__ = ["AutoReport", "CANDIDATES", "bootstrap_weights", "choose", "clearly_better",
+           "corrupted_frames", "early_columns", "total_sqnr_db"]

@@ -25,6 +25,7 @@ import dataclasses
 import logging
 import math
 import os
+from typing import Sequence
 
 import numpy as np
 
@@ -47,12 +48,15 @@ class TensorStats:
         name: Tensor name in the TFLite graph.
         histogram: Its histogram over all calibration samples.
         producer: Op that writes it (such as `CONV_2D`), or `INPUT`.
+        peaks: Peak |value| of the tensor for each tracked calibration sample
+            (the samples a `Calibration` keeps), or None if none were tracked.
     """
 
     index: int
     name: str
     histogram: Histogram
     producer: str
+    peaks: np.ndarray | None = None
 
 
 def _interpreter(model: bytes, *, xnnpack: bool):
@@ -83,6 +87,7 @@ def collect(
     *,
     max_bins: int = DEFAULT_MAX_BINS,
     batch_size: int | None = None,
+    track: Sequence[int] = (),
 ) -> list[TensorStats]:
     """Histograms of every calibrated activation tensor over `rep`.
 
@@ -92,6 +97,9 @@ def collect(
         max_bins: Histogram resolution.
         batch_size: Samples per interpreter run (default: as many as fit in
             about 64 MiB of activations, at most 256).
+        track: Sample indices (increasing) whose per-tensor peak |value| is
+            recorded in `TensorStats.peaks` (a tensor without a batch
+            dimension gets zeros).
 
     Returns:
         One `TensorStats` per calibrated tensor, by tensor index.
@@ -105,7 +113,7 @@ def collect(
     producers = {int(o): _tflite.op_name(parsed, op) for op in sg.operators for o in op.outputs}
     stats = {
         i: TensorStats(i, _tflite.tensor_name(sg.tensors[i]), Histogram(max_bins),
-                       producers.get(i, "INPUT"))
+                       producers.get(i, "INPUT"), np.zeros(len(track)) if len(track) else None)
         for i in sorted(ranges)
     }
     xnnpack = _xnnpack_agrees(calibrated, rep, sorted(stats))
@@ -119,7 +127,7 @@ def collect(
         resize_batch(interpreter, 1) or interpreter.allocate_tensors()
     inputs = interpreter.get_input_details()
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        _run_batches(interpreter, inputs, rep, batch, stats, pool)
+        _run_batches(interpreter, inputs, rep, batch, stats, pool, np.asarray(track, np.int64))
     for i, s in stats.items():
         lo, hi = ranges[i]
         _adopt_extremes(s.histogram, lo, hi, s.name)
@@ -127,7 +135,7 @@ def collect(
 
 
 def _run_batches(interpreter, inputs, rep: RepresentativeDataset, batch: int,
-                 stats: dict[int, TensorStats], pool) -> None:
+                 stats: dict[int, TensorStats], pool, track: np.ndarray) -> None:
     """Runs every batch and adds each preserved tensor to its histogram."""
     done = 0
     for arrays in rep.batches(batch):
@@ -139,9 +147,17 @@ def _run_batches(interpreter, inputs, rep: RepresentativeDataset, batch: int,
             interpreter.set_tensor(d["index"], a)
         interpreter.invoke()
 
+        lo, hi = np.searchsorted(track, [done, done + n])
+        rows = track[lo:hi] - done
+
         def update(s: TensorStats, first: int = done, count: int = n) -> None:
             try:
-                s.histogram.update(interpreter.tensor(s.index)())  # a view, no copy
+                values = interpreter.tensor(s.index)()  # a view, no copy
+                s.histogram.update(values)
+                if len(rows) and values.ndim and values.shape[0] == count:
+                    picked = values[rows].reshape(len(rows), -1)
+                    if picked.size:
+                        s.peaks[lo:hi] = np.abs(picked).max(axis=1)
             except ValueError as e:
                 raise ValueError(
                     f"Tensor {s.name!r} (index {s.index}, output of {s.producer}) is not "
