@@ -14,6 +14,8 @@ Usage:
     python benchmarks/accuracy.py                       # the whole suite
     python benchmarks/accuracy.py --models=resnet8 --scenarios=clean
     python benchmarks/accuracy.py --memory              # statistics memory vs samples
+    python benchmarks/accuracy.py --models=resnet8 --scenarios=clean \
+        --methods=converter,auto --repeats=5            # the time ratio, median of 5
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ flags.DEFINE_list("scenarios", ["clean", "corrupt", "x10"], "Calibration scenari
 flags.DEFINE_list("methods", ["converter", "minmax", "percentile", "kl", "mse", "auto"],
                   "Methods; 'converter' is TFLite's own int8 conversion.")
 flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
+flags.DEFINE_integer("repeats", 1, "Time each conversion step this many times; report the median.",
+                     lower_bound=1)
 flags.DEFINE_bool("memory", False, "Measure statistics memory for 100..5000 samples instead.")
 
 
@@ -103,17 +107,25 @@ def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
         for method in methods:
             # tfq8's time is end to end: statistics (measured once per scenario,
             # shared by the methods) plus the method's own range choice and quantization.
+            # With --repeats=N each timed step runs N times and its median counts.
             with PeakRss() as mem:
                 if method != "converter" and calib is None:
+                    stats_times = []
+                    for _ in range(FLAGS.repeats):
+                        t0 = time.perf_counter()
+                        calib = tfq8.calibrate(case.model, x)
+                        stats_times.append(time.perf_counter() - t0)
+                    t_stats = float(np.median(stats_times))
+                method_times = []
+                for _ in range(FLAGS.repeats):
                     t0 = time.perf_counter()
-                    calib = tfq8.calibrate(case.model, x)
-                    t_stats = time.perf_counter() - t0
-                t0 = time.perf_counter()
-                if method == "converter":
-                    blob = converter_int8(case.model, x)
-                else:
-                    blob = tfq8.convert(calibration=calib, method=method)
-                times[method] = time.perf_counter() - t0 + (0.0 if method == "converter" else t_stats)
+                    if method == "converter":
+                        blob = converter_int8(case.model, x)
+                    else:
+                        blob = tfq8.convert(calibration=calib, method=method)
+                    method_times.append(time.perf_counter() - t0)
+                times[method] = float(np.median(method_times)) + (
+                    0.0 if method == "converter" else t_stats)
             row = {"model": case.name, "scenario": scen, "samples": len(x), "method": method,
                    "float_acc": float_acc, **evaluate(blob, case, reference),
                    "time_s": times[method], "rss_growth_mib": mem.growth_mib,

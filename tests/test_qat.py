@@ -4,6 +4,8 @@ The models are `factories.tf_keras_qat_cnn`: the tiny tf_keras CNN after four
 QAT steps, fully annotated (`quantize_model`) or only Conv2D/BN/ReLU annotated.
 """
 
+import json
+
 import numpy as np
 import pytest
 
@@ -180,6 +182,33 @@ def test_partial_qat_bias_matches_the_qat_tensor_it_reads(partial_case, partial_
 def test_qat_h5_file_loads_in_tfmot_scope(qat_case, qat_blob, tmp_path):
     qat_case[0].save(tmp_path / "qat.h5")
     assert tfq8.convert(str(tmp_path / "qat.h5")) == qat_blob
+
+
+def test_cli_converts_a_qat_file_without_data(qat_case, qat_blob, tmp_path, capfd):
+    from tfq8 import cli
+
+    qat_case[0].save(tmp_path / "qat.h5")
+    out = tmp_path / "qat_int8.tflite"
+
+    def run(*argv):
+        capfd.readouterr()
+        try:
+            cli.run(["tfq8", *map(str, argv)])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        return code, *capfd.readouterr()
+
+    code, stdout, _ = run("convert", tmp_path / "qat.h5", "--output", out, "--json")
+    assert code == 0
+    assert out.read_bytes() == qat_blob
+    assert json.loads(stdout)["full_integer"] is True
+    code, _, err = run("convert", tmp_path / "qat.h5", "--calibration-out", tmp_path / "s.npz")
+    assert code != 0 and "--calibration-out needs --data" in err
+    tf_keras_plain = factories.tf_keras_cnn()
+    tf_keras_plain.save(tmp_path / "plain.h5")
+    code, _, err = run("convert", tmp_path / "plain.h5")
+    assert code != 0 and "convert needs calibration data" in err
 
 
 def test_qat_savedmodel_is_recognised_by_its_fakequant_ops(qat_case, qat_blob, tmp_path):

@@ -3,6 +3,7 @@
 Usage::
 
     tfq8 convert MODEL --data FILE [--method auto] [--output OUT.tflite] [--calibration-out stats.npz]
+    tfq8 convert QAT_MODEL.h5 [--output OUT.tflite]   (quantization-aware-trained: no data needed)
     tfq8 check OUT.tflite --data FILE [--reference MODEL] [--labels FILE] [--json]
     tfq8 bench OUT.tflite [--reference MODEL] [--threads 1] [--backend xnnpack] [--json]
     tfq8 inspect OUT.tflite [--json] [--strict]
@@ -62,7 +63,8 @@ def _define(command: str) -> flags.FlagValues:
         definer(*args, flag_values=fv, **kwargs)
 
     if command == "convert":
-        _d(flags.DEFINE_string, "data", None, "Calibration data: .npy, .npz or a folder of images.")
+        _d(flags.DEFINE_string, "data", None, "Calibration data: .npy, .npz or a folder of "
+           "images (a quantization-aware-trained model needs none).")
         _d(flags.DEFINE_string, "method", "auto", "Range method: auto, minmax, percentile, kl or mse.")
         _d(flags.DEFINE_string, "output", None, "Where to write the .tflite (default: MODEL's name "
                                             "with _int8.tflite).")
@@ -266,31 +268,42 @@ class _Progress:
 def _convert(model_path: str) -> tuple[dict, str, int]:
     import tfq8  # noqa: PLC0415
     from tfq8.models import load_model  # noqa: PLC0415
+    from tfq8.qat import is_qat  # noqa: PLC0415
 
     p = _Progress("convert")
-    if not _F.data:
-        raise ValueError("convert needs calibration data: pass --data FILE (.npy, .npz or a "
-                         "folder of images). Received: no --data")
     p.step(f"loading {model_path}")
     handle = load_model(model_path)
-    data, _ = _load_data(_F.data, [s.shape for s in handle.specs], [s.name for s in handle.specs])
     output = _F.output or _default_output(model_path)
-    n = _F["num-samples"].value
-    p.step("calibrating (TFLite calibrator, then histograms in LiteRT)")
-    t0 = time.monotonic()
-    calib = tfq8.calibrate(handle, data, num_samples=n)
-    p.step(f"calibrated on {calib.num_samples} samples in {time.monotonic() - t0:.1f}s; "
-           f"choosing ranges ({_F.method}) and quantizing")
-    if _F["calibration-out"].value:
-        calib.save(_F["calibration-out"].value)
-    blob = tfq8.convert(calibration=calib, method=_F.method,
-                        per_channel=_F["per-channel"].value,
-                        input_type=_F["input-type"].value,
-                        output_type=_F["output-type"].value,
-                        allow_float=_F["allow-float"].value, output_path=output)
+    options = dict(method=_F.method, per_channel=_F["per-channel"].value,
+                   input_type=_F["input-type"].value, output_type=_F["output-type"].value,
+                   allow_float=_F["allow-float"].value, output_path=output)
+    if not _F.data:
+        if not is_qat(handle):
+            raise ValueError("convert needs calibration data: pass --data FILE (.npy, .npz or a "
+                             "folder of images); only a quantization-aware-trained model "
+                             "converts without. Received: no --data")
+        if _F["calibration-out"].value:
+            raise ValueError("--calibration-out needs --data: without data there are no "
+                             "statistics to save. Received: no --data")
+        p.step("quantization-aware-trained model: converting with the ranges QAT learned")
+        blob = tfq8.convert(handle, **options)
+        num_samples = 0
+    else:
+        data, _ = _load_data(_F.data, [s.shape for s in handle.specs],
+                             [s.name for s in handle.specs])
+        n = _F["num-samples"].value
+        p.step("calibrating (TFLite calibrator, then histograms in LiteRT)")
+        t0 = time.monotonic()
+        calib = tfq8.calibrate(handle, data, num_samples=n)
+        p.step(f"calibrated on {calib.num_samples} samples in {time.monotonic() - t0:.1f}s; "
+               f"choosing ranges ({_F.method}) and quantizing")
+        if _F["calibration-out"].value:
+            calib.save(_F["calibration-out"].value)
+        blob = tfq8.convert(calibration=calib, **options)
+        num_samples = calib.num_samples
     info = tfq8.inspect(blob)
     result = {"output": os.path.abspath(output), "size_bytes": len(blob), "method": _F.method,
-              "num_samples": calib.num_samples, "full_integer": info.full_integer,
+              "num_samples": num_samples, "full_integer": info.full_integer,
               "num_ops": len(info.ops),
               "calibration_out": _F["calibration-out"].value}
     verdict = "full-integer" if info.full_integer else f"{len(info.float_ops)} float op(s)"
