@@ -56,6 +56,14 @@ def build_model(seed: int):
     return model
 
 
+def _choice(auto) -> str:
+    """Which methods' ranges the final model uses, with tensor counts."""
+    counts: dict[str, int] = {}
+    for method in auto.choice.values():
+        counts[method] = counts.get(method, 0) + 1
+    return ", ".join(f"{m} ({n} tensors)" for m, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
 def main(argv):
     del argv
     import tfq8  # noqa: PLC0415
@@ -118,7 +126,9 @@ def main(argv):
         "",
         f"conversion: tfq8 {ours_s:.2f} s (statistics from the callback), "
         f"TFLite converter {theirs_s:.2f} s",
-        f"auto's choice: {auto.scores if auto else 'n/a'}",
+        "auto: output SQNR (dB) of each method's ranges on the kept calibration samples: "
+        + (", ".join(f"{m} {v:.2f}" for m, v in auto.scores.items()) if auto else "n/a")
+        + (f"; chose {_choice(auto)}" if auto else ""),
         f"full-integer: {info.full_integer} ({len(info.ops)} ops; inputs "
         f"{[t.dtype for t in info.inputs]}, outputs {[t.dtype for t in info.outputs]})",
         "",
