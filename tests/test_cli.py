@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import factories as F
-from tfq8 import cli
+from clirun import run_cli as _run
 
 
 @pytest.fixture(scope="module")
@@ -30,18 +30,6 @@ def files(tmp_path_factory):
     np.save(d / "wrong_shape.npy", np.zeros((4, 8, 8, 3), np.float32))
     np.save(d / "short_labels.npy", y[:10])
     return d
-
-
-def _run(capfd, *argv):
-    """Runs the CLI in-process; returns (exit code, stdout, stderr)."""
-    capfd.readouterr()
-    try:
-        cli.run(["tfq8", *map(str, argv)])
-        code = 0
-    except SystemExit as e:
-        code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-    out, err = capfd.readouterr()
-    return code, out, err
 
 
 def _one_error_line(err):

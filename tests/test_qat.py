@@ -185,19 +185,13 @@ def test_qat_h5_file_loads_in_tfmot_scope(qat_case, qat_blob, tmp_path):
 
 
 def test_cli_converts_a_qat_file_without_data(qat_case, qat_blob, tmp_path, capfd):
-    from tfq8 import cli
+    from clirun import run_cli
 
     qat_case[0].save(tmp_path / "qat.h5")
     out = tmp_path / "qat_int8.tflite"
 
     def run(*argv):
-        capfd.readouterr()
-        try:
-            cli.run(["tfq8", *map(str, argv)])
-            code = 0
-        except SystemExit as e:
-            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
-        return code, *capfd.readouterr()
+        return run_cli(capfd, *argv)
 
     code, stdout, _ = run("convert", tmp_path / "qat.h5", "--output", out, "--json")
     assert code == 0
