@@ -19,25 +19,14 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
+
+from digits_data import load_digits  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("output_dir", "out", "Where to write the model and the report.")
 flags.DEFINE_integer("epochs", 20, "Training epochs.")
 flags.DEFINE_integer("seed", 0, "Seed for the split, the weights and the training.")
-
-
-def load_digits(seed: int):
-    """Digits as float32 [N, 8, 8, 1] in [0, 1]; a seeded train/val/test split."""
-    from sklearn.datasets import load_digits as sk_digits  # noqa: PLC0415
-
-    d = sk_digits()
-    x = (d.images.astype(np.float32) / 16.0)[..., None]
-    y = d.target.astype(np.int64)
-    order = np.random.default_rng(seed).permutation(len(x))
-    x, y = x[order], y[order]
-    return (x[:1100], y[:1100]), (x[1100:1400], y[1100:1400]), (x[1400:], y[1400:])
 
 
 def build_model(seed: int):

@@ -96,3 +96,11 @@ def test_set_ranges_rejects_uncalibrated_tensors(calibrated):
     weight = next(i for i in range(len(_tflite.tensor_names(calibrated))) if i not in ranges)
     with pytest.raises(ValueError, match="no calibrated range"):
         _tflite.set_ranges(calibrated, {weight: (0.0, 1.0)})
+
+
+def test_production_order_reads_the_flatbuffer_like_the_object_api(calibrated):
+    sg = _tflite.read_model(calibrated).subgraphs[0]
+    expected = [int(i) for i in sg.inputs]
+    for op in sg.operators:
+        expected += [int(o) for o in op.outputs if int(o) not in expected]
+    assert _tflite.production_order(calibrated) == expected

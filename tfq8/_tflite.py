@@ -393,12 +393,14 @@ def production_order(model: bytes) -> list[int]:
     """Tensor indices of subgraph 0 in the order the graph computes them.
 
     Model inputs come first, then each operator's outputs in execution order.
+    Reads the flatbuffer in place (no object-API copy of the model).
     """
-    sg = read_model(model).subgraphs[0]
-    order = [int(i) for i in sg.inputs]
+    sg = schema.Model.GetRootAs(model, 0).Subgraphs(0)
+    order = [int(sg.Inputs(j)) for j in range(sg.InputsLength())]
     seen = set(order)
-    for op in sg.operators:
-        for o in (int(o) for o in op.outputs):
+    for k in range(sg.OperatorsLength()):
+        op = sg.Operators(k)
+        for o in (int(op.Outputs(j)) for j in range(op.OutputsLength())):
             if o not in seen:
                 seen.add(o)
                 order.append(o)

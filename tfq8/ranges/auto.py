@@ -170,13 +170,10 @@ class _Scorer:
         self.writer = _tflite.RangeWriter(calib.model)
         self.quant = dict(quant)
         self.samples = list(calib.samples)
-        reference = _run(calib.model, self.samples)
-        self.reference = reference
-        self.signal = np.stack([_energy(r) for r in reference])
+        self.reference = _run(calib.model, self.samples)
+        self.signal = np.stack([_energy(r) for r in self.reference])
         n = self.signal.shape[1]
-        self.excluded = []
-        if calib.sample_peaks is not None:
-            self.excluded = corrupted_frames(early_columns(calib))
+        self.excluded = corrupted_frames(early_columns(calib))
         if self.excluded:
             _log.info("auto: %d of %d kept calibration samples look corrupted (peak "
                       "activations far above the others early in the graph) and do not "
@@ -317,11 +314,17 @@ def corrupted_frames(peaks: np.ndarray, z: float = OUTLIER_Z) -> list[int]:
 
 
 def early_columns(calib: Any) -> np.ndarray:
-    """`calib.sample_peaks` of the first `EARLY_FRACTION` of the tensors the graph computes."""
+    """`calib.sample_peaks` of the first `EARLY_FRACTION` of the tensors the graph computes.
+
+    Without recorded peaks, an array with no columns (nothing to judge by).
+    """
+    peaks = calib.sample_peaks
+    if peaks is None:
+        return np.zeros((0, 0))
     column = {t.index: k for k, t in enumerate(calib.tensors)}
     order = [column[i] for i in _tflite.production_order(calib.model) if i in column]
     early = order[: max(2, int(np.ceil(len(order) * EARLY_FRACTION)))]
-    return calib.sample_peaks[:, early]
+    return peaks[:, early]
 
 
 def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
