@@ -66,13 +66,15 @@ def kl_cost(hist: Histogram, *, chunk: int = 64, subbins: int = SUBBINS):
             levels = inner.reshape(len(inner), -1, subbins)
             occupied = levels > _EPS * total
             n_occ = occupied.sum(axis=2, keepdims=True)
-            q = np.where(occupied, levels.sum(axis=2, keepdims=True) / np.maximum(n_occ, 1), 0.0)
+            q = occupied * (levels.sum(axis=2, keepdims=True) / np.maximum(n_occ, 1))
             q = q.reshape(p.shape)
-            p = p / np.maximum(p.sum(axis=1, keepdims=True), _EPS)
-            q = q / np.maximum(q.sum(axis=1, keepdims=True), _EPS)
-            q = np.maximum(q, _EPS)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                terms = np.where(p > 0, p * np.log(p / q), 0.0)
+            p /= np.maximum(p.sum(axis=1, keepdims=True), _EPS)
+            q /= np.maximum(q.sum(axis=1, keepdims=True), _EPS)
+            np.maximum(q, _EPS, out=q)
+            # sum of p * log(p / q) over p > 0, in place
+            terms = np.divide(p, q, out=np.ones_like(p), where=p > 0)
+            np.log(terms, out=terms)
+            terms *= p
             out[sl] = terms.sum(axis=1)
         return out
 
