@@ -5,6 +5,7 @@ import pytest
 
 import factories
 import tfq8
+from tfq8 import _tflite
 from tfq8.convert import converter_int8
 from tfq8.harness.interpreter import ModelRunner
 
@@ -82,8 +83,13 @@ def test_range_override_by_tensor_name(cnn_case):
     scale, zero_point = activation_qparams(blob)[name]
     assert scale[0] == pytest.approx(2.0 / 255, rel=1e-5)
     assert zero_point[0] in (-1, 0)
-    with pytest.raises(KeyError, match="No calibrated tensor"):
+    with pytest.raises(ValueError, match=r"ranges\['nope'\]: no such tensor"):
         tfq8.convert(calibration=calib, ranges={"nope": (0.0, 1.0)})
+    calibrated = {t.name for t in calib.tensors}
+    weight = next(n for n, kind in _tflite.tensor_types(calib.model).items()
+                  if kind == "FLOAT32" and n not in calibrated)
+    with pytest.raises(ValueError, match="not a calibrated activation"):
+        tfq8.convert(calibration=calib, ranges={weight: (0.0, 1.0)})
     with pytest.raises(ValueError, match="min <= max"):
         tfq8.convert(calibration=calib, ranges={name: (1.0, -1.0)})
 

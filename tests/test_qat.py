@@ -17,6 +17,8 @@ except Exception as e:  # noqa: BLE001 - an incompatible tfmot may raise more th
 
 import factories
 import tfq8
+import tfq8.qat
+from tfq8 import _tflite
 
 # |int8 top-1 - QAT float top-1| on 256 test images: QAT simulated the int8 grids,
 # so int8 may only differ by rounding (measured: fully annotated, equal accuracy
@@ -246,3 +248,15 @@ def test_pruning_and_clustering_wrappers_are_refused(wrap, expected):
 def test_ranges_cannot_override_what_qat_learned(qat_case):
     with pytest.raises(ValueError, match="ranges= can only set tensors QAT did not annotate"):
         tfq8.convert(qat_case[0], ranges={"serving_default_image:0": (-1.0, 1.0)})
+
+
+def test_ranges_on_a_partial_qat_model_say_which_tensors_are_qats(partial_case):
+    qat, x, _ = partial_case
+    calib = tfq8.calibrate(qat, x)
+    kinds = _tflite.tensor_types(calib.model)
+    learned = next(name for name, kind in kinds.items() if kind == "INT8")
+    with pytest.raises(ValueError, match=r"already quantized \(INT8\).*quantization-aware"):
+        tfq8.convert(calibration=calib, ranges={learned: (-1.0, 1.0)})
+    copy = calib.tensor(next(iter(tfq8.qat.pinned_ranges(calib.model)))).name
+    with pytest.raises(ValueError, match="float copy of a quantization-aware-trained tensor"):
+        tfq8.convert(calibration=calib, ranges={copy: (-1.0, 1.0)})

@@ -384,6 +384,17 @@ def tensor_names(model: bytes) -> list[str]:
     return [tensor_name(t) for t in read_model(model).subgraphs[0].tensors]
 
 
+def tensor_types(model: bytes) -> dict[str, str]:
+    """Tensor name -> element type name (such as `INT8`) in subgraph 0."""
+    sg = schema.Model.GetRootAs(model, 0).Subgraphs(0)
+    out = {}
+    for k in range(sg.TensorsLength()):
+        t = sg.Tensors(k)
+        name = t.Name()
+        out[name.decode() if isinstance(name, bytes) else str(name)] = tensor_type_name(t.Type())
+    return out
+
+
 def outputs_of(model: "schema.ModelT") -> Sequence[int]:
     """Output tensor indices of subgraph 0."""
     return [int(i) for i in model.subgraphs[0].outputs]

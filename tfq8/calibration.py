@@ -221,7 +221,10 @@ def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[f
     """Tensor names/indices -> index-keyed ranges, checked."""
     out = {}
     for key, value in overrides.items():
-        t = calib.tensor(key)
+        try:
+            t = calib.tensor(key)
+        except KeyError:
+            raise ValueError(_unknown_tensor(calib, key)) from None
         try:
             lo, hi = (float(v) for v in value)
         except (TypeError, ValueError):
@@ -234,3 +237,19 @@ def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[f
             )
         out[t.index] = (lo, hi)
     return out
+
+
+def _unknown_tensor(calib: Calibration, key: str | int) -> str:
+    """Why `ranges[key]` names no calibrated tensor, and what would."""
+    names = ", ".join(repr(t.name) for t in calib.tensors[:6])
+    hint = (f"ranges= sets the calibrated activation tensors of the TFLite graph, by name or "
+            f"index (see Calibration.tensors), such as {names}.")
+    kinds = _tflite.tensor_types(calib.model)
+    if isinstance(key, str) and key in kinds:
+        if kinds[key] in ("INT8", "UINT8", "INT16"):
+            why = (f"it is already quantized ({kinds[key]}): a range learned by quantization-"
+                   "aware training (FakeQuant min/max), which tfq8 keeps")
+        else:
+            why = f"it is a weight, bias or {kinds[key]} tensor, not a calibrated activation"
+        return f"ranges[{key!r}]: {why}. {hint}"
+    return f"ranges[{key!r}]: no such tensor in the model's TFLite graph. {hint}"

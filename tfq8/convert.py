@@ -168,7 +168,14 @@ def convert(
     calib = _resolve_calibration(model, data, calibration, num_samples)
     quant = dict(per_channel=per_channel, input_type=io_in, output_type=io_out)
     overrides = validate_overrides(calib, ranges or {})
-    overrides.update(_qat.pinned_ranges(calib.model))
+    pinned = _qat.pinned_ranges(calib.model)
+    clash = [i for i in overrides if i in pinned]
+    if clash:
+        raise ValueError(
+            f"ranges[{calib.tensor(clash[0]).name!r}]: this tensor is the float copy of a "
+            "quantization-aware-trained tensor, so its range stays the QAT tensor's "
+            f"{pinned[clash[0]]} (see tfq8.qat.pinned_ranges). Received: {overrides[clash[0]]}")
+    overrides.update(pinned)
     if method == "auto":
         chosen = _auto.choose(calib, overrides=overrides, **quant)
     else:
