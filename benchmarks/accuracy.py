@@ -8,18 +8,22 @@ conversion wall time (statistics included) and its ratio to the converter's,
 and the peak growth of resident memory during the conversion.
 
 Times are measured side by side in one run: the converter's own conversion and
-tfq8's `convert()` on the same model and data, one after the other.
+tfq8's `convert()` on the same model and data, one after the other. With
+`--repeats=N` (N > 1) each method also runs N times more, end to end and
+interleaved with the others in rotating order; the table then shows median
+times and the median of the per-round ratios to the converter.
 
 Usage:
     python benchmarks/accuracy.py                       # the whole suite
     python benchmarks/accuracy.py --models=resnet8 --scenarios=clean
     python benchmarks/accuracy.py --memory              # statistics memory vs samples
     python benchmarks/accuracy.py --models=resnet8 --scenarios=clean \
-        --methods=converter,auto --repeats=5            # the time ratio, median of 5
+        --methods=converter,auto --repeats=7            # time ratio, median of 7 paired
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import sys
@@ -43,7 +47,8 @@ flags.DEFINE_list("scenarios", ["clean", "corrupt", "x10"], "Calibration scenari
 flags.DEFINE_list("methods", ["converter", "minmax", "percentile", "kl", "mse", "auto"],
                   "Methods; 'converter' is TFLite's own int8 conversion.")
 flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
-flags.DEFINE_integer("repeats", 1, "Time each conversion step this many times; report the median.",
+flags.DEFINE_integer("repeats", 1, "Time every method this many more times, end to end and "
+                     "interleaved; report median times and median paired ratios.",
                      lower_bound=1)
 flags.DEFINE_bool("memory", False, "Measure statistics memory for 100..5000 samples instead.")
 
@@ -102,29 +107,23 @@ def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
     rows = []
     for scen in scenarios:
         x = suite.scenario(case, scen)
+        paired = _paired_times(case, x, methods) if FLAGS.repeats > 1 else None
         times = {}
         calib, t_stats = None, 0.0
         for method in methods:
             # tfq8's time is end to end: statistics (measured once per scenario,
             # shared by the methods) plus the method's own range choice and quantization.
-            # With --repeats=N each timed step runs N times and its median counts.
             with PeakRss() as mem:
                 if method != "converter" and calib is None:
-                    stats_times = []
-                    for _ in range(FLAGS.repeats):
-                        t0 = time.perf_counter()
-                        calib = tfq8.calibrate(case.model, x)
-                        stats_times.append(time.perf_counter() - t0)
-                    t_stats = float(np.median(stats_times))
-                method_times = []
-                for _ in range(FLAGS.repeats):
                     t0 = time.perf_counter()
-                    if method == "converter":
-                        blob = converter_int8(case.model, x)
-                    else:
-                        blob = tfq8.convert(calibration=calib, method=method)
-                    method_times.append(time.perf_counter() - t0)
-                times[method] = float(np.median(method_times)) + (
+                    calib = tfq8.calibrate(case.model, x)
+                    t_stats = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                if method == "converter":
+                    blob = converter_int8(case.model, x)
+                else:
+                    blob = tfq8.convert(calibration=calib, method=method)
+                times[method] = time.perf_counter() - t0 + (
                     0.0 if method == "converter" else t_stats)
             row = {"model": case.name, "scenario": scen, "samples": len(x), "method": method,
                    "float_acc": float_acc, **evaluate(blob, case, reference),
@@ -137,8 +136,39 @@ def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
         conv = times.get("converter")
         for row in rows[-len(methods):]:
             row["time_ratio"] = row["time_s"] / conv if conv else float("nan")
+            if paired:
+                row["time_s"], row["time_ratio"] = paired[row["method"]]
         _print_rows(rows[-len(methods):])
     return rows
+
+
+def _paired_times(case: suite.Case, x: np.ndarray, methods) -> dict[str, tuple[float, float]]:
+    """Median end-to-end time and median paired ratio to the converter, per method.
+
+    Each of `--repeats` rounds runs every method once, end to end (tfq8's
+    statistics included, not shared), in an order rotated by one each round,
+    so no method always runs first; a method's ratio is the median over
+    rounds of its time over the converter's time in the same round. Slow
+    drift of the machine then cancels in each pair instead of landing on
+    whichever method ran in a slow stretch.
+    """
+    rounds: dict[str, list[float]] = {m: [] for m in methods}
+    for r in range(FLAGS.repeats):
+        order = list(methods[r % len(methods):]) + list(methods[:r % len(methods)])
+        for method in order:
+            gc.collect()  # no method pays for garbage the previous one left
+            t0 = time.perf_counter()
+            if method == "converter":
+                converter_int8(case.model, x)
+            else:
+                tfq8.convert(case.model, x, method=method)
+            rounds[method].append(time.perf_counter() - t0)
+    for m, t in rounds.items():
+        print(f"  {case.name} {len(x)} samples, {m}: " + " ".join(f"{v:.2f}" for v in t)
+              + " s per round", flush=True)
+    conv = np.array(rounds.get("converter", [np.nan] * FLAGS.repeats))
+    return {m: (float(np.median(t)), float(np.median(np.array(t) / conv)))
+            for m, t in rounds.items()}
 
 
 def _print_rows(rows: list[dict]) -> None:
