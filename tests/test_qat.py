@@ -5,6 +5,7 @@ QAT steps, fully annotated (`quantize_model`) or only Conv2D/BN/ReLU annotated.
 """
 
 import json
+import logging
 
 import numpy as np
 import pytest
@@ -260,3 +261,10 @@ def test_ranges_on_a_partial_qat_model_say_which_tensors_are_qats(partial_case):
     copy = calib.tensor(next(iter(tfq8.qat.pinned_ranges(calib.model)))).name
     with pytest.raises(ValueError, match="float copy of a quantization-aware-trained tensor"):
         tfq8.convert(calibration=calib, ranges={copy: (-1.0, 1.0)})
+
+
+def test_benchmark_warns_that_a_qat_reference_is_not_plain_float(qat_case, qat_blob, caplog):
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
+        report = tfq8.benchmark(qat_blob, reference=qat_case[0], runs=3, warmup=1, per_op=False)
+    assert "quantization-aware-trained" in caplog.text and "float model QAT started from" in caplog.text
+    assert report.speedup is not None and "float" in report.latency_ms

@@ -183,7 +183,9 @@ def benchmark(
         tflite_model: The int8 model, bytes or a `.tflite` path (verified first).
         reference: The float model: a Keras model or `.keras`/`.h5`/SavedModel
             path (converted to plain float TFLite), a float `.tflite` (bytes or
-            path), a `tfq8.Calibration`, or None.
+            path), a `tfq8.Calibration`, or None. For a quantization-aware-trained
+            model pass the float model QAT started from (a QAT model's float
+            graph still holds its quantize/dequantize ops; tfq8 warns).
         num_threads: Kernel threads (1 is what a small device core sees).
         backend: `"xnnpack"` (default, LiteRT's CPU default), `"builtin"` or
             `"reference"` kernels.
@@ -444,7 +446,16 @@ def _reference_blob(reference: Any) -> bytes | None:
             isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".tflite")):
         return read_model_bytes(reference, arg="reference")
     if is_keras_model(reference) or isinstance(reference, (str, os.PathLike)):
-        return load_model(reference).to_float_tflite()
+        from tfq8.qat import is_qat  # noqa: PLC0415 (tfmot is imported lazily)
+
+        handle = load_model(reference)
+        if is_qat(handle):
+            _log.warning(
+                "reference is a quantization-aware-trained model: its float TFLite graph still "
+                "simulates int8 with quantize/dequantize ops, so the float times and the "
+                "speedup are not those of the plain float model. Pass the float model QAT "
+                "started from as reference= for those.")
+        return handle.to_float_tflite()
     raise TypeError(
         "reference must be a Keras model, a .keras/.h5/SavedModel path, a float .tflite (bytes "
         f"or path), a tfq8.Calibration or None. Received: {type(reference).__name__}")
