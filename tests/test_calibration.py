@@ -82,6 +82,12 @@ def test_save_replaces_atomically_and_load_reports_bad_files(full, tmp_path):
         tfq8.Calibration.load(bad)
     with pytest.raises(ValueError, match="Could not read"):
         tfq8.Calibration.load(tmp_path / "missing.npz")
+    np.save(tmp_path / "array.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="holds one ndarray, not the .npz archive"):
+        tfq8.Calibration.load(tmp_path / "array.npy")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    with pytest.raises(ValueError, match="Could not read a tfq8 calibration"):
+        tfq8.Calibration.load(tmp_path / "other.npz")
 
 
 def test_kept_samples_are_spread_over_the_data(model_and_data):

@@ -130,6 +130,42 @@ def test_bad_inputs_exit_non_zero_with_one_line(files, capfd):
         assert out == "", argv
 
 
+def test_convert_reuses_saved_statistics_with_ranges_and_options(files, capfd):
+    stats = files / "stats.npz"
+    if not stats.exists():
+        pytest.skip("needs the statistics written by the console-script test")
+    import tfq8
+
+    calib = tfq8.Calibration.load(stats)
+    logits = calib.tensors[-1].name
+    out = files / "from_stats.tflite"
+    code, _, err = _run(capfd, "convert", files / "model.keras", "--calibration", stats,
+                        "--method", "percentile", "--method-option", "percentile=99.9",
+                        "--range", f"{logits}=-4,4", "--output", out)
+    assert code == 0, err
+    expected = tfq8.convert(calibration=calib, method="percentile",
+                            method_options={"percentile": 99.9}, ranges={logits: (-4.0, 4.0)})
+    assert out.read_bytes() == expected
+    cases = [
+        (("--calibration", stats, "--data", files / "calib.npy"), "either --data or --calibration"),
+        (("--calibration", stats, "--range", "logits"), "--range must be NAME=MIN,MAX"),
+        (("--calibration", stats, "--range", "nope=0,1"), "ranges['nope']: no such tensor"),
+        (("--calibration", stats, "--method-option", "99"), "--method-option must be KEY=VALUE"),
+        (("--calibration", stats, "--method", "mse", "--method-option", "percentile=99"),
+         "takes no option 'percentile'"),
+        (("--calibration", files / "calib.npy"), "not the .npz archive"),
+    ]
+    for extra, message in cases:
+        code, stdout, err = _run(capfd, "convert", files / "model.keras", "--output", out, *extra)
+        assert code != 0, extra
+        assert message in _one_error_line(err), (extra, err)
+    other = files / "other.keras"
+    F.cnn(seed=7).save(other)
+    code, _, err = _run(capfd, "convert", other, "--calibration", stats, "--output", out)
+    assert code != 0 and "statistics of another model" in _one_error_line(err)
+    assert out.read_bytes() == expected  # failed runs left the earlier file whole
+
+
 def test_verbosity_shows_the_traceback(files, capfd):
     code, _, err = _run(capfd, "inspect", files / "calib.npy", "--verbosity=1")
     assert code == 1 and "Traceback" in err and "not a TFLite model" in err

@@ -94,6 +94,19 @@ def test_range_override_by_tensor_name(cnn_case):
         tfq8.convert(calibration=calib, ranges={name: (1.0, -1.0)})
 
 
+def test_method_options_are_checked(cnn_case):
+    _, _, calib = cnn_case
+    a = tfq8.convert(calibration=calib, method="percentile", method_options={"percentile": 99.0})
+    b = tfq8.convert(calibration=calib, method="percentile", method_options={"percentile": 99.99})
+    assert activation_qparams(a) != activation_qparams(b)
+    with pytest.raises(ValueError, match=r"'mse' takes no option 'percentile'; its options: none"):
+        tfq8.convert(calibration=calib, method="mse", method_options={"percentile": 99.0})
+    with pytest.raises(ValueError, match=r"takes no option 'pct'; its options: percentile"):
+        calib.ranges("percentile", pct=99.0)
+    with pytest.raises(ValueError, match="method_options set one method's options"):
+        tfq8.convert(calibration=calib, method_options={"percentile": 99.0})
+
+
 def test_per_tensor_weights_option(cnn_case):
     _, _, calib = cnn_case
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import inspect
 import io
 import json
 import os
@@ -92,6 +93,13 @@ class Calibration:
             **options: Passed to the method (such as `percentile=99.9`).
         """
         fn = _ranges.get_method(method)
+        params = list(inspect.signature(fn).parameters.values())[1:]  # after the histogram
+        accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        unknown = sorted(set(options) - set(accepted))
+        if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
+            raise ValueError(
+                f"Range method {method!r} takes no option {', '.join(map(repr, unknown))}; its "
+                f"options: {', '.join(accepted) or 'none'}. Received: {dict(options)}")
         hists = [t.histogram for t in self.tensors]
         workers = min(len(hists), os.cpu_count() or 1)
         if workers > 1:  # the methods are numpy-bound and release the GIL
@@ -175,7 +183,11 @@ class Calibration:
         """
         path = os.fspath(path)
         try:
-            with np.load(path, allow_pickle=False) as z:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy array
+                raise ValueError(f"it holds one {type(loaded).__name__}, not the .npz archive "
+                                 "Calibration.save writes")
+            with loaded as z:
                 header = json.loads(bytes(z["header"]).decode())
                 if header.get("format") != FORMAT:
                     raise ValueError(f"format is {header.get('format')!r}, expected {FORMAT!r}")

@@ -69,6 +69,12 @@ def _define(command: str) -> flags.FlagValues:
         _d(flags.DEFINE_string, "output", None, "Where to write the .tflite (default: MODEL's name "
                                             "with _int8.tflite).")
         _d(flags.DEFINE_string, "calibration-out", None, "Also save the calibration statistics (.npz).")
+        _d(flags.DEFINE_string, "calibration", None, "Reuse statistics saved by --calibration-out "
+           "(or Calibration.save) instead of calibrating on --data.")
+        _d(flags.DEFINE_multi_string, "range", [], "Set one tensor's range: NAME=MIN,MAX (TFLite "
+           "tensor name, as `tfq8 check` lists them); repeat for more.")
+        _d(flags.DEFINE_multi_string, "method-option", [], "Option of the range method: KEY=VALUE, "
+           "such as percentile=99.9; repeat for more.")
         _d(flags.DEFINE_integer, "num-samples", None, "Calibrate on at most this many samples.",
                              lower_bound=1)
         _d(flags.DEFINE_enum, "input-type", "int8", ["int8", "uint8", "float32"], "Model input dtype.")
@@ -276,8 +282,24 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     output = _F.output or _default_output(model_path)
     options = dict(method=_F.method, per_channel=_F["per-channel"].value,
                    input_type=_F["input-type"].value, output_type=_F["output-type"].value,
-                   allow_float=_F["allow-float"].value, output_path=output)
-    if not _F.data:
+                   allow_float=_F["allow-float"].value, output_path=output,
+                   ranges=_parse_ranges(_F["range"].value) or None,
+                   method_options=_parse_method_options(_F["method-option"].value) or None)
+    if _F.calibration:
+        if _F.data:
+            raise ValueError("Pass either --data or --calibration, not both. Received: "
+                             f"--data {_F.data} --calibration {_F.calibration}")
+        calib = tfq8.Calibration.load(_F.calibration)
+        if calib.fingerprint and calib.fingerprint != handle.fingerprint():
+            raise ValueError(
+                f"--calibration {_F.calibration} holds statistics of another model (or of this "
+                f"model before its weights changed): its fingerprint differs from {model_path}'s. "
+                "Recalibrate with --data.")
+        p.step(f"reusing statistics of {calib.num_samples} samples; choosing ranges "
+               f"({_F.method}) and quantizing")
+        blob = tfq8.convert(calibration=calib, **options)
+        num_samples = calib.num_samples
+    elif not _F.data:
         if not is_qat(handle):
             raise ValueError("convert needs calibration data: pass --data FILE (.npy, .npz or a "
                              "folder of images); only a quantization-aware-trained model "
@@ -309,6 +331,37 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     verdict = "full-integer" if info.full_integer else f"{len(info.float_ops)} float op(s)"
     text = f"wrote {output}: {len(blob)} bytes, {len(info.ops)} ops, {verdict}"
     return result, text, 0
+
+
+def _parse_ranges(items: list[str]) -> dict[str, tuple[float, float]]:
+    """`--range NAME=MIN,MAX` values -> {name: (min, max)} (the name may hold `=` and `,`)."""
+    out = {}
+    for item in items:
+        name, sep, pair = item.rpartition("=")
+        lo, comma, hi = pair.partition(",")
+        try:
+            if not (sep and name and comma):
+                raise ValueError
+            out[name] = (float(lo), float(hi))
+        except ValueError:
+            raise ValueError(f"--range must be NAME=MIN,MAX, such as 'logits=-8,8'. "
+                             f"Received: --range {item!r}") from None
+    return out
+
+
+def _parse_method_options(items: list[str]) -> dict[str, Any]:
+    """`--method-option KEY=VALUE` values -> keyword options (numbers parsed)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not (sep and key.strip()):
+            raise ValueError(f"--method-option must be KEY=VALUE, such as 'percentile=99.9'. "
+                             f"Received: --method-option {item!r}")
+        try:
+            out[key.strip()] = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
+        except ValueError:
+            out[key.strip()] = value
+    return out
 
 
 def _check(tflite_path: str) -> tuple[dict, str, int]:

@@ -157,6 +157,11 @@ def convert(
             f"Unknown range method. Expected one of auto, {', '.join(available_methods())}. "
             f"Received: method={method!r}"
         )
+    if method == "auto" and method_options:
+        raise ValueError(
+            "method_options set one method's options, and method='auto' compares every method "
+            "with its defaults. Pass method= too, such as method='percentile'. Received: "
+            f"method_options={dict(method_options)}")
     if calibration is None and model is not None:
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model)  # load a model file once
