@@ -314,6 +314,7 @@ def test_missing_monitor_warns_once_listing_keys(tmp_path, caplog):
     dict(method="median"),
     dict(num_samples=0),
     dict(convert_options={"method": "kl"}),
+    dict(convert_options={"method_options": {"percentile": 99.0}}),
     dict(outlier_ratio=0.5),
     dict(outlier_percentile=100),
     dict(range_growth=1),

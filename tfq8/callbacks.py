@@ -189,6 +189,11 @@ class _CalibrationCallbackBase:
             raise ValueError(
                 f"convert_options may contain {', '.join(_CONVERT_OPTIONS)} (method is its own "
                 f"argument). Received: convert_options keys {unknown}")
+        if method == "auto" and convert_options.get("method_options"):
+            raise ValueError(
+                "convert_options['method_options'] set one method's options, and method='auto' "
+                "compares every method with its defaults. Pass method= too, such as "
+                f"method='percentile'. Received: {convert_options['method_options']}")
         for name, value, low in (("outlier_ratio", outlier_ratio, 1.0),
                                  ("range_growth", range_growth, 1.0)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
