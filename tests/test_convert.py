@@ -94,6 +94,14 @@ def test_range_override_by_tensor_name(cnn_case):
         tfq8.convert(calibration=calib, ranges={name: (1.0, -1.0)})
 
 
+def test_calibration_of_another_model_is_refused(cnn_case):
+    model, _, calib = cnn_case
+    assert tfq8.convert(model, calibration=calib, method="minmax") == tfq8.convert(
+        calibration=calib, method="minmax")
+    with pytest.raises(ValueError, match="calibration holds statistics of another model"):
+        tfq8.convert(factories.cnn(seed=11), calibration=calib, method="minmax")
+
+
 def test_method_options_are_checked(cnn_case):
     _, _, calib = cnn_case
     a = tfq8.convert(calibration=calib, method="percentile", method_options={"percentile": 99.0})

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import inspect
 import io
 import json
 import os
@@ -93,13 +92,7 @@ class Calibration:
             **options: Passed to the method (such as `percentile=99.9`).
         """
         fn = _ranges.get_method(method)
-        params = list(inspect.signature(fn).parameters.values())[1:]  # after the histogram
-        accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-        unknown = sorted(set(options) - set(accepted))
-        if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
-            raise ValueError(
-                f"Range method {method!r} takes no option {', '.join(map(repr, unknown))}; its "
-                f"options: {', '.join(accepted) or 'none'}. Received: {dict(options)}")
+        _ranges.check_options(method, options)
         hists = [t.histogram for t in self.tensors]
         workers = min(len(hists), os.cpu_count() or 1)
         if workers > 1:  # the methods are numpy-bound and release the GIL

@@ -285,44 +285,36 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                    allow_float=_F["allow-float"].value, output_path=output,
                    ranges=_parse_ranges(_F["range"].value) or None,
                    method_options=_parse_method_options(_F["method-option"].value) or None)
+    calib = None
     if _F.calibration:
         if _F.data:
             raise ValueError("Pass either --data or --calibration, not both. Received: "
                              f"--data {_F.data} --calibration {_F.calibration}")
         calib = tfq8.Calibration.load(_F.calibration)
-        if calib.fingerprint and calib.fingerprint != handle.fingerprint():
-            raise ValueError(
-                f"--calibration {_F.calibration} holds statistics of another model (or of this "
-                f"model before its weights changed): its fingerprint differs from {model_path}'s. "
-                "Recalibrate with --data.")
         p.step(f"reusing statistics of {calib.num_samples} samples; choosing ranges "
                f"({_F.method}) and quantizing")
-        blob = tfq8.convert(calibration=calib, **options)
-        num_samples = calib.num_samples
-    elif not _F.data:
-        if not is_qat(handle):
-            raise ValueError("convert needs calibration data: pass --data FILE (.npy, .npz or a "
-                             "folder of images); only a quantization-aware-trained model "
-                             "converts without. Received: no --data")
-        if _F["calibration-out"].value:
-            raise ValueError("--calibration-out needs --data: without data there are no "
-                             "statistics to save. Received: no --data")
-        p.step("quantization-aware-trained model: converting with the ranges QAT learned")
-        blob = tfq8.convert(handle, **options)
-        num_samples = 0
-    else:
+    elif _F.data:
         data, _ = _load_data(_F.data, [s.shape for s in handle.specs],
                              [s.name for s in handle.specs])
-        n = _F["num-samples"].value
         p.step("calibrating (TFLite calibrator, then histograms in LiteRT)")
         t0 = time.monotonic()
-        calib = tfq8.calibrate(handle, data, num_samples=n)
+        calib = tfq8.calibrate(handle, data, num_samples=_F["num-samples"].value)
         p.step(f"calibrated on {calib.num_samples} samples in {time.monotonic() - t0:.1f}s; "
                f"choosing ranges ({_F.method}) and quantizing")
         if _F["calibration-out"].value:
             calib.save(_F["calibration-out"].value)
-        blob = tfq8.convert(calibration=calib, **options)
-        num_samples = calib.num_samples
+    elif not is_qat(handle):
+        raise ValueError("convert needs calibration data: pass --data FILE (.npy, .npz or a "
+                         "folder of images) or --calibration stats.npz; only a quantization-"
+                         "aware-trained model converts without. Received: no --data")
+    elif _F["calibration-out"].value:
+        raise ValueError("--calibration-out needs --data: without data there are no "
+                         "statistics to save. Received: no --data")
+    else:
+        p.step("quantization-aware-trained model: converting with the ranges QAT learned")
+    # The model goes along with saved statistics too: convert() refuses another model's.
+    blob = tfq8.convert(handle, calibration=calib, **options)
+    num_samples = calib.num_samples if calib is not None else 0
     info = tfq8.inspect(blob)
     result = {"output": os.path.abspath(output), "size_bytes": len(blob), "method": _F.method,
               "num_samples": num_samples, "full_integer": info.full_integer,

@@ -125,7 +125,8 @@ def convert(
             Not needed with `calibration`, after `tfq8.CalibrationCallback`
             has attached statistics to the model, or for a QAT model whose
             every tensor QAT annotated (data then ranges only the rest).
-        calibration: Statistics from `tfq8.calibrate` to reuse.
+        calibration: Statistics from `tfq8.calibrate` to reuse. With `model`
+            too, they must have been taken on it (same weights).
         method: `"auto"` (default) or one of `tfq8.ranges.available_methods()`:
             `"minmax"` (the converter's own ranges), `"percentile"`, `"kl"`, `"mse"`.
         method_options: Keyword options for the method, such as
@@ -267,6 +268,11 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
                 f"calibration must be a tfq8.Calibration. Received: {type(calibration).__name__}")
         if data is not None:
             raise ValueError("Pass either data or calibration, not both.")
+        if model is not None and calibration.fingerprint not in (None, load_model(model).fingerprint()):
+            raise ValueError(
+                "calibration holds statistics of another model, or of this model before its "
+                "weights changed (their weight fingerprints differ), so tfq8 will not use them. "
+                "Recalibrate: calibration=tfq8.calibrate(model, data).")
         return calibration
     if model is None:
         raise ValueError("convert() needs a model (or a calibration). Received: model=None")

@@ -13,7 +13,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import inspect
+from typing import Any, Callable, Mapping, Protocol
 
 from tfq8.stats.histogram import Histogram
 
@@ -75,3 +76,23 @@ def get_method(name: str) -> RangeMethod:
             f"Unknown range method. Expected one of {', '.join(available_methods())}. "
             f"Received: method={name!r}"
         ) from None
+
+
+def check_options(name: str, options: Mapping[str, Any]) -> None:
+    """Checks that the method registered as `name` takes every keyword in `options`.
+
+    Raises:
+        ValueError: Naming the method's options, if one is not among them.
+
+    Example:
+        >>> check_options("percentile", {"percentile": 99.9})
+    """
+    params = list(inspect.signature(get_method(name)).parameters.values())[1:]  # after the histogram
+    if any(p.kind == p.VAR_KEYWORD for p in params):
+        return
+    accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise ValueError(
+            f"Range method {name!r} takes no option {', '.join(map(repr, unknown))}; its "
+            f"options: {', '.join(accepted) or 'none'}. Received: {dict(options)}")
