@@ -1,11 +1,14 @@
 """Calibration: statistics of the TFLite graph's tensors; merge, save, load, collect."""
 
+import json
+
 import numpy as np
 import pytest
 
 import factories
 import tfq8
 from tfq8 import _tflite
+from tfq8.calibration import _umask, atomic_write
 from tfq8.harness.interpreter import make_interpreter
 from tfq8.stats import collect as collect_mod
 
@@ -88,6 +91,61 @@ def test_save_replaces_atomically_and_load_reports_bad_files(full, tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="Could not read a tfq8 calibration"):
         tfq8.Calibration.load(tmp_path / "other.npz")
+
+
+def _resave(src, dst, **changes):
+    with np.load(src, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(bytes(arrays["header"]).decode())
+    for key, value in changes.items():
+        if key == "model":
+            arrays["model"] = value
+        elif value is None:
+            header.pop(key)
+        else:
+            header[key] = value
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(dst, **arrays)
+
+
+@pytest.mark.parametrize("damage, match", [
+    ("truncate", "damaged, truncated"),
+    (dict(num_samples=None), "missing entry 'num_samples'"),
+    (dict(tensors=5), "damaged, truncated"),
+    (dict(model=np.frombuffer(b"\x10\x00\x00\x00TFL3" + bytes(8), np.uint8)), "damaged, truncated"),
+])
+def test_damaged_calibration_files_name_the_file(full, tmp_path, damage, match):
+    good, bad = tmp_path / "stats.npz", tmp_path / "bad.npz"
+    full.save(good)
+    if damage == "truncate":
+        data = good.read_bytes()
+        bad.write_bytes(data[: len(data) // 2])
+    else:
+        _resave(good, bad, **damage)
+    with pytest.raises(ValueError, match=f"Could not read a tfq8 calibration from '{bad}'.*{match}"):
+        tfq8.Calibration.load(bad)
+
+
+def test_atomic_write_keeps_modes_and_links_and_names_the_argument(tmp_path):
+    target = tmp_path / "model.tflite"
+    atomic_write(target, b"one", arg="output_path")
+    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    target.chmod(0o640)
+    atomic_write(target, b"two", arg="output_path")
+    assert target.read_bytes() == b"two" and target.stat().st_mode & 0o777 == 0o640
+    link = tmp_path / "link.tflite"
+    link.symlink_to(target)
+    atomic_write(link, b"three", arg="output_path")
+    assert link.is_symlink() and target.read_bytes() == b"three"
+    with pytest.raises(ValueError, match=r"output_path is a directory.*Received: output_path="):
+        atomic_write(tmp_path, b"x", arg="output_path")
+    with pytest.raises(ValueError, match=r"output_path lies under .*model.tflite', which is a file"):
+        atomic_write(target / "sub" / "m.tflite", b"x", arg="output_path")
+    with pytest.raises(ValueError, match=r"output_path must name a file. Received: output_path=''"):
+        atomic_write("", b"x", arg="output_path")
+    with pytest.raises(TypeError, match=r"output_path must be a file path.*Received: output_path=123"):
+        atomic_write(123, b"x", arg="output_path")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tflite", "model.tflite"]
 
 
 def test_kept_samples_are_spread_over_the_data(model_and_data):

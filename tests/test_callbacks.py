@@ -73,6 +73,21 @@ def test_fit_then_convert_needs_no_data():
     assert tfq8.convert(model, method="minmax") == tfq8.convert(calibration=fresh, method="minmax")
 
 
+@pytest.mark.parametrize("kind", ["calibration", "validation"])
+def test_bad_data_fails_before_training_not_after(kind):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    started = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
+    if kind == "calibration":
+        cb = tfq8.CalibrationCallback(x[:8, :5], verbose=0)
+    else:
+        cb = tfq8.CalibrationCallback(x[:8], validation_data=(x[:8, :5], y[:8]), verbose=0)
+    with pytest.raises(ValueError, match=r"expected input .*Received"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[cb, probe])
+    assert started == []
+
+
 def test_int8_keys_in_logs_history_and_csv(tmp_path):
     x, y = _mlp_data()
     model = _compiled_mlp()
@@ -320,6 +335,9 @@ def test_missing_monitor_warns_once_listing_keys(tmp_path, caplog):
     dict(range_growth=1),
     dict(batch_size=0),
     dict(validation_data=42),
+    dict(max_bins=0),
+    dict(convert_options={"input_type": "int4"}),
+    dict(convert_options={"allow_float": "no"}),
 ])
 def test_bad_arguments_raise(kwargs):
     kwargs = dict(kwargs)

@@ -108,7 +108,14 @@ def test_bad_inputs_exit_non_zero_with_one_line(files, capfd):
     flipped = bytearray(blob)
     flipped[4:8] = b"XXXX"
     (files / "flipped.tflite").write_bytes(bytes(flipped))
+    npz = (files / "test.npz").read_bytes()
+    (files / "trunc.npz").write_bytes(npz[: len(npz) // 2])
     cases = [
+        (("check", tfl, "--data", files / "trunc.npz"), "--data: could not read"),
+        (("check", tfl, "--data", files / "test.npz", "--labels", files / "trunc.npz"),
+         "--labels: could not read"),
+        (("convert", files / "model.keras", "--calibration", files / "trunc.npz"),
+         "Could not read a tfq8 calibration"),
         (("inspect", files / "trunc.tflite"), "truncated"),
         (("bench", files / "flipped.tflite"), "not a TFLite model"),
         (("check", files / "calib.npy", "--data", files / "calib.npy"), "not a TFLite model"),
@@ -119,6 +126,8 @@ def test_bad_inputs_exit_non_zero_with_one_line(files, capfd):
         (("convert", files / "missing.keras", "--data", files / "calib.npy"), "does not exist"),
         (("convert", files / "model.keras"), "--data"),
         (("bench", tfl, "--threads", "0"), "threads"),
+        (("convert", files / "model.keras", "--data", files / "calib.npy", "--output", files),
+         "output_path is a directory"),
         (("bench", tfl, "--frobnicate"), "frobnicate"),
         (("inspect",), "expected exactly one TFLITE"),
         (("explode", tfl), "unknown command"),

@@ -185,6 +185,59 @@ def test_bad_arguments(cnn_case):
         tfq8.convert(calibration={"not": "a calibration"})
     with pytest.raises(ValueError, match="keep_samples"):
         tfq8.calibrate(model, x, keep_samples=-1)
+    for name, value in (("allow_float", "no"), ("per_channel", "False"), ("per_channel", 1)):
+        with pytest.raises(ValueError, match=f"{name} must be True or False. Received: {name}={value!r}"):
+            tfq8.convert(calibration=calib, **{name: value})
+    with pytest.raises(ValueError, match="num_samples chooses samples of data.*Received: num_samples=3"):
+        tfq8.convert(calibration=calib, num_samples=3)
+    with pytest.raises(ValueError, match="Received: num_samples=-3"):
+        tfq8.convert(calibration=calib, num_samples=-3)
+    for name, value in (("batch_size", -1), ("batch_size", "8"), ("batch_size", 2.5),
+                        ("max_bins", 0)):
+        with pytest.raises(ValueError, match=f"{name} must be .*Received: {name}={value!r}"):
+            tfq8.calibrate(model, x, **{name: value})
+
+
+def test_unsupported_op_message_names_the_op():
+    # The converter's text for an op TFLite has no kernel for (tf.linalg.svd), abridged.
+    message = (
+        "error: 'tf.Svd' op is neither a custom op nor a flex op\n"
+        "error: failed while converting: 'main': \n"
+        "Some ops in the model are custom ops, See instructions to implement custom ops: "
+        "https://www.tensorflow.org/lite/guide/ops_custom \n"
+        "Custom ops: Svd\nDetails:\n\ttf.Svd(tensor<?x4x5xf32>) -> (tensor<?x4xf32>)\n")
+    error = _tflite._unsupported(message)
+    assert isinstance(error, tfq8.UnsupportedOpError)
+    assert "do not cover: Svd." in str(error) and "https" not in str(error)
+    only_op_line = _tflite._unsupported("error: 'tf.Svd' op is neither a custom op nor a flex op")
+    assert "do not cover: Svd." in str(only_op_line)
+
+
+def test_dynamic_height_and_width_follow_the_data():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h)))
+    x = factories.images(24, shape=(9, 7, 3))
+    blob = tfq8.convert(model, x, method="minmax")
+    assert activation_qparams(blob) == activation_qparams(converter_int8(model, x))
+    assert tfq8.inspect(tfq8.convert(model, x)).full_integer
+    assert tfq8.check(blob, reference=model, data=x).agreement >= 0.9
+
+
+def test_calibration_data_the_model_cannot_run_is_a_value_error():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,), dtype="int32")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(10, 3)(inp))
+    model = keras.Model(inp, keras.layers.Dense(2)(h))
+    ids = np.arange(32, dtype=np.int32).reshape(8, 4)  # ids up to 31, vocabulary of 10
+    with pytest.raises(ValueError, match="TFLite's calibrator could not run the model on the "
+                                         "calibration data: .*GATHER.*token ids"):
+        tfq8.calibrate(model, ids)
 
 
 def test_output_path_is_written_atomically(cnn_case, tmp_path):

@@ -146,6 +146,42 @@ def test_integer_inputs_cast_and_checked():
         rd(np.array([[1.5, 2.0, 3.0]]), specs=spec)
 
 
+@pytest.mark.parametrize("values, match", [
+    (np.full((2, 3), 2**33, np.int64), r"\[-2147483648, 2147483647\]. Received int64 values in "
+                                       r"\[8589934592, 8589934592\]"),
+    (np.full((2, 3), 2**63, np.uint64), r".*Received uint64 values"),
+    (np.full((2, 3), 1e10), r".*Received float64 values in \[10000000000, 10000000000\]"),
+])
+def test_integer_inputs_refuse_values_the_cast_would_wrap(values, match):
+    spec = [InputSpec("ids", (None, 3), np.dtype(np.int32))]
+    values = values.copy()
+    values[0] = 1  # sample 1 is the bad one
+    with pytest.raises(ValueError, match=r"^Sample 1: input 'ids' is int32, which holds values in " + match):
+        rd(values, specs=spec)
+
+
+def test_float64_beyond_float32_is_refused_not_turned_into_inf():
+    x = X.copy()
+    x[3, 1] = -1e300
+    with pytest.raises(ValueError, match=r"^Sample 3: input 'x' is float32.*Received float64 values "
+                                         r"in \[-1e\+300, "):
+        rd(x)
+    with pytest.raises(ValueError, match=r"^Sample 3: input 'input 0' is float32"):
+        representative_dataset(x)
+
+
+def test_one_sample_without_batch_dimension_and_python_lists():
+    rep = rd(X[2])
+    assert len(rep) == 1 and np.array_equal(rep.inputs[0], X[2:3].astype(np.float32))
+    _check_x(rd(X.tolist()))
+    assert len(rd([[0.5] * 4] * 3)) == 3
+
+
+def test_a_file_name_is_not_data():
+    with pytest.raises(TypeError, match=r"not a file name: load the file first.*Received: data='calib.npy'"):
+        rd("calib.npy")
+
+
 @pytest.mark.parametrize("num_samples", [1, 3, 4, 7, 10, 25])
 def test_num_samples_honoured_across_batches(num_samples):
     want = min(num_samples, N)
@@ -246,7 +282,7 @@ def test_wrong_dict_names_and_counts(two_in):
         representative_dataset(data)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 2.5, "10"])
+@pytest.mark.parametrize("bad", [0, -1, 2.5, "10", True])
 def test_bad_num_samples(bad):
     with pytest.raises(ValueError, match=f"Received: num_samples={bad!r}"):
         rd(X, num_samples=bad)

@@ -144,6 +144,18 @@ def calibrate_only(
             return bytes(converter.convert())
     except _ConverterError as e:
         raise _unsupported(str(e)) from None
+    except RuntimeError as e:  # raised by the calibrator's interpreter while it runs the samples
+        raise ValueError(
+            "TFLite's calibrator could not run the model on the calibration data: "
+            f"{_one_line(str(e))}. Check that the data fits the model (for example, token "
+            "ids inside an Embedding's vocabulary, images at least as large as the kernels)."
+        ) from None
+
+
+def _one_line(message: str) -> str:
+    """The first meaningful line of a native error, without the source location."""
+    line = next((ln.strip() for ln in message.splitlines() if ln.strip()), message)
+    return re.sub(r"^\S+\.cc:\d+ ", "", line)
 
 
 def convert_qat(
@@ -183,7 +195,10 @@ def _unsupported(message: str) -> Exception:
     """A short `UnsupportedOpError` from the converter's long MLIR message."""
     from tfq8.errors import UnsupportedOpError  # noqa: PLC0415
 
-    ops = re.findall(r"(?:TF Select ops|Flex ops|custom ops): ([^\n]+)", message)
+    # "Custom ops: Svd" on a line of its own; not "... implement custom ops: https://...".
+    ops = re.findall(r"^(?:TF Select ops|Flex ops|Custom ops): (.+)$", message, re.M | re.I)
+    ops = ops or re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)
+    ops = list(dict.fromkeys(op.strip() for op in ops))
     if ops:
         return UnsupportedOpError(
             f"The model uses ops TFLite's builtin ops do not cover: {'; '.join(ops)}. "

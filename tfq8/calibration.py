@@ -143,7 +143,6 @@ class Calibration:
         Args:
             path: Destination; `.npz` is the expected suffix.
         """
-        path = os.fspath(path)
         header = {
             "format": FORMAT,
             "num_samples": self.num_samples,
@@ -165,7 +164,7 @@ class Calibration:
             arrays[f"sample{k}"] = a
         buf = io.BytesIO()
         np.savez(buf, **arrays)
-        atomic_write(path, buf.getvalue())
+        atomic_write(path, buf.getvalue(), arg="path")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Calibration":
@@ -174,6 +173,8 @@ class Calibration:
         Raises:
             ValueError: If the file is missing, unreadable or not a tfq8 calibration.
         """
+        if not isinstance(path, (str, os.PathLike)):
+            raise TypeError(f"path must be a file path (str or os.PathLike). Received: path={path!r}")
         path = os.fspath(path)
         try:
             loaded = np.load(path, allow_pickle=False)
@@ -182,9 +183,11 @@ class Calibration:
                                  "Calibration.save writes")
             with loaded as z:
                 header = json.loads(bytes(z["header"]).decode())
-                if header.get("format") != FORMAT:
-                    raise ValueError(f"format is {header.get('format')!r}, expected {FORMAT!r}")
+                if not isinstance(header, dict) or header.get("format") != FORMAT:
+                    found = header.get("format") if isinstance(header, dict) else header
+                    raise ValueError(f"format is {found!r}, expected {FORMAT!r}")
                 model = bytes(z["model"])
+                _tflite.read_model(model)  # a truncated or foreign model fails here, not later
                 tensors = []
                 for i, t in enumerate(header["tensors"]):
                     h = Histogram.from_arrays(
@@ -194,31 +197,83 @@ class Calibration:
                                                peaks))
                 kept = int(header.get("num_kept_inputs", 0))
                 samples = [np.array(z[f"sample{k}"]) for k in range(kept)] or None
-        except (OSError, KeyError, ValueError, json.JSONDecodeError) as e:
+                num_samples = int(header["num_samples"])
+                fingerprint = header.get("fingerprint")
+        except FileNotFoundError:
+            raise ValueError(f"Could not read a tfq8 calibration from {path!r}: no such file") from None
+        except Exception as e:  # noqa: BLE001 - any damage to the file: one clear error
+            reason = f"missing entry {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
             raise ValueError(
-                f"Could not read a tfq8 calibration from {path!r}: {e}"
+                f"Could not read a tfq8 calibration from {path!r} (damaged, truncated or not "
+                f"written by Calibration.save): {reason}"
             ) from None
-        return cls(model, tensors, int(header["num_samples"]), header.get("fingerprint"), samples)
+        return cls(model, tensors, num_samples, fingerprint, samples)
 
 
-def atomic_write(path: str, data: bytes) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> None:
     """Writes `data` to `path` via a temporary file and a rename.
 
-    An existing file at `path` is replaced whole or left untouched.
+    An existing file at `path` is replaced whole or left untouched, and keeps
+    its permission bits; a new file gets the usual ones (0666 less the umask).
+    A symbolic link at `path` stays a link: the file it points to is replaced.
+
+    Args:
+        path: Destination file.
+        data: The bytes to write.
+        arg: The caller's argument name, for error messages.
+
+    Raises:
+        ValueError: If `path` is empty, a directory, or under a file.
+        TypeError: If `path` is not a string or path.
+
+    Example:
+        >>> atomic_write("model_int8.tflite", blob, arg="output_path")
     """
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise TypeError(f"{arg} must be a file path (str or os.PathLike). "
+                        f"Received: {arg}={path!r}")
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{arg} must name a file. Received: {arg}=''")
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
+        raise ValueError(f"{arg} is a directory; expected a file path inside it. "
+                         f"Received: {arg}={path!r}")
+    directory = os.path.dirname(target)
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"{arg} lies under {_first_file(directory)!r}, which is a file, not "
+                         f"a directory. Received: {arg}={path!r}") from None
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=".tfq8-", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _first_file(directory: str) -> str:
+    """The deepest existing ancestor of `directory` (a file when makedirs failed)."""
+    while directory and not os.path.exists(directory):
+        directory = os.path.dirname(directory)
+    return directory
 
 
 def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[float, float]]

@@ -47,14 +47,15 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
+from tfq8 import _args
 from tfq8.calibration import Calibration, atomic_write
-from tfq8.convert import CALIBRATION_ATTR, calibrate, convert
+from tfq8.convert import CALIBRATION_ATTR, calibrate, convert, io_type
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, evaluate_int8, is_tf_keras_model,
                                keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
 from tfq8.harness.interpreter import make_interpreter
-from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
+from tfq8.stats.histogram import DEFAULT_MAX_BINS, MIN_BINS, Histogram
 
 _log = logging.getLogger("tfq8.callbacks")
 
@@ -127,12 +128,8 @@ class _CalibrationCallbackBase:
             raise ValueError(
                 "calibration_data must be samples like the model's inputs (arrays, (x, y), a "
                 "dict, a tf.data.Dataset, ...). Received: calibration_data=None")
-        if every_n_epochs is not None and (
-                isinstance(every_n_epochs, bool) or not isinstance(every_n_epochs, (int, np.integer))
-                or every_n_epochs < 1):
-            raise ValueError(
-                "every_n_epochs must be a positive integer, or None to calibrate only when "
-                f"training ends. Received: every_n_epochs={every_n_epochs!r}")
+        _args.integer("every_n_epochs", every_n_epochs, optional=True,
+                      hint=", or None to calibrate only when training ends")
         if filepath is not None:
             if not isinstance(filepath, (str, os.PathLike)):
                 raise ValueError(
@@ -168,8 +165,7 @@ class _CalibrationCallbackBase:
                     f"metric such as 'val_loss'. Received: monitor={monitor!r}, validation_data=None")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
-        if not isinstance(save_best_only, bool):
-            raise ValueError(f"save_best_only must be a bool. Received: save_best_only={save_best_only!r}")
+        _args.boolean("save_best_only", save_best_only)
         if save_best_only and filepath is None:
             raise ValueError(
                 "save_best_only=True needs a filepath to export to. Received: filepath=None")
@@ -179,16 +175,19 @@ class _CalibrationCallbackBase:
             raise ValueError(
                 f"method must be one of auto, {', '.join(available_methods())}. "
                 f"Received: method={method!r}")
-        if num_samples is not None and (isinstance(num_samples, bool) or not isinstance(
-                num_samples, (int, np.integer)) or num_samples < 1):
-            raise ValueError(
-                f"num_samples must be a positive integer or None. Received: num_samples={num_samples!r}")
+        _args.integer("num_samples", num_samples, optional=True)
         convert_options = dict(convert_options or {})
         unknown = sorted(set(convert_options) - set(_CONVERT_OPTIONS))
         if unknown:
             raise ValueError(
                 f"convert_options may contain {', '.join(_CONVERT_OPTIONS)} (method is its own "
                 f"argument). Received: convert_options keys {unknown}")
+        for key in ("per_channel", "allow_float"):
+            if key in convert_options:
+                _args.boolean(f"convert_options['{key}']", convert_options[key])
+        for key in ("input_type", "output_type"):
+            if key in convert_options:
+                io_type(f"convert_options['{key}']", convert_options[key])
         if method == "auto" and convert_options.get("method_options"):
             raise ValueError(
                 "convert_options['method_options'] set one method's options, and method='auto' "
@@ -203,8 +202,8 @@ class _CalibrationCallbackBase:
             raise ValueError(
                 "outlier_percentile must be in (50, 100). "
                 f"Received: outlier_percentile={outlier_percentile!r}")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+        _args.integer("batch_size", batch_size)
+        _args.integer("max_bins", max_bins, minimum=MIN_BINS)
         if validation_data is not None and not readable(validation_data):
             raise ValueError(
                 "validation_data must be (x, y), (x, y, sample_weight), inputs x alone, or a "
@@ -233,7 +232,8 @@ class _CalibrationCallbackBase:
         self._better = np.greater if mode == "max" else np.less
         self._rep: RepresentativeDataset | None = None
         self._val: ValidationSet | None = None
-        self._data_model: Any = None  # the model _rep and _val were adapted for
+        self._specs: list | None = None
+        self._data_model: Any = None  # the model _rep, _val and _specs were read for
         self._reset()
 
     # ------------------------------------------------------------- state
@@ -270,10 +270,20 @@ class _CalibrationCallbackBase:
 
     # ------------------------------------------------------------- hooks
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
-        """Resets the per-run state, so one instance serves several `fit` calls."""
+        """Resets the per-run state, so one instance serves several `fit` calls.
+
+        Also reads and checks the calibration and validation data against the
+        model now, so bad data fails before training rather than after it
+        (unless the model is not built yet: a subclassed model's first batch
+        builds it, and the data is then read at the first calibration).
+        """
         self._reset()
         if self._data_model is not self.model:  # adapted data is kept for the same model only
-            self._rep, self._val, self._data_model = None, None, self.model
+            self._rep, self._val, self._specs, self._data_model = None, None, None, self.model
+        if getattr(self.model, "built", True) and getattr(self.model, "inputs", None):
+            self._calibration_rep()
+            if self.validation_data is not None:
+                self._validation_set()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
@@ -345,11 +355,17 @@ class _CalibrationCallbackBase:
             _log.info("Epoch %d: tfq8 callback took %.2fs (%s).", epoch + 1, self.timings[-1],
                       ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
 
-    def _calibration_rep(self) -> RepresentativeDataset:
-        if self._rep is None:
+    def _model_specs(self) -> list:
+        """The model's input specs in TFLite's order (for several inputs this costs a conversion)."""
+        if self._specs is None:
             from tfq8.models import load_model  # noqa: PLC0415
 
-            specs = load_model(self.model).specs
+            self._specs = load_model(self.model).specs
+        return self._specs
+
+    def _calibration_rep(self) -> RepresentativeDataset:
+        if self._rep is None:
+            specs = self._model_specs()
             self._rep = representative_dataset(
                 keras_order_to_dict(self.model, self.calibration_data, specs),
                 specs=specs, num_samples=self.num_samples)
@@ -384,7 +400,7 @@ class _CalibrationCallbackBase:
             self.best = current
         elif self.verbose:
             _log.info("Epoch %d: saving int8 model to %s", epoch + 1, path)
-        atomic_write(path, blob)
+        atomic_write(path, blob, arg="filepath")
         self.saved.append(path)
 
     # ------------------------------------------------------- diagnostics
@@ -427,12 +443,12 @@ class _CalibrationCallbackBase:
 
     # -------------------------------------------------------- evaluation
     def _evaluate(self, blob: bytes) -> dict[str, float]:
-        if self._val is None:  # read once per model, reused by every evaluation
-            from tfq8.models import load_model  # noqa: PLC0415
+        return evaluate_int8(blob, self.model, self._validation_set(), batch_size=self.batch_size)
 
-            self._val = ValidationSet.build(self.validation_data, self.model,
-                                            load_model(self.model).specs)
-        return evaluate_int8(blob, self.model, self._val, batch_size=self.batch_size)
+    def _validation_set(self) -> ValidationSet:
+        if self._val is None:  # read once per model, reused by every evaluation
+            self._val = ValidationSet.build(self.validation_data, self.model, self._model_specs())
+        return self._val
 
 
 # ---------------------------------------------------------------- classes

@@ -422,18 +422,15 @@ def _default_output(model_path: str) -> str:
 def _load_data(path: str, shapes: Sequence[Sequence[int | None]],
                names: Sequence[str]) -> tuple[Any, Any]:
     """--data -> (data for tfq8, labels found alongside or None)."""
-    import numpy as np  # noqa: PLC0415
-
     if os.path.isdir(path):
         return _load_images(path, shapes)
     if not os.path.isfile(path):
         raise ValueError(f"--data must be a .npy or .npz file or a folder of images; no such file. "
                          f"Received: --data={path}")
     if path.endswith(".npy"):
-        return np.load(path, allow_pickle=False), None
+        return _read_arrays(path, "--data"), None
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        arrays = _read_arrays(path, "--data")
         labels = arrays.pop("y", None)
         if labels is None:
             labels = arrays.pop("labels", None)
@@ -450,20 +447,38 @@ def _load_data(path: str, shapes: Sequence[Sequence[int | None]],
 
 
 def _load_labels(path: str) -> Any:
-    import numpy as np  # noqa: PLC0415
-
     if not os.path.isfile(path) or not path.endswith((".npy", ".npz")):
         raise ValueError(f"--labels must be a .npy file or a .npz holding 'y' or 'labels'. "
                          f"Received: --labels={path}")
+    arrays = _read_arrays(path, "--labels")
     if path.endswith(".npy"):
+        return arrays
+    for key in ("y", "labels"):
+        if key in arrays:
+            return arrays[key]
+    if len(arrays) == 1:
+        return next(iter(arrays.values()))
+    raise ValueError(f"--labels .npz must hold 'y' or 'labels'. Received keys: {sorted(arrays)}")
+
+
+def _read_arrays(path: str, flag: str) -> Any:
+    """A .npy file's array or a .npz file's arrays (name -> array), read in full.
+
+    Raises:
+        ValueError: Naming `flag` and the file, if it cannot be read (truncated,
+            not numpy's format, or holding Python objects).
+    """
+    import numpy as np  # noqa: PLC0415
+
+    try:
+        if path.endswith(".npz"):
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
         return np.load(path, allow_pickle=False)
-    with np.load(path, allow_pickle=False) as z:
-        for key in ("y", "labels"):
-            if key in z.files:
-                return z[key]
-        if len(z.files) == 1:
-            return z[z.files[0]]
-        raise ValueError(f"--labels .npz must hold 'y' or 'labels'. Received keys: {z.files}")
+    except Exception as e:  # noqa: BLE001 - any damage to the file: one clear error
+        raise ValueError(f"{flag}: could not read {path!r} as a numpy {path[-4:]} file of numeric "
+                         f"arrays (damaged, truncated or holding Python objects): "
+                         f"{str(e) or type(e).__name__}. Received: {flag}={path}") from None
 
 
 def _load_images(folder: str, shapes: Sequence[Sequence[int | None]]) -> tuple[Any, Any]:

@@ -20,7 +20,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tfq8 import _tflite
+from tfq8 import _args, _tflite
 from tfq8 import qat as _qat
 from tfq8.calibration import Calibration, atomic_write, validate_overrides
 from tfq8.data import RepresentativeDataset, representative_dataset
@@ -30,7 +30,7 @@ from tfq8.models import ModelHandle, load_model
 from tfq8.ranges import auto as _auto
 from tfq8.ranges import available_methods
 from tfq8.stats.collect import collect
-from tfq8.stats.histogram import DEFAULT_MAX_BINS
+from tfq8.stats.histogram import DEFAULT_MAX_BINS, MIN_BINS
 
 _log = logging.getLogger("tfq8")
 
@@ -74,6 +74,8 @@ def calibrate(
         >>> calib = tfq8.calibrate(model, dataset.take(200))
         >>> calib.save("stats.npz")
     """
+    _args.integer("batch_size", batch_size, optional=True)
+    _args.integer("max_bins", max_bins, minimum=MIN_BINS)
     handle = load_model(model)
     rep = data if isinstance(data, RepresentativeDataset) and num_samples is None and (
         data.specs == handle.specs) else representative_dataset(
@@ -92,8 +94,7 @@ def _kept(rep: RepresentativeDataset, n: int | None) -> np.ndarray:
     if n is None:
         per_sample = sum(a[:1].nbytes for a in rep.inputs) or 1
         n = max(1, min(KEEP_SAMPLES, KEEP_BYTES // per_sample))
-    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"keep_samples must be a non-negative integer. Received: keep_samples={n!r}")
+    _args.integer("keep_samples", n, minimum=0)
     if n == 0:
         return np.zeros(0, np.int64)
     return np.unique(np.linspace(0, len(rep) - 1, min(n, len(rep))).round().astype(np.int64))
@@ -152,7 +153,10 @@ def convert(
         >>> blob = tfq8.convert(model, x_train[:500], method="kl")
         >>> open("model_int8.tflite", "wb").write(blob)
     """
-    io_in, io_out = _io_type("input_type", input_type), _io_type("output_type", output_type)
+    io_in, io_out = io_type("input_type", input_type), io_type("output_type", output_type)
+    per_channel = _args.boolean("per_channel", per_channel)
+    allow_float = _args.boolean("allow_float", allow_float)
+    _args.integer("num_samples", num_samples, optional=True)
     if method != "auto" and method not in available_methods():
         raise ValueError(
             f"Unknown range method. Expected one of auto, {', '.join(available_methods())}. "
@@ -194,7 +198,7 @@ def convert(
 def _finish(blob: bytes, *, allow_float: bool, output_path: str | os.PathLike | None) -> bytes:
     check_integer(blob, allow_float=allow_float)
     if output_path is not None:
-        atomic_write(os.fspath(output_path), blob)
+        atomic_write(output_path, blob, arg="output_path")
     return blob
 
 
@@ -253,7 +257,8 @@ def check_integer(blob: bytes, *, allow_float: bool) -> None:
     _log.warning("%s Kept in float (allow_float=True).", msg)
 
 
-def _io_type(arg: str, value: Any) -> np.dtype:
+def io_type(arg: str, value: Any) -> np.dtype:
+    """The numpy dtype for an `input_type`/`output_type` option, or a ValueError naming `arg`."""
     key = value if isinstance(value, str) else getattr(np.dtype(value) if value is not None else None, "name", None)
     if key not in _IO_NAMES:
         raise ValueError(f"{arg} must be one of {', '.join(_IO_NAMES)}. Received: {arg}={value!r}")
@@ -268,6 +273,10 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
                 f"calibration must be a tfq8.Calibration. Received: {type(calibration).__name__}")
         if data is not None:
             raise ValueError("Pass either data or calibration, not both.")
+        if num_samples is not None:
+            raise ValueError(
+                "num_samples chooses samples of data; calibration was already taken on "
+                f"{calibration.num_samples}. Received: num_samples={num_samples!r} with calibration")
         if model is not None and calibration.fingerprint not in (None, load_model(model).fingerprint()):
             raise ValueError(
                 "calibration holds statistics of another model, or of this model before its "

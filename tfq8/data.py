@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from typing import Any, Iterator, Sequence
 
 import numpy as np
+
+from tfq8 import _args
 
 _log = logging.getLogger("tfq8")
 
@@ -126,10 +129,7 @@ def representative_dataset(
         >>> len(rep)
         200
     """
-    if num_samples is not None and (not isinstance(num_samples, (int, np.integer)) or num_samples < 1):
-        raise ValueError(
-            f"num_samples must be a positive integer or None. Received: num_samples={num_samples!r}"
-        )
+    _args.integer("num_samples", num_samples, optional=True)
     if specs is None and model is not None:
         from tfq8 import models  # local: models imports TensorFlow
 
@@ -171,6 +171,11 @@ class _Builder:
     def consume(self, data: Any) -> None:
         if data is None:
             raise ValueError("data must not be None. Received: data=None")
+        if isinstance(data, (str, bytes, os.PathLike)):
+            raise TypeError(
+                "data must be samples (numpy arrays, (x, y) pairs, a dict, a tf.data.Dataset, "
+                "...), not a file name: load the file first, such as data=np.load(path). "
+                f"Received: data={data!r}")
         tf = _tf_or_none()
         if tf is not None and isinstance(data, tf.data.Dataset):
             return self._consume_dataset(data)
@@ -178,23 +183,23 @@ class _Builder:
             for i in range(len(data)):
                 if self.full:
                     break
-                self._add_batch_like(data[i], batched=True)
+                self._add(self._structure(data[i]))
             return None
         if callable(data) and not _is_array_like(data) and not isinstance(data, dict):
             return self.consume(data())
-        if isinstance(data, np.ndarray) or _is_tensor(data):
-            return self._add(self._structure(data), batched=True, origin="array")
-        if isinstance(data, dict):
-            return self._add(self._structure(data), batched=True, origin="dict")
+        if isinstance(data, (np.ndarray, dict)) or _is_tensor(data):
+            return self._add(self._structure(data))
+        if isinstance(data, list) and _is_nested_numbers(data):
+            return self._add(self._structure(_to_numpy(data, "data")))
         if isinstance(data, (list, tuple)) and data and all(_is_array_like(d) for d in data):
             if not (isinstance(data, list) and self.specs and len(data) != len(self.specs)
                     and len(self.specs) == 1):
-                return self._add(self._structure(data), batched=True, origin="arrays")
+                return self._add(self._structure(data))
             # else: a list of samples (or batches) for a one-input model: a stream.
         if _is_xy_of_structured_inputs(data):
             # ([x1, x2], y) or ({"a": xa, "b": xb}, y, w): model.fit's (x, y[, w])
             # with several inputs, not a stream of two or three samples.
-            return self._add(self._structure(data), batched=True, origin="arrays")
+            return self._add(self._structure(data))
         if isinstance(data, (list, tuple)) and not data:
             raise ValueError("data is empty: expected at least one sample. Received: an empty sequence")
         try:
@@ -207,7 +212,7 @@ class _Builder:
         for item in iterator:
             if self.full:
                 break
-            self._add_batch_like(item, batched=None)
+            self._add(self._structure(item))
         return None
 
     def _consume_dataset(self, ds) -> None:
@@ -220,10 +225,7 @@ class _Builder:
         for item in ds.as_numpy_iterator():
             if self.full:
                 break
-            self._add_batch_like(item, batched=None)
-
-    def _add_batch_like(self, item: Any, batched: bool | None) -> None:
-        self._add(self._structure(item), batched=batched, origin="stream")
+            self._add(self._structure(item))
 
     # ---- structure: -> list of arrays in input order
     def _structure(self, item: Any) -> list[np.ndarray]:
@@ -310,18 +312,18 @@ class _Builder:
         return [_to_numpy(item[n], repr(n)) for n in names]
 
     # ---- batching, casting, checking
-    def _add(self, arrays: list[np.ndarray], *, batched: bool | None, origin: str) -> None:
+    def _add(self, arrays: list[np.ndarray]) -> None:
         if self.specs is not None:
             ranks = [len(s.shape) for s in self.specs]
-            if batched is None or origin == "stream":
-                is_sample = [a.ndim == r - 1 for a, r in zip(arrays, ranks)]
-                if any(is_sample) and not all(is_sample):
-                    raise ValueError(
-                        f"Sample {self.count}: inputs mix batched and unbatched arrays. "
-                        f"Received shapes {[a.shape for a in arrays]}"
-                    )
-                if all(is_sample):
-                    arrays = [a[None] for a in arrays]
+            # One sample without the batch dimension is unambiguous given the ranks.
+            is_sample = [a.ndim == r - 1 for a, r in zip(arrays, ranks)]
+            if any(is_sample) and not all(is_sample):
+                raise ValueError(
+                    f"Sample {self.count}: inputs mix batched and unbatched arrays. "
+                    f"Received shapes {[a.shape for a in arrays]}"
+                )
+            if all(is_sample):
+                arrays = [a[None] for a in arrays]
             for a, spec in zip(arrays, self.specs):
                 if a.ndim != len(spec.shape):
                     raise ValueError(
@@ -394,10 +396,32 @@ class _Builder:
                         f"Sample {self.count}: input {name!r} has integer dtype {target.name}. "
                         f"Received non-integral {a.dtype} values"
                     )
-            a = a.astype(target, copy=False)
-        elif np.issubdtype(a.dtype, np.floating) and a.dtype != np.float32:
-            a = a.astype(np.float32)
-        return a
+        elif np.issubdtype(a.dtype, np.floating):
+            target = np.dtype(np.float32)
+        else:
+            return a
+        self._check_fits(a, target, name)
+        return a.astype(target, copy=False)
+
+    def _check_fits(self, a: np.ndarray, target: np.dtype, name: str) -> None:
+        """Refuses values the cast to `target` would wrap or overflow to Inf."""
+        if a.dtype == target or a.size == 0 or a.dtype == np.bool_:
+            return
+        if np.issubdtype(target, np.integer):
+            lo, hi = np.iinfo(target).min, np.iinfo(target).max
+        elif np.issubdtype(target, np.floating):
+            lo, hi = -np.finfo(target).max, np.finfo(target).max
+        else:
+            return
+        flat = a.reshape(len(a), -1)
+        low, high = flat.min(axis=1), flat.max(axis=1)
+        bad = np.flatnonzero((low < lo) | (high > hi))
+        if len(bad):
+            k = int(bad[0])
+            raise ValueError(
+                f"Sample {self.count + k}: input {name!r} is {target.name}, which holds "
+                f"values in [{_num(lo)}, {_num(hi)}]. Received {a.dtype} values in "
+                f"[{_num(low[k])}, {_num(high[k])}]")
 
     def finish(self) -> RepresentativeDataset:
         if self.count == 0:
@@ -422,6 +446,23 @@ def _is_xy_of_structured_inputs(data: Any) -> bool:
     else:
         return False
     return x_ok and all(d is None or _is_array_like(d) for d in data[1:])
+
+
+def _num(v: Any) -> str:
+    """A bound or value for a message: integers in full, floats short."""
+    return str(int(v)) if float(v).is_integer() and abs(float(v)) < 1e16 else f"{float(v):g}"
+
+
+def _is_nested_numbers(data: list) -> bool:
+    """True for a (nested) Python list of plain numbers, such as [[0.1, 0.2], [0.3, 0.4]]."""
+    stack = list(data)
+    while stack:
+        item = stack.pop()
+        if isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+            return False
+    return bool(data)
 
 
 def _tf_or_none():

@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tfq8 import _tflite
+from tfq8 import _args, _tflite
 from tfq8.harness.interpreter import (BACKENDS, InvalidModelError, TensorIO, load_verified,
                                       make_interpreter, read_model_bytes, verify_model)
 
@@ -211,12 +211,9 @@ def benchmark(
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
-    for name, v in (("warmup", warmup),):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name} must be a non-negative integer. Received: {name}={v!r}")
-    if runs is not None and (isinstance(runs, bool) or not isinstance(runs, (int, np.integer))
-                             or runs < 1):
-        raise ValueError(f"runs must be a positive integer or None. Received: runs={runs!r}")
+    _args.integer("warmup", warmup, minimum=0)
+    _args.integer("runs", runs, optional=True)
+    _args.integer("seed", seed, minimum=0)
     if not isinstance(time_budget_s, (int, float)) or not time_budget_s > 0:
         raise ValueError(f"time_budget_s must be a positive number. Received: time_budget_s={time_budget_s!r}")
     say = progress or (lambda msg: None)

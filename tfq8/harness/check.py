@@ -40,7 +40,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from tfq8 import _tflite
+from tfq8 import _args, _tflite
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.harness.interpreter import ModelRunner, TensorIO, read_model_bytes, verify_model
 
@@ -207,7 +207,7 @@ def check(
     """
     if data is None:
         raise ValueError("check() needs data: samples like the model's inputs. Received: data=None")
-    threads = num_threads or os.cpu_count() or 1
+    threads = _args.integer("num_threads", num_threads, optional=True) or os.cpu_count() or 1
     want_tensors = per_tensor and backend != "xnnpack"
     if per_tensor and not want_tensors:
         _log.warning("per_tensor needs builtin or reference kernels; skipped with backend='xnnpack'.")

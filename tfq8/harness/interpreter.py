@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from tfq8 import _tflite
+from tfq8 import _args, _tflite
 from tfq8.data import InputSpec
 
 _log = logging.getLogger("tfq8")
@@ -301,8 +301,7 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
                  "reference": OpResolverType.BUILTIN_REF}
     if backend not in resolvers:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
-    if isinstance(num_threads, bool) or not isinstance(num_threads, (int, np.integer)) or num_threads < 1:
-        raise ValueError(f"num_threads must be a positive integer. Received: num_threads={num_threads!r}")
+    _args.integer("num_threads", num_threads)
     if not verified:
         verify_model(model, arg=arg)
     try:
@@ -314,11 +313,20 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
                 experimental_preserve_all_tensors=preserve_all_tensors,
                 num_threads=int(num_threads),
             )
+    except (RuntimeError, ValueError) as e:
+        raise InvalidModelError(f"LiteRT cannot load {arg}: {_first_line(e)}") from None
+    try:
         interp.allocate_tensors()
     except (RuntimeError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InvalidModelError(f"LiteRT cannot load {arg}: {first}") from None
+        # Inputs with dynamic height/width sit at a placeholder size (often 1x1)
+        # that may not fit the kernels; callers size them from the data first.
+        if not any(-1 in d["shape_signature"][1:] for d in interp.get_input_details()):
+            raise InvalidModelError(f"LiteRT cannot load {arg}: {_first_line(e)}") from None
     return interp
+
+
+def _first_line(e: Exception) -> str:
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
 # --------------------------------------------------------------------- I/O tensors
@@ -441,15 +449,15 @@ class ModelRunner:
             self.inputs = [dataclasses.replace(t, key=keys.get(t.index, t.key)) for t in self.inputs]
         if len({keys.get(t.index, t.key) for t in self.outputs}) == len(self.outputs):
             self.outputs = [dataclasses.replace(t, key=keys.get(t.index, t.key)) for t in self.outputs]
-        if batch_size is not None and (not isinstance(batch_size, (int, np.integer)) or batch_size < 1):
-            raise ValueError(f"batch_size must be a positive integer. Received: batch_size={batch_size!r}")
+        _args.integer("batch_size", batch_size, optional=True)
         self.resizable = all(len(t.signature) and t.signature[0] == -1 for t in self.inputs)
         self.batch_size = (batch_size or self._default_batch()) if self.resizable else 1
         self._current = None
 
     def input_specs(self) -> list[InputSpec]:
         """Input specs (float32 for quantized inputs) for `tfq8.representative_dataset`."""
-        return [InputSpec(t.key, (None,) + t.shape[1:] if t.shape else (),
+        return [InputSpec(t.key, (None,) + tuple(None if s < 0 else d for d, s in zip(
+                              t.shape[1:], t.signature[1:])) if t.shape else (),
                           t.data_dtype()) for t in self.inputs]
 
     def _default_batch(self) -> int:
@@ -459,25 +467,28 @@ class ModelRunner:
             per_sample += 4 * int(np.prod(shape[1:] if len(shape) > 1 else shape or [1]))
         return int(max(1, min(_MAX_BATCH, _BATCH_BYTES // max(per_sample, 1))))
 
-    def _resize(self, n: int) -> None:
-        if self._current == n:
+    def _resize(self, n: int, inputs: Sequence[np.ndarray]) -> None:
+        """Sizes the inputs for `n` samples shaped like `inputs`' (dynamic dimensions too)."""
+        shapes = [[n, *a.shape[1:]] for a in inputs]
+        if self._current == shapes:
             return
         if self.resizable or n == self.inputs[0].shape[0]:
-            for t in self.inputs:
-                self.interpreter.resize_tensor_input(t.index, [n] + list(t.shape[1:]))
+            for t, shape in zip(self.inputs, shapes):
+                self.interpreter.resize_tensor_input(t.index, shape)
             try:
                 self.interpreter.allocate_tensors()
             except (RuntimeError, ValueError) as e:
-                raise InvalidModelError(f"LiteRT cannot run {self.arg} at batch size {n}: "
+                raise InvalidModelError(f"LiteRT cannot run {self.arg} on inputs of shape "
+                                        f"{[tuple(s) for s in shapes]}: "
                                         f"{str(e).strip().splitlines()[0]}") from None
-        self._current = n
+        self._current = shapes
 
     def batches(self, inputs: Sequence[np.ndarray]) -> Iterator[tuple[int, int]]:
         """Sets each batch of `inputs` (float, quantized here), invokes, yields (start, stop)."""
         total = len(inputs[0])
         for start in range(0, total, self.batch_size):
             stop = min(total, start + self.batch_size)
-            self._resize(stop - start)
+            self._resize(stop - start, inputs)
             for t, a in zip(self.inputs, inputs):
                 self.interpreter.set_tensor(t.index, np.ascontiguousarray(t.quantize(a[start:stop])))
             try:

@@ -335,9 +335,10 @@ def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
     ins = [TensorIO.from_details(d) for d in interp.get_input_details()]
     n = len(samples[0])
     batch = n if all(t.signature and t.signature[0] == -1 for t in ins) else 1
-    if batch != ins[0].shape[0]:
-        for t in ins:
-            interp.resize_tensor_input(t.index, [batch, *t.shape[1:]])
+    shapes = [[batch, *a.shape[1:]] for a in samples]  # dynamic dimensions follow the samples
+    if any(list(t.shape) != s for t, s in zip(ins, shapes)):
+        for t, s in zip(ins, shapes):
+            interp.resize_tensor_input(t.index, s)
         interp.allocate_tensors()
     outs = [TensorIO.from_details(d) for d in interp.get_output_details()]
     results: list[list[np.ndarray]] = [[] for _ in outs]

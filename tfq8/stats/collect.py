@@ -66,15 +66,19 @@ def _interpreter(model: bytes, *, xnnpack: bool):
                             verified=True)
 
 
-def resize_batch(interpreter, batch: int) -> bool:
-    """Resizes every input's batch dimension; False if the model forbids it."""
+def resize_batch(interpreter, batch: int, rep: RepresentativeDataset) -> bool:
+    """Sizes every input for `batch` samples of `rep`; False if the model forbids it.
+
+    The other dimensions follow the samples, so inputs whose height and width
+    are dynamic (`keras.Input((None, None, 3))`) run at the data's size.
+    """
     details = interpreter.get_input_details()
     if any(len(d["shape_signature"]) == 0 or d["shape_signature"][0] not in (-1, batch)
            for d in details):
         return False
     try:
-        for d in details:
-            interpreter.resize_tensor_input(d["index"], [batch] + list(d["shape"][1:]))
+        for d, a in zip(details, rep.inputs):
+            interpreter.resize_tensor_input(d["index"], [batch, *a.shape[1:]])
         interpreter.allocate_tensors()
     except (RuntimeError, ValueError):
         return False
@@ -120,11 +124,11 @@ def collect(
     interpreter = _interpreter(calibrated, xnnpack=xnnpack)
     batch = batch_size or _default_batch(sg, ranges)
     batch = min(batch, len(rep))
-    if batch > 1 and not resize_batch(interpreter, batch):
+    if batch > 1 and not resize_batch(interpreter, batch, rep):
         _log.info("The model's batch dimension is fixed; collecting one sample at a time.")
         batch = 1
     if batch == 1:
-        resize_batch(interpreter, 1) or interpreter.allocate_tensors()
+        resize_batch(interpreter, 1, rep) or interpreter.allocate_tensors()
     inputs = interpreter.get_input_details()
     with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
         _run_batches(interpreter, inputs, rep, batch, stats, pool, np.asarray(track, np.int64))
@@ -141,7 +145,7 @@ def _run_batches(interpreter, inputs, rep: RepresentativeDataset, batch: int,
     for arrays in rep.batches(batch):
         n = len(arrays[0])
         if n != batch:  # the last, shorter batch
-            resize_batch(interpreter, n)
+            resize_batch(interpreter, n, rep)
             batch = n
         for d, a in zip(inputs, arrays):
             interpreter.set_tensor(d["index"], a)
@@ -184,7 +188,7 @@ def _xnnpack_agrees(calibrated: bytes, rep: RepresentativeDataset, tracked: list
     for xnnpack in (False, True):
         try:
             it = _interpreter(calibrated, xnnpack=xnnpack)
-            resize_batch(it, 1) or it.allocate_tensors()
+            resize_batch(it, 1, rep) or it.allocate_tensors()
             for d, a in zip(it.get_input_details(), first):
                 it.set_tensor(d["index"], a)
             it.invoke()

@@ -29,8 +29,11 @@ from typing import Mapping
 
 import numpy as np
 
+from tfq8 import _args
+
 MIN_EXPONENT = -64
 DEFAULT_MAX_BINS = 4096
+MIN_BINS = 16
 _CHUNK = 1 << 22
 
 
@@ -55,11 +58,7 @@ class Histogram:
     """
 
     def __init__(self, max_bins: int = DEFAULT_MAX_BINS):
-        if not isinstance(max_bins, (int, np.integer)) or max_bins < 16:
-            raise ValueError(
-                f"max_bins must be an integer >= 16. Received: max_bins={max_bins!r}"
-            )
-        self.max_bins = int(max_bins)
+        self.max_bins = _args.integer("max_bins", max_bins, minimum=MIN_BINS)
         self.exponent: int | None = None
         self.offset = 0
         self.counts = np.zeros(0, np.int64)

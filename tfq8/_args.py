@@ -1,0 +1,57 @@
+"""Checks of public arguments: one message shape for every bad option.
+
+Every message names the argument, says what was expected and shows what was
+received, as `keras` does: `batch_size must be a positive integer. Received:
+batch_size='8'`.
+
+Example:
+    >>> from tfq8 import _args
+    >>> _args.integer("batch_size", 32)
+    32
+    >>> _args.boolean("allow_float", "no")
+    Traceback (most recent call last):
+    ...
+    ValueError: allow_float must be True or False. Received: allow_float='no'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def integer(name: str, value: Any, *, minimum: int = 1, optional: bool = False,
+            hint: str = "") -> int | None:
+    """`value` as an int, refused unless it is an integer >= `minimum` (or None if optional).
+
+    Args:
+        name: The argument's name, for the message.
+        value: What the caller passed.
+        minimum: Smallest allowed value.
+        optional: Whether None is allowed (and returned).
+        hint: Appended to the expectation, such as ", or None for all".
+
+    Raises:
+        ValueError: Naming `name`, the expectation and `value`.
+    """
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = {0: "a non-negative integer", 1: "a positive integer"}.get(
+            minimum, f"an integer >= {minimum}")
+        if optional and not hint:
+            hint = " or None"
+        raise ValueError(f"{name} must be {what}{hint}. Received: {name}={value!r}")
+    return int(value)
+
+
+def boolean(name: str, value: Any) -> bool:
+    """`value` if it is a bool (numpy's too); a string such as 'no' is refused.
+
+    Raises:
+        ValueError: Naming `name` and `value`.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
+    return bool(value)
