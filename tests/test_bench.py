@@ -91,3 +91,7 @@ def test_bad_arguments(setup):
         tfq8.benchmark(blob[:100])
     with pytest.raises(TypeError, match="reference must be"):
         tfq8.benchmark(blob, reference=1.5)
+    for name, value in (("seed", "a"), ("seed", -1), ("op_time_budget_s", -1),
+                        ("time_budget_s", float("inf")), ("progress", 5)):
+        with pytest.raises(ValueError, match=f"{name} must be .*Received: {name}={value!r}"):
+            tfq8.benchmark(blob, runs=1, **{name: value})

@@ -148,6 +148,21 @@ def test_bad_inputs_raise_clear_errors(setup, tmp_path):
     other = tfq8.convert(F.mlp(), np.zeros((8, 20), np.float32) + 1)
     with pytest.raises(ValueError):
         tfq8.check(blob, reference=other, data=x)
+    with pytest.raises(ValueError, match=r"reference does not take the inputs the int8 model takes"):
+        tfq8.check(blob, reference=F.mlp(), data=x[:4])
+    with pytest.raises(ValueError, match=r"num_threads must be a positive integer.*=0"):
+        tfq8.check(blob, data=x, num_threads=0)
+
+
+def test_a_float_model_is_checked_with_a_warning(setup, caplog):
+    model, calib, blob, x, y = setup
+    with caplog.at_level("WARNING", logger="tfq8"):
+        tfq8.check(calib.model, data=x[:8])
+    assert "it is a float model" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tfq8"):
+        tfq8.check(blob, data=x[:8])
+    assert "float model" not in caplog.text
 
 
 def test_damage_before_a_scale_keeping_op_blames_the_producer():

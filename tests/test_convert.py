@@ -177,6 +177,17 @@ def test_bad_arguments(cnn_case):
         tfq8.convert(calibration=calib, method="best")
     with pytest.raises(ValueError, match="input_type.*Received: input_type='int4'"):
         tfq8.convert(calibration=calib, input_type="int4")
+    with pytest.raises(ValueError, match="output_type.*Received: output_type=True"):
+        tfq8.convert(calibration=calib, output_type=True)
+    import tensorflow as tf
+    assert tfq8.convert(calibration=calib, input_type=tf.uint8, method="minmax") == tfq8.convert(
+        calibration=calib, input_type="uint8", method="minmax")
+    with pytest.raises(ValueError, match=r"method_options must be a dict.*Received: method_options='percentile=99'"):
+        tfq8.convert(calibration=calib, method="percentile", method_options="percentile=99")
+    with pytest.raises(ValueError, match=r"ranges must be a dict.*Received: ranges of type list"):
+        tfq8.convert(calibration=calib, ranges=[("x", (0, 1))])
+    with pytest.raises(TypeError, match=r"merge\(\) takes another tfq8.Calibration. Received: int"):
+        calib.merge(42)
     with pytest.raises(ValueError, match="pass data=.*CalibrationCallback"):
         tfq8.convert(factories.mlp())
     with pytest.raises(ValueError, match="either data or calibration"):

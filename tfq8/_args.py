@@ -46,6 +46,19 @@ def integer(name: str, value: Any, *, minimum: int = 1, optional: bool = False,
     return int(value)
 
 
+def positive_number(name: str, value: Any, *, unit: str = "") -> float:
+    """`value` as a float, refused unless it is a finite number > 0.
+
+    Raises:
+        ValueError: Naming `name`, the expectation (with `unit`) and `value`.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be a positive number{' of ' + unit if unit else ''}. "
+                         f"Received: {name}={value!r}")
+    return float(value)
+
+
 def boolean(name: str, value: Any) -> bool:
     """`value` if it is a bool (numpy's too); a string such as 'no' is refused.
 

@@ -112,6 +112,8 @@ class Calibration:
         Raises:
             ValueError: If the two describe different graphs.
         """
+        if not isinstance(other, Calibration):
+            raise TypeError(f"merge() takes another tfq8.Calibration. Received: {type(other).__name__}")
         mine = [(t.index, t.name) for t in self.tensors]
         theirs = [(t.index, t.name) for t in other.tensors]
         if mine != theirs:

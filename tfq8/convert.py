@@ -162,6 +162,12 @@ def convert(
             f"Unknown range method. Expected one of auto, {', '.join(available_methods())}. "
             f"Received: method={method!r}"
         )
+    if method_options is not None and not isinstance(method_options, Mapping):
+        raise ValueError("method_options must be a dict of the method's options, such as "
+                         f"{{'percentile': 99.9}}. Received: method_options={method_options!r}")
+    if ranges is not None and not isinstance(ranges, Mapping):
+        raise ValueError("ranges must be a dict of tensor name (or index) -> (min, max). "
+                         f"Received: ranges of type {type(ranges).__name__}")
     if method == "auto" and method_options:
         raise ValueError(
             "method_options set one method's options, and method='auto' compares every method "
@@ -259,7 +265,12 @@ def check_integer(blob: bytes, *, allow_float: bool) -> None:
 
 def io_type(arg: str, value: Any) -> np.dtype:
     """The numpy dtype for an `input_type`/`output_type` option, or a ValueError naming `arg`."""
-    key = value if isinstance(value, str) else getattr(np.dtype(value) if value is not None else None, "name", None)
+    key = value if isinstance(value, str) else None
+    if key is None and value is not None and not isinstance(value, bool):
+        try:  # numpy dtypes and scalar types, and tf.dtypes (as_numpy_dtype)
+            key = np.dtype(getattr(value, "as_numpy_dtype", value)).name
+        except TypeError:
+            pass
     if key not in _IO_NAMES:
         raise ValueError(f"{arg} must be one of {', '.join(_IO_NAMES)}. Received: {arg}={value!r}")
     return np.dtype(_IO_NAMES[key])

@@ -214,8 +214,11 @@ def benchmark(
     _args.integer("warmup", warmup, minimum=0)
     _args.integer("runs", runs, optional=True)
     _args.integer("seed", seed, minimum=0)
-    if not isinstance(time_budget_s, (int, float)) or not time_budget_s > 0:
-        raise ValueError(f"time_budget_s must be a positive number. Received: time_budget_s={time_budget_s!r}")
+    _args.positive_number("time_budget_s", time_budget_s, unit="seconds")
+    _args.positive_number("op_time_budget_s", op_time_budget_s, unit="seconds")
+    if progress is not None and not callable(progress):
+        raise ValueError("progress must be a callable taking a message, or None. "
+                         f"Received: progress={progress!r}")
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)
     q_blob, q_parsed = load_verified(tflite_model)

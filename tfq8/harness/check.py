@@ -213,6 +213,10 @@ def check(
         _log.warning("per_tensor needs builtin or reference kernels; skipped with backend='xnnpack'.")
     q = ModelRunner(tflite_model, backend=backend, num_threads=threads,
                     preserve_all_tensors=want_tensors, batch_size=batch_size)
+    if not any(_tflite.tensor_type_name(t.type) in ("INT8", "UINT8", "INT16")
+               for t in q.parsed.subgraphs[0].tensors):
+        _log.warning("tflite_model has no quantized tensor: it is a float model, so check() "
+                     "compares float with float. Pass the int8 model tfq8.convert() wrote.")
     if (labels is None and isinstance(data, tuple) and len(data) == 2 and len(q.inputs) == 1
             and hasattr(data[1], "__len__") and not isinstance(data[1], (dict, str))):
         data, labels = data  # (x, y), as model.evaluate takes it
@@ -382,8 +386,13 @@ def _reference_model(reference: Any, rep: RepresentativeDataset) -> tuple[bytes 
             # calibrated graph would not do: the converter has already made it int8
             # wherever QAT annotated it, so int8 would be compared with itself.
             return handle.to_float_tflite(), "keras"
-        sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
-                                        specs=handle.specs)
+        try:
+            sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
+                                            specs=handle.specs)
+        except ValueError as e:
+            raise ValueError(
+                f"reference does not take the inputs the int8 model takes (is it the float "
+                f"model this int8 model came from?): {e}") from None
         return _tflite.calibrate_only(handle.converter(), sample), "keras"
     raise TypeError(
         "reference must be a Keras model, a .keras/.h5/SavedModel path, a float .tflite (bytes "
