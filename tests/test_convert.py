@@ -236,6 +236,10 @@ def test_dynamic_height_and_width_follow_the_data():
     assert activation_qparams(blob) == activation_qparams(converter_int8(model, x))
     assert tfq8.inspect(tfq8.convert(model, x)).full_integer
     assert tfq8.check(blob, reference=model, data=x).agreement >= 0.9
+    # Images smaller than the kernel: TFLite's calibrator would kill the process (SIGFPE).
+    with pytest.raises(ValueError, match=r"Sample 0: the model cannot run on inputs of shape "
+                                         r"\(2, 2, 3\): The convolution operation resulted in an empty"):
+        tfq8.convert(model, factories.images(4, shape=(2, 2, 3)))
 
 
 def test_calibration_data_the_model_cannot_run_is_a_value_error():

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -81,12 +82,43 @@ def calibrate(
         data.specs == handle.specs) else representative_dataset(
             data, specs=handle.specs, num_samples=num_samples)
     kept = _kept(rep, keep_samples)
+    _probe_dynamic_sizes(handle, rep)
     _log.info("Calibrating on %d samples.", len(rep))
     calibrated = _tflite.calibrate_only(handle.converter(), rep)
     _check_input_order(calibrated, handle)
     tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
     samples = [a[kept].copy() for a in rep.inputs] if len(kept) else None
     return Calibration(calibrated, tensors, len(rep), handle.fingerprint(), samples)
+
+
+def _probe_dynamic_sizes(handle: ModelHandle, rep: RepresentativeDataset) -> None:
+    """Refuses inputs too small for the model, where its height/width are dynamic.
+
+    TFLite's calibrator kills the process (SIGFPE) on an empty intermediate
+    tensor, such as a VALID 3x3 convolution of a 2x2 image. Keras runs the
+    first sample instead (one-input models) and says what is wrong.
+    """
+    if (handle.keras_model is None or len(rep.inputs) != 1
+            or not any(None in s.shape[1:] for s in handle.specs)):
+        return
+    try:
+        outputs = handle.keras_model(rep.inputs[0][:1], training=False)
+    except Exception as e:  # noqa: BLE001 - Keras' own message says what is wrong
+        lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
+        reason = next((ln for ln in lines if ln and not ln.startswith("Exception encountered")),
+                      type(e).__name__)
+        raise ValueError(f"Sample 0: the model cannot run on inputs of shape "
+                         f"{tuple(rep.inputs[0].shape[1:])}: {reason}") from None
+    if isinstance(outputs, dict):
+        outputs = list(outputs.values())
+    for o in outputs if isinstance(outputs, (list, tuple)) else [outputs]:
+        v = np.asarray(o)
+        if v.size == 0 or not np.all(np.isfinite(v)):
+            raise ValueError(
+                "Sample 0: at this input size the model's float output is empty or not finite, "
+                "so the inputs are smaller than its kernels or pooling windows allow (TFLite's "
+                f"calibrator would crash on them). Received input shape "
+                f"{tuple(rep.inputs[0].shape[1:])}")
 
 
 def _kept(rep: RepresentativeDataset, n: int | None) -> np.ndarray:
