@@ -38,7 +38,7 @@ from absl import app, flags, logging  # noqa: E402
 
 import suite  # noqa: E402
 import tfq8  # noqa: E402
-from tfq8.convert import converter_int8  # noqa: E402
+from tfq8.pipeline import converter_int8  # noqa: E402
 from tfq8.harness.interpreter import ModelRunner  # noqa: E402
 
 FLAGS = flags.FLAGS

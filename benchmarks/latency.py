@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
 
 import tfq8  # noqa: E402
-from tfq8.convert import converter_int8  # noqa: E402
+from tfq8.pipeline import converter_int8  # noqa: E402
 
 VWW = os.path.join(suite.SHARED, "models", "mlperf_tiny_vww_96.h5")
 CIFAR = os.path.join(suite.SHARED, "data", "cifar10_test.npz")

@@ -14,7 +14,7 @@ import factories
 import tfq8
 from tfq8 import callbacks as cbmod
 from tfq8 import int8_metrics
-from tfq8.convert import CALIBRATION_ATTR
+from tfq8.pipeline import CALIBRATION_ATTR
 from tfq8.models import load_model
 from tfq8.harness.interpreter import make_interpreter
 from tfq8.stats.histogram import Histogram

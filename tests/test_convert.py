@@ -1,12 +1,14 @@
 """End to end: calibrate, choose ranges, override the converter, full-integer int8."""
 
+import re
+
 import numpy as np
 import pytest
 
 import factories
 import tfq8
 from tfq8 import _tflite
-from tfq8.convert import converter_int8
+from tfq8.pipeline import converter_int8
 from tfq8.harness.interpreter import ModelRunner
 
 
@@ -85,6 +87,10 @@ def test_range_override_by_tensor_name(cnn_case):
     assert zero_point[0] in (-1, 0)
     with pytest.raises(ValueError, match=r"ranges\['nope'\]: no such tensor"):
         tfq8.convert(calibration=calib, ranges={"nope": (0.0, 1.0)})
+    typo = name.replace("_1:0", ":0") if name.endswith("_1:0") else name + "x"
+    with pytest.raises(ValueError, match=rf"no such tensor.*Did you mean {re.escape(repr(name))}.*"
+                                         rf"the model's outputs are \[{re.escape(repr(name))}\]"):
+        tfq8.convert(calibration=calib, ranges={typo: (0.0, 1.0)})
     calibrated = {t.name for t in calib.tensors}
     weight = next(n for n, kind in _tflite.tensor_types(calib.model).items()
                   if kind == "FLOAT32" and n not in calibrated)

@@ -16,26 +16,55 @@ Example:
     0.91...
 """
 
-from tfq8.calibration import Calibration
-from tfq8.callbacks import CalibrationCallback
-from tfq8.convert import calibrate, convert
-from tfq8.data import RepresentativeDataset, representative_dataset
-from tfq8.errors import UnsupportedOpError
-from tfq8.harness.bench import BenchReport, benchmark
-from tfq8.harness.check import CheckReport, check
-from tfq8.harness.inspect import inspect
+from __future__ import annotations
 
-__all__ = [
-    "BenchReport",
-    "Calibration",
-    "CalibrationCallback",
-    "CheckReport",
-    "RepresentativeDataset",
-    "UnsupportedOpError",
-    "benchmark",
-    "calibrate",
-    "check",
-    "convert",
-    "inspect",
-    "representative_dataset",
-]
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Names -> the module defining them. They load on first use, so `import tfq8`
+# is instant and the `tfq8` command answers --help and flag errors without
+# importing TensorFlow.
+_EXPORTS = {
+    "BenchReport": "tfq8.harness.bench",
+    "Calibration": "tfq8.calibration",
+    "CalibrationCallback": "tfq8.callbacks",
+    "CheckReport": "tfq8.harness.check",
+    "RepresentativeDataset": "tfq8.data",
+    "UnsupportedOpError": "tfq8.errors",
+    "benchmark": "tfq8.harness.bench",
+    "calibrate": "tfq8.pipeline",
+    "check": "tfq8.harness.check",
+    "convert": "tfq8.pipeline",
+    "inspect": "tfq8.harness.inspect",
+    "representative_dataset": "tfq8.data",
+}
+
+__all__ = sorted(_EXPORTS)
+
+if TYPE_CHECKING:  # static analysers and IDEs see the real names
+    from tfq8.calibration import Calibration
+    from tfq8.callbacks import CalibrationCallback
+    from tfq8.pipeline import calibrate, convert
+    from tfq8.data import RepresentativeDataset, representative_dataset
+    from tfq8.errors import UnsupportedOpError
+    from tfq8.harness.bench import BenchReport, benchmark
+    from tfq8.harness.check import CheckReport, check
+    from tfq8.harness.inspect import inspect
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:  # a submodule, such as tfq8.ranges
+        try:
+            return importlib.import_module(f"tfq8.{name}")
+        except ModuleNotFoundError as e:
+            if e.name != f"tfq8.{name}":
+                raise
+            raise AttributeError(f"module 'tfq8' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -26,14 +26,11 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import re
 import struct
-import warnings
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -42,6 +39,8 @@ from tensorflow.lite.python import convert as _tf_convert  # private
 from tensorflow.lite.python import schema_py_generated as schema  # private
 from tensorflow.lite.tools import flatbuffer_utils as _fb_utils  # private
 from tensorflow.lite.python.convert import ConverterError as _ConverterError  # private
+
+from tfq8._quiet import quiet_native_stderr, quiet_stdout
 
 _log = logging.getLogger("tfq8")
 
@@ -89,37 +88,6 @@ def check_tf_version(version: str | None = None) -> None:
     raise RuntimeError(msg)
 
 
-@contextlib.contextmanager
-def _quiet_stdout() -> Iterator[None]:
-    """Swallows the chatter of Keras' export and of the quantizer.
-
-    Keras prints `Saved artifact at ...` while exporting, and `mlir_quantize`
-    warns that input statistics are missing (tfq8 always provides them).
-    """
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
-        yield
-
-
-@contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
-    """Silences what native code writes to file descriptor 2 (the quantizer's
-    `fully_quantize: ...` line on every call). Failures still raise with
-    their message; Python's own stderr is untouched."""
-    try:
-        saved = os.dup(2)
-    except OSError:  # no file descriptor 2: nothing to silence
-        yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-
-
 def calibrate_only(
     converter: tf.lite.TFLiteConverter,
     sample_gen: Callable[[], Iterable[list[np.ndarray]]],
@@ -140,7 +108,7 @@ def calibrate_only(
     converter.representative_dataset = sample_gen
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
     try:
-        with _quiet_stdout():
+        with quiet_stdout():
             return bytes(converter.convert())
     except _ConverterError as e:
         raise _unsupported(str(e)) from None
@@ -185,7 +153,7 @@ def convert_qat(
     converter.inference_input_type = _IO_TYPES[np.dtype(input_type)]
     converter.inference_output_type = _IO_TYPES[np.dtype(output_type)]
     try:
-        with _quiet_stdout(), _quiet_native_stderr():
+        with quiet_stdout(), quiet_native_stderr():
             return bytes(converter.convert())
     except _ConverterError as e:
         raise _unsupported(str(e)) from None
@@ -233,7 +201,7 @@ def quantize(
     # requested types; for uint8 / float32 I/O the quantizer needs False (what
     # TFLiteConverter itself passes) and then inserts the boundary ops.
     fully = np.dtype(input_type) == np.int8 and np.dtype(output_type) == np.int8
-    with _quiet_stdout(), _quiet_native_stderr():
+    with quiet_stdout(), quiet_native_stderr():
         return bytes(
             _tf_convert.mlir_quantize(
                 calibrated,

@@ -8,8 +8,8 @@ with another calibration of the same model.
 
 Example:
     >>> calib = tfq8.calibrate(model, x_train[:500])
-    >>> calib.ranges("kl")[0]
-    (-2.1..., 2.4...)
+    >>> calib.ranges("kl")[calib.tensors[-1].index]  # the model's output
+    (-7.1..., 9.4...)
     >>> calib.save("stats.npz")
     >>> calib = tfq8.Calibration.load("stats.npz")
 """
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import difflib
 import io
 import json
 import os
@@ -303,9 +304,14 @@ def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[f
 
 def _unknown_tensor(calib: Calibration, key: str | int) -> str:
     """Why `ranges[key]` names no calibrated tensor, and what would."""
-    names = ", ".join(repr(t.name) for t in calib.tensors[:6])
-    hint = (f"ranges= sets the calibrated activation tensors of the TFLite graph, by name or "
-            f"index (see Calibration.tensors), such as {names}.")
+    names = [t.name for t in calib.tensors]
+    outputs = {int(i) for i in _tflite.outputs_of(_tflite.read_model(calib.model))}
+    close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.6)
+    hint = ((f"Did you mean {', '.join(map(repr, close))}? " if close else "")
+            + "ranges= sets the calibrated activation tensors of the TFLite graph, by name or "
+            "index (Calibration.tensors lists them; so does `tfq8 inspect` on the int8 model), "
+            f"such as {', '.join(map(repr, names[:4]))}; the model's outputs are "
+            f"{[t.name for t in calib.tensors if t.index in outputs]}.")
     kinds = _tflite.tensor_types(calib.model)
     if isinstance(key, str) and key in kinds:
         if kinds[key] in ("INT8", "UINT8", "INT16"):

@@ -49,7 +49,7 @@ import numpy as np
 
 from tfq8 import _args
 from tfq8.calibration import Calibration, atomic_write
-from tfq8.convert import CALIBRATION_ATTR, calibrate, convert, io_type
+from tfq8.pipeline import CALIBRATION_ATTR, calibrate, convert, io_type
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, evaluate_int8, is_tf_keras_model,
                                keras_order_to_dict, readable)

@@ -30,9 +30,7 @@ import time
 import traceback
 from typing import Any, Callable, Iterator, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from absl import app, flags  # noqa: E402
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 _F = flags.FlagValues()  # the running command's flags (see `_define`)
@@ -194,7 +192,13 @@ def _main(command: str, positional: list[str]) -> int:
     import logging  # noqa: PLC0415
 
     logging.getLogger("tfq8").setLevel(logging.INFO if verbose else logging.WARNING)
-    if not verbose:  # TensorFlow's export chatter (INFO) is not for the user
+    if not verbose:  # TensorFlow's import and export chatter is not for the user
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from tfq8._quiet import quiet_native_stderr  # noqa: PLC0415
+
+        with quiet_native_stderr():  # CUDA probes, CPU feature notes
+            import tensorflow  # noqa: F401, PLC0415
+
         for name in ("tensorflow", "absl", "h5py"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger().setLevel(logging.WARNING)

@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfq8 import _tflite
+from tfq8._quiet import quiet_stdout
 from tfq8 import qat as _qat
 from tfq8.data import InputSpec
 
@@ -102,7 +103,7 @@ class ModelHandle:
 
     def to_float_tflite(self) -> bytes:
         """The plain float32 `.tflite` conversion of the model."""
-        with _tflite._quiet_stdout():  # pylint: disable=protected-access
+        with quiet_stdout():
             return bytes(self.converter().convert())
 
 

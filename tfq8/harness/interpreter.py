@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from tfq8 import _args, _tflite
+from tfq8._quiet import quiet_native_stderr
 from tfq8.data import InputSpec
 
 _log = logging.getLogger("tfq8")
@@ -305,7 +306,10 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
     if not verified:
         verify_model(model, arg=arg)
     try:
-        with warnings.catch_warnings():  # preserve_all_tensors is asked for on purpose
+        # Quiet: LiteRT announces "Created TensorFlow Lite XNNPACK delegate" on
+        # stderr; its errors reach Python as exceptions with their message.
+        with warnings.catch_warnings(), quiet_native_stderr():
+            # preserve_all_tensors is asked for on purpose.
             warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
             interp = Interpreter(
                 model_content=bytes(model),
@@ -316,7 +320,8 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
     except (RuntimeError, ValueError) as e:
         raise InvalidModelError(f"LiteRT cannot load {arg}: {_first_line(e)}") from None
     try:
-        interp.allocate_tensors()
+        with quiet_native_stderr():
+            interp.allocate_tensors()
     except (RuntimeError, ValueError) as e:
         # Inputs with dynamic height/width sit at a placeholder size (often 1x1)
         # that may not fit the kernels; callers size them from the data first.

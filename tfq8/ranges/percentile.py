@@ -8,7 +8,7 @@ TFLite's int8 grid.
 Example:
     >>> h = Histogram().update(np.arange(10001, dtype=np.float32))
     >>> percentile(h, percentile=99.0)
-    (0.0, 9900.0...)
+    (0.0, 9900.99)
 """
 
 from __future__ import annotations

@@ -17,7 +17,9 @@ methods treat the ReLU spike at zero as free of error).
 Example:
     >>> h = Histogram()
     >>> h.update(np.array([0.0, 0.5, 1.0], np.float32))
-    >>> h.update(np.array([3.0], np.float32))
+    Histogram(count=3, min=0, max=1, bins=2049, width=2**-11)
+    >>> h.update(np.array([3.0], np.float32))  # the range grows; the bins widen
+    Histogram(count=4, min=0, max=3, bins=3073, width=2**-10)
     >>> h.count, h.min, h.max, h.zeros
     (4, 0.0, 3.0, 1)
 """

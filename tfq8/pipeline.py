@@ -22,6 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tfq8 import _args, _tflite
+from tfq8._quiet import quiet_native_stderr, quiet_stdout
 from tfq8 import qat as _qat
 from tfq8.calibration import Calibration, atomic_write, validate_overrides
 from tfq8.data import RepresentativeDataset, representative_dataset
@@ -268,7 +269,7 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None) -> 
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.int8
     converter.inference_output_type = tf.int8
-    with _tflite._quiet_stdout():  # pylint: disable=protected-access
+    with quiet_stdout(), quiet_native_stderr():
         return bytes(converter.convert())
 
 
