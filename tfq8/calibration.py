@@ -8,8 +8,7 @@ with another calibration of the same model.
 
 Example:
     >>> calib = tfq8.calibrate(model, x_train[:500])
-    >>> calib.ranges("kl")[calib.tensors[-1].index]  # the model's output
-    (-7.1..., 9.4...)
+    >>> lo, hi = calib.ranges("kl")[calib.tensors[-1].index]  # the model's output
     >>> calib.save("stats.npz")
     >>> calib = tfq8.Calibration.load("stats.npz")
 """
