@@ -122,6 +122,7 @@ class BenchReport:
     def op_table(self) -> str:
         """The per-op table; with a reference, float time and speedup of the matching op."""
         by_name = {o.output_name: o for o in self.float_ops}
+        floor = max(self.invoke_overhead_ms, 1e-3)
         head = f"  {'#':>3} {'op':<22} {'output shape':<18} {'int8 ms':>8} {'share':>6}"
         if self.float_ops:
             head += f" {'float op':<18} {'float ms':>8} {'speedup':>7}"
@@ -131,7 +132,9 @@ class BenchReport:
             line = f"  {o.index:>3} {o.op:<22} {shape:<18} {o.time_ms:>8.4f} {100 * o.share:>5.1f}%"
             f = by_name.get(o.output_name)
             if f is not None:
-                ratio = f"{f.time_ms / o.time_ms:.2f}x" if o.time_ms > 0 else "-"
+                # Below the invoke overhead a time is mostly timer noise: no ratio.
+                ratio = (f"{f.time_ms / o.time_ms:.2f}x" if min(o.time_ms, f.time_ms) >= floor
+                         else "-")
                 line += f" {f.op:<18} {f.time_ms:>8.4f} {ratio:>7}"
             elif self.float_ops:
                 line += f" {'(none)':<18}"
@@ -141,6 +144,9 @@ class BenchReport:
             if f.output_name not in matched:
                 lines.append(f"  {'':>3} {'(float only)':<22} {'':<18} {'':>8} {'':>6} "
                              f"{f.op:<18} {f.time_ms:>8.4f}")
+        if self.float_ops:
+            lines.append(f"  (speedup '-': an op under {floor:.4f} ms, the invoke overhead, is "
+                         "too short to compare)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
