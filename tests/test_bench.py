@@ -95,3 +95,19 @@ def test_bad_arguments(setup):
                         ("time_budget_s", float("inf")), ("progress", 5)):
         with pytest.raises(ValueError, match=f"{name} must be .*Received: {name}={value!r}"):
             tfq8.benchmark(blob, runs=1, **{name: value})
+
+
+def test_op_table_gives_no_ratio_for_ops_under_the_invoke_overhead():
+    from tfq8.harness.bench import BenchReport, OpTiming
+
+    def op(index, name, ms):
+        return OpTiming(index, name, (), (((1, 4), "INT8"),), f"t{index}", ms, 0.5)
+
+    report = BenchReport(latency_ms={}, speedup=None, ops=(op(0, "SHAPE", 0.00002), op(1, "CONV_2D", 0.02)),
+                         float_ops=(op(0, "SHAPE", 0.0009), op(1, "CONV_2D", 0.05)),
+                         ops_total_ms={}, invoke_overhead_ms=0.002, size_bytes={},
+                         backend="builtin", num_threads=1)
+    rows = report.op_table().splitlines()
+    assert rows[1].split()[-1] == "-"          # 0.00002 vs 0.0009 ms: noise, not 45x
+    assert rows[2].split()[-1] == "2.50x"
+    assert "too short to compare" in rows[-1]
