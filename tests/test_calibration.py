@@ -1,6 +1,7 @@
 """Calibration: statistics of the TFLite graph's tensors; merge, save, load, collect."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import pytest
 import factories
 import tfq8
 from tfq8 import _tflite
-from tfq8.calibration import _umask, atomic_write
+from tfq8.calibration import atomic_write
 from tfq8.harness.interpreter import make_interpreter
 from tfq8.stats import collect as collect_mod
 
@@ -129,7 +130,9 @@ def test_damaged_calibration_files_name_the_file(full, tmp_path, damage, match):
 def test_atomic_write_keeps_modes_and_links_and_names_the_argument(tmp_path):
     target = tmp_path / "model.tflite"
     atomic_write(target, b"one", arg="output_path")
-    assert target.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask
     target.chmod(0o640)
     atomic_write(target, b"two", arg="output_path")
     assert target.read_bytes() == b"two" and target.stat().st_mode & 0o777 == 0o640

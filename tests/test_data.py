@@ -150,6 +150,7 @@ def test_integer_inputs_cast_and_checked():
     (np.full((2, 3), 2**33, np.int64), r"\[-2147483648, 2147483647\]. Received int64 values in "
                                        r"\[8589934592, 8589934592\]"),
     (np.full((2, 3), 2**63, np.uint64), r".*Received uint64 values"),
+    (np.full((2, 3), 2**31, np.float32), r".*Received float32 values in \[2147483648, 2147483648\]"),
     (np.full((2, 3), 1e10), r".*Received float64 values in \[10000000000, 10000000000\]"),
 ])
 def test_integer_inputs_refuse_values_the_cast_would_wrap(values, match):

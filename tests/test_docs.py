@@ -43,3 +43,25 @@ def test_docstring_examples_run(name):
         runner.run(t)
     result = runner.summarize(verbose=False)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples of {name} failed"
+
+
+def test_public_names_load_lazily_and_match_the_type_checking_imports():
+    import ast
+    import pathlib
+
+    import tfq8
+
+    source = pathlib.Path(tfq8.__file__).read_text()
+    checked = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            for imp in node.body:
+                for alias in imp.names:
+                    checked.add(alias.name)
+                    assert tfq8._EXPORTS[alias.name] == imp.module, alias.name
+    assert checked == set(tfq8.__all__) == set(tfq8._EXPORTS)
+    for name in tfq8.__all__:
+        assert getattr(tfq8, name).__name__ == name
+    assert callable(tfq8.convert)  # not the submodule tfq8.pipeline's old name
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        tfq8.nope

@@ -60,11 +60,14 @@ def positive_number(name: str, value: Any, *, unit: str = "") -> float:
 
 
 def boolean(name: str, value: Any) -> bool:
-    """`value` if it is a bool (numpy's too); a string such as 'no' is refused.
+    """`value` as a bool: True/False (numpy's too) or the integers 1/0.
+
+    A string such as 'no' or 'False' is refused, not read as true.
 
     Raises:
         ValueError: Naming `name` and `value`.
     """
-    if not isinstance(value, (bool, np.bool_)):
+    if not (isinstance(value, (bool, np.bool_))
+            or (isinstance(value, (int, np.integer)) and value in (0, 1))):
         raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
     return bool(value)

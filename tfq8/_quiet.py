@@ -1,9 +1,9 @@
 """Silencing the chatter of TensorFlow, Keras and the quantizer (no TensorFlow import).
 
 Keras prints `Saved artifact at ...` while exporting, the quantizer writes
-`fully_quantize: ...` from native code on every call, and importing TensorFlow
-logs CUDA probes on machines without a GPU. None of it is for the user; errors
-still raise with their message.
+`fully_quantize: ...` from native code on every call, and LiteRT announces
+its XNNPACK delegate. None of it is for the user; errors still raise with
+their message.
 
 Example:
     >>> with quiet_stdout(), quiet_native_stderr():
@@ -15,8 +15,13 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import threading
 import warnings
 from typing import Iterator
+
+_lock = threading.Lock()
+_depth = 0  # threads inside quiet_native_stderr
+_saved_fd: int | None = None
 
 
 @contextlib.contextmanager
@@ -30,17 +35,31 @@ def quiet_stdout() -> Iterator[None]:
 
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[None]:
-    """Silences what native code writes to file descriptor 2; Python's own
-    `sys.stderr` object is untouched."""
+    """Points file descriptor 2 at /dev/null while any thread is inside.
+
+    This silences native code (which writes to the descriptor directly) and,
+    for that time, anything else written to the process' stderr, Python's
+    included. Nested and concurrent uses share one redirection: the first in
+    redirects, the last out restores.
+    """
+    global _depth, _saved_fd
+    with _lock:
+        if _depth == 0:
+            try:
+                saved = os.dup(2)
+            except OSError:  # no file descriptor 2: nothing to silence
+                saved = None
+            if saved is not None:
+                with open(os.devnull, "wb") as devnull:
+                    os.dup2(devnull.fileno(), 2)
+            _saved_fd = saved
+        _depth += 1
     try:
-        saved = os.dup(2)
-    except OSError:  # no file descriptor 2: nothing to silence
         yield
-        return
-    try:
-        with open(os.devnull, "wb") as devnull:
-            os.dup2(devnull.fileno(), 2)
-            yield
     finally:
-        os.dup2(saved, 2)
-        os.close(saved)
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _saved_fd is not None:
+                os.dup2(_saved_fd, 2)
+                os.close(_saved_fd)
+                _saved_fd = None

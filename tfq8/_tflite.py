@@ -41,6 +41,7 @@ from tensorflow.lite.tools import flatbuffer_utils as _fb_utils  # private
 from tensorflow.lite.python.convert import ConverterError as _ConverterError  # private
 
 from tfq8._quiet import quiet_native_stderr, quiet_stdout
+from tfq8.errors import UnsupportedOpError, first_line
 
 _log = logging.getLogger("tfq8")
 
@@ -114,16 +115,10 @@ def calibrate_only(
         raise _unsupported(str(e)) from None
     except RuntimeError as e:  # raised by the calibrator's interpreter while it runs the samples
         raise ValueError(
-            "TFLite's calibrator could not run the model on the calibration data: "
-            f"{_one_line(str(e))}. Check that the data fits the model (for example, token "
-            "ids inside an Embedding's vocabulary, images at least as large as the kernels)."
+            "TFLite's calibrator failed while running the model on the calibration data: "
+            f"{first_line(e)}. The usual cause is data the model cannot take (for example "
+            "token ids outside an Embedding's vocabulary)."
         ) from None
-
-
-def _one_line(message: str) -> str:
-    """The first meaningful line of a native error, without the source location."""
-    line = next((ln.strip() for ln in message.splitlines() if ln.strip()), message)
-    return re.sub(r"^\S+\.cc:\d+ ", "", line)
 
 
 def convert_qat(
@@ -161,8 +156,6 @@ def convert_qat(
 
 def _unsupported(message: str) -> Exception:
     """A short `UnsupportedOpError` from the converter's long MLIR message."""
-    from tfq8.errors import UnsupportedOpError  # noqa: PLC0415
-
     # "Custom ops: Svd" on a line of its own; not "... implement custom ops: https://...".
     ops = re.findall(r"^(?:TF Select ops|Flex ops|Custom ops): (.+)$", message, re.M | re.I)
     ops = ops or re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)

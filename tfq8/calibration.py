@@ -21,7 +21,7 @@ import difflib
 import io
 import json
 import os
-import tempfile
+import secrets
 from typing import Any, Mapping
 
 import numpy as np
@@ -174,6 +174,7 @@ class Calibration:
 
         Raises:
             ValueError: If the file is missing, unreadable or not a tfq8 calibration.
+            TypeError: If `path` is not a file path.
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a file path (str or os.PathLike). Received: path={path!r}")
@@ -203,6 +204,9 @@ class Calibration:
                 fingerprint = header.get("fingerprint")
         except FileNotFoundError:
             raise ValueError(f"Could not read a tfq8 calibration from {path!r}: no such file") from None
+        except (PermissionError, IsADirectoryError) as e:
+            raise ValueError(f"Could not read a tfq8 calibration from {path!r}: "
+                             f"{e.strerror}") from None
         except Exception as e:  # noqa: BLE001 - any damage to the file: one clear error
             reason = f"missing entry {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
             raise ValueError(
@@ -248,15 +252,16 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
         raise ValueError(f"{arg} lies under {_first_file(directory)!r}, which is a file, not "
                          f"a directory. Received: {arg}={path!r}") from None
     try:
-        mode = os.stat(target).st_mode & 0o7777
+        mode = os.stat(target).st_mode & 0o777  # an existing file keeps its permissions
     except FileNotFoundError:
-        mode = 0o666 & ~_umask()
-    fd, tmp = tempfile.mkstemp(prefix=".tfq8-", suffix=".tmp", dir=directory)
+        mode = None  # a new one gets what open() would give it (umask, default ACLs)
+    fd, tmp = _create_temp(directory)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fchmod(f.fileno(), mode)
+            if mode is not None:
+                os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, target)
     except BaseException:
@@ -265,10 +270,16 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _create_temp(directory: str) -> tuple[int, str]:
+    """A new hidden file in `directory`, created with mode 0666 as open() would
+    (the kernel applies the umask; tempfile.mkstemp would give 0600)."""
+    for _ in range(100):
+        tmp = os.path.join(directory, f".tfq8-{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"Could not create a temporary file in {directory!r}")
 
 
 def _first_file(directory: str) -> str:

@@ -165,7 +165,7 @@ class _CalibrationCallbackBase:
                     f"metric such as 'val_loss'. Received: monitor={monitor!r}, validation_data=None")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
-        _args.boolean("save_best_only", save_best_only)
+        save_best_only = _args.boolean("save_best_only", save_best_only)
         if save_best_only and filepath is None:
             raise ValueError(
                 "save_best_only=True needs a filepath to export to. Received: filepath=None")
@@ -274,13 +274,13 @@ class _CalibrationCallbackBase:
 
         Also reads and checks the calibration and validation data against the
         model now, so bad data fails before training rather than after it
-        (unless the model is not built yet: a subclassed model's first batch
-        builds it, and the data is then read at the first calibration).
+        (unless the model is not built yet; the data is then read at the
+        first calibration).
         """
         self._reset()
         if self._data_model is not self.model:  # adapted data is kept for the same model only
             self._rep, self._val, self._specs, self._data_model = None, None, None, self.model
-        if getattr(self.model, "built", True) and getattr(self.model, "inputs", None):
+        if getattr(self.model, "built", True):
             self._calibration_rep()
             if self.validation_data is not None:
                 self._validation_set()

@@ -192,13 +192,7 @@ def _main(command: str, positional: list[str]) -> int:
     import logging  # noqa: PLC0415
 
     logging.getLogger("tfq8").setLevel(logging.INFO if verbose else logging.WARNING)
-    if not verbose:  # TensorFlow's import and export chatter is not for the user
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        from tfq8._quiet import quiet_native_stderr  # noqa: PLC0415
-
-        with quiet_native_stderr():  # CUDA probes, CPU feature notes
-            import tensorflow  # noqa: F401, PLC0415
-
+    if not verbose:  # TensorFlow's export chatter (INFO) is not for the user
         for name in ("tensorflow", "absl", "h5py"):
             logging.getLogger(name).setLevel(logging.WARNING)
         logging.getLogger().setLevel(logging.WARNING)
@@ -209,6 +203,12 @@ def _main(command: str, positional: list[str]) -> int:
     if len(positional) != 1:
         _fail(f"expected exactly one {arg} argument. Received: {positional or 'none'}",
               command, EXIT_USAGE)
+    if not verbose:  # nor its import chatter (CUDA probes, CPU notes); FATAL still shows
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        from tfq8._quiet import quiet_native_stderr  # noqa: PLC0415
+
+        with quiet_native_stderr():
+            import tensorflow  # noqa: F401, PLC0415
     try:
         with _stdout_to_stderr() as out:
             result, text, code = _COMMAND_FUNCS[command](positional[0])
@@ -294,6 +294,10 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
         if _F.data:
             raise ValueError("Pass either --data or --calibration, not both. Received: "
                              f"--data {_F.data} --calibration {_F.calibration}")
+        if _F["num-samples"].value is not None:
+            raise ValueError("--num-samples chooses samples of --data; the statistics in "
+                             "--calibration were already taken. Received: --num-samples "
+                             f"{_F['num-samples'].value} with --calibration {_F.calibration}")
         calib = tfq8.Calibration.load(_F.calibration)
         p.step(f"reusing statistics of {calib.num_samples} samples; choosing ranges "
                f"({_F.method}) and quantizing")

@@ -404,20 +404,32 @@ class _Builder:
         return a.astype(target, copy=False)
 
     def _check_fits(self, a: np.ndarray, target: np.dtype, name: str) -> None:
-        """Refuses values the cast to `target` would wrap or overflow to Inf."""
+        """Refuses values the cast to `target` would wrap or overflow to Inf.
+
+        Bounds are compared exactly: integers against integers, floats in
+        float64 against the first value past the target's range (2**31 for
+        int32, whose largest value a float32 cannot hold).
+        """
         if a.dtype == target or a.size == 0 or a.dtype == np.bool_:
-            return
-        if np.issubdtype(target, np.integer):
-            lo, hi = np.iinfo(target).min, np.iinfo(target).max
-        elif np.issubdtype(target, np.floating):
-            lo, hi = -np.finfo(target).max, np.finfo(target).max
-        else:
             return
         flat = a.reshape(len(a), -1)
         low, high = flat.min(axis=1), flat.max(axis=1)
-        bad = np.flatnonzero((low < lo) | (high > hi))
-        if len(bad):
-            k = int(bad[0])
+        if np.issubdtype(target, np.integer):
+            lo, hi = int(np.iinfo(target).min), int(np.iinfo(target).max)
+            if np.issubdtype(a.dtype, np.floating):
+                low64, high64 = low.astype(np.float64), high.astype(np.float64)
+                bad = (low64 < float(lo)) | (high64 >= float(hi) + 1.0)  # 2**31, 2**63 exact
+            else:
+                bad = np.array([int(x) < lo or int(y) > hi for x, y in zip(low, high)])
+        elif np.issubdtype(target, np.floating):
+            lo, hi = -float(np.finfo(target).max), float(np.finfo(target).max)
+            with np.errstate(over="ignore"):
+                bad = ~(np.isfinite(low.astype(target)) & np.isfinite(high.astype(target)))
+        else:
+            return
+        k = np.flatnonzero(bad)
+        if len(k):
+            k = int(k[0])
             raise ValueError(
                 f"Sample {self.count + k}: input {name!r} is {target.name}, which holds "
                 f"values in [{_num(lo)}, {_num(hi)}]. Received {a.dtype} values in "

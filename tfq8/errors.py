@@ -1,4 +1,6 @@
-"""Exceptions tfq8 raises beyond the built-in ones."""
+"""Exceptions tfq8 raises beyond the built-in ones, and how their messages are shortened."""
+
+import re
 
 
 class UnsupportedOpError(ValueError):
@@ -8,3 +10,19 @@ class UnsupportedOpError(ValueError):
     not cover, or when an op would stay in float and `allow_float` is False.
     The message names the op(s).
     """
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first meaningful line of an error's message, for one-line reports.
+
+    Native errors from TFLite start with a source location
+    (`tensorflow/lite/kernels/gather.cc:61 ...`), which is dropped.
+
+    Example:
+        >>> first_line(RuntimeError("kernels/gather.cc:61 index out of bounds\\nNode 3"))
+        'index out of bounds'
+    """
+    text = str(error)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = re.sub(r"^\S+\.cc:\d+ ", "", line)
+    return line or (type(error).__name__ if isinstance(error, BaseException) else "unknown error")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 from typing import Any, Sequence
 
 import numpy as np
@@ -100,6 +101,35 @@ class ModelHandle:
                 with open(path, "rb") as f:
                     h.update(f.read())
         return h.hexdigest()
+
+    def check_input_size(self, inputs: Sequence[np.ndarray]) -> None:
+        """Refuses samples too small for the model, where its height/width are dynamic.
+
+        TFLite's calibrator kills the process (SIGFPE) on an empty intermediate
+        tensor, such as a VALID 3x3 convolution of a 2x2 image. Keras runs the
+        first sample instead (one-input Keras models) and says what is wrong.
+        Call it before anything runs TFLite's calibrator on `inputs`.
+
+        Raises:
+            ValueError: Naming the input shape and Keras' reason.
+        """
+        if (self.keras_model is None or len(inputs) != 1
+                or not any(None in s.shape[1:] for s in self.specs)):
+            return
+        shape = tuple(inputs[0].shape[1:])
+        try:
+            outputs = self.keras_model(inputs[0][:1], training=False)
+        except Exception as e:  # noqa: BLE001 - Keras' own message says what is wrong
+            lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
+            reason = next((ln for ln in lines if ln and not ln.startswith("Exception encountered")),
+                          type(e).__name__)
+            raise ValueError(f"Sample 0: the model cannot run on inputs of shape {shape}: "
+                             f"{reason}") from None
+        if isinstance(outputs, dict):
+            outputs = list(outputs.values())
+        if any(np.size(o) == 0 for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])):
+            raise ValueError(f"Sample 0: at inputs of shape {shape} the model's output is empty: "
+                             "the inputs are smaller than its kernels or pooling windows allow.")
 
     def to_float_tflite(self) -> bytes:
         """The plain float32 `.tflite` conversion of the model."""

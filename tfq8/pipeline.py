@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -83,43 +82,13 @@ def calibrate(
         data.specs == handle.specs) else representative_dataset(
             data, specs=handle.specs, num_samples=num_samples)
     kept = _kept(rep, keep_samples)
-    _probe_dynamic_sizes(handle, rep)
+    handle.check_input_size(rep.inputs)
     _log.info("Calibrating on %d samples.", len(rep))
     calibrated = _tflite.calibrate_only(handle.converter(), rep)
     _check_input_order(calibrated, handle)
     tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
     samples = [a[kept].copy() for a in rep.inputs] if len(kept) else None
     return Calibration(calibrated, tensors, len(rep), handle.fingerprint(), samples)
-
-
-def _probe_dynamic_sizes(handle: ModelHandle, rep: RepresentativeDataset) -> None:
-    """Refuses inputs too small for the model, where its height/width are dynamic.
-
-    TFLite's calibrator kills the process (SIGFPE) on an empty intermediate
-    tensor, such as a VALID 3x3 convolution of a 2x2 image. Keras runs the
-    first sample instead (one-input models) and says what is wrong.
-    """
-    if (handle.keras_model is None or len(rep.inputs) != 1
-            or not any(None in s.shape[1:] for s in handle.specs)):
-        return
-    try:
-        outputs = handle.keras_model(rep.inputs[0][:1], training=False)
-    except Exception as e:  # noqa: BLE001 - Keras' own message says what is wrong
-        lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
-        reason = next((ln for ln in lines if ln and not ln.startswith("Exception encountered")),
-                      type(e).__name__)
-        raise ValueError(f"Sample 0: the model cannot run on inputs of shape "
-                         f"{tuple(rep.inputs[0].shape[1:])}: {reason}") from None
-    if isinstance(outputs, dict):
-        outputs = list(outputs.values())
-    for o in outputs if isinstance(outputs, (list, tuple)) else [outputs]:
-        v = np.asarray(o)
-        if v.size == 0 or not np.all(np.isfinite(v)):
-            raise ValueError(
-                "Sample 0: at this input size the model's float output is empty or not finite, "
-                "so the inputs are smaller than its kernels or pooling windows allow (TFLite's "
-                f"calibrator would crash on them). Received input shape "
-                f"{tuple(rep.inputs[0].shape[1:])}")
 
 
 def _kept(rep: RepresentativeDataset, n: int | None) -> np.ndarray:
@@ -263,6 +232,7 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None) -> 
 
     handle = load_model(model)
     rep = representative_dataset(data, specs=handle.specs, num_samples=num_samples)
+    handle.check_input_size(rep.inputs)
     converter = handle.converter()
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = rep
@@ -331,6 +301,9 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
         raise ValueError("convert() needs a model (or a calibration). Received: model=None")
     if data is not None:
         return calibrate(model, data, num_samples=num_samples)
+    if num_samples is not None:
+        raise ValueError("num_samples chooses samples of data, and no data was passed. "
+                         f"Received: num_samples={num_samples!r}, data=None")
     attached = getattr(model, CALIBRATION_ATTR, None) if not isinstance(model, (str, os.PathLike)) else None
     if attached is None:
         raise ValueError(

@@ -219,7 +219,7 @@ def benchmark(
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     _args.integer("warmup", warmup, minimum=0)
     _args.integer("runs", runs, optional=True)
-    _args.integer("seed", seed, minimum=0)
+    _args.integer("seed", seed, minimum=0, optional=True)
     _args.positive_number("time_budget_s", time_budget_s, unit="seconds")
     _args.positive_number("op_time_budget_s", op_time_budget_s, unit="seconds")
     if progress is not None and not callable(progress):

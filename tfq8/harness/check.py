@@ -236,9 +236,11 @@ def check(
                 f"reference must have the int8 model's {len(q.inputs)} input(s) and "
                 f"{len(q.outputs)} output(s). Received: a model with {len(f.inputs)} input(s) "
                 f"and {len(f.outputs)} output(s)")
-        common = min(q.batch_size, f.batch_size)
-        q.batch_size = f.batch_size = common
+    q.fit_batch_to(rep.inputs)
     f_inputs = _reorder(rep.inputs, q.inputs, f.inputs) if f is not None else None
+    if f is not None:  # both step through the same batches
+        f.fit_batch_to(f_inputs)
+        q.batch_size = f.batch_size = min(q.batch_size, f.batch_size)
     out_map = _match(q.outputs, f.outputs) if f is not None else None
     pairs = _tensor_pairs(q, f) if f is not None and want_tensors else []
     if f is not None and want_tensors and not pairs:
@@ -393,6 +395,7 @@ def _reference_model(reference: Any, rep: RepresentativeDataset) -> tuple[bytes 
             raise ValueError(
                 f"reference does not take the inputs the int8 model takes (is it the float "
                 f"model this int8 model came from?): {e}") from None
+        handle.check_input_size(sample.inputs)
         return _tflite.calibrate_only(handle.converter(), sample), "keras"
     raise TypeError(
         "reference must be a Keras model, a .keras/.h5/SavedModel path, a float .tflite (bytes "

@@ -33,6 +33,7 @@ import numpy as np
 
 from tfq8 import _args, _tflite
 from tfq8._quiet import quiet_native_stderr
+from tfq8.errors import first_line
 from tfq8.data import InputSpec
 
 _log = logging.getLogger("tfq8")
@@ -272,7 +273,7 @@ def load_verified(model: Any, *, arg: str = "tflite_model") -> tuple[bytes, Any]
 
 def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int = 1,
                      preserve_all_tensors: bool = False, verified: bool = False,
-                     arg: str = "tflite_model") -> Any:
+                     allocate: bool = True, arg: str = "tflite_model") -> Any:
     """A LiteRT interpreter on a verified model, tensors allocated.
 
     Args:
@@ -283,6 +284,9 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
         preserve_all_tensors: Keep intermediate tensors readable (builtin and
             reference kernels only).
         verified: Skip `verify_model` because the caller already ran it.
+        allocate: Allocate the tensors now. Callers that size the inputs from
+            their data first (dynamic height and width sit at a placeholder
+            size, often 1x1, that may not fit the kernels) pass False.
         arg: The argument name used in error messages.
 
     Returns:
@@ -317,21 +321,39 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
                 experimental_preserve_all_tensors=preserve_all_tensors,
                 num_threads=int(num_threads),
             )
+        if allocate:
+            with quiet_native_stderr():
+                interp.allocate_tensors()
     except (RuntimeError, ValueError) as e:
-        raise InvalidModelError(f"LiteRT cannot load {arg}: {_first_line(e)}") from None
-    try:
-        with quiet_native_stderr():
-            interp.allocate_tensors()
-    except (RuntimeError, ValueError) as e:
-        # Inputs with dynamic height/width sit at a placeholder size (often 1x1)
-        # that may not fit the kernels; callers size them from the data first.
-        if not any(-1 in d["shape_signature"][1:] for d in interp.get_input_details()):
-            raise InvalidModelError(f"LiteRT cannot load {arg}: {_first_line(e)}") from None
+        raise InvalidModelError(f"LiteRT cannot load {arg}: {first_line(e)}") from None
     return interp
 
 
-def _first_line(e: Exception) -> str:
-    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+def batch_for(model: Any, budget_bytes: int, cap: int,
+              arrays: Sequence[np.ndarray] | None = None) -> int:
+    """Samples per invoke so that all tensors of a batch take about `budget_bytes`.
+
+    Args:
+        model: The parsed model (`schema.ModelT`); subgraph 0 is sized.
+        budget_bytes: Memory for every tensor of one batch (4 bytes a value).
+        cap: Largest batch.
+        arrays: The data, one array per input. Dynamic height and width are
+            stored as 1 in the flatbuffer, so without the data a batch of
+            full-size images would be sized as if they were 1x1.
+
+    Returns:
+        The batch size, at least 1.
+    """
+    sg = model.subgraphs[0]
+    per_sample = 0
+    for t in sg.tensors:
+        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
+        per_sample += 4 * int(np.prod(shape[1:] if len(shape) > 1 else shape or [1]))
+    if arrays is not None:  # samples larger than the stored placeholder shapes
+        stored = [[int(d) for d in sg.tensors[i].shape] for i in sg.inputs]
+        per_sample *= max([1.0] + [int(np.prod(a.shape[1:])) / max(1, int(np.prod(s[1:])))
+                                   for s, a in zip(stored, arrays)])
+    return int(max(1, min(cap, budget_bytes // max(per_sample, 1))))
 
 
 # --------------------------------------------------------------------- I/O tensors
@@ -441,9 +463,12 @@ class ModelRunner:
                  arg: str = "tflite_model"):
         self.model, self.parsed = load_verified(model, arg=arg)
         self.arg = arg
-        self.interpreter = make_interpreter(
+        sg = self.parsed.subgraphs[0]
+        dynamic = any(-1 in list(sg.tensors[i].shapeSignature if sg.tensors[i].shapeSignature
+                                 is not None else [])[1:] for i in sg.inputs)
+        self.interpreter = make_interpreter(  # dynamic sizes: allocated at the data's size
             self.model, backend=backend, num_threads=num_threads,
-            preserve_all_tensors=preserve_all_tensors, verified=True, arg=arg)
+            preserve_all_tensors=preserve_all_tensors, verified=True, allocate=not dynamic, arg=arg)
         try:
             self.inputs = [TensorIO.from_details(d) for d in self.interpreter.get_input_details()]
             self.outputs = [TensorIO.from_details(d) for d in self.interpreter.get_output_details()]
@@ -456,21 +481,22 @@ class ModelRunner:
             self.outputs = [dataclasses.replace(t, key=keys.get(t.index, t.key)) for t in self.outputs]
         _args.integer("batch_size", batch_size, optional=True)
         self.resizable = all(len(t.signature) and t.signature[0] == -1 for t in self.inputs)
-        self.batch_size = (batch_size or self._default_batch()) if self.resizable else 1
+        self.batch_size = (batch_size or batch_for(self.parsed, _BATCH_BYTES, _MAX_BATCH)
+                           if self.resizable else 1)
+        self._chosen_batch = batch_size is not None
         self._current = None
+
+    def fit_batch_to(self, inputs: Sequence[np.ndarray]) -> None:
+        """Shrinks the default batch for samples larger than the model's placeholders
+        (dynamic height and width). A `batch_size` the caller chose stays."""
+        if not self._chosen_batch and self.resizable:
+            self.batch_size = batch_for(self.parsed, _BATCH_BYTES, _MAX_BATCH, inputs)
 
     def input_specs(self) -> list[InputSpec]:
         """Input specs (float32 for quantized inputs) for `tfq8.representative_dataset`."""
         return [InputSpec(t.key, (None,) + tuple(None if s < 0 else d for d, s in zip(
                               t.shape[1:], t.signature[1:])) if t.shape else (),
                           t.data_dtype()) for t in self.inputs]
-
-    def _default_batch(self) -> int:
-        per_sample = 0
-        for t in self.parsed.subgraphs[0].tensors:
-            shape = [int(d) for d in (t.shape if t.shape is not None else [])]
-            per_sample += 4 * int(np.prod(shape[1:] if len(shape) > 1 else shape or [1]))
-        return int(max(1, min(_MAX_BATCH, _BATCH_BYTES // max(per_sample, 1))))
 
     def _resize(self, n: int, inputs: Sequence[np.ndarray]) -> None:
         """Sizes the inputs for `n` samples shaped like `inputs`' (dynamic dimensions too)."""
@@ -485,7 +511,7 @@ class ModelRunner:
             except (RuntimeError, ValueError) as e:
                 raise InvalidModelError(f"LiteRT cannot run {self.arg} on inputs of shape "
                                         f"{[tuple(s) for s in shapes]}: "
-                                        f"{str(e).strip().splitlines()[0]}") from None
+                                        f"{first_line(e)}") from None
         self._current = shapes
 
     def batches(self, inputs: Sequence[np.ndarray]) -> Iterator[tuple[int, int]]:
@@ -500,7 +526,7 @@ class ModelRunner:
                 self.interpreter.invoke()
             except RuntimeError as e:
                 raise InvalidModelError(f"LiteRT failed to run {self.arg}: "
-                                        f"{str(e).strip().splitlines()[0]}") from None
+                                        f"{first_line(e)}") from None
             yield start, stop
 
     def output(self, k: int) -> np.ndarray:

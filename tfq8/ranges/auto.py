@@ -331,15 +331,16 @@ def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
     """Runs `samples` through `model` (float in, float out) in one batch if allowed."""
     from tfq8.harness.interpreter import TensorIO, make_interpreter  # noqa: PLC0415 (cycle)
 
-    interp = make_interpreter(model, backend="xnnpack", num_threads=_threads(), verified=True)
+    interp = make_interpreter(model, backend="xnnpack", num_threads=_threads(), verified=True,
+                              allocate=False)
     ins = [TensorIO.from_details(d) for d in interp.get_input_details()]
     n = len(samples[0])
     batch = n if all(t.signature and t.signature[0] == -1 for t in ins) else 1
     shapes = [[batch, *a.shape[1:]] for a in samples]  # dynamic dimensions follow the samples
-    if any(list(t.shape) != s for t, s in zip(ins, shapes)):
-        for t, s in zip(ins, shapes):
+    for t, s in zip(ins, shapes):
+        if list(t.shape) != s:
             interp.resize_tensor_input(t.index, s)
-        interp.allocate_tensors()
+    interp.allocate_tensors()
     outs = [TensorIO.from_details(d) for d in interp.get_output_details()]
     results: list[list[np.ndarray]] = [[] for _ in outs]
     for start in range(0, n, batch):

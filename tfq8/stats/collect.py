@@ -31,7 +31,7 @@ import numpy as np
 
 from tfq8 import _tflite
 from tfq8.data import RepresentativeDataset
-from tfq8.harness.interpreter import make_interpreter
+from tfq8.harness.interpreter import batch_for, make_interpreter
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
 
 _log = logging.getLogger("tfq8")
@@ -63,7 +63,7 @@ def _interpreter(model: bytes, *, xnnpack: bool):
     """LiteRT on every core with every tensor preserved (XNNPACK or builtin kernels)."""
     return make_interpreter(model, backend="xnnpack" if xnnpack else "builtin",
                             num_threads=os.cpu_count() or 1, preserve_all_tensors=True,
-                            verified=True)
+                            verified=True, allocate=False)  # sized from the data below
 
 
 def resize_batch(interpreter, batch: int, rep: RepresentativeDataset) -> bool:
@@ -122,7 +122,7 @@ def collect(
     }
     xnnpack = _xnnpack_agrees(calibrated, rep, sorted(stats))
     interpreter = _interpreter(calibrated, xnnpack=xnnpack)
-    batch = batch_size or _default_batch(sg, ranges)
+    batch = batch_size or batch_for(parsed, _BATCH_BYTES, 256, rep.inputs)
     batch = min(batch, len(rep))
     if batch > 1 and not resize_batch(interpreter, batch, rep):
         _log.info("The model's batch dimension is fixed; collecting one sample at a time.")
@@ -218,11 +218,3 @@ def _adopt_extremes(h: Histogram, lo: float, hi: float, name: str) -> None:
             "Tensor %r takes [%g, %g]; TFLite's calibrator recorded [%g, %g] (the "
             "converter's range, kept as the extremes).", name, h.min, h.max, lo, hi)
     h.set_extremes(lo, hi)
-
-
-def _default_batch(sg, ranges) -> int:
-    per_sample = 0
-    for t in sg.tensors:
-        shape = [int(d) for d in (t.shape if t.shape is not None else [])]
-        per_sample += 4 * int(np.prod(shape[1:] if len(shape) > 1 else shape or [1]))
-    return int(max(1, min(256, _BATCH_BYTES // max(per_sample, 1))))

@@ -1,0 +1,38 @@
+"""tfq8._quiet: native stderr is silenced while inside, and always restored."""
+
+import os
+import threading
+
+from tfq8._quiet import quiet_native_stderr
+
+
+def _fd2():
+    st = os.fstat(2)
+    return st.st_dev, st.st_ino
+
+
+def test_nested_and_concurrent_uses_restore_stderr():
+    before = _fd2()
+    devnull = os.stat(os.devnull)
+    with quiet_native_stderr():
+        assert _fd2() == (devnull.st_dev, devnull.st_ino)
+        with quiet_native_stderr():
+            pass
+        assert _fd2() == (devnull.st_dev, devnull.st_ino)  # the inner exit does not restore
+    assert _fd2() == before
+
+    barrier = threading.Barrier(4)
+
+    def work():
+        with quiet_native_stderr():
+            barrier.wait(timeout=10)  # all four inside at once
+        for _ in range(50):
+            with quiet_native_stderr():
+                pass
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert _fd2() == before
