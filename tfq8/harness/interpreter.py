@@ -329,6 +329,21 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
     return interp
 
 
+def size_inputs(interpreter: Any, shapes: Sequence[Sequence[int]]) -> None:
+    """Gives the inputs these shapes (in input order), then allocates the tensors.
+
+    Dynamic dimensions (height and width stored as 1) and the batch follow
+    the data this way.
+
+    Raises:
+        RuntimeError, ValueError: From LiteRT, if the model cannot take them.
+    """
+    for d, shape in zip(interpreter.get_input_details(), shapes):
+        if list(d["shape"]) != list(shape):
+            interpreter.resize_tensor_input(d["index"], list(shape))
+    interpreter.allocate_tensors()
+
+
 def batch_for(model: Any, budget_bytes: int, cap: int,
               arrays: Sequence[np.ndarray] | None = None) -> int:
     """Samples per invoke so that all tensors of a batch take about `budget_bytes`.
@@ -504,10 +519,8 @@ class ModelRunner:
         if self._current == shapes:
             return
         if self.resizable or n == self.inputs[0].shape[0]:
-            for t, shape in zip(self.inputs, shapes):
-                self.interpreter.resize_tensor_input(t.index, shape)
             try:
-                self.interpreter.allocate_tensors()
+                size_inputs(self.interpreter, shapes)
             except (RuntimeError, ValueError) as e:
                 raise InvalidModelError(f"LiteRT cannot run {self.arg} on inputs of shape "
                                         f"{[tuple(s) for s in shapes]}: "

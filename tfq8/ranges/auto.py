@@ -329,18 +329,15 @@ def early_columns(calib: Any) -> np.ndarray:
 
 def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
     """Runs `samples` through `model` (float in, float out) in one batch if allowed."""
-    from tfq8.harness.interpreter import TensorIO, make_interpreter  # noqa: PLC0415 (cycle)
+    from tfq8.harness.interpreter import (  # noqa: PLC0415 (cycle)
+        TensorIO, make_interpreter, size_inputs)
 
     interp = make_interpreter(model, backend="xnnpack", num_threads=_threads(), verified=True,
                               allocate=False)
     ins = [TensorIO.from_details(d) for d in interp.get_input_details()]
     n = len(samples[0])
     batch = n if all(t.signature and t.signature[0] == -1 for t in ins) else 1
-    shapes = [[batch, *a.shape[1:]] for a in samples]  # dynamic dimensions follow the samples
-    for t, s in zip(ins, shapes):
-        if list(t.shape) != s:
-            interp.resize_tensor_input(t.index, s)
-    interp.allocate_tensors()
+    size_inputs(interp, [[batch, *a.shape[1:]] for a in samples])
     outs = [TensorIO.from_details(d) for d in interp.get_output_details()]
     results: list[list[np.ndarray]] = [[] for _ in outs]
     for start in range(0, n, batch):

@@ -31,7 +31,7 @@ import numpy as np
 
 from tfq8 import _tflite
 from tfq8.data import RepresentativeDataset
-from tfq8.harness.interpreter import batch_for, make_interpreter
+from tfq8.harness.interpreter import batch_for, make_interpreter, size_inputs
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
 
 _log = logging.getLogger("tfq8")
@@ -77,9 +77,7 @@ def resize_batch(interpreter, batch: int, rep: RepresentativeDataset) -> bool:
            for d in details):
         return False
     try:
-        for d, a in zip(details, rep.inputs):
-            interpreter.resize_tensor_input(d["index"], [batch, *a.shape[1:]])
-        interpreter.allocate_tensors()
+        size_inputs(interpreter, [[batch, *a.shape[1:]] for a in rep.inputs])
     except (RuntimeError, ValueError):
         return False
     return True
