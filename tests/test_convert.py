@@ -252,8 +252,24 @@ def test_dynamic_height_and_width_follow_the_data():
     assert runner.batch_size == batch_for(parsed, 8 << 20, 1024, [big])
     # Images smaller than the kernel: TFLite's calibrator would kill the process (SIGFPE).
     with pytest.raises(ValueError, match=r"Sample 0: the model cannot run on inputs of shape "
-                                         r"\(2, 2, 3\): The convolution operation resulted in an empty"):
+                                         r"\(2, 2, 3\): Computed output size would be zero or negative"):
         tfq8.convert(model, factories.images(4, shape=(2, 2, 3)))
+
+
+@pytest.mark.parametrize("keras_name", ["keras", "tf_keras"])
+def test_too_small_inputs_are_refused_before_any_kernel_runs(keras_name):
+    # No bias: on CPUs where oneDNN returns the input for an empty convolution, running
+    # the model eagerly succeeds; Keras' shape inference does not.
+    import importlib
+
+    k = importlib.import_module(keras_name)
+    inp = k.Input((None, None, 3))
+    h = k.layers.Conv2D(4, 3, use_bias=False)(k.layers.Conv2D(3, 3, use_bias=False)(inp))
+    model = k.Model(inp, k.layers.GlobalAveragePooling2D()(h))
+    with pytest.raises(ValueError, match=r"Sample 0: the model cannot run on inputs of shape "
+                                         r"\(4, 4, 3\): .*(output size would be|Negative dim)"):
+        tfq8.convert(model, factories.images(4, shape=(4, 4, 3)))
+    assert tfq8.inspect(tfq8.convert(model, factories.images(4, shape=(5, 5, 3)))).full_integer
 
 
 def test_calibration_data_the_model_cannot_run_is_a_value_error():

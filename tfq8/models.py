@@ -106,9 +106,12 @@ class ModelHandle:
         """Refuses samples too small for the model, where its height/width are dynamic.
 
         TFLite's calibrator kills the process (SIGFPE) on an empty intermediate
-        tensor, such as a VALID 3x3 convolution of a 2x2 image. Keras runs the
-        first sample instead (one-input Keras models) and says what is wrong.
-        Call it before anything runs TFLite's calibrator on `inputs`.
+        tensor, such as a VALID 3x3 convolution of a 2x2 image. For one-input
+        Keras models, Keras' shape inference runs on the first sample's shape
+        (no kernel runs: on some CPUs oneDNN returns garbage for an empty
+        convolution instead of failing), then Keras runs the sample itself, and
+        either one's reason is reported. Call it before anything runs TFLite's
+        calibrator on `inputs`.
 
         Raises:
             ValueError: Naming the input shape and Keras' reason.
@@ -116,18 +119,19 @@ class ModelHandle:
         if (self.keras_model is None or len(inputs) != 1
                 or not any(None in s.shape[1:] for s in self.specs)):
             return
-        shape = tuple(inputs[0].shape[1:])
+        sample = inputs[0][:1]
+        shape = tuple(sample.shape[1:])
         try:
-            outputs = self.keras_model(inputs[0][:1], training=False)
+            shapes = _output_shapes(self.keras_model, sample)
+            outputs = self.keras_model(sample, training=False)
         except Exception as e:  # noqa: BLE001 - Keras' own message says what is wrong
-            lines = [re.sub(r"\x1b\[[0-9;]*m", "", ln).strip() for ln in str(e).splitlines()]
-            reason = next((ln for ln in lines if ln and not ln.startswith("Exception encountered")),
-                          type(e).__name__)
+            reason = _keras_reason(e)
             raise ValueError(f"Sample 0: the model cannot run on inputs of shape {shape}: "
                              f"{reason}") from None
         if isinstance(outputs, dict):
             outputs = list(outputs.values())
-        if any(np.size(o) == 0 for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])):
+        sizes = [np.size(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
+        if 0 in sizes or any(0 in s for s in shapes):
             raise ValueError(f"Sample 0: at inputs of shape {shape} the model's output is empty: "
                              "the inputs are smaller than its kernels or pooling windows allow.")
 
@@ -135,6 +139,48 @@ class ModelHandle:
         """The plain float32 `.tflite` conversion of the model."""
         with quiet_stdout():
             return bytes(self.converter().convert())
+
+
+# Keras 3's and tf_keras' words for a convolution or pooling window larger than its input.
+_EMPTY_OUTPUT = re.compile(r"output size would be|output is <= 0|negative dimension", re.I)
+
+
+def _keras_reason(error: Exception) -> str:
+    """The line of a Keras or TF error that says what is wrong."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    # A graph op's definition: "for '{{node m/conv2d/Conv2D}} = Conv2D[...](...)'" -> "in m/conv2d/Conv2D"
+    text = re.sub(r"for '\{\{node ([^}]*)\}\}[^']*'", r"in \1", text)
+    lines = [ln.strip() for ln in text.splitlines()]
+    return (next((ln for ln in lines if _EMPTY_OUTPUT.search(ln)), None)
+            or next((ln for ln in lines if ln and not ln.startswith(("Exception encountered",
+                                                                      "in user code", "File "))),
+                    type(error).__name__))
+
+
+def _output_shapes(model: Any, sample: np.ndarray) -> list[tuple]:
+    """The output shapes Keras infers for `sample`'s shape, without running kernels.
+
+    Returns [] where Keras cannot infer them (some subclassed models).
+
+    Raises:
+        ValueError: Keras' reason when a window is larger than its input, such
+            as "Computed output size would be zero or negative".
+    """
+    try:
+        if isinstance(model, _keras3().Model):
+            spec = model.compute_output_spec(
+                _keras3().KerasTensor(sample.shape, dtype=str(sample.dtype)))
+            specs = tf.nest.flatten(spec)
+        else:  # tf_keras' compute_output_shape answers from a cache: trace a graph instead
+            graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
+                tf.TensorSpec(sample.shape, sample.dtype))
+            specs = tf.nest.flatten(graph.structured_outputs)
+    except Exception as e:  # noqa: BLE001 - inference is best effort; the run below decides
+        if isinstance(e, ValueError) and _EMPTY_OUTPUT.search(str(e)):
+            raise
+        return []
+    return [tuple(0 if d == 0 else (d or -1) for d in tuple(s.shape if hasattr(s, "shape") else s))
+            for s in specs]
 
 
 def load_model(model: Any) -> ModelHandle:
