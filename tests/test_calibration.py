@@ -11,7 +11,7 @@ import tfq8
 from tfq8 import _tflite
 from tfq8.calibration import atomic_write
 from tfq8.harness.interpreter import make_interpreter
-from tfq8.stats import collect as collect_mod
+from tfq8.stats import sweep as sweep_mod
 
 
 @pytest.fixture(scope="module")
@@ -209,4 +209,4 @@ def test_nan_activation_names_the_tensor_and_samples():
 def test_xnnpack_probe_agrees_on_a_real_graph(full, model_and_data):
     _, x = model_and_data
     rep = tfq8.representative_dataset(x[:2], specs=tfq8.models.input_specs(factories.cnn()))
-    assert collect_mod._xnnpack_agrees(full.model, rep, [t.index for t in full.tensors])
+    assert sweep_mod.xnnpack_agrees(full.model, rep.inputs, [t.index for t in full.tensors])

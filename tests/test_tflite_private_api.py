@@ -104,3 +104,22 @@ def test_production_order_reads_the_flatbuffer_like_the_object_api(calibrated):
     for op in sg.operators:
         expected += [int(o) for o in op.outputs if int(o) not in expected]
     assert _tflite.production_order(calibrated) == expected
+
+
+def test_float_model_reaches_the_hook_before_calibration():
+    # tfq8's worker gets the converter's float model from its private _quantize step.
+    model = factories.mlp()
+    x = np.random.default_rng(0).normal(size=(8, 20)).astype(np.float32)
+    converter = tfq8.models.load_model(model).converter()
+    assert callable(getattr(converter, "_quantize", None)), "TFLiteConverter lost _quantize"
+    seen = []
+    calibrated = _tflite.calibrate_only(converter, tfq8.representative_dataset(x, model=model),
+                                        on_float_model=seen.append)
+    assert len(seen) == 1
+    float_model, calibrated_model = _tflite.read_model(seen[0]), _tflite.read_model(calibrated)
+    ranges = _tflite.calibrated_ranges(calibrated)
+    assert ranges and not _tflite.calibrated_ranges(seen[0])
+    # Same graph: the calibrator only adds min/max.
+    for i in ranges:
+        assert (_tflite.tensor_name(float_model.subgraphs[0].tensors[i])
+                == _tflite.tensor_name(calibrated_model.subgraphs[0].tensors[i]))

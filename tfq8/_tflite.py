@@ -30,7 +30,7 @@ import logging
 import os
 import re
 import struct
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -92,6 +92,8 @@ def check_tf_version(version: str | None = None) -> None:
 def calibrate_only(
     converter: tf.lite.TFLiteConverter,
     sample_gen: Callable[[], Iterable[list[np.ndarray]]],
+    *,
+    on_float_model: Callable[[bytes], None] | None = None,
 ) -> bytes:
     """Runs TFLite's own calibrator and returns the calibrated float model.
 
@@ -99,6 +101,9 @@ def calibrate_only(
         converter: A fresh `tf.lite.TFLiteConverter` for the model.
         sample_gen: Zero-argument callable yielding one sample per step, each a
             list of arrays in the model's input order (batch dimension 1).
+        on_float_model: Called with the converter's float `.tflite` model just
+            before the calibrator starts on it (the converter's private
+            `_quantize` step receives it; this converter instance only).
 
     Returns:
         The calibrated float `.tflite` flatbuffer; each activation tensor carries
@@ -108,6 +113,14 @@ def calibrate_only(
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = sample_gen
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
+    if on_float_model is not None:
+        quantize = converter._quantize  # pylint: disable=protected-access
+
+        def hooked(model: bytes, *args: Any, **kwargs: Any) -> bytes:
+            on_float_model(bytes(model))
+            return quantize(model, *args, **kwargs)
+
+        converter._quantize = hooked  # pylint: disable=protected-access
     try:
         with quiet_stdout():
             return bytes(converter.convert())

@@ -30,7 +30,7 @@ from tfq8.harness.inspect import inspect
 from tfq8.models import ModelHandle, load_model
 from tfq8.ranges import auto as _auto
 from tfq8.ranges import available_methods
-from tfq8.stats.collect import collect
+from tfq8.stats.collect import BackgroundCollect, collect
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MIN_BINS
 
 _log = logging.getLogger("tfq8")
@@ -54,9 +54,11 @@ def calibrate(
 ) -> Calibration:
     """Collects histograms of every activation tensor of the model's TFLite graph.
 
-    TFLite's own calibrator runs first (it produces the calibrated float graph
-    and the converter's exact min/max); then LiteRT runs the same samples in
-    batches and fills one histogram per tensor.
+    TFLite's own calibrator produces the calibrated float graph and the
+    converter's exact min/max; LiteRT runs the same samples in batches and
+    fills one histogram per tensor. With two or more cores that pass runs in a
+    worker process while the calibrator runs (`tfq8.stats.worker`; set
+    `TFQ8_STATS_WORKER=0` to keep it in this process, after the calibrator).
 
     Args:
         model: A Keras 3 or tf_keras model, or a `.keras`/`.h5`/SavedModel path.
@@ -84,9 +86,13 @@ def calibrate(
     kept = _kept(rep, keep_samples)
     handle.check_input_size(rep.inputs)
     _log.info("Calibrating on %d samples.", len(rep))
-    calibrated = _tflite.calibrate_only(handle.converter(), rep)
-    _check_input_order(calibrated, handle)
-    tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
+    # The histogram pass runs in a worker process beside TFLite's calibrator where it can.
+    with BackgroundCollect(rep, max_bins=max_bins, batch_size=batch_size, track=kept) as bg:
+        calibrated = _tflite.calibrate_only(handle.converter(), rep, on_float_model=bg.submit)
+        _check_input_order(calibrated, handle)
+        tensors = bg.result(calibrated)
+    if tensors is None:
+        tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
     samples = [a[kept].copy() for a in rep.inputs] if len(kept) else None
     return Calibration(calibrated, tensors, len(rep), handle.fingerprint(), samples)
 

@@ -26,7 +26,6 @@ import dataclasses
 import logging
 import math
 import os
-import warnings
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
@@ -35,12 +34,9 @@ from tfq8 import _args, _tflite
 from tfq8._quiet import quiet_native_stderr
 from tfq8.errors import first_line
 from tfq8.data import InputSpec
+from tfq8.harness.litert import BACKENDS, new_interpreter, size_inputs
 
 _log = logging.getLogger("tfq8")
-
-BACKENDS = ("xnnpack", "builtin", "reference")
-"""Kernel choices: the XNNPACK delegate (LiteRT's default on CPU), TFLite's
-optimized builtin kernels without any delegate, or its reference kernels."""
 
 _BATCH_BYTES = 8 << 20  # activations per batch: about what stays in the CPU caches
 _MAX_TENSOR_BYTES = 1 << 32
@@ -299,49 +295,20 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
     Example:
         >>> interp = make_interpreter(blob, backend="xnnpack", num_threads=1)
     """
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # noqa: PLC0415
-
-    resolvers = {"xnnpack": OpResolverType.AUTO, "builtin":
-                 OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-                 "reference": OpResolverType.BUILTIN_REF}
-    if backend not in resolvers:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     _args.integer("num_threads", num_threads)
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     if not verified:
         verify_model(model, arg=arg)
     try:
-        # Quiet: LiteRT announces "Created TensorFlow Lite XNNPACK delegate" on
-        # stderr; its errors reach Python as exceptions with their message.
-        with warnings.catch_warnings(), quiet_native_stderr():
-            # preserve_all_tensors is asked for on purpose.
-            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
-            interp = Interpreter(
-                model_content=bytes(model),
-                experimental_op_resolver_type=resolvers[backend],
-                experimental_preserve_all_tensors=preserve_all_tensors,
-                num_threads=int(num_threads),
-            )
+        interp = new_interpreter(model, backend=backend, num_threads=num_threads,
+                                 preserve_all_tensors=preserve_all_tensors)
         if allocate:
             with quiet_native_stderr():
                 interp.allocate_tensors()
     except (RuntimeError, ValueError) as e:
         raise InvalidModelError(f"LiteRT cannot load {arg}: {first_line(e)}") from None
     return interp
-
-
-def size_inputs(interpreter: Any, shapes: Sequence[Sequence[int]]) -> None:
-    """Gives the inputs these shapes (in input order), then allocates the tensors.
-
-    Dynamic dimensions (height and width stored as 1) and the batch follow
-    the data this way.
-
-    Raises:
-        RuntimeError, ValueError: From LiteRT, if the model cannot take them.
-    """
-    for d, shape in zip(interpreter.get_input_details(), shapes):
-        if list(d["shape"]) != list(shape):
-            interpreter.resize_tensor_input(d["index"], list(shape))
-    interpreter.allocate_tensors()
 
 
 def batch_for(model: Any, budget_bytes: int, cap: int,
@@ -359,6 +326,16 @@ def batch_for(model: Any, budget_bytes: int, cap: int,
     Returns:
         The batch size, at least 1.
     """
+    per_sample = tensor_bytes_per_sample(model, arrays)
+    return int(max(1, min(cap, budget_bytes // max(per_sample, 1))))
+
+
+def tensor_bytes_per_sample(model: Any, arrays: Sequence[np.ndarray] | None = None) -> int:
+    """Bytes all tensors of subgraph 0 take for one sample (4 bytes a value).
+
+    With `arrays` (the data), samples larger than the stored placeholder
+    shapes of dynamic height and width are accounted for.
+    """
     sg = model.subgraphs[0]
     per_sample = 0
     for t in sg.tensors:
@@ -368,7 +345,7 @@ def batch_for(model: Any, budget_bytes: int, cap: int,
         stored = [[int(d) for d in sg.tensors[i].shape] for i in sg.inputs]
         per_sample *= max([1.0] + [int(np.prod(a.shape[1:])) / max(1, int(np.prod(s[1:])))
                                    for s, a in zip(stored, arrays)])
-    return int(max(1, min(cap, budget_bytes // max(per_sample, 1))))
+    return int(per_sample)
 
 
 # --------------------------------------------------------------------- I/O tensors

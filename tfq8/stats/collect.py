@@ -3,9 +3,10 @@
 The tensors are the TFLite graph's own (after batch-norm folding and activation
 fusion), exactly those the quantizer will quantize: every tensor to which
 TFLite's calibrator attached a `min/max`, model inputs and outputs included.
-Batches are run at once where the model's batch dimension allows it, on
-XNNPACK's kernels when a one-sample probe shows they expose every tensor with
-the builtin kernels' values (to float rounding).
+The pass itself is `tfq8.stats.sweep`. Where it can, `BackgroundCollect`
+runs it in a worker process (`tfq8.stats.worker`) on the float model while
+TFLite's calibrator runs on the same samples, so on two or more cores the pass
+costs almost no time; otherwise `collect` runs it here, after the calibrator.
 
 The bins come from this pass; the exact extremes come from TFLite's own
 calibrator, which saw the same samples. The two agree up to float rounding
@@ -16,71 +17,36 @@ Example:
     >>> stats = collect(calibrated_model, rep)
     >>> stats[0].histogram
     Histogram(count=..., min=..., max=..., ...)
+    >>> with BackgroundCollect(rep) as bg:                   # or: beside the calibrator
+    ...     calibrated = _tflite.calibrate_only(converter, rep, on_float_model=bg.submit)
+    ...     stats = bg.result(calibrated) or collect(calibrated, rep)
 """
 
 from __future__ import annotations
 
-import concurrent.futures
-import dataclasses
 import logging
 import math
 import os
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from tfq8 import _tflite
 from tfq8.data import RepresentativeDataset
-from tfq8.harness.interpreter import batch_for, make_interpreter, size_inputs
+from tfq8.harness.interpreter import batch_for, tensor_bytes_per_sample
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, Histogram
+from tfq8.stats.sweep import TensorStats, sweep
+from tfq8.stats import worker as _worker
 
 _log = logging.getLogger("tfq8")
 
 _BATCH_BYTES = 64 << 20
+# Larger calibration inputs are not copied to a worker process (memory), but collected here.
+WORKER_MAX_INPUT_BYTES = 256 << 20
+# A pass over fewer tensor bytes than this (tiny models) takes less time than handing it over.
+WORKER_MIN_TENSOR_BYTES = 32 << 20
 
-
-@dataclasses.dataclass
-class TensorStats:
-    """Statistics of one activation tensor of the TFLite graph.
-
-    Attributes:
-        index: Tensor index in subgraph 0 of the calibrated model.
-        name: Tensor name in the TFLite graph.
-        histogram: Its histogram over all calibration samples.
-        producer: Op that writes it (such as `CONV_2D`), or `INPUT`.
-        peaks: Peak |value| of the tensor for each tracked calibration sample
-            (the samples a `Calibration` keeps), or None if none were tracked.
-    """
-
-    index: int
-    name: str
-    histogram: Histogram
-    producer: str
-    peaks: np.ndarray | None = None
-
-
-def _interpreter(model: bytes, *, xnnpack: bool):
-    """LiteRT on every core with every tensor preserved (XNNPACK or builtin kernels)."""
-    return make_interpreter(model, backend="xnnpack" if xnnpack else "builtin",
-                            num_threads=os.cpu_count() or 1, preserve_all_tensors=True,
-                            verified=True, allocate=False)  # sized from the data below
-
-
-def resize_batch(interpreter, batch: int, rep: RepresentativeDataset) -> bool:
-    """Sizes every input for `batch` samples of `rep`; False if the model forbids it.
-
-    The other dimensions follow the samples, so inputs whose height and width
-    are dynamic (`keras.Input((None, None, 3))`) run at the data's size.
-    """
-    details = interpreter.get_input_details()
-    if any(len(d["shape_signature"]) == 0 or d["shape_signature"][0] not in (-1, batch)
-           for d in details):
-        return False
-    try:
-        size_inputs(interpreter, [[batch, *a.shape[1:]] for a in rep.inputs])
-    except (RuntimeError, ValueError):
-        return False
-    return True
+__all__ = ["BackgroundCollect", "TensorStats", "collect"]
 
 
 def collect(
@@ -91,7 +57,7 @@ def collect(
     batch_size: int | None = None,
     track: Sequence[int] = (),
 ) -> list[TensorStats]:
-    """Histograms of every calibrated activation tensor over `rep`.
+    """Histograms of every calibrated activation tensor over `rep`, in this process.
 
     Args:
         calibrated: Calibrated float model (`_tflite.calibrate_only`).
@@ -110,96 +76,145 @@ def collect(
         ValueError: If a tensor holds NaN or Inf for some sample.
     """
     parsed = _tflite.read_model(calibrated)
-    sg = parsed.subgraphs[0]
     ranges = _tflite.calibrated_ranges(calibrated)
-    producers = {int(o): _tflite.op_name(parsed, op) for op in sg.operators for o in op.outputs}
-    stats = {
-        i: TensorStats(i, _tflite.tensor_name(sg.tensors[i]), Histogram(max_bins),
-                       producers.get(i, "INPUT"), np.zeros(len(track)) if len(track) else None)
-        for i in sorted(ranges)
-    }
-    xnnpack = _xnnpack_agrees(calibrated, rep, sorted(stats))
-    interpreter = _interpreter(calibrated, xnnpack=xnnpack)
+    labels = _labels(parsed)
+    stats = {i: TensorStats(i, labels[i][0], Histogram(max_bins), labels[i][1],
+                            np.zeros(len(track)) if len(track) else None)
+             for i in sorted(ranges)}
     batch = batch_size or batch_for(parsed, _BATCH_BYTES, 256, rep.inputs)
-    batch = min(batch, len(rep))
-    if batch > 1 and not resize_batch(interpreter, batch, rep):
-        _log.info("The model's batch dimension is fixed; collecting one sample at a time.")
-        batch = 1
-    if batch == 1:
-        resize_batch(interpreter, 1, rep) or interpreter.allocate_tensors()
-    inputs = interpreter.get_input_details()
-    with concurrent.futures.ThreadPoolExecutor(os.cpu_count() or 1) as pool:
-        _run_batches(interpreter, inputs, rep, batch, stats, pool, np.asarray(track, np.int64))
+    sweep(calibrated, rep.inputs, stats, batch=batch, threads=os.cpu_count() or 1, track=track)
+    return _finish(stats, ranges)
+
+
+class BackgroundCollect:
+    """`collect`, run by a worker process while TFLite's calibrator runs.
+
+    Start it before the conversion, pass `submit` as
+    `_tflite.calibrate_only(..., on_float_model=...)`, then call `result` with
+    the calibrated model. `result` returns None whenever the worker was not
+    used or failed (a debug log says why): then call `collect`. The histograms
+    are the same either way (`sweep` on the same graph; the calibrator only
+    adds min/max to it).
+
+    Args:
+        rep: The calibration samples.
+        max_bins, batch_size, track: As for `collect`.
+    """
+
+    def __init__(self, rep: RepresentativeDataset, *, max_bins: int = DEFAULT_MAX_BINS,
+                 batch_size: int | None = None, track: Sequence[int] = ()):
+        self.rep, self.max_bins, self.batch_size = rep, max_bins, batch_size
+        self.track = np.asarray(track, np.int64)
+        self._worker: _worker.StatsWorker | None = None
+        self._labels: dict[int, tuple[str, str]] | None = None
+        reason = self._why_not()
+        if reason:
+            _log.debug("Statistics pass after the calibrator, in this process: %s.", reason)
+            return
+        try:
+            self._worker = _worker.StatsWorker.start()
+        except _worker.WorkerError as e:
+            _log.debug("Statistics pass in this process: %s", e)
+
+    def _why_not(self) -> str | None:
+        if os.environ.get(_worker.ENV, "1") == "0":
+            return f"{_worker.ENV}=0"
+        if (os.cpu_count() or 1) < 2:
+            return "one core"
+        size = sum(a.nbytes for a in self.rep.inputs)
+        if size > WORKER_MAX_INPUT_BYTES:
+            return f"{size} bytes of samples are not copied to a worker"
+        return None
+
+    def submit(self, float_model: bytes) -> None:
+        """Sends the converter's float model to the worker (the calibrator's input)."""
+        if self._worker is None:
+            return
+        try:  # called from inside the converter: never let this path break a conversion
+            parsed = _tflite.read_model(float_model)
+            volume = tensor_bytes_per_sample(parsed, self.rep.inputs) * len(self.rep)
+            if volume < WORKER_MIN_TENSOR_BYTES:
+                _log.debug("Statistics pass after the calibrator, in this process: %d tensor "
+                           "bytes in all are quicker here.", volume)
+                self._stop()
+                return
+            self._labels = _labels(parsed)
+            tensors = [(i, *self._labels[i]) for i in _activations(parsed)]
+            batch = self.batch_size or batch_for(parsed, _BATCH_BYTES, 256, self.rep.inputs)
+            self._worker.submit(float_model, self.rep.inputs, tensors, batch=batch,
+                                max_bins=self.max_bins, track=self.track,
+                                threads=max(1, (os.cpu_count() or 1) - 1))
+        except Exception as e:  # noqa: BLE001 - the in-process pass is the fallback
+            _log.debug("Statistics worker not used: %s", e)
+            self._labels = None
+            self._stop()
+
+    def result(self, calibrated: bytes) -> list[TensorStats] | None:
+        """The worker's `TensorStats` for the calibrated model, or None (use `collect`).
+
+        Errors in the worker, including bad data (a tensor that is not finite),
+        also give None: `collect` then raises its own error for them.
+        """
+        if self._worker is None or self._labels is None:
+            return None
+        ranges = _tflite.calibrated_ranges(calibrated)
+        try:
+            found = self._worker.result()
+        except (_worker.WorkerError, ValueError) as e:
+            _log.debug("Statistics worker: %s; collecting in this process.", e)
+            return None
+        finally:
+            self._stop()
+        labels = _labels(_tflite.read_model(calibrated))
+        missing = [i for i in ranges if i not in found or labels.get(i) != self._labels.get(i)]
+        if missing:  # the calibrator's graph is not the float graph the worker saw
+            _log.debug("The calibrated model differs from the converter's float model at "
+                       "tensors %s; collecting in this process.", missing[:5])
+            return None
+        stats = {}
+        for i in sorted(ranges):
+            s = found[i]
+            s.name, s.producer = labels[i]
+            stats[i] = s
+        return _finish(stats, ranges)
+
+    def _stop(self) -> None:
+        if self._worker is not None:
+            self._worker.__exit__(None, None, None)
+            self._worker = None
+
+    def __enter__(self) -> "BackgroundCollect":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop()
+
+
+def _labels(parsed: Any) -> dict[int, tuple[str, str]]:
+    """Tensor index -> (name, producing op or INPUT) for subgraph 0."""
+    sg = parsed.subgraphs[0]
+    producers = {int(o): _tflite.op_name(parsed, op) for op in sg.operators for o in op.outputs}
+    return {i: (_tflite.tensor_name(t), producers.get(i, "INPUT"))
+            for i, t in enumerate(sg.tensors)}
+
+
+def _activations(parsed: Any) -> list[int]:
+    """Float32 tensors of subgraph 0 that hold no constant data: what the calibrator may log."""
+    sg = parsed.subgraphs[0]
+    out = []
+    for i, t in enumerate(sg.tensors):
+        buffer = parsed.buffers[t.buffer] if 0 < t.buffer < len(parsed.buffers) else None
+        constant = buffer is not None and buffer.data is not None and len(buffer.data) > 0
+        if t.type == _tflite.schema.TensorType.FLOAT32 and not constant:
+            out.append(i)
+    return out
+
+
+def _finish(stats: dict[int, TensorStats], ranges: dict) -> list[TensorStats]:
     for i, s in stats.items():
         lo, hi = ranges[i]
         _adopt_extremes(s.histogram, lo, hi, s.name)
     return [stats[i] for i in sorted(stats)]
-
-
-def _run_batches(interpreter, inputs, rep: RepresentativeDataset, batch: int,
-                 stats: dict[int, TensorStats], pool, track: np.ndarray) -> None:
-    """Runs every batch and adds each preserved tensor to its histogram."""
-    done = 0
-    for arrays in rep.batches(batch):
-        n = len(arrays[0])
-        if n != batch:  # the last, shorter batch
-            resize_batch(interpreter, n, rep)
-            batch = n
-        for d, a in zip(inputs, arrays):
-            interpreter.set_tensor(d["index"], a)
-        interpreter.invoke()
-
-        lo, hi = np.searchsorted(track, [done, done + n])
-        rows = track[lo:hi] - done
-
-        def update(s: TensorStats, first: int = done, count: int = n) -> None:
-            try:
-                values = interpreter.tensor(s.index)()  # a view, no copy
-                s.histogram.update(values)
-                if len(rows) and values.ndim and values.shape[0] == count:
-                    picked = values[rows].reshape(len(rows), -1)
-                    if picked.size:
-                        s.peaks[lo:hi] = np.abs(picked).max(axis=1)
-            except ValueError as e:
-                raise ValueError(
-                    f"Tensor {s.name!r} (index {s.index}, output of {s.producer}) is not "
-                    f"finite for samples {first}..{first + count - 1}: {e} Check the model "
-                    "and data."
-                ) from None
-
-        # numpy releases the GIL while binning: one histogram per thread.
-        list(pool.map(update, stats.values()))
-        done += n
-
-
-def _xnnpack_agrees(calibrated: bytes, rep: RepresentativeDataset, tracked: list[int]) -> bool:
-    """Whether XNNPACK's float kernels may fill the histograms.
-
-    XNNPACK runs the float pass several times faster than the builtin kernels
-    and, with all tensors preserved, still exposes every intermediate tensor.
-    This is checked rather than assumed: one sample runs on both, and every
-    tracked tensor must agree to float rounding; otherwise the builtin kernels
-    are used.
-    """
-    first = [a[:1] for a in rep.inputs]
-    values = []
-    for xnnpack in (False, True):
-        try:
-            it = _interpreter(calibrated, xnnpack=xnnpack)
-            resize_batch(it, 1, rep) or it.allocate_tensors()
-            for d, a in zip(it.get_input_details(), first):
-                it.set_tensor(d["index"], a)
-            it.invoke()
-            values.append([it.get_tensor(i) for i in tracked])
-        except (RuntimeError, ValueError):
-            return False
-    for i, a, b in zip(tracked, *values):
-        scale = float(np.max(np.abs(a))) if a.size else 0.0
-        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-3, atol=1e-4 * scale + 1e-30):
-            _log.debug("XNNPACK and the builtin kernels disagree on tensor %d; "
-                       "collecting with the builtin kernels.", i)
-            return False
-    return True
 
 
 def _adopt_extremes(h: Histogram, lo: float, hi: float, name: str) -> None:

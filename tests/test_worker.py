@@ -1,0 +1,160 @@
+"""The statistics pass in a worker process beside TFLite's calibrator."""
+
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import factories
+import tfq8
+from tfq8 import _tflite
+from tfq8.stats import collect as collect_mod
+from tfq8.stats import worker as worker_mod
+
+
+@pytest.fixture(autouse=True)
+def worker_for_tiny_models(monkeypatch):
+    # The test models are far below the size where the worker pays off.
+    monkeypatch.setattr(collect_mod, "WORKER_MIN_TENSOR_BYTES", 0)
+
+
+@pytest.fixture(scope="module")
+def cnn_and_data():
+    return factories.cnn(), factories.images(40)
+
+
+def _calibrate(model, x, monkeypatch, worker: bool):
+    monkeypatch.setenv(worker_mod.ENV, "1" if worker else "0")
+    return tfq8.calibrate(model, x, keep_samples=8)
+
+
+def _background(model, x):
+    handle = tfq8.models.load_model(model)
+    rep = tfq8.representative_dataset(x, specs=handle.specs)
+    with collect_mod.BackgroundCollect(rep, track=[0, 5]) as bg:
+        calibrated = _tflite.calibrate_only(handle.converter(), rep, on_float_model=bg.submit)
+        return calibrated, rep, bg.result(calibrated)
+
+
+def test_worker_and_in_process_statistics_are_identical(cnn_and_data, monkeypatch):
+    model, x = cnn_and_data
+    calibrated, rep, stats = _background(model, x)
+    assert stats is not None, "the worker was not used"
+    here = collect_mod.collect(calibrated, rep, track=[0, 5])
+    assert [s.index for s in stats] == [s.index for s in here]
+    for a, b in zip(stats, here):
+        assert (a.name, a.producer) == (b.name, b.producer)
+        assert a.histogram == b.histogram
+        np.testing.assert_array_equal(a.peaks, b.peaks)
+    # And so are the models built from them.
+    with_worker = _calibrate(model, x, monkeypatch, worker=True)
+    without = _calibrate(model, x, monkeypatch, worker=False)
+    assert tfq8.convert(calibration=with_worker) == tfq8.convert(calibration=without)
+
+
+def test_worker_that_cannot_start_falls_back(cnn_and_data, monkeypatch, caplog):
+    model, x = cnn_and_data
+    reference = _calibrate(model, x, monkeypatch, worker=False)
+    monkeypatch.setenv(worker_mod.ENV, "1")
+    monkeypatch.setattr(sys, "executable", "/nonexistent/python")
+    with caplog.at_level(logging.DEBUG, logger="tfq8"):
+        calib = tfq8.calibrate(model, x, keep_samples=8)
+    assert "could not start /nonexistent/python" in caplog.text
+    assert [t.histogram for t in calib.tensors] == [t.histogram for t in reference.tensors]
+
+
+def test_worker_that_dies_falls_back(cnn_and_data, monkeypatch, caplog):
+    model, x = cnn_and_data
+    reference = _calibrate(model, x, monkeypatch, worker=False)
+    monkeypatch.setenv(worker_mod.ENV, "1")
+    submit = worker_mod.StatsWorker.submit
+
+    def submit_then_die(self, *args, **kwargs):
+        submit(self, *args, **kwargs)
+        self._process.kill()
+
+    monkeypatch.setattr(worker_mod.StatsWorker, "submit", submit_then_die)
+    with caplog.at_level(logging.DEBUG, logger="tfq8"):
+        calib = tfq8.calibrate(model, x, keep_samples=8)
+    assert "statistics worker: no result" in caplog.text
+    assert [t.histogram for t in calib.tensors] == [t.histogram for t in reference.tensors]
+
+
+def test_worker_reports_a_tensor_that_is_not_finite(monkeypatch):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((4,))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Lambda(keras.ops.log)(inp)))
+    x = np.abs(np.random.default_rng(0).normal(size=(8, 4))).astype(np.float32) + 0.1
+    x[5, 0] = -1.0
+    for worker in (True, False):
+        monkeypatch.setenv(worker_mod.ENV, "1" if worker else "0")
+        with pytest.raises(ValueError, match=r"is not finite for samples 0\.\.7: values must be"):
+            tfq8.calibrate(model, x)
+
+
+def test_worker_process_never_imports_tensorflow():
+    code = ("import sys, tfq8.stats.worker, tfq8.stats.sweep, tfq8.harness.litert; "
+            "print('tensorflow' in sys.modules, 'keras' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.split() == ["False", "False"]
+
+
+def test_worker_exits_when_the_parent_sends_nothing():
+    p = subprocess.Popen([sys.executable, "-m", "tfq8.stats.worker"], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE)
+    header, _ = worker_mod._read(p.stdout)
+    assert header == {"ready": True}
+    p.stdin.close()
+    assert p.wait(timeout=60) == 0
+
+
+def test_messages_round_trip_without_pickle(tmp_path):
+    path = tmp_path / "msg"
+    arrays = {"a": np.arange(5, dtype=np.int64), "b": np.ones((2, 3), np.float32)}
+    with open(path, "wb") as f:
+        worker_mod._write(f, {"k": [1, "x"]}, arrays)
+    with open(path, "rb") as f:
+        header, back = worker_mod._read(f)
+    assert header == {"k": [1, "x"]}
+    for k in arrays:
+        np.testing.assert_array_equal(back[k], arrays[k])
+    with open(path, "rb") as f:  # a message cut short
+        f.read(3)
+        with pytest.raises((EOFError, ValueError)):
+            worker_mod._read(f)
+
+
+@pytest.mark.parametrize("setting", ["env", "one core", "large inputs"])
+def test_worker_is_not_started_where_it_would_not_help(cnn_and_data, monkeypatch, caplog, setting):
+    model, x = cnn_and_data
+    monkeypatch.setenv(worker_mod.ENV, "0" if setting == "env" else "1")
+    if setting == "one core":
+        monkeypatch.setattr(collect_mod.os, "cpu_count", lambda: 1)
+    if setting == "large inputs":
+        monkeypatch.setattr(collect_mod, "WORKER_MAX_INPUT_BYTES", x.nbytes - 1)
+    started = []
+    monkeypatch.setattr(worker_mod.StatsWorker, "start", classmethod(
+        lambda cls: started.append(1)))
+    with caplog.at_level(logging.DEBUG, logger="tfq8"):
+        calib = tfq8.calibrate(model, x)
+    assert not started
+    assert {"env": "TFQ8_STATS_WORKER=0", "one core": "one core",
+            "large inputs": "not copied to a worker"}[setting] in caplog.text
+    assert calib.tensors[0].histogram.count > 0
+
+
+def test_tiny_models_are_collected_in_process(cnn_and_data, monkeypatch, caplog):
+    model, x = cnn_and_data
+    monkeypatch.setenv(worker_mod.ENV, "1")
+    monkeypatch.setattr(collect_mod, "WORKER_MIN_TENSOR_BYTES", 1 << 40)
+    submitted = []
+    monkeypatch.setattr(worker_mod.StatsWorker, "submit", lambda *a, **k: submitted.append(1))
+    with caplog.at_level(logging.DEBUG, logger="tfq8"):
+        calib = tfq8.calibrate(model, x)
+    assert not submitted and "quicker here" in caplog.text
+    assert calib.tensors[0].histogram.count > 0
