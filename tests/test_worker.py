@@ -158,3 +158,35 @@ def test_tiny_models_are_collected_in_process(cnn_and_data, monkeypatch, caplog)
         calib = tfq8.calibrate(model, x)
     assert not submitted and "quicker here" in caplog.text
     assert calib.tensors[0].histogram.count > 0
+
+
+def _dynamic_cnn():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    return keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h)))
+
+
+@pytest.mark.parametrize("kind", ["two_in_two_out", "tf_keras", "subclassed", "dynamic_hw"])
+def test_worker_matches_in_process_on_every_kind_of_model(kind, monkeypatch):
+    model, x = {
+        "two_in_two_out": lambda: (factories.two_in_two_out(), factories.two_in_data(24)),
+        "tf_keras": lambda: (factories.tf_keras_cnn(), factories.images(24)),
+        "subclassed": lambda: (factories.subclassed(),
+                               np.random.default_rng(0).normal(size=(24, 6)).astype(np.float32)),
+        "dynamic_hw": lambda: (_dynamic_cnn(), factories.images(24, shape=(9, 7, 3))),
+    }[kind]()
+    handle = tfq8.models.load_model(model)
+    rep = tfq8.representative_dataset(x, specs=handle.specs)
+    with collect_mod.BackgroundCollect(rep, track=[1, 3]) as bg:
+        calibrated = _tflite.calibrate_only(handle.converter(), rep, on_float_model=bg.submit)
+        stats = bg.result(calibrated)
+    assert stats is not None, "the worker was not used"
+    here = collect_mod.collect(calibrated, rep, track=[1, 3])
+    assert [(s.index, s.name, s.producer) for s in stats] == [
+        (s.index, s.name, s.producer) for s in here]
+    for a, b in zip(stats, here):
+        assert a.histogram == b.histogram, a.name
+        np.testing.assert_array_equal(a.peaks, b.peaks)
