@@ -190,3 +190,15 @@ def test_worker_matches_in_process_on_every_kind_of_model(kind, monkeypatch):
     for a, b in zip(stats, here):
         assert a.histogram == b.histogram, a.name
         np.testing.assert_array_equal(a.peaks, b.peaks)
+
+
+def test_worker_runs_this_tfq8_even_beside_another_one(cnn_and_data, monkeypatch, tmp_path):
+    # A directory holding some other `tfq8` package as the working directory.
+    (tmp_path / "tfq8" / "stats").mkdir(parents=True)
+    for rel in ("tfq8/__init__.py", "tfq8/stats/__init__.py"):
+        (tmp_path / rel).write_text("raise ImportError('the wrong tfq8')\n")
+    (tmp_path / "tfq8" / "stats" / "worker.py").write_text("raise ImportError('the wrong tfq8')\n")
+    monkeypatch.chdir(tmp_path)
+    model, x = cnn_and_data
+    _, _, stats = _background(model, x)
+    assert stats is not None, "the worker did not run"

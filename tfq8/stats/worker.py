@@ -2,8 +2,8 @@
 
 TFLite's calibrator runs the samples one at a time on one core and holds
 Python's GIL while it does, so tfq8's own pass (`tfq8.stats.sweep`) cannot run
-beside it in a thread. It can in another process: `StatsWorker` starts
-`python -m tfq8.stats.worker` when calibration begins (it imports numpy and
+beside it in a thread. It can in another process: `StatsWorker` starts a
+Python process running `main` when calibration begins (it imports numpy and
 LiteRT, never TensorFlow, so it is ready in a fraction of a second), sends it
 the float model as soon as the converter has built it, and reads the
 histograms back when the calibrator is done. On two cores this hides the pass
@@ -127,20 +127,23 @@ class StatsWorker:
 
     @classmethod
     def start(cls) -> "StatsWorker":
-        """Starts `python -m tfq8.stats.worker` (does not wait for it).
+        """Starts the worker process (does not wait for it).
 
         Raises:
             WorkerError: If no Python interpreter can be started.
         """
         if not sys.executable:
             raise WorkerError("sys.executable is empty: no Python to start")
+        # This very tfq8 first on the path, ahead of the working directory (which
+        # `python -m` would put first, and which may hold another tfq8).
         package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        code = (f"import sys; sys.path.insert(0, {package_root!r}); "
+                "from tfq8.stats.worker import main; sys.exit(main())")
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         log = tempfile.TemporaryFile()
         try:
-            process = subprocess.Popen([sys.executable, "-m", "tfq8.stats.worker"],
+            process = subprocess.Popen([sys.executable, "-c", code],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=log, env=env, close_fds=True)
         except OSError as e:
