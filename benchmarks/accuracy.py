@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging as logging_std
 import os
 import sys
 import threading
@@ -180,15 +181,39 @@ def _print_rows(rows: list[dict]) -> None:
               f"{r['time_ratio']:5.2f} {r['rss_growth_mib']:7.1f}", flush=True)
 
 
+class _WorkerPeak(logging_std.Handler):
+    """Picks up the peak RSS the statistics worker reports in tfq8's debug log."""
+
+    def __enter__(self):
+        self.mib, self._logger = 0.0, logging_std.getLogger("tfq8")
+        self._level, self._propagate = self._logger.level, self._logger.propagate
+        self._logger.setLevel(logging_std.DEBUG)
+        self._logger.propagate = False  # tfq8's other debug lines stay out of the output
+        self._logger.addHandler(self)
+        return self
+
+    def emit(self, record):
+        msg = record.getMessage()
+        if msg.startswith("Statistics worker: peak RSS"):
+            self.mib = float(msg.split()[4])
+
+    def __exit__(self, *exc):
+        self._logger.removeHandler(self)
+        self._logger.setLevel(self._level)
+        self._logger.propagate = self._propagate
+
+
 def memory_table() -> None:
     case = suite.resnet8() or suite.digits()
-    print(f"statistics memory on {case.name}: samples, histogram bytes, peak RSS growth (MiB)")
+    print(f"statistics memory on {case.name}: samples, histogram bytes, peak RSS growth (MiB), "
+          "statistics worker's peak RSS (MiB; 0 if none ran)")
     for n in (100, 1000, 5000):
         x = case.pool[:n] if len(case.pool) >= n else np.resize(case.pool, (n, *case.pool.shape[1:]))
-        with PeakRss() as mem:
+        with PeakRss() as mem, _WorkerPeak() as worker:
             calib = tfq8.calibrate(case.model, x)
         hist_bytes = sum(t.histogram.counts.nbytes for t in calib.tensors)
-        print(f"{n:>6} {hist_bytes:>10} {mem.growth_mib:8.1f}  (data itself: "
+        worker_mib = worker.mib
+        print(f"{n:>6} {hist_bytes:>10} {mem.growth_mib:8.1f} {worker_mib:8.1f}  (data itself: "
               f"{x.nbytes / 2**20:.1f} MiB)", flush=True)
 
 

@@ -109,8 +109,21 @@ def main() -> int:
             out[f"t{k}_{key}"] = value
         if s.peaks is not None:
             out[f"t{k}_peaks"] = s.peaks
-    _write(sink, {"tensors": [s.index for s in stats.values()]}, out)
+    _write(sink, {"tensors": [s.index for s in stats.values()], "peak_rss_kib": _peak_rss_kib()},
+           out)
     return 0
+
+
+def _peak_rss_kib() -> int | None:
+    """This process' peak resident memory (Linux's VmHWM), or None where unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 # ----------------------------------------------------------------- the parent's side
@@ -189,6 +202,8 @@ class StatsWorker:
             pass  # close() kills it
         if "error" in header:
             raise ValueError(header["error"])
+        if header.get("peak_rss_kib") is not None:
+            _log.debug("Statistics worker: peak RSS %.1f MiB.", header["peak_rss_kib"] / 1024)
         out = {}
         for k, index in enumerate(header["tensors"]):
             h = Histogram.from_arrays({key: arrays[f"t{k}_{key}"]
