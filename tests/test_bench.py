@@ -111,3 +111,43 @@ def test_op_table_gives_no_ratio_for_ops_under_the_invoke_overhead():
     assert rows[1].split()[-1] == "-"          # 0.00002 vs 0.0009 ms: noise, not 45x
     assert rows[2].split()[-1] == "2.50x"
     assert "too short to compare" in rows[-1]
+
+
+@pytest.fixture(scope="module")
+def dynamic():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 3))
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inp)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h)))
+    return model, tfq8.convert(model, F.images(16, shape=(9, 7, 3)))
+
+
+def test_dynamic_height_and_width_are_timed_at_the_shape_asked_for(dynamic, tmp_path, capfd):
+    from clirun import run_cli
+
+    model, blob = dynamic
+    with pytest.raises(ValueError, match=r"dynamic dimensions \(shape signature \[-1, -1, -1, 3\]\)"
+                                         r".*input_shapes=\[\[1, 224, 224, 3\]\].*--input-shape"):
+        tfq8.benchmark(blob, runs=3, warmup=0, per_op=False)
+    b = tfq8.benchmark(blob, reference=model, runs=5, warmup=1, op_time_budget_s=0.005,
+                       input_shapes=[[1, 12, 10, 3]])
+    assert b.speedup > 0
+    conv = next(o for o in b.ops if o.op == "CONV_2D")
+    assert conv.inputs[0][0] == (1, 12, 10, 3) and conv.outputs[0][0] == (1, 10, 8, 4)
+    assert all(math.isfinite(o.time_ms) for o in b.ops)
+    for bad in ([[1, 12, 10]], [[1, 12, 10, 4]], [[1, 0, 10, 3]], [[1, 12, 10, 3]] * 2, "1,12,10,3"):
+        with pytest.raises(ValueError, match="input_shapes"):
+            tfq8.benchmark(blob, runs=3, warmup=0, per_op=False, input_shapes=bad)
+    with pytest.raises(ValueError, match="cannot run tflite_model on inputs of shape"):
+        tfq8.benchmark(blob, runs=3, warmup=0, per_op=False, input_shapes=[[1, 2, 2, 3]])
+    # The command line.
+    path = tmp_path / "dyn.tflite"
+    path.write_bytes(blob)
+    code, out, err = run_cli(capfd, "bench", path, "--runs", "3", "--warmup", "0", "--per-op=false",
+                             "--input-shape", "2,12,10,3", "--json")
+    assert code == 0, err
+    assert json.loads(out)["latency_ms"]["int8"]["runs"] == 3
+    code, out, err = run_cli(capfd, "bench", path, "--input-shape", "1,x,10,3")
+    assert code != 0 and "--input-shape must be sizes separated by commas" in err

@@ -5,7 +5,7 @@ Usage::
     tfq8 convert MODEL --data FILE [--method auto] [--output OUT.tflite] [--calibration-out stats.npz]
     tfq8 convert QAT_MODEL.h5 [--output OUT.tflite]   (quantization-aware-trained: no data needed)
     tfq8 check OUT.tflite --data FILE [--reference MODEL] [--labels FILE] [--json]
-    tfq8 bench OUT.tflite [--reference MODEL] [--threads 1] [--backend xnnpack] [--json]
+    tfq8 bench OUT.tflite [--reference MODEL] [--threads 1] [--input-shape 1,96,96,3] [--json]
     tfq8 inspect OUT.tflite [--json] [--strict]
 
 MODEL is a `.keras`/`.h5` file or a SavedModel folder; FILE is a `.npy` array,
@@ -105,6 +105,8 @@ def _define(command: str) -> flags.FlagValues:
                            lower_bound=0.001)
         _d(flags.DEFINE_integer, "warmup", 10, "Untimed invokes first.", lower_bound=0)
         _d(flags.DEFINE_boolean, "per-op", True, "Also time every op on its own.")
+        _d(flags.DEFINE_multi_string, "input-shape", [], "Time at this input shape, such as "
+           "1,96,96,3; once per input, in order (needed for dynamic height and width).")
     if command == "inspect":
         _d(flags.DEFINE_boolean, "strict", False, f"Exit with status {EXIT_NOT_INTEGER} unless the "
                                               "model is full-integer.")
@@ -399,8 +401,21 @@ def _bench(tflite_path: str) -> tuple[dict, str, int]:
     report = tfq8.benchmark(tflite_path, reference=_F.reference, num_threads=_F.threads,
                             backend=_F.backend, warmup=_F.warmup, runs=_F.runs,
                             time_budget_s=_F["time-budget"].value,
-                            per_op=_F["per-op"].value, progress=p.step)
+                            per_op=_F["per-op"].value, progress=p.step,
+                            input_shapes=_parse_shapes(_F["input-shape"].value))
     return report.to_dict(), str(report), 0
+
+
+def _parse_shapes(items: list[str]) -> list[list[int]] | None:
+    """`--input-shape 1,96,96,3` values -> shapes (None when the flag is not given)."""
+    shapes = []
+    for item in items:
+        try:
+            shapes.append([int(d) for d in item.split(",")])
+        except ValueError:
+            raise ValueError(f"--input-shape must be sizes separated by commas, such as "
+                             f"'1,96,96,3'. Received: --input-shape {item!r}") from None
+    return shapes or None
 
 
 def _inspect(tflite_path: str) -> tuple[dict, str, int]:

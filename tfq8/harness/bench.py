@@ -42,8 +42,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tfq8 import _args, _tflite
+from tfq8.errors import first_line
 from tfq8.harness.interpreter import (BACKENDS, InvalidModelError, TensorIO, load_verified,
                                       make_interpreter, read_model_bytes, verify_model)
+from tfq8.harness.litert import size_inputs
 
 _log = logging.getLogger("tfq8")
 
@@ -180,6 +182,7 @@ def benchmark(
     op_time_budget_s: float = 0.05,
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
+    input_shapes: Sequence[Sequence[int]] | None = None,
 ) -> BenchReport:
     """Times an int8 `.tflite` (and its float reference) whole and op by op.
 
@@ -203,6 +206,10 @@ def benchmark(
         op_time_budget_s: Seconds of timed invokes per op (at least 5 runs).
         seed: Seed of the random inputs.
         progress: Called with a short message before each long step.
+        input_shapes: One shape per model input (batch included), to time at
+            a size of your choice. Required for inputs whose height or width
+            is dynamic (`keras.Input((None, None, 3))`); default: the shapes
+            stored in the model.
 
     Returns:
         A `BenchReport`.
@@ -228,6 +235,7 @@ def benchmark(
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)
     q_blob, q_parsed = load_verified(tflite_model)
+    shapes = input_shapes_for(q_parsed, input_shapes)
     f_blob = _reference_blob(reference)
     models = {"int8": (q_blob, q_parsed)}
     if f_blob is not None:
@@ -236,8 +244,9 @@ def benchmark(
     say("timing the whole model" + ("s (interleaved)" if f_blob is not None else ""))
     interps = {}
     for k, (blob, _) in models.items():
-        interps[k] = make_interpreter(blob, backend=backend, num_threads=num_threads, verified=True,
-                                      arg="tflite_model" if k == "int8" else "reference")
+        arg = "tflite_model" if k == "int8" else "reference"
+        interps[k] = _sized(make_interpreter(blob, backend=backend, num_threads=num_threads,
+                                             verified=True, allocate=False, arg=arg), shapes, arg)
         for d in interps[k].get_input_details():
             interps[k].set_tensor(d["index"], _random(TensorIO.from_details(d), rng))
     times = _interleaved(list(interps.values()), warmup, runs, time_budget_s)
@@ -253,7 +262,7 @@ def benchmark(
         for k, (blob, parsed) in models.items():
             say(f"timing each op of the {k} model on its own")
             tables[k] = _per_op(blob, parsed, backend, num_threads, warmup, runs,
-                                op_time_budget_s, overhead, rng)
+                                op_time_budget_s, overhead, rng, shapes)
             totals[k] = sum(o.time_ms for o in tables[k]) + overhead
     return BenchReport(
         latency_ms=latency, speedup=speedup, ops=tables["int8"], float_ops=tables["float"],
@@ -307,11 +316,71 @@ def _random(t: TensorIO, rng: np.random.Generator) -> np.ndarray:
     return np.zeros(shape, t.dtype)
 
 
+def input_shapes_for(parsed: Any, input_shapes: Sequence[Sequence[int]] | None
+                     ) -> list[list[int]] | None:
+    """The input shapes to time at, checked against the model's inputs.
+
+    Returns:
+        One shape per input, or None to keep the stored shapes.
+
+    Raises:
+        ValueError: If the model has dynamic height/width and no shapes were
+            given, or a shape does not fit its input.
+    """
+    sg = parsed.subgraphs[0]
+    names = [_tflite.tensor_name(sg.tensors[int(i)]) for i in sg.inputs]
+    signatures = []
+    for i in sg.inputs:
+        t = sg.tensors[int(i)]
+        sig = t.shapeSignature if t.shapeSignature is not None and len(t.shapeSignature) else t.shape
+        signatures.append([int(d) for d in (sig if sig is not None else [])])
+    if input_shapes is None:
+        dynamic = [(n, s) for n, s in zip(names, signatures) if -1 in s[1:]]
+        if dynamic:
+            name, sig = dynamic[0]
+            example = [1] + [224 if d == -1 else d for d in sig[1:]]
+            raise ValueError(
+                f"Input {name!r} of tflite_model has dynamic dimensions (shape signature {sig}): "
+                f"pass input_shapes with one shape per input, such as input_shapes=[{example}] "
+                f"(command line: --input-shape={','.join(map(str, example))}).")
+        return None
+    if (isinstance(input_shapes, (str, bytes)) or not isinstance(input_shapes, Sequence)
+            or len(input_shapes) != len(names)):
+        raise ValueError(f"input_shapes must hold one shape per model input ({len(names)}: "
+                         f"{names}). Received: input_shapes={input_shapes!r}")
+    shapes = []
+    for name, sig, shape in zip(names, signatures, input_shapes):
+        ok = (isinstance(shape, Sequence) and not isinstance(shape, (str, bytes))
+              and len(shape) == len(sig)
+              and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
+                      for d in shape)
+              and all(s in (-1, int(d)) for s, d in zip(sig, shape)))
+        if not ok:
+            raise ValueError(f"input_shapes: input {name!r} takes shapes like {sig} (-1: any "
+                             f"positive size). Received: {shape!r}")
+        shapes.append([int(d) for d in shape])
+    return shapes
+
+
+def _sized(interp: Any, shapes: list[list[int]] | None, arg: str) -> Any:
+    """Resizes the inputs to `shapes` (if any) and allocates the tensors."""
+    try:
+        if shapes is None:
+            interp.allocate_tensors()
+        else:
+            size_inputs(interp, shapes)
+    except (RuntimeError, ValueError) as e:
+        raise InvalidModelError(f"LiteRT cannot run {arg} on inputs of shape {shapes}: "
+                                f"{first_line(e)}") from None
+    return interp
+
+
 # --------------------------------------------------------------------- per op
 def _per_op(blob: bytes, parsed: Any, backend: str, num_threads: int, warmup: int,
             runs: int | None, budget_s: float, overhead: float,
-            rng: np.random.Generator) -> tuple[OpTiming, ...]:
-    values = _all_values(blob, rng)
+            rng: np.random.Generator, shapes: list[list[int]] | None = None
+            ) -> tuple[OpTiming, ...]:
+    values = _all_values(blob, rng, shapes)
     sg = parsed.subgraphs[0]
     rows = []
     for k, op in enumerate(sg.operators):
@@ -319,13 +388,17 @@ def _per_op(blob: bytes, parsed: Any, backend: str, num_threads: int, warmup: in
         single, feeds = single_op_model(parsed, k)
 
         def sig(ids: Any) -> tuple[tuple[tuple[int, ...], str], ...]:
-            return tuple((tuple(int(d) for d in sg.tensors[i].shape),
+            # The shapes the op ran at (the stored ones are placeholders where dynamic).
+            return tuple((tuple(int(d) for d in (values[int(i)].shape if int(i) in values
+                                                 else sg.tensors[i].shape)),
                           _tflite.tensor_type_name(sg.tensors[i].type)) for i in ids if int(i) >= 0)
 
         try:
             # Verified again: an op that refers to other subgraphs (WHILE, IF) cannot stand alone.
             it = make_interpreter(single, backend=backend, num_threads=num_threads,
-                                  arg=f"op {k} ({name}) alone")
+                                  arg=f"op {k} ({name}) alone", allocate=False)
+            size_inputs(it, [values[orig].shape if orig in values
+                             else list(sg.tensors[orig].shape) for _, orig in feeds])
             for local, orig in feeds:
                 if orig in values:
                     it.set_tensor(local, values[orig])
@@ -340,9 +413,11 @@ def _per_op(blob: bytes, parsed: Any, backend: str, num_threads: int, warmup: in
     return tuple(OpTiming(*r, share=(0.0 if math.isnan(r[5]) else r[5] / total)) for r in rows)
 
 
-def _all_values(blob: bytes, rng: np.random.Generator) -> dict[int, np.ndarray]:
+def _all_values(blob: bytes, rng: np.random.Generator,
+                shapes: list[list[int]] | None = None) -> dict[int, np.ndarray]:
     """Every tensor's value in one builtin-kernel run of the model on random inputs."""
-    it = make_interpreter(blob, backend="builtin", preserve_all_tensors=True, verified=True)
+    it = _sized(make_interpreter(blob, backend="builtin", preserve_all_tensors=True, verified=True,
+                                 allocate=False), shapes, "tflite_model")
     for d in it.get_input_details():
         it.set_tensor(d["index"], _random(TensorIO.from_details(d), rng))
     it.invoke()
