@@ -202,3 +202,60 @@ def test_worker_runs_this_tfq8_even_beside_another_one(cnn_and_data, monkeypatch
     model, x = cnn_and_data
     _, _, stats = _background(model, x)
     assert stats is not None, "the worker did not run"
+
+
+def test_worker_that_never_says_ready_is_given_up(cnn_and_data, monkeypatch, caplog, tmp_path):
+    # A "Python" that never runs our code (as in some embedding hosts) must not hang calibrate.
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\nsleep 30\n")
+    fake.chmod(0o755)
+    model, x = cnn_and_data
+    monkeypatch.setenv(worker_mod.ENV, "1")
+    monkeypatch.setattr(sys, "executable", str(fake))
+    monkeypatch.setattr(worker_mod, "READY_TIMEOUT_S", 0.5)
+    with caplog.at_level(logging.DEBUG, logger="tfq8"):
+        calib = tfq8.calibrate(model, x, keep_samples=8)
+    assert "did not start within 0.5 s" in caplog.text
+    assert calib.tensors[0].histogram.count > 0
+
+
+def test_garbled_answer_falls_back(cnn_and_data, monkeypatch, caplog):
+    model, x = cnn_and_data
+    monkeypatch.setenv(worker_mod.ENV, "1")
+    read = worker_mod._read
+    calls = []
+
+    def garbled(stream):
+        header, arrays = read(stream)
+        calls.append(1)
+        if "tensors" in header:
+            arrays = {}
+        return header, arrays
+
+    monkeypatch.setattr(worker_mod, "_read", garbled)
+    with caplog.at_level(logging.DEBUG, logger="tfq8"):
+        calib = tfq8.calibrate(model, x, keep_samples=8)
+    assert "does not parse: KeyError" in caplog.text
+    assert calib.tensors[0].histogram.count > 0
+
+
+def test_temp_files_that_cannot_be_made_fall_back(cnn_and_data, monkeypatch, caplog):
+    model, x = cnn_and_data
+    monkeypatch.setenv(worker_mod.ENV, "1")
+
+    def no_file():
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(worker_mod.tempfile, "TemporaryFile", no_file)
+    with caplog.at_level(logging.DEBUG, logger="tfq8"):
+        calib = tfq8.calibrate(model, x, keep_samples=8)
+    assert "could not start" in caplog.text and "Too many open files" in caplog.text
+    assert calib.tensors[0].histogram.count > 0
+
+
+def test_calibrate_only_leaves_no_hook_on_the_converter(cnn_and_data):
+    model, x = cnn_and_data
+    converter = tfq8.models.load_model(model).converter()
+    _tflite.calibrate_only(converter, tfq8.representative_dataset(x, model=model),
+                           on_float_model=lambda blob: None)
+    assert "_quantize" not in vars(converter)

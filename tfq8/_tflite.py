@@ -132,6 +132,9 @@ def calibrate_only(
             f"{first_line(e)}. The usual cause is data the model cannot take (for example "
             "token ids outside an Embedding's vocabulary)."
         ) from None
+    finally:
+        if on_float_model is not None:  # no converter -> hook -> converter cycle left behind
+            del converter._quantize  # pylint: disable=protected-access
 
 
 def convert_qat(

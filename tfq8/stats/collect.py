@@ -82,7 +82,8 @@ def collect(
                             np.zeros(len(track)) if len(track) else None)
              for i in sorted(ranges)}
     batch = batch_size or batch_for(parsed, _BATCH_BYTES, 256, rep.inputs)
-    sweep(calibrated, rep.inputs, stats, batch=batch, threads=os.cpu_count() or 1, track=track)
+    sweep(calibrated, rep.inputs, stats, batch=batch, threads=os.cpu_count() or 1, track=track,
+          probe=_activations(parsed))  # the worker's set: both paths choose kernels alike
     return _finish(stats, ranges)
 
 
@@ -113,7 +114,7 @@ class BackgroundCollect:
             return
         try:
             self._worker = _worker.StatsWorker.start()
-        except _worker.WorkerError as e:
+        except Exception as e:  # noqa: BLE001 - the in-process pass is the fallback
             _log.debug("Statistics pass in this process: %s", e)
 
     def _why_not(self) -> str | None:

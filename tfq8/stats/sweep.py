@@ -51,7 +51,8 @@ class TensorStats:
 
 
 def sweep(model: bytes, inputs: Sequence[np.ndarray], stats: Mapping[int, TensorStats], *,
-          batch: int, threads: int, track: Sequence[int] = ()) -> None:
+          batch: int, threads: int, track: Sequence[int] = (),
+          probe: Sequence[int] | None = None) -> None:
     """Runs every sample through `model` and adds each tensor's values to `stats`.
 
     Args:
@@ -63,11 +64,13 @@ def sweep(model: bytes, inputs: Sequence[np.ndarray], stats: Mapping[int, Tensor
         threads: Kernel threads, and threads filling histograms.
         track: Sample indices (increasing) whose per-tensor peak |value| is
             recorded in `peaks` (a tensor without a batch dimension gets zeros).
+        probe: The tensors on which XNNPACK must agree with the builtin
+            kernels for XNNPACK to be used (default: those in `stats`).
 
     Raises:
         ValueError: If a tensor holds NaN or Inf for some sample, naming it.
     """
-    xnnpack = xnnpack_agrees(model, inputs, sorted(stats))
+    xnnpack = xnnpack_agrees(model, inputs, sorted(stats) if probe is None else list(probe))
     interpreter = _interpreter(model, xnnpack=xnnpack, threads=threads)
     batch = max(1, min(batch, len(inputs[0])))
     if batch > 1 and not resize_batch(interpreter, batch, inputs):

@@ -29,6 +29,7 @@ import io
 import json
 import logging
 import os
+import selectors
 import struct
 import subprocess
 import sys
@@ -43,6 +44,8 @@ from tfq8.stats.sweep import TensorStats, sweep
 _log = logging.getLogger("tfq8")
 
 ENV = "TFQ8_STATS_WORKER"
+# Longest wait for a new worker to import numpy and LiteRT and say it is ready.
+READY_TIMEOUT_S = 30.0
 _MAGIC = b"tfq8"
 _LENGTH = struct.Struct("<Q")
 
@@ -85,8 +88,11 @@ def _read_exactly(stream: BinaryIO, n: int) -> bytes:
 # ----------------------------------------------------------------- the worker
 def main() -> int:
     """Worker entry: answer one job from stdin on stdout."""
-    source, sink = sys.stdin.buffer, sys.stdout.buffer
-    sys.stdout = sys.stderr  # nothing but messages on the real stdout
+    # Nothing but messages on the pipe to the parent: the messages get their own
+    # descriptor, and descriptor 1 (native code's stdout) and sys.stdout go to stderr.
+    source, sink = sys.stdin.buffer, os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     _write(sink, {"ready": True}, {})
     try:
         job, arrays = _read(source)
@@ -142,25 +148,40 @@ class StatsWorker:
     def start(cls) -> "StatsWorker":
         """Starts the worker process (does not wait for it).
 
+        The worker sees the parent's `sys.path` (the working directory as an
+        absolute path) and interpreter flags, so it imports the same numpy and
+        LiteRT, and it loads this very `tfq8` package by location, whatever
+        else is on the path.
+
         Raises:
-            WorkerError: If no Python interpreter can be started.
+            WorkerError: If no Python interpreter can be started here.
         """
-        if not sys.executable:
-            raise WorkerError("sys.executable is empty: no Python to start")
-        # This very tfq8 first on the path, ahead of the working directory (which
-        # `python -m` would put first, and which may hold another tfq8).
-        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-        code = (f"import sys; sys.path.insert(0, {package_root!r}); "
-                "from tfq8.stats.worker import main; sys.exit(main())")
+        if not sys.executable or getattr(sys, "frozen", False) or os.name != "posix":
+            raise WorkerError("no plain Python interpreter to start (frozen or embedded "
+                              "application, or not a POSIX system)")
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        path = [os.path.abspath(p or os.curdir) for p in sys.path]
+        code = (
+            "import importlib.util, sys\n"
+            f"sys.path[:] = {path!r}\n"
+            f"spec = importlib.util.spec_from_file_location('tfq8', {os.path.join(package, '__init__.py')!r}, "
+            f"submodule_search_locations=[{package!r}])\n"
+            "sys.modules['tfq8'] = module = importlib.util.module_from_spec(spec)\n"
+            "spec.loader.exec_module(module)\n"
+            "from tfq8.stats.worker import main\n"
+            "sys.exit(main())\n")
+        flags = getattr(subprocess, "_args_from_interpreter_flags", lambda: [])()
         env = dict(os.environ)
         env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-        log = tempfile.TemporaryFile()
+        log = None
         try:
-            process = subprocess.Popen([sys.executable, "-c", code],
+            log = tempfile.TemporaryFile()
+            process = subprocess.Popen([sys.executable, *flags, "-c", code],
                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                        stderr=log, env=env, close_fds=True)
         except OSError as e:
-            log.close()
+            if log is not None:
+                log.close()
             raise WorkerError(f"could not start {sys.executable}: {e}") from None
         return cls(process, log)
 
@@ -204,20 +225,29 @@ class StatsWorker:
             raise ValueError(header["error"])
         if header.get("peak_rss_kib") is not None:
             _log.debug("Statistics worker: peak RSS %.1f MiB.", header["peak_rss_kib"] / 1024)
-        out = {}
-        for k, index in enumerate(header["tensors"]):
-            h = Histogram.from_arrays({key: arrays[f"t{k}_{key}"]
-                                       for key in ("counts", "meta", "extremes")})
-            peaks = arrays.get(f"t{k}_peaks")
-            out[int(index)] = TensorStats(int(index), "", h, "", peaks)
+        try:
+            out = {}
+            for k, index in enumerate(header["tensors"]):
+                h = Histogram.from_arrays({key: arrays[f"t{k}_{key}"]
+                                           for key in ("counts", "meta", "extremes")})
+                peaks = arrays.get(f"t{k}_peaks")
+                out[int(index)] = TensorStats(int(index), "", h, "", peaks)
+        except (KeyError, TypeError, ValueError) as e:
+            raise self._failed(f"an answer that does not parse: {type(e).__name__}: {e}") from None
         return out
 
     def _expect_ready(self) -> None:
-        if not self._ready:
-            header, _ = _read(self._process.stdout)
-            if not header.get("ready"):
-                raise EOFError("the worker did not say it was ready")
-            self._ready = True
+        """Waits up to `READY_TIMEOUT_S` for the worker's first message."""
+        if self._ready:
+            return
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._process.stdout, selectors.EVENT_READ)
+            if not sel.select(READY_TIMEOUT_S):
+                raise EOFError(f"the worker did not start within {READY_TIMEOUT_S:g} s")
+        header, _ = _read(self._process.stdout)
+        if not header.get("ready"):
+            raise EOFError("the worker did not say it was ready")
+        self._ready = True
 
     def _failed(self, what: str) -> WorkerError:
         self.close()
