@@ -63,7 +63,13 @@ def _choice(auto) -> str:
 def main(argv):
     del argv
     import tfq8  # noqa: PLC0415
-    from tfq8.pipeline import converter_int8  # noqa: PLC0415
+    from tfq8._quiet import quiet_native_stderr  # noqa: PLC0415
+
+    # TensorFlow's start-up notices (no CUDA here, oneDNN) are not the demo's news;
+    # an import that fails still raises with its message.
+    with quiet_native_stderr():
+        import keras  # noqa: PLC0415, F401
+        from tfq8.pipeline import converter_int8  # noqa: PLC0415
 
     logging.set_verbosity(logging.WARNING)
     (x_train, y_train), (x_val, y_val), (x_test, y_test) = load_digits(FLAGS.seed)
