@@ -252,7 +252,8 @@ def test_dynamic_height_and_width_follow_the_data():
     assert runner.batch_size == batch_for(parsed, 8 << 20, 1024, [big])
     # Images smaller than the kernel: TFLite's calibrator would kill the process (SIGFPE).
     with pytest.raises(ValueError, match=r"Sample 0: the model cannot run on inputs of shape "
-                                         r"\(2, 2, 3\): Computed output size would be zero or negative"):
+                                         r"\(2, 2, 3\): Negative dimension size caused by "
+                                         r"subtracting 3 from 2 in \S*conv2d"):
         tfq8.convert(model, factories.images(4, shape=(2, 2, 3)))
 
 
@@ -366,3 +367,15 @@ def test_auto_without_kept_samples_falls_back(cnn_case):
     calib = tfq8.calibrate(model, x, keep_samples=0)
     blob = tfq8.convert(calibration=calib, method="auto")
     assert blob == tfq8.convert(calibration=calib, method="percentile")
+
+
+def test_an_empty_intermediate_tensor_is_refused_before_the_calibrator():
+    import keras
+
+    inp = keras.Input((None, None, 3))
+    crop = keras.layers.Lambda(lambda t: t[:, 2:-2, 2:-2, :])(inp)  # empty below 5x5, no error
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(crop)))
+    with pytest.raises(ValueError, match=r"inputs of shape \(4, 4, 3\): op \S+ gives an empty "
+                                         r"tensor of shape \(1, 0, 0, 3\); the inputs are smaller"):
+        tfq8.calibrate(model, factories.images(4, shape=(4, 4, 3)))
+    assert tfq8.calibrate(model, factories.images(4, shape=(6, 6, 3))).tensors

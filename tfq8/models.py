@@ -107,14 +107,16 @@ class ModelHandle:
 
         TFLite's calibrator kills the process (SIGFPE) on an empty intermediate
         tensor, such as a VALID 3x3 convolution of a 2x2 image. For one-input
-        Keras models, Keras' shape inference runs on the first sample's shape
-        (no kernel runs: on some CPUs oneDNN returns garbage for an empty
-        convolution instead of failing), then Keras runs the sample itself, and
-        either one's reason is reported. Call it before anything runs TFLite's
-        calibrator on `inputs`.
+        Keras models, the model is first traced as a graph at the first
+        sample's shape, where no kernel runs, and every float tensor of the
+        graph must be non-empty. Running the sample alone is not enough: on
+        some CPUs oneDNN returns garbage for an empty convolution instead of
+        failing, and Keras before 3.13 infers shapes without complaint. Then
+        Keras runs the sample, and its reason is reported if it fails. Call it
+        before anything runs TFLite's calibrator on `inputs`.
 
         Raises:
-            ValueError: Naming the input shape and Keras' reason.
+            ValueError: Naming the input shape and the reason.
         """
         if (self.keras_model is None or len(inputs) != 1
                 or not any(None in s.shape[1:] for s in self.specs)):
@@ -122,18 +124,16 @@ class ModelHandle:
         sample = inputs[0][:1]
         shape = tuple(sample.shape[1:])
         try:
-            shapes = _output_shapes(self.keras_model, sample)
-            outputs = self.keras_model(sample, training=False)
+            empty = _empty_tensor(self.keras_model, sample)
+            if empty is None:
+                self.keras_model(sample, training=False)
         except Exception as e:  # noqa: BLE001 - Keras' own message says what is wrong
-            reason = _keras_reason(e)
             raise ValueError(f"Sample 0: the model cannot run on inputs of shape {shape}: "
-                             f"{reason}") from None
-        if isinstance(outputs, dict):
-            outputs = list(outputs.values())
-        sizes = [np.size(o) for o in (outputs if isinstance(outputs, (list, tuple)) else [outputs])]
-        if 0 in sizes or any(0 in s for s in shapes):
-            raise ValueError(f"Sample 0: at inputs of shape {shape} the model's output is empty: "
-                             "the inputs are smaller than its kernels or pooling windows allow.")
+                             f"{_keras_reason(e)}") from None
+        if empty is not None:
+            raise ValueError(f"Sample 0: the model cannot run on inputs of shape {shape}: "
+                             f"{empty}; the inputs are smaller than its kernels or pooling "
+                             "windows allow.")
 
     def to_float_tflite(self) -> bytes:
         """The plain float32 `.tflite` conversion of the model."""
@@ -157,30 +157,30 @@ def _keras_reason(error: Exception) -> str:
                     type(error).__name__))
 
 
-def _output_shapes(model: Any, sample: np.ndarray) -> list[tuple]:
-    """The output shapes Keras infers for `sample`'s shape, without running kernels.
+def _empty_tensor(model: Any, sample: np.ndarray) -> str | None:
+    """Traces `model` at `sample`'s shape (no kernel runs) and names an empty float tensor.
 
-    Returns [] where Keras cannot infer them (some subclassed models).
+    Returns:
+        "op NAME gives an empty tensor of shape (...)" for the first such op,
+        or None if there is none or the model cannot be traced (best effort).
 
     Raises:
-        ValueError: Keras' reason when a window is larger than its input, such
-            as "Computed output size would be zero or negative".
+        ValueError: The tracer's reason when a window is larger than its input,
+            such as "Negative dimension size ...".
     """
     try:
-        if isinstance(model, _keras3().Model):
-            spec = model.compute_output_spec(
-                _keras3().KerasTensor(sample.shape, dtype=str(sample.dtype)))
-            specs = tf.nest.flatten(spec)
-        else:  # tf_keras' compute_output_shape answers from a cache: trace a graph instead
-            graph = tf.function(lambda x: model(x, training=False)).get_concrete_function(
-                tf.TensorSpec(sample.shape, sample.dtype))
-            specs = tf.nest.flatten(graph.structured_outputs)
-    except Exception as e:  # noqa: BLE001 - inference is best effort; the run below decides
+        fn = tf.function(lambda x: model(x, training=False))
+        graph = fn.get_concrete_function(tf.TensorSpec(sample.shape, sample.dtype)).graph
+    except Exception as e:  # noqa: BLE001 - tracing is best effort; running the sample decides
         if isinstance(e, ValueError) and _EMPTY_OUTPUT.search(str(e)):
             raise
-        return []
-    return [tuple(0 if d == 0 else (d or -1) for d in tuple(s.shape if hasattr(s, "shape") else s))
-            for s in specs]
+        return None
+    for op in graph.get_operations():
+        for t in op.outputs:
+            dims = t.shape.as_list() if t.shape.rank else []
+            if t.dtype.is_floating and 0 in dims:
+                return f"op {op.name} gives an empty tensor of shape {tuple(dims)}"
+    return None
 
 
 def load_model(model: Any) -> ModelHandle:
