@@ -141,7 +141,7 @@ class ModelHandle:
             return bytes(self.converter().convert())
 
 
-# Keras 3's and tf_keras' words for a convolution or pooling window larger than its input.
+# Keras 3's, tf_keras' and TensorFlow's words for a window larger than its input.
 _EMPTY_OUTPUT = re.compile(r"output size would be|output is <= 0|negative dimension", re.I)
 
 

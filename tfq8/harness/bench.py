@@ -235,7 +235,7 @@ def benchmark(
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)
     q_blob, q_parsed = load_verified(tflite_model)
-    shapes = input_shapes_for(q_parsed, input_shapes)
+    shapes = _input_shapes(q_parsed, input_shapes)
     f_blob = _reference_blob(reference)
     models = {"int8": (q_blob, q_parsed)}
     if f_blob is not None:
@@ -316,7 +316,7 @@ def _random(t: TensorIO, rng: np.random.Generator) -> np.ndarray:
     return np.zeros(shape, t.dtype)
 
 
-def input_shapes_for(parsed: Any, input_shapes: Sequence[Sequence[int]] | None
+def _input_shapes(parsed: Any, input_shapes: Sequence[Sequence[int]] | None
                      ) -> list[list[int]] | None:
     """The input shapes to time at, checked against the model's inputs.
 
