@@ -302,6 +302,13 @@ def test_auto_reports_what_it_measured(cnn_case):
     assert set(report.scores) == {"minmax", "percentile", "mse", "kl"}
     assert set(report.choice) == {t.index for t in calib.tensors}
     assert set(report.choice.values()) <= set(report.scores)
+    # The model auto built while scoring is the one quantizing its ranges would give.
+    from tfq8.pipeline import quantize_with_ranges
+    from tfq8.ranges import auto
+
+    quant = dict(per_channel=True, input_type=np.int8, output_type=np.int8)
+    chosen, scored_model = auto.choose_and_quantize(calib, **quant)
+    assert scored_model == quantize_with_ranges(calib, chosen, **quant) == blob
 
 
 def test_auto_leaves_the_converter_ranges_when_an_outlier_frame_ruins_them():

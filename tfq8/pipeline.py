@@ -200,12 +200,14 @@ def convert(
             "quantization-aware-trained tensor, so its range stays the QAT tensor's "
             f"{pinned[clash[0]]} (see tfq8.qat.pinned_ranges). Received: {overrides[clash[0]]}")
     overrides.update(pinned)
-    if method == "auto":
-        chosen = _auto.choose(calib, overrides=overrides, **quant)
+    blob = None
+    if method == "auto":  # auto has built the model for its ranges while scoring them
+        chosen, blob = _auto.choose_and_quantize(calib, overrides=overrides, **quant)
     else:
         chosen = calib.ranges(method, **dict(method_options or {}))
         chosen.update(overrides)
-    blob = quantize_with_ranges(calib, chosen, **quant)
+    if blob is None:
+        blob = quantize_with_ranges(calib, chosen, **quant)
     return _finish(blob, allow_float=allow_float, output_path=output_path)
 
 

@@ -109,6 +109,18 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
         Tensor index -> (min, max). The measurements are logged and stored on
         `calib.last_auto` as an `AutoReport`.
     """
+    return choose_and_quantize(calib, overrides=overrides, **quant)[0]
+
+
+def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = None,
+                        **quant: Any) -> tuple[dict[int, tuple[float, float]], bytes | None]:
+    """`choose`, plus the int8 model `auto` already built for the chosen ranges.
+
+    Returns:
+        (ranges, model): the model is the scored candidate's, byte-identical to
+        quantizing the calibrated model with those ranges; None where `auto`
+        scored nothing (a calibration without kept samples).
+    """
     overrides = dict(overrides or {})
     proposals = {m: calib.ranges(m) for m in CANDIDATES}
     for p in proposals.values():
@@ -117,10 +129,11 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
         _log.info("auto: the calibration kept no samples; using %s ranges.", FALLBACK)
         chosen = dict(proposals[FALLBACK])
         calib.last_auto = AutoReport({}, {i: FALLBACK for i in chosen}, float("nan"))
-        return chosen
+        return chosen, None
 
     scorer = _Scorer(calib, quant)
-    noise = {m: scorer(p) for m, p in proposals.items()}
+    scored = {m: scorer(p) for m, p in proposals.items()}  # method -> (noise, model)
+    noise = {m: n for m, (n, _) in scored.items()}
     scores = {m: scorer.score(n) for m, n in noise.items()}
     rank = sorted(CANDIDATES, key=lambda m: (-scores[m], CANDIDATES.index(m)))
     eligible = [m for m in rank if m != "minmax"
@@ -129,7 +142,8 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
     second = next(m for m in rank if m != best)
     chosen = dict(proposals[best])
     choice = {i: best for i in chosen}
-    current = noise[best]
+    current, model = scored[best]
+    del scored
 
     # Per-tensor refinement: try the runner-up's range where the two differ most.
     def gap(i: int) -> float:
@@ -142,9 +156,9 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
     for i in todo:
         trial = dict(chosen)
         trial[i] = proposals[second][i]
-        trial_noise = scorer(trial)
+        trial_noise, trial_model = scorer(trial)
         if scorer.clearly_better(trial_noise, current, REFINE_MIN_GAIN_DB):
-            chosen, current, misses = trial, trial_noise, 0
+            chosen, current, model, misses = trial, trial_noise, trial_model, 0
             choice[i] = second
         else:
             misses += 1
@@ -156,7 +170,7 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
               "from %s; final %.2f dB.", len(scorer.keep),
               {m: round(s, 2) for m, s in scores.items()}, best,
               sum(1 for m in choice.values() if m != best), second, score)
-    return chosen
+    return chosen, model
 
 
 class _Scorer:
@@ -181,12 +195,12 @@ class _Scorer:
         self.keep = np.setdiff1d(np.arange(n), self.excluded)
         self.weights = bootstrap_weights(len(self.keep))
 
-    def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> np.ndarray:
-        """Error energy per output and sample of the int8 model with `ranges`."""
+    def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> tuple[np.ndarray, bytes]:
+        """Error energy per output and sample of the int8 model with `ranges`, and that model."""
         blob = _tflite.quantize(self.writer.write(ranges), **self.quant)
         outputs = _run(blob, self.samples)
         return np.stack([_energy(o.astype(np.float64) - r.astype(np.float64))
-                         for o, r in zip(outputs, self.reference)])
+                         for o, r in zip(outputs, self.reference)]), blob
 
     def score(self, noise: np.ndarray) -> float:
         """Output SQNR (dB) over the scored samples."""
@@ -353,5 +367,5 @@ def _threads() -> int:
     return os.cpu_count() or 1
 
 
-__all__ = ["AutoReport", "CANDIDATES", "bootstrap_weights", "choose", "clearly_better",
-           "corrupted_frames", "early_columns", "total_sqnr_db"]
+__all__ = ["AutoReport", "CANDIDATES", "bootstrap_weights", "choose", "choose_and_quantize",
+           "clearly_better", "corrupted_frames", "early_columns", "total_sqnr_db"]
