@@ -181,7 +181,7 @@ class BackgroundCollect:
 
     def _stop(self) -> None:
         if self._worker is not None:
-            self._worker.__exit__(None, None, None)
+            self._worker.close()
             self._worker = None
 
     def __enter__(self) -> "BackgroundCollect":

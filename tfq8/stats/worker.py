@@ -139,9 +139,9 @@ class StatsWorker:
     Use it as a context manager: leaving the block stops the process.
     """
 
-    def __init__(self, process: subprocess.Popen, log: Any):
+    def __init__(self, process: subprocess.Popen, stderr: Any):
         self._process = process
-        self._log = log  # the worker's stderr, for the debug log when it fails
+        self._stderr = stderr  # a temporary file, quoted in the debug log when it fails
         self._ready = False
 
     @classmethod
@@ -250,13 +250,13 @@ class StatsWorker:
         self._ready = True
 
     def _failed(self, what: str) -> WorkerError:
+        self._end_process()  # so that its stderr is complete
+        self._stderr.seek(0)
+        tail = self._stderr.read()[-2000:].decode(errors="replace").strip()
         self.close()
-        self._log.seek(0)
-        tail = self._log.read()[-2000:].decode(errors="replace").strip()
         return WorkerError(f"statistics worker: {what}" + (f"; its stderr: {tail}" if tail else ""))
 
-    def close(self) -> None:
-        """Stops the worker (if still running) and releases its pipes."""
+    def _end_process(self) -> None:
         p = self._process
         for stream in (p.stdin, p.stdout):
             try:
@@ -267,13 +267,16 @@ class StatsWorker:
             p.kill()
         p.wait()
 
+    def close(self) -> None:
+        """Stops the worker (if still running) and releases its pipes and files."""
+        self._end_process()
+        self._stderr.close()
+
     def __enter__(self) -> "StatsWorker":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
-        self._log.close()
-
 
 if __name__ == "__main__":
     sys.exit(main())
