@@ -5,6 +5,7 @@ The first test runs the real console script in a child process; the others call
 descriptors, as a shell would see them.
 """
 
+import importlib.metadata
 import json
 import os
 import shutil
@@ -97,6 +98,14 @@ def test_help_on_every_command(capfd):
                           ("bench", "--threads"), ("inspect", "--strict")]:
         code, out, _ = _run(capfd, command, "--help")
         assert code == 0 and flag in out and "--json" in out, out
+
+
+def test_version_is_the_package_version(capfd):
+    import tfq8
+
+    code, out, _ = _run(capfd, "--version")
+    assert code == 0 and out == f"tfq8 {tfq8.__version__}\n"
+    assert tfq8.__version__ == importlib.metadata.version("tfq8")
 
 
 def test_bad_inputs_exit_non_zero_with_one_line(files, capfd):

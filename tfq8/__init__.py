@@ -21,6 +21,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.1.0"  # the package version; setup.cfg reads it from here
+
 # Names -> the module defining them. They load on first use, so `import tfq8`
 # is instant and the `tfq8` command answers --help and flag errors without
 # importing TensorFlow.

@@ -133,6 +133,11 @@ def run(argv: Sequence[str] | None = None) -> None:
     if not args or args[0] in ("-h", "--help", "--helpfull", "--helpshort", "help"):
         sys.stdout.write(_usage())
         sys.exit(0 if args else EXIT_USAGE)
+    if args[0] == "--version":
+        from tfq8 import __version__  # noqa: PLC0415
+
+        sys.stdout.write(f"tfq8 {__version__}\n")
+        sys.exit(0)
     command = args[0]
     if command not in _COMMANDS:
         _fail(f"unknown command {command!r}; expected one of {', '.join(_COMMANDS)}. "
@@ -147,7 +152,7 @@ def run(argv: Sequence[str] | None = None) -> None:
 
 
 def _usage() -> str:
-    lines = ["usage: tfq8 COMMAND [ARGS] [--flags]", "", "commands:"]
+    lines = ["usage: tfq8 COMMAND [ARGS] [--flags]   (or: tfq8 --version)", "", "commands:"]
     for name, (arg, doc) in _COMMANDS.items():
         lines.append(f"  {name:<8} {arg:<7} {doc}")
     lines += ["", "Run `tfq8 COMMAND --help` for a command's flags. Errors are one line on stderr "
