@@ -100,6 +100,21 @@ def tf_keras_cnn(seed: int = 0, input_shape=(16, 16, 3), classes: int = 10):
     ])
 
 
+def tf_keras_lstm(seed: int = 0, steps: int = 6, features: int = 4, classes: int = 3):
+    """A tf_keras LSTM with batch size 1, which TFLite fuses into UNIDIRECTIONAL_SEQUENCE_LSTM.
+
+    The fused op keeps some tensors (its gate intermediates) to itself.
+    """
+    import tf_keras  # noqa: PLC0415
+
+    tf_keras.utils.set_random_seed(seed)
+    return tf_keras.Sequential([
+        tf_keras.layers.InputLayer((steps, features), batch_size=1),
+        tf_keras.layers.LSTM(8),
+        tf_keras.layers.Dense(classes),
+    ])
+
+
 def colour_labels(images_: np.ndarray, classes: int = 10) -> np.ndarray:
     """Labels from a fixed linear rule of each image's mean colour (a learnable task)."""
     w = np.random.default_rng(1234).normal(size=(images_.shape[-1], classes))

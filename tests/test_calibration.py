@@ -55,6 +55,25 @@ def test_merge_of_two_halves_equals_one_calibration(full, model_and_data):
         calibration=full, method="minmax")
 
 
+def test_tensors_internal_to_a_fused_lstm_keep_the_converters_range():
+    model = factories.tf_keras_lstm()
+    x = np.random.default_rng(0).normal(size=(24, 6, 4)).astype(np.float32)
+    calib = tfq8.calibrate(model, x)
+    ranges = _tflite.calibrated_ranges(calib.model)
+    hidden = sorted(set(ranges) - {t.index for t in calib.tensors})
+    assert hidden, "the fused LSTM should keep some calibrated tensors to itself"
+    for method in ("minmax", "mse", "auto"):
+        blob = tfq8.convert(calibration=calib, method=method)
+        assert tfq8.inspect(blob).full_integer
+    assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
+    # Their range in a merge is the union of both calibrators'.
+    a, b = tfq8.calibrate(model, x[:12]), tfq8.calibrate(model, x[12:])
+    merged = _tflite.calibrated_ranges(a.merge(b).model)
+    for i in hidden:
+        (lo_a, hi_a), (lo_b, hi_b) = (_tflite.calibrated_ranges(c.model)[i] for c in (a, b))
+        assert merged[i] == pytest.approx((min(lo_a, lo_b), max(hi_a, hi_b)))
+
+
 def test_merge_refuses_another_graph(full):
     other = tfq8.calibrate(factories.mlp(), np.zeros((4, 20), np.float32))
     with pytest.raises(ValueError, match="same TFLite graph"):

@@ -128,9 +128,13 @@ class Calibration:
             peaks = [p for p in (a.peaks, b.peaks) if p is not None]
             merged.append(TensorStats(a.index, a.name, h, a.producer,
                                       np.concatenate(peaks)[:cap] if peaks else None))
-        # Keep the calibrator's ranges consistent with the merged extremes.
-        model = _tflite.set_ranges(self.model, {t.index: (t.histogram.min, t.histogram.max)
-                                                for t in merged})
+        # Keep the calibrator's ranges consistent with the merged extremes; tensors
+        # internal to fused ops (no histogram) take the union of both calibrators'.
+        ranges = {t.index: (t.histogram.min, t.histogram.max) for t in merged}
+        mine, theirs = self.converter_ranges(), other.converter_ranges()
+        for i in sorted(mine.keys() & theirs.keys() - ranges.keys()):
+            ranges[i] = (min(mine[i][0], theirs[i][0]), max(mine[i][1], theirs[i][1]))
+        model = _tflite.set_ranges(self.model, ranges)
         fingerprint = self.fingerprint if self.fingerprint == other.fingerprint else None
         samples = self.samples
         if self.samples is not None and other.samples is not None:

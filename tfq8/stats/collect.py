@@ -212,10 +212,21 @@ def _activations(parsed: Any) -> list[int]:
 
 
 def _finish(stats: dict[int, TensorStats], ranges: dict) -> list[TensorStats]:
-    for i, s in stats.items():
-        lo, hi = ranges[i]
+    """Adopts the calibrator's extremes; drops the tensors LiteRT never showed.
+
+    Fused ops keep some tensors to themselves (the gate intermediates of
+    `UNIDIRECTIONAL_SEQUENCE_LSTM`): TFLite's calibrator records their range,
+    but no interpreter exposes their values. They keep the converter's range.
+    """
+    unseen = [s.name for s in stats.values() if s.histogram.count == 0]
+    if unseen:
+        _log.info("%d tensor(s) are internal to fused ops and not visible to LiteRT; they keep "
+                  "the converter's own range: %s", len(unseen), unseen[:8])
+    kept = [stats[i] for i in sorted(stats) if stats[i].histogram.count]
+    for s in kept:
+        lo, hi = ranges[s.index]
         _adopt_extremes(s.histogram, lo, hi, s.name)
-    return [stats[i] for i in sorted(stats)]
+    return kept
 
 
 def _adopt_extremes(h: Histogram, lo: float, hi: float, name: str) -> None:
