@@ -1,5 +1,6 @@
 """tfq8.check: accuracy, agreement, per-output and per-tensor error."""
 
+import importlib
 import json
 import time
 
@@ -103,6 +104,25 @@ def test_several_inputs_and_outputs():
     order = [s.name for s in tfq8.harness.interpreter.ModelRunner(blob).input_specs()]
     again = tfq8.check(blob, reference=model, data=[data[n] for n in order], labels=y, output="cls")
     assert again.accuracy == report.accuracy and again.agreement == report.agreement
+
+
+@pytest.mark.parametrize("backend_module", ["keras", "tf_keras"])
+def test_outputs_follow_the_keras_models_order_and_names(backend_module):
+    # TFLite lists these outputs the other way round (by tensor, or by name for tf_keras).
+    K = importlib.import_module(backend_module)
+    K.utils.set_random_seed(0)
+    x = K.Input((8,), name="x")
+    h = K.layers.Dense(6, activation="relu")(x)
+    model = K.Model(x, [K.layers.Dense(3, name="zcls")(h), K.layers.Dense(1, name="areg")(h)])
+    data = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    blob = tfq8.convert(model, data)
+    y = model.predict(data, verbose=0)[0].argmax(axis=1)
+    for output in (0, "zcls"):
+        report = tfq8.check(blob, reference=model, data=data, labels=y, output=output)
+        assert [o.name for o in report.outputs] == ["zcls", "areg"]
+        assert report.reference_accuracy == 1.0 and report.accuracy > 0.8
+    if backend_module == "keras":  # output_0, output_1: Keras' order without a reference too
+        assert tfq8.check(blob, data=data, labels=y).accuracy > 0.8
 
 
 def test_batched_and_per_sample_agree(setup):

@@ -88,7 +88,7 @@ def _define(command: str) -> flags.FlagValues:
                              lower_bound=1)
         _d(flags.DEFINE_integer, "batch-size", None, "Samples per invoke (default: automatic).",
                              lower_bound=1)
-        _d(flags.DEFINE_string, "label-output", "0", "Output (index or name) the labels refer to.")
+        _d(flags.DEFINE_string, "label-output", "0", "Output (index in the Keras model's order, or name) the labels refer to.")
         _d(flags.DEFINE_enum, "backend", "builtin", ["builtin", "reference", "xnnpack"],
                           "Kernels (per-tensor errors need builtin or reference).")
         _d(flags.DEFINE_integer, "threads", None, "Kernel threads (default: all CPUs).", lower_bound=1)

@@ -25,7 +25,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import re
 from typing import Any, Sequence
 
 import keras
@@ -297,15 +296,12 @@ def _in_runner_order(runner: ModelRunner, rep: RepresentativeDataset) -> list[np
 
 
 def _output_order(runner: ModelRunner, outputs: list[str]) -> list[int]:
-    """Position in `runner.outputs` of each Keras output, by signature name when possible."""
+    """Position in `runner.outputs` of each Keras output, by signature name when possible
+    (else by position: the runner lists Keras 3's `output_0`, `output_1`, ... in order)."""
     keys = [t.key for t in runner.outputs]
     unique = len(set(keys)) == len(keys)  # signature names; tensor names may repeat
     if unique and set(outputs) <= set(keys):
         return [keys.index(n) for n in outputs]
-    positional = {int(k.rsplit("_", 1)[1]): i for i, k in enumerate(keys)
-                  if re.fullmatch(r"output_\d+", k)}
-    if unique and sorted(positional) == list(range(len(outputs))):
-        return [positional[i] for i in range(len(outputs))]
     if len(keys) != len(outputs):
         raise RuntimeError(f"The int8 model has {len(keys)} outputs; the Keras model {len(outputs)}.")
     return list(range(len(keys)))

@@ -183,7 +183,10 @@ def check(
             units (they are quantized for the int8 model's inputs here). For a
             one-input model, an `(x, y)` tuple also supplies the labels.
         labels: Class indices `[N]` or one-hot `[N, C]`, or None.
-        output: The output (index or name) `labels` and top-1 refer to.
+        output: The output `labels` and top-1 refer to: its index in the Keras
+            model's order, or its name (a Keras output name when `reference` is
+            a Keras model, or the int8 model's signature name). Without a Keras
+            reference, tf_keras models' outputs are in order of their names.
         num_samples: Use at most this many samples.
         per_tensor: Compute the per-tensor table (needs builtin or reference
             kernels: XNNPACK hides intermediate tensors).
@@ -223,10 +226,7 @@ def check(
         labels = labels[:num_samples] if num_samples is not None else labels
     rep = representative_dataset(data, specs=q.input_specs(), num_samples=num_samples)
     n = len(rep)
-    out_k = _output_index(q, output)
-    y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
-
-    ref_blob, kind = _reference_model(reference, rep)
+    ref_blob, kind, keras_names = _reference_model(reference, rep)
     f = None
     if ref_blob is not None:
         f = ModelRunner(ref_blob, backend=backend, num_threads=threads,
@@ -236,6 +236,10 @@ def check(
                 f"reference must have the int8 model's {len(q.inputs)} input(s) and "
                 f"{len(q.outputs)} output(s). Received: a model with {len(f.inputs)} input(s) "
                 f"and {len(f.outputs)} output(s)")
+        if keras_names:
+            q.outputs, f.outputs = _named(q.outputs, keras_names), _named(f.outputs, keras_names)
+    out_k = _output_index(q, output)
+    y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
     q.fit_batch_to(rep.inputs)
     f_inputs = _reorder(rep.inputs, q.inputs, f.inputs) if f is not None else None
     if f is not None:  # both step through the same batches
@@ -364,20 +368,22 @@ def _same_grid(a: TensorIO, b: TensorIO) -> bool:
 
 
 # --------------------------------------------------------------------- helpers
-def _reference_model(reference: Any, rep: RepresentativeDataset) -> tuple[bytes | None, str]:
+def _reference_model(reference: Any, rep: RepresentativeDataset
+                     ) -> tuple[bytes | None, str, list[str] | None]:
+    """(float .tflite, kind of reference, the Keras model's output names or None)."""
     from tfq8.calibration import Calibration  # noqa: PLC0415
     from tfq8.models import is_keras_model, load_model  # noqa: PLC0415
     from tfq8.qat import is_qat  # noqa: PLC0415
 
     if reference is None:
-        return None, "none"
+        return None, "none", None
     if isinstance(reference, Calibration):
-        return reference.model, "calibration"
+        return reference.model, "calibration", None
     if isinstance(reference, (bytes, bytearray, memoryview)) or (
             isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".tflite")):
         blob = read_model_bytes(reference, arg="reference")
         verify_model(blob, arg="reference")
-        return blob, "tflite"
+        return blob, "tflite", None
     if is_keras_model(reference) or isinstance(reference, (str, os.PathLike)):
         try:
             handle = load_model(reference)
@@ -387,7 +393,7 @@ def _reference_model(reference: Any, rep: RepresentativeDataset) -> tuple[bytes 
             # The QAT float model as Keras runs it (FakeQuant simulated in float). Its
             # calibrated graph would not do: the converter has already made it int8
             # wherever QAT annotated it, so int8 would be compared with itself.
-            return handle.to_float_tflite(), "keras"
+            return handle.to_float_tflite(), "keras", _output_names(getattr(handle, "keras_model", None))
         try:
             sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
                                             specs=handle.specs)
@@ -396,10 +402,36 @@ def _reference_model(reference: Any, rep: RepresentativeDataset) -> tuple[bytes 
                 f"reference does not take the inputs the int8 model takes (is it the float "
                 f"model this int8 model came from?): {e}") from None
         handle.check_input_size(sample.inputs)
-        return _tflite.calibrate_only(handle.converter(), sample), "keras"
+        return (_tflite.calibrate_only(handle.converter(), sample), "keras",
+                _output_names(getattr(handle, "keras_model", None)))
     raise TypeError(
         "reference must be a Keras model, a .keras/.h5/SavedModel path, a float .tflite (bytes "
         f"or path), a tfq8.Calibration or None. Received: {type(reference).__name__}")
+
+
+def _output_names(model: Any) -> list[str] | None:
+    names = getattr(model, "output_names", None)
+    try:
+        names = [str(n) for n in names] if names else None
+    except TypeError:
+        return None
+    return names if names and len(set(names)) == len(names) else None
+
+
+def _named(outputs: list[TensorIO], names: list[str]) -> list[TensorIO]:
+    """The outputs in the Keras model's order, keyed by its output names.
+
+    Keras 3 models' TFLite outputs are `output_0`, `output_1`, ... (already in
+    order); tf_keras models' carry the output names themselves, listed by name.
+    """
+    if len(names) != len(outputs):
+        return outputs
+    keys = [t.key for t in outputs]
+    if keys == [f"output_{k}" for k in range(len(keys))]:
+        return [dataclasses.replace(t, key=name) for t, name in zip(outputs, names)]
+    if sorted(keys) == sorted(names):
+        return sorted(outputs, key=lambda t: names.index(t.key))
+    return outputs
 
 
 def _short(name: str) -> str:

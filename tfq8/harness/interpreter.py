@@ -471,6 +471,7 @@ class ModelRunner:
             self.inputs = [dataclasses.replace(t, key=keys.get(t.index, t.key)) for t in self.inputs]
         if len({keys.get(t.index, t.key) for t in self.outputs}) == len(self.outputs):
             self.outputs = [dataclasses.replace(t, key=keys.get(t.index, t.key)) for t in self.outputs]
+        self.outputs = _keras_order(self.outputs)
         _args.integer("batch_size", batch_size, optional=True)
         self.resizable = all(len(t.signature) and t.signature[0] == -1 for t in self.inputs)
         self.batch_size = (batch_size or batch_for(self.parsed, _BATCH_BYTES, _MAX_BATCH)
@@ -541,6 +542,17 @@ class ModelRunner:
             if progress is not None:
                 progress(stop, total)
         return [np.concatenate(o, axis=0) for o in outs]
+
+
+def _keras_order(outputs: list[TensorIO]) -> list[TensorIO]:
+    """Outputs named `output_0`, `output_1`, ... (a Keras 3 model's) in that order.
+
+    TFLite lists a graph's outputs by tensor, not in the model's order.
+    """
+    numbers = [t.key.removeprefix("output_") for t in outputs]
+    if not all(n.isdigit() for n in numbers):
+        return outputs
+    return [t for _, t in sorted(zip(map(int, numbers), outputs), key=lambda p: p[0])]
 
 
 def _signature_names(parsed: Any) -> dict[int, str]:
