@@ -195,6 +195,8 @@ def test_tf_keras_variant():
     assert isinstance(cb, tf_keras.callbacks.Callback)
     assert isinstance(cb, cbmod.TFKerasCalibrationCallback)
     assert not isinstance(tfq8.CalibrationCallback.for_model(factories.mlp(), x), tf_keras.callbacks.Callback)
+    with pytest.raises(TypeError, match=r"tf_keras .*CalibrationCallback.for_model\(model"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[tfq8.CalibrationCallback(x[:24])])
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])
     assert len(history.history["val_int8_accuracy"]) == 2
     assert len(history.history["val_int8_loss"]) == 2

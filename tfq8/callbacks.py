@@ -516,6 +516,14 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         >>> blob = tfq8.convert(model)
     """
 
+    def set_model(self, model: Any) -> None:
+        if is_tf_keras_model(model):  # tf_keras would fail later on a missing private hook
+            raise TypeError(
+                "CalibrationCallback is a Keras 3 callback and this model is a tf_keras "
+                "(Keras 2) model. Use tfq8.CalibrationCallback.for_model(model, ...), which "
+                f"takes the same arguments. Received: model of type {type(model).__name__}")
+        super().set_model(model)
+
 
 _TF_KERAS_CLASS = None
 
