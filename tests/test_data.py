@@ -301,6 +301,14 @@ def test_inconsistent_stream_without_specs():
         representative_dataset(iter([X[:4], X[4:, :2]]))
 
 
+def test_samples_of_two_sizes_for_a_dynamic_model_name_the_sample():
+    dynamic = [InputSpec("image", (None, None, None, 3), np.dtype(np.float32))]
+    big, small = np.zeros((3, 16, 16, 3), np.float32), np.zeros((2, 8, 8, 3), np.float32)
+    assert len(representative_dataset([big, big], specs=dynamic)) == 6
+    with pytest.raises(ValueError, match=r"Sample 3: .*\(16, 16, 3\).*resize.*Received \[\(8, 8, 3\)\]"):
+        representative_dataset(iter([big, small]), specs=dynamic)
+
+
 # ------------------------------------------------- as TFLite's representative_dataset
 def test_yields_single_samples_in_input_order(two_in):
     _, specs, data = two_in

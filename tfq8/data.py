@@ -350,14 +350,15 @@ class _Builder:
         if size == 0:
             return
         arrays = [self._check(a, i) for i, a in enumerate(arrays)]
-        if self.chunks and self.specs is None:
+        if self.chunks:  # with specs, only dynamic dimensions (height, width) can differ
             first = self.chunks[0]
             if len(first) != len(arrays) or any(
                 f.shape[1:] != a.shape[1:] for f, a in zip(first, arrays)
             ):
                 raise ValueError(
                     f"Sample {self.count}: every sample must have the same structure as "
-                    f"the first, shapes {[f.shape[1:] for f in first]}. "
+                    f"the first, shapes {[f.shape[1:] for f in first]} (a model with dynamic "
+                    "sizes is calibrated at one size: resize the samples to it). "
                     f"Received {[a.shape[1:] for a in arrays]}"
                 )
         self.chunks.append(arrays)
