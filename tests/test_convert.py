@@ -121,6 +121,23 @@ def test_method_options_are_checked(cnn_case):
         tfq8.convert(calibration=calib, method_options={"percentile": 99.0})
 
 
+@pytest.mark.parametrize("options, match", [
+    (dict(method="percentile", method_options={"percentile": "abc"}),
+     r"Options of range method 'percentile': could not convert.*Received: \{'percentile': 'abc'\}"),
+    (dict(method="percentile", method_options={"percentile": 20}),
+     r"percentile must be in \(50, 100\]\. Received: percentile=20\.$"),
+    (dict(output_path="."), r"output_path is a directory"),
+    (dict(output_path=__file__ + "/model.tflite"), r"output_path lies under .*which is a file"),
+])
+def test_bad_options_fail_before_calibrating(monkeypatch, options, match):
+    def calibrate(*args, **kwargs):
+        raise AssertionError("calibrated before checking the options")
+
+    monkeypatch.setattr(tfq8.pipeline, "calibrate", calibrate)
+    with pytest.raises(ValueError, match=match):
+        tfq8.convert(factories.mlp(), np.zeros((8, 20), np.float32), **options)
+
+
 def test_per_tensor_weights_option(cnn_case):
     _, _, calib = cnn_case
 

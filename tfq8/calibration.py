@@ -239,20 +239,11 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
     Example:
         >>> atomic_write("model_int8.tflite", blob, arg="output_path")
     """
-    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
-        raise TypeError(f"{arg} must be a file path (str or os.PathLike). "
-                        f"Received: {arg}={path!r}")
-    path = os.fspath(path)
-    if not path:
-        raise ValueError(f"{arg} must name a file. Received: {arg}=''")
-    target = os.path.realpath(path)
-    if os.path.isdir(target):
-        raise ValueError(f"{arg} is a directory; expected a file path inside it. "
-                         f"Received: {arg}={path!r}")
+    target = check_output_path(path, arg=arg)
     directory = os.path.dirname(target)
     try:
         os.makedirs(directory, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
+    except (FileExistsError, NotADirectoryError):  # a file appeared there since the check
         raise ValueError(f"{arg} lies under {_first_file(directory)!r}, which is a file, not "
                          f"a directory. Received: {arg}={path!r}") from None
     try:
@@ -274,6 +265,35 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
         raise
 
 
+def check_output_path(path: Any, *, arg: str = "path") -> str:
+    """Checks that `path` can name an output file; returns its real path.
+
+    Nothing is created: `atomic_write` makes missing directories when it writes.
+
+    Raises:
+        ValueError: If `path` is empty, a directory, or under a file.
+        TypeError: If `path` is not a string or path.
+
+    Example:
+        >>> check_output_path("out/model_int8.tflite", arg="output_path")
+    """
+    if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
+        raise TypeError(f"{arg} must be a file path (str or os.PathLike). "
+                        f"Received: {arg}={path!r}")
+    path = os.fspath(path)
+    if not path:
+        raise ValueError(f"{arg} must name a file. Received: {arg}=''")
+    target = os.path.realpath(path)
+    if os.path.isdir(target):
+        raise ValueError(f"{arg} is a directory; expected a file path inside it. "
+                         f"Received: {arg}={path!r}")
+    parent = _first_file(os.path.dirname(target))
+    if parent and not os.path.isdir(parent):
+        raise ValueError(f"{arg} lies under {parent!r}, which is a file, not a directory. "
+                         f"Received: {arg}={path!r}")
+    return target
+
+
 def _create_temp(directory: str) -> tuple[int, str]:
     """A new hidden file in `directory`, created with mode 0666 as open() would
     (the kernel applies the umask; tempfile.mkstemp would give 0600)."""
@@ -287,7 +307,7 @@ def _create_temp(directory: str) -> tuple[int, str]:
 
 
 def _first_file(directory: str) -> str:
-    """The deepest existing ancestor of `directory` (a file when makedirs failed)."""
+    """The deepest existing ancestor of `directory` (a file if it cannot hold files)."""
     while directory and not os.path.exists(directory):
         directory = os.path.dirname(directory)
     return directory

@@ -285,6 +285,7 @@ class _Progress:
 def _convert(model_path: str) -> tuple[dict, str, int]:
     import tfq8  # noqa: PLC0415
     from tfq8.models import load_model  # noqa: PLC0415
+    from tfq8.pipeline import check_convert_options  # noqa: PLC0415
     from tfq8.qat import is_qat  # noqa: PLC0415
 
     p = _Progress("convert")
@@ -296,6 +297,7 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                    allow_float=_F["allow-float"].value, output_path=output,
                    ranges=_parse_ranges(_F["range"].value) or None,
                    method_options=_parse_method_options(_F["method-option"].value) or None)
+    check_convert_options(**options)  # before calibrating
     calib = None
     if _F.calibration:
         if _F.data:

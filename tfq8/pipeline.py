@@ -23,13 +23,13 @@ import numpy as np
 from tfq8 import _args, _tflite
 from tfq8._quiet import quiet_native_stderr, quiet_stdout
 from tfq8 import qat as _qat
-from tfq8.calibration import Calibration, atomic_write, validate_overrides
+from tfq8.calibration import Calibration, atomic_write, check_output_path, validate_overrides
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.errors import UnsupportedOpError
 from tfq8.harness.inspect import inspect
 from tfq8.models import ModelHandle, load_model
 from tfq8.ranges import auto as _auto
-from tfq8.ranges import available_methods
+from tfq8.ranges import available_methods, check_options
 from tfq8.stats.collect import BackgroundCollect, collect
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MIN_BINS
 
@@ -161,26 +161,11 @@ def convert(
         >>> blob = tfq8.convert(model, x_train[:500], method="kl")
         >>> open("model_int8.tflite", "wb").write(blob)
     """
+    check_convert_options(method=method, method_options=method_options, ranges=ranges,
+                          per_channel=per_channel, input_type=input_type,
+                          output_type=output_type, allow_float=allow_float,
+                          num_samples=num_samples, output_path=output_path)
     io_in, io_out = io_type("input_type", input_type), io_type("output_type", output_type)
-    per_channel = _args.boolean("per_channel", per_channel)
-    allow_float = _args.boolean("allow_float", allow_float)
-    _args.integer("num_samples", num_samples, optional=True)
-    if method != "auto" and method not in available_methods():
-        raise ValueError(
-            f"Unknown range method. Expected one of auto, {', '.join(available_methods())}. "
-            f"Received: method={method!r}"
-        )
-    if method_options is not None and not isinstance(method_options, Mapping):
-        raise ValueError("method_options must be a dict of the method's options, such as "
-                         f"{{'percentile': 99.9}}. Received: method_options={method_options!r}")
-    if ranges is not None and not isinstance(ranges, Mapping):
-        raise ValueError("ranges must be a dict of tensor name (or index) -> (min, max). "
-                         f"Received: ranges of type {type(ranges).__name__}")
-    if method == "auto" and method_options:
-        raise ValueError(
-            "method_options set one method's options, and method='auto' compares every method "
-            "with its defaults. Pass method= too, such as method='percentile'. Received: "
-            f"method_options={dict(method_options)}")
     if calibration is None and model is not None:
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model)  # load a model file once
@@ -209,6 +194,46 @@ def convert(
     if blob is None:
         blob = quantize_with_ranges(calib, chosen, **quant)
     return _finish(blob, allow_float=allow_float, output_path=output_path)
+
+
+def check_convert_options(*, method: str = "auto", method_options: Mapping[str, Any] | None = None,
+                          ranges: Mapping[str | int, tuple[float, float]] | None = None,
+                          per_channel: bool = True, input_type: Any = "int8",
+                          output_type: Any = "int8", allow_float: bool = False,
+                          num_samples: int | None = None,
+                          output_path: str | os.PathLike | None = None) -> None:
+    """Checks `convert`'s options before any slow work (the command line calls it too).
+
+    Raises:
+        ValueError, TypeError: Naming the option, what was expected and received.
+
+    Example:
+        >>> check_convert_options(method="percentile", method_options={"percentile": 99.9})
+    """
+    io_type("input_type", input_type), io_type("output_type", output_type)
+    _args.boolean("per_channel", per_channel)
+    _args.boolean("allow_float", allow_float)
+    _args.integer("num_samples", num_samples, optional=True)
+    if method != "auto" and method not in available_methods():
+        raise ValueError(
+            f"Unknown range method. Expected one of auto, {', '.join(available_methods())}. "
+            f"Received: method={method!r}"
+        )
+    if method_options is not None and not isinstance(method_options, Mapping):
+        raise ValueError("method_options must be a dict of the method's options, such as "
+                         f"{{'percentile': 99.9}}. Received: method_options={method_options!r}")
+    if ranges is not None and not isinstance(ranges, Mapping):
+        raise ValueError("ranges must be a dict of tensor name (or index) -> (min, max). "
+                         f"Received: ranges of type {type(ranges).__name__}")
+    if method == "auto" and method_options:
+        raise ValueError(
+            "method_options set one method's options, and method='auto' compares every method "
+            "with its defaults. Pass method= too, such as method='percentile'. Received: "
+            f"method_options={dict(method_options)}")
+    if method_options:
+        check_options(method, method_options)
+    if output_path is not None:
+        check_output_path(output_path, arg="output_path")
 
 
 def _finish(blob: bytes, *, allow_float: bool, output_path: str | os.PathLike | None) -> bytes:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable, Mapping, Protocol
 
+import numpy as np
+
 from tfq8.stats.histogram import Histogram
 
 
@@ -96,3 +98,8 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
         raise ValueError(
             f"Range method {name!r} takes no option {', '.join(map(repr, unknown))}; its "
             f"options: {', '.join(accepted) or 'none'}. Received: {dict(options)}")
+    try:  # the values too: a dry run on a small histogram, before any statistics exist
+        get_method(name)(Histogram().update(np.linspace(-1.0, 3.0, 401)), **options)
+    except (ValueError, TypeError) as e:
+        received = "" if "Received" in str(e) else f" Received: {dict(options)}"
+        raise ValueError(f"Options of range method {name!r}: {e}.{received}") from None
