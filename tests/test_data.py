@@ -301,6 +301,18 @@ def test_inconsistent_stream_without_specs():
         representative_dataset(iter([X[:4], X[4:, :2]]))
 
 
+def test_a_long_iterator_without_num_samples_is_warned_about(monkeypatch, caplog):
+    monkeypatch.setattr(tfq8.data, "UNSIZED_WARNING_SAMPLES", 50)
+    samples = (np.zeros((1, 4), np.float32) for _ in range(120))
+    assert len(representative_dataset(samples, specs=SPEC)) == 120
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "Read 50 samples" in warned[0] and "num_samples" in warned[0]
+    caplog.clear()
+    representative_dataset((np.zeros((1, 4), np.float32) for _ in range(120)), specs=SPEC,
+                           num_samples=100)
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
 def test_samples_of_two_sizes_for_a_dynamic_model_name_the_sample():
     dynamic = [InputSpec("image", (None, None, None, 3), np.dtype(np.float32))]
     big, small = np.zeros((3, 16, 16, 3), np.float32), np.zeros((2, 8, 8, 3), np.float32)

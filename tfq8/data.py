@@ -146,6 +146,11 @@ def representative_dataset(
 
 
 # --------------------------------------------------------------------- internals
+# An iterator without num_samples that yields more than this is warned about (and
+# again at each tenfold): it may never end, and every sample is kept.
+UNSIZED_WARNING_SAMPLES = 10_000
+
+
 class _Builder:
     """Collects samples from any source, checking each against the specs."""
 
@@ -209,10 +214,17 @@ class _Builder:
                 "data must be numpy arrays, (x, y) pairs, a dict, a tf.data.Dataset, a "
                 f"keras.utils.PyDataset, an iterable or a callable. Received: {type(data).__name__}"
             ) from None
+        warn_at = UNSIZED_WARNING_SAMPLES
         for item in iterator:
             if self.full:
                 break
             self._add(self._structure(item))
+            if self.limit is None and self.count >= warn_at:  # an endless generator?
+                _log.warning(
+                    "Read %d samples from data, an iterator of unknown length, and still "
+                    "reading: every sample is kept in memory. Pass num_samples to cap it (a "
+                    "few hundred samples calibrate well).", self.count)
+                warn_at *= 10
         return None
 
     def _consume_dataset(self, ds) -> None:
