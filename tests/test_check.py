@@ -125,6 +125,33 @@ def test_outputs_follow_the_keras_models_order_and_names(backend_module):
         assert tfq8.check(blob, data=data, labels=y).accuracy > 0.8
 
 
+def test_labels_come_with_x_y_data_of_every_kind(setup):
+    import keras
+    import tensorflow as tf
+
+    model, calib, blob, x, y = setup
+    expected = tfq8.check(blob, reference=calib, data=x, labels=y)
+    ds = tf.data.Dataset.from_tensor_slices((x, y))
+
+    class Pairs(keras.utils.PyDataset):
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return x[i * 30:(i + 1) * 30], y[i * 30:(i + 1) * 30]
+
+    kinds = {"tuple": (x, y), "tf.data batched": ds.batch(16), "tf.data unbatched": ds,
+             "generator": ((x[i:i + 7], y[i:i + 7]) for i in range(0, len(x), 7)),
+             "one-hot": (x, np.eye(10)[y]), "PyDataset": Pairs()}
+    for kind, data in kinds.items():
+        report = tfq8.check(blob, reference=calib, data=data)
+        assert report.accuracy == expected.accuracy, kind
+        assert report.reference_accuracy == expected.reference_accuracy, kind
+    head = tfq8.check(blob, reference=calib, data=ds.batch(16), num_samples=50)
+    assert head.accuracy == tfq8.check(blob, data=x[:50], labels=y[:50]).accuracy
+    assert tfq8.check(blob, data=x).accuracy is None
+
+
 def test_batched_and_per_sample_agree(setup):
     model, calib, blob, x, y = setup
     a = tfq8.check(blob, reference=calib, data=x, labels=y)

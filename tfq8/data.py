@@ -154,11 +154,15 @@ UNSIZED_WARNING_SAMPLES = 10_000
 class _Builder:
     """Collects samples from any source, checking each against the specs."""
 
-    def __init__(self, specs: Sequence[InputSpec] | None, num_samples: int | None):
+    def __init__(self, specs: Sequence[InputSpec] | None, num_samples: int | None,
+                 keep_labels: bool = False):
         self.specs = list(specs) if specs else None
         self.limit = num_samples
         self.chunks: list[list[np.ndarray]] = []
         self.count = 0
+        # The y of (x, y[, w]) items, per chunk; None once an item has none (or several).
+        self.label_chunks: list[np.ndarray] | None = [] if keep_labels else None
+        self._label: Any = None
         self._warned_order = False
         # Graph input i is the Keras model's input keras_order[i].
         self.keras_order = None
@@ -242,10 +246,11 @@ class _Builder:
     # ---- structure: -> list of arrays in input order
     def _structure(self, item: Any) -> list[np.ndarray]:
         n_inputs = len(self.specs) if self.specs else None
+        self._label = None
         if isinstance(item, tuple) and 2 <= len(item) <= 3 and not (
             n_inputs == len(item) and self._matches_specs(item, either_order=True)
         ):
-            item = item[0]  # (x, y) or (x, y, sample_weight)
+            item, self._label = item[0], item[1]  # (x, y) or (x, y, sample_weight)
         if isinstance(item, tuple) and len(item) == 1:
             item = item[0]
         if isinstance(item, dict):
@@ -336,6 +341,8 @@ class _Builder:
                 )
             if all(is_sample):
                 arrays = [a[None] for a in arrays]
+                if self._label is not None and not isinstance(self._label, (dict, list, tuple)):
+                    self._label = np.asarray(self._label)[None]
             for a, spec in zip(arrays, self.specs):
                 if a.ndim != len(spec.shape):
                     raise ValueError(
@@ -374,6 +381,7 @@ class _Builder:
                     f"Received {[a.shape[1:] for a in arrays]}"
                 )
         self.chunks.append(arrays)
+        self._keep_label(size)
         self.count += size
 
     def _check(self, a: np.ndarray, i: int) -> np.ndarray:
@@ -448,6 +456,27 @@ class _Builder:
                 f"values in [{_num(lo)}, {_num(hi)}]. Received {a.dtype} values in "
                 f"[{_num(low[k])}, {_num(high[k])}]")
 
+    def _keep_label(self, size: int) -> None:
+        """Keeps the labels of the chunk just added (for `labelled_samples`)."""
+        if self.label_chunks is None:
+            return
+        y = self._label
+        if y is not None and not isinstance(y, (dict, list, tuple)):
+            y = np.asarray(y)
+            if y.ndim and len(y) >= size:
+                self.label_chunks.append(y[:size])
+                return
+        self.label_chunks = None  # an item without one label array: no labels
+
+    def labels(self) -> np.ndarray | None:
+        """The labels of every sample, if every item came as (x, y[, w])."""
+        if not self.label_chunks:
+            return None
+        try:
+            return np.concatenate(self.label_chunks)
+        except ValueError:  # labels of differing shapes
+            return None
+
     def finish(self) -> RepresentativeDataset:
         if self.count == 0:
             raise ValueError(
@@ -457,6 +486,25 @@ class _Builder:
             _log.info("Calibration data has %d samples (num_samples=%d).", self.count, self.limit)
         inputs = [np.concatenate(parts, axis=0) for parts in zip(*self.chunks)]
         return RepresentativeDataset(inputs, self.specs)
+
+
+def labelled_samples(data: Any, *, specs: Sequence[InputSpec] | None = None,
+                     num_samples: int | None = None
+                     ) -> tuple[RepresentativeDataset, np.ndarray | None]:
+    """`representative_dataset`, keeping the labels of `(x, y[, w])` data.
+
+    Returns:
+        (samples, labels): labels has one entry per sample, or is None unless
+        every item of `data` carried one label array (a dict or list of labels,
+        for several outputs, gives None too).
+
+    Example:
+        >>> rep, y = labelled_samples(test_ds, specs=specs)   # a tf.data of (x, y)
+    """
+    _args.integer("num_samples", num_samples, optional=True)
+    builder = _Builder(specs, num_samples, keep_labels=True)
+    builder.consume(data)
+    return builder.finish(), builder.labels()
 
 
 def _is_xy_of_structured_inputs(data: Any) -> bool:

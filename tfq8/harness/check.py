@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tfq8 import _args, _tflite
-from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.data import RepresentativeDataset, labelled_samples, representative_dataset
 from tfq8.harness.interpreter import ModelRunner, TensorIO, read_model_bytes, verify_model
 
 _log = logging.getLogger("tfq8")
@@ -180,8 +180,9 @@ def check(
             graph, FakeQuant simulated as in Keras), a `tfq8.Calibration` (its
             calibrated model), a float `.tflite` (bytes or path), or None.
         data: Samples, any kind `tfq8.representative_dataset` accepts, in float
-            units (they are quantized for the int8 model's inputs here). For a
-            one-input model, an `(x, y)` tuple also supplies the labels.
+            units (they are quantized for the int8 model's inputs here). Data of
+            `(x, y[, w])` items (a tuple of arrays, a `tf.data.Dataset`, a
+            generator, a `keras.utils.PyDataset`) also supplies the labels.
         labels: Class indices `[N]` or one-hot `[N, C]`, or None.
         output: The output `labels` and top-1 refer to: its index in the Keras
             model's order, or its name (a Keras output name when `reference` is
@@ -220,11 +221,10 @@ def check(
                for t in q.parsed.subgraphs[0].tensors):
         _log.warning("tflite_model has no quantized tensor: it is a float model, so check() "
                      "compares float with float. Pass the int8 model tfq8.convert() wrote.")
-    if (labels is None and isinstance(data, tuple) and len(data) == 2 and len(q.inputs) == 1
-            and hasattr(data[1], "__len__") and not isinstance(data[1], (dict, str))):
-        data, labels = data  # (x, y), as model.evaluate takes it
-        labels = labels[:num_samples] if num_samples is not None else labels
-    rep = representative_dataset(data, specs=q.input_specs(), num_samples=num_samples)
+    if labels is None:  # (x, y) data, as model.evaluate takes it, carries its labels
+        rep, labels = labelled_samples(data, specs=q.input_specs(), num_samples=num_samples)
+    else:
+        rep = representative_dataset(data, specs=q.input_specs(), num_samples=num_samples)
     n = len(rep)
     ref_blob, kind, keras_names = _reference_model(reference, rep)
     f = None
