@@ -108,6 +108,22 @@ def test_calibration_of_another_model_is_refused(cnn_case):
         tfq8.convert(factories.cnn(seed=11), calibration=calib, method="minmax")
 
 
+def test_a_range_tflite_fixes_is_reported_not_applied(caplog):
+    keras = pytest.importorskip("keras")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(4, activation="relu"),
+                              keras.layers.Dense(3, activation="softmax")])
+    calib = tfq8.calibrate(model, np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32))
+    softmax, relu = calib.tensors[-1], calib.tensors[1]
+    assert softmax.producer == "SOFTMAX" and relu.producer == "FULLY_CONNECTED"
+    caplog.clear()
+    tfq8.convert(calibration=calib, method="minmax", ranges={relu.name: (0.0, 8.0)})
+    assert not [r for r in caplog.records if r.levelname == "WARNING"]
+    tfq8.convert(calibration=calib, method="minmax", ranges={softmax.name: (-8.0, 8.0)})
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warned) == 1 and "was not applied" in warned[0] and "SOFTMAX" in warned[0]
+
+
 def test_method_options_are_checked(cnn_case):
     _, _, calib = cnn_case
     a = tfq8.convert(calibration=calib, method="percentile", method_options={"percentile": 99.0})

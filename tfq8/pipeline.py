@@ -193,7 +193,32 @@ def convert(
         chosen.update(overrides)
     if blob is None:
         blob = quantize_with_ranges(calib, chosen, **quant)
+    _warn_unapplied(calib, {i: r for i, r in overrides.items() if i not in pinned}, blob)
     return _finish(blob, allow_float=allow_float, output_path=output_path)
+
+
+def _warn_unapplied(calib: Calibration, overrides: Mapping[int, tuple[float, float]],
+                    blob: bytes) -> None:
+    """Warns about user ranges the quantizer replaced by its own fixed ones.
+
+    TFLite fixes some int8 tensors' scale whatever their range: the outputs of
+    SOFTMAX and LOGISTIC (1/256), TANH (1/128), and tensors that must share
+    their input's scale.
+    """
+    if not overrides:
+        return
+    int8 = {t.name: t for op in inspect(blob).ops for t in op.outputs
+            if t.dtype in ("INT8", "UINT8") and len(t.scale) == 1}
+    for i, (lo, hi) in overrides.items():
+        stats = calib.tensor(i)
+        t = int8.get(stats.name)
+        wanted = (max(hi, 0.0) - min(lo, 0.0)) / 255.0
+        if t is not None and not np.isclose(t.scale[0], wanted, rtol=1e-3, atol=0.0):
+            _log.warning(
+                "ranges[%r] = (%g, %g) was not applied: TFLite fixes this tensor's int8 scale "
+                "at %g (output of %s), so its range is [%g, %g].", stats.name, lo, hi,
+                t.scale[0], stats.producer, (-128 - t.zero_point[0]) * t.scale[0],
+                (127 - t.zero_point[0]) * t.scale[0])
 
 
 def check_convert_options(*, method: str = "auto", method_options: Mapping[str, Any] | None = None,
