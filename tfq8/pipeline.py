@@ -29,6 +29,7 @@ from tfq8.errors import UnsupportedOpError
 from tfq8.harness.inspect import inspect
 from tfq8.models import ModelHandle, load_model
 from tfq8.ranges import auto as _auto
+from tfq8.rewrite import neg_as_mul
 from tfq8.ranges import available_methods, check_options
 from tfq8.stats.collect import BackgroundCollect, collect
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MIN_BINS
@@ -94,7 +95,8 @@ def calibrate(
     if tensors is None:
         tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
     samples = [a[kept].copy() for a in rep.inputs] if len(kept) else None
-    return Calibration(calibrated, tensors, len(rep), handle.fingerprint(), samples)
+    # Same tensors, so the statistics still apply; more of the graph quantizes to int8.
+    return Calibration(neg_as_mul(calibrated), tensors, len(rep), handle.fingerprint(), samples)
 
 
 def _kept(rep: RepresentativeDataset, n: int | None) -> np.ndarray:
