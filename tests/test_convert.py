@@ -210,6 +210,19 @@ def test_unquantizable_op_is_named_unless_float_is_allowed():
     assert [op.name for op in tfq8.inspect(blob).float_ops if op.name == "CUMSUM"] == ["CUMSUM"]
 
 
+def test_a_uint8_model_input_gets_a_hint():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3), dtype="uint8")
+    h = keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255)(inp))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h)))
+    x = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"CAST .*give the model a float input, "
+                                                      r"and pass input_type='uint8'"):
+        tfq8.convert(model, x)
+
+
 def test_bad_arguments(cnn_case):
     model, x, calib = cnn_case
     with pytest.raises(ValueError, match="auto, kl, minmax, mse, percentile.*Received: method='best'"):

@@ -309,6 +309,16 @@ def quantize_with_ranges(calib: Calibration, chosen: Mapping[int, tuple[float, f
     return _tflite.quantize(_tflite.set_ranges(calib.model, chosen), **quant)
 
 
+# What to do about the ops users meet most, beyond allow_float.
+_FLOAT_OP_HINTS = {
+    "CAST": "A CAST usually converts an integer model input (uint8 images before a "
+            "Rescaling layer) to float: give the model a float input, and pass "
+            "input_type='uint8' to feed it uint8.",
+    "ARG_MAX": "TFLite's int8 models compute ARG_MAX in float (TFLite's own converter "
+               "does the same): return the scores, and take their argmax outside the model.",
+}
+
+
 def check_integer(blob: bytes, *, allow_float: bool) -> None:
     """Raises `UnsupportedOpError` naming the float ops, unless allowed."""
     info = inspect(blob)
@@ -321,6 +331,7 @@ def check_integer(blob: bytes, *, allow_float: bool) -> None:
     where = first.outputs[0].name if first.outputs else ""
     msg = (f"Op(s) {', '.join(names)} could not be quantized to integers and would stay "
            f"float (first: op #{first.index}, output {where!r}).")
+    msg += "".join(f" {_FLOAT_OP_HINTS[n]}" for n in names if n in _FLOAT_OP_HINTS)
     if not allow_float:
         raise UnsupportedOpError(msg + " Pass allow_float=True to keep them in float.")
     _log.warning("%s Kept in float (allow_float=True).", msg)
