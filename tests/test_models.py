@@ -198,3 +198,15 @@ def test_samples_reach_the_right_graph_inputs(make, data, keras_list):
         for g in got:  # outputs may be ordered differently: match by shape and value
             assert any(g.shape[1:] == w.shape[1:] and np.allclose(g[0], w[i], atol=1e-5)
                        for w in want)
+
+
+def test_an_unregistered_custom_layer_is_named(tmp_path):
+    class Sin(keras.layers.Layer):
+        def call(self, x):
+            return keras.ops.sin(x)
+
+    path = str(tmp_path / "sin.keras")
+    keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), Sin()]).save(path)
+    with pytest.raises(ValueError, match=r"custom class 'Sin', which is not registered.*"
+                                         r"register_keras_serializable.*Received: model="):
+        tfq8.convert(path, np.zeros((4, 4), np.float32))

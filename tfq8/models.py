@@ -252,11 +252,23 @@ def _load_keras_file(path: str) -> Any:
         # Last, and only then importing tfmot: QAT models need its quantize_scope.
         loaders.append(("tf_keras in tfmot's quantize_scope",
                         lambda p, **_: _qat.load_keras_file(p)))
+    custom = None
     for name, load in loaders:
         try:
             return load(path, compile=False)
         except Exception as e:  # noqa: BLE001 - try the next loader
-            errors.append(f"{name}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            text = str(e)
+            found = re.search(r"Could not locate class '([^']+)'|Unknown layer: '([^']+)'", text)
+            custom = custom or (found and (found.group(1) or found.group(2)))
+            first = text.splitlines()[0] if text else ""
+            errors.append(f"{name}: {type(e).__name__}: "
+                          + (first if len(first) <= 200 else first[:200] + "..."))
+    if custom:
+        raise ValueError(
+            f"Could not load the model file: it uses the custom class {custom!r}, which is not "
+            "registered. Import the module that defines it, with the class decorated by "
+            "@keras.saving.register_keras_serializable(), or load the model yourself "
+            f"(custom_objects=...) and pass the model. Received: model={path!r}")
     raise ValueError(
         "Could not load the model file. Tried: " + "; ".join(errors)
         + f". Received: model={path!r}"
