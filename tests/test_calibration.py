@@ -130,6 +130,7 @@ def _resave(src, dst, **changes):
 
 @pytest.mark.parametrize("damage, match", [
     ("truncate", "damaged, truncated"),
+    ("foreign", r"it holds the arrays \['x'\], and no header"),
     (dict(num_samples=None), "missing entry 'num_samples'"),
     (dict(tensors=5), "damaged, truncated"),
     (dict(model=np.frombuffer(b"\x10\x00\x00\x00TFL3" + bytes(8), np.uint8)), "damaged, truncated"),
@@ -140,6 +141,8 @@ def test_damaged_calibration_files_name_the_file(full, tmp_path, damage, match):
     if damage == "truncate":
         data = good.read_bytes()
         bad.write_bytes(data[: len(data) // 2])
+    elif damage == "foreign":
+        np.savez(bad, x=np.zeros(3))
     else:
         _resave(good, bad, **damage)
     with pytest.raises(ValueError, match=f"Could not read a tfq8 calibration from '{bad}'.*{match}"):

@@ -233,7 +233,8 @@ def test_bad_arguments(cnn_case):
         tfq8.convert(calibration=calib, output_type=True)
     import tensorflow as tf
     assert tfq8.convert(calibration=calib, input_type=tf.uint8, method="minmax") == tfq8.convert(
-        calibration=calib, input_type="uint8", method="minmax")
+        calibration=calib, input_type="uint8", method="minmax") == tfq8.convert(
+        calibration=calib, input_type="UINT8", method="minmax")
     with pytest.raises(ValueError, match=r"method_options must be a dict.*Received: method_options='percentile=99'"):
         tfq8.convert(calibration=calib, method="percentile", method_options="percentile=99")
     with pytest.raises(ValueError, match=r"ranges must be a dict.*Received: ranges of type list"):

@@ -189,6 +189,9 @@ class Calibration:
                 raise ValueError(f"it holds one {type(loaded).__name__}, not the .npz archive "
                                  "Calibration.save writes")
             with loaded as z:
+                if "header" not in z.files:
+                    raise ValueError(f"it holds the arrays {sorted(z.files)[:8]}, and no header: "
+                                     "not written by Calibration.save")
                 header = json.loads(bytes(z["header"]).decode())
                 if not isinstance(header, dict) or header.get("format") != FORMAT:
                     found = header.get("format") if isinstance(header, dict) else header
@@ -212,7 +215,8 @@ class Calibration:
             raise ValueError(f"Could not read a tfq8 calibration from {path!r}: "
                              f"{e.strerror}") from None
         except Exception as e:  # noqa: BLE001 - any damage to the file: one clear error
-            reason = f"missing entry {e}" if isinstance(e, KeyError) else str(e) or type(e).__name__
+            reason = (f"missing entry {(e.args[0] if e.args else e)!r}" if isinstance(e, KeyError)
+                      else str(e) or type(e).__name__)
             raise ValueError(
                 f"Could not read a tfq8 calibration from {path!r} (damaged, truncated or not "
                 f"written by Calibration.save): {reason}"

@@ -339,7 +339,7 @@ def check_integer(blob: bytes, *, allow_float: bool) -> None:
 
 def io_type(arg: str, value: Any) -> np.dtype:
     """The numpy dtype for an `input_type`/`output_type` option, or a ValueError naming `arg`."""
-    key = value if isinstance(value, str) else None
+    key = value.lower() if isinstance(value, str) else None
     if key is None and value is not None and not isinstance(value, bool):
         try:  # numpy dtypes and scalar types, and tf.dtypes (as_numpy_dtype)
             key = np.dtype(getattr(value, "as_numpy_dtype", value)).name
