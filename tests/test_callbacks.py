@@ -199,6 +199,8 @@ def test_tf_keras_variant():
         model.fit(x, y, epochs=1, verbose=0, callbacks=[tfq8.CalibrationCallback(x[:24])])
     history = model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])
     assert len(history.history["val_int8_accuracy"]) == 2
+    assert repr(cb) == ("TFKerasCalibrationCallback(calibrates every 1 epoch(s), method='auto', "
+                        "2 int8 evaluation(s))")
     assert len(history.history["val_int8_loss"]) == 2
     assert tfq8.inspect(tfq8.convert(model)).full_integer
     # Keras numbers layer names per session ("re_lu", then "re_lu_1", ...): ask the model.

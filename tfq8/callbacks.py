@@ -161,8 +161,8 @@ class _CalibrationCallbackBase:
             if validation_data is None and save_best_only:
                 raise ValueError(
                     f"save_best_only compares monitor={monitor!r}, which is computed on "
-                    "validation_data: pass validation_data=(x_val, y_val) or monitor a training "
-                    f"metric such as 'val_loss'. Received: monitor={monitor!r}, validation_data=None")
+                    "validation_data: pass validation_data=(x_val, y_val) or monitor a metric of "
+                    f"model.fit's own logs, such as 'loss' or 'val_loss'. Received: monitor={monitor!r}, validation_data=None")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
         save_best_only = _args.boolean("save_best_only", save_best_only)
@@ -250,6 +250,15 @@ class _CalibrationCallbackBase:
         self._last_epoch: int | None = None
         self._last_logs: dict[str, Any] = {}
         self._warned_monitor = False
+
+    def __repr__(self) -> str:
+        when = "when training ends" if self.every_n_epochs is None else f"every {self.every_n_epochs} epoch(s)"
+        parts = [f"calibrates {when}", f"method={self.method!r}",
+                 f"{len(self.int8_history)} int8 evaluation(s)" if self.validation_data is not None
+                 else "no validation_data"]
+        if self.filepath:
+            parts.append(f"filepath={self.filepath!r}, {len(self.saved)} saved")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
     @classmethod
     def for_model(cls, model: Any, *args: Any, **kwargs: Any) -> "_CalibrationCallbackBase":

@@ -116,7 +116,7 @@ class ModelInfo:
             outs = ", ".join(t.dtype for t in op.outputs)
             flag = f"   <- {op.kind}" if op.index in flagged else (
                 "" if op.is_integer else "   (float model I/O)")
-            lines.append(f"{op.index:>4}  {op.name:<24} {ins:<40} {outs}{flag}")
+            lines.append(f"{op.index:>4}  {op.name:<24} {ins:<40} {outs:<16}{flag}".rstrip())
         verdict = "full-integer" if self.full_integer else (
             f"NOT full-integer: {len(self.float_ops)} float op(s)")
         lines.append(f"{len(self.ops)} ops, {self.size_bytes} bytes: {verdict}")
