@@ -256,12 +256,14 @@ def _load_keras_file(path: str) -> Any:
     for name, load in loaders:
         try:
             return load(path, compile=False)
+        except _qat.QATReloadError as e:  # tfmot knows the classes, not this file format
+            raise ValueError(f"Could not load the model file: {e}. Received: model={path!r}") from None
         except Exception as e:  # noqa: BLE001 - try the next loader
             text = str(e)
             found = re.search(r"Could not locate class '([^']+)'|Unknown layer: '([^']+)'", text)
             custom = custom or (found and (found.group(1) or found.group(2)))
             first = text.splitlines()[0] if text else ""
-            errors.append(f"{name}: {type(e).__name__}: "
+            errors.append(f"{name}: {type(e).__name__}: "  # Keras quotes whole model configs
                           + (first if len(first) <= 200 else first[:200] + "..."))
     if custom:
         raise ValueError(

@@ -219,10 +219,14 @@ def load_keras_file(path: str) -> Any:
     except ValueError as e:
         if not (path.endswith(".keras") and "variables" in str(e)):
             raise
-        raise ValueError(
+        raise QATReloadError(
             f"{_first_line(e)} (tfmot {getattr(tfmot, '__version__', '?')} with tf_keras "
             f"{tf_keras.__version__} cannot reload QAT models saved as .keras; save with "
             "model.save('model.h5') or as a SavedModel)") from None
+
+
+class QATReloadError(ValueError):
+    """tfmot cannot reload a quantization-aware-trained model from this file format."""
 
 
 def try_convert(
