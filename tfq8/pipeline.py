@@ -168,6 +168,8 @@ def convert(
                           output_type=output_type, allow_float=allow_float,
                           num_samples=num_samples, output_path=output_path)
     io_in, io_out = io_type("input_type", input_type), io_type("output_type", output_type)
+    per_channel = _args.boolean("per_channel", per_channel)  # 1/0 and numpy's bools as bool
+    allow_float = _args.boolean("allow_float", allow_float)
     if calibration is None and model is not None:
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model)  # load a model file once
