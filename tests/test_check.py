@@ -117,7 +117,8 @@ def test_outputs_follow_the_keras_models_order_and_names(backend_module):
     data = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
     blob = tfq8.convert(model, data)
     y = model.predict(data, verbose=0)[0].argmax(axis=1)
-    for output in (0, "zcls"):
+    signature_name = "output_0" if backend_module == "keras" else "zcls"
+    for output in (0, "zcls", signature_name):
         report = tfq8.check(blob, reference=model, data=data, labels=y, output=output)
         assert [o.name for o in report.outputs] == ["zcls", "areg"]
         assert report.reference_accuracy == 1.0 and report.accuracy > 0.8
@@ -140,7 +141,8 @@ def test_labels_come_with_x_y_data_of_every_kind(setup):
         def __getitem__(self, i):
             return x[i * 30:(i + 1) * 30], y[i * 30:(i + 1) * 30]
 
-    kinds = {"tuple": (x, y), "tf.data batched": ds.batch(16), "tf.data unbatched": ds,
+    kinds = {"tuple": (x, y), "tuple with a list": (x, list(y)),
+             "tf.data batched": ds.batch(16), "tf.data unbatched": ds,
              "generator": ((x[i:i + 7], y[i:i + 7]) for i in range(0, len(x), 7)),
              "one-hot": (x, np.eye(10)[y]), "PyDataset": Pairs()}
     for kind, data in kinds.items():
@@ -150,6 +152,16 @@ def test_labels_come_with_x_y_data_of_every_kind(setup):
     head = tfq8.check(blob, reference=calib, data=ds.batch(16), num_samples=50)
     assert head.accuracy == tfq8.check(blob, data=x[:50], labels=y[:50]).accuracy
     assert tfq8.check(blob, data=x).accuracy is None
+    # Targets that are not class labels (regression, scores) give no accuracy, not an error.
+    scores = np.random.default_rng(0).random((len(x), 10))
+    for targets in (scores, scores[:, :1], np.array(["cat"] * len(x))):
+        pairs = tf.data.Dataset.from_tensor_slices((x, targets)).batch(16)
+        assert tfq8.check(blob, reference=calib, data=pairs).accuracy is None
+    with pytest.raises(ValueError, match=r"Sample 0: an \(x, y\) item with 8 sample\(s\) needs as "
+                                         r"many labels. Received y of shape \(7,\)"):
+        tfq8.check(blob, data=iter([(x[:8], y[:7])]))
+    with pytest.raises(ValueError, match="labels must have one entry per sample"):
+        tfq8.check(blob, data=(x, y[:-1]))
 
 
 def test_batched_and_per_sample_agree(setup):

@@ -121,7 +121,11 @@ def test_a_range_tflite_fixes_is_reported_not_applied(caplog):
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
     tfq8.convert(calibration=calib, method="minmax", ranges={softmax.name: (-8.0, 8.0)})
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warned) == 1 and "was not applied" in warned[0] and "SOFTMAX" in warned[0]
+    assert len(warned) == 1 and "was not applied" in warned[0] and "output of SOFTMAX" in warned[0]
+    # A range too narrow for the quantizer: widened and said so; auto still scores it.
+    caplog.clear()
+    tfq8.convert(calibration=calib, method="auto", ranges={relu.name: (0.0, 1e-7)})
+    assert "was not applied" in caplog.text
 
 
 def test_method_options_are_checked(cnn_case):
@@ -143,6 +147,7 @@ def test_method_options_are_checked(cnn_case):
     (dict(method="percentile", method_options={"percentile": 20}),
      r"percentile must be in \(50, 100\]\. Received: percentile=20\.$"),
     (dict(output_path="."), r"output_path is a directory"),
+    (dict(output_path="new_dir/"), r"output_path ends in a path separator"),
     (dict(output_path=__file__ + "/model.tflite"), r"output_path lies under .*which is a file"),
 ])
 def test_bad_options_fail_before_calibrating(monkeypatch, options, match):

@@ -310,6 +310,7 @@ def test_a_long_iterator_without_num_samples_is_warned_about(monkeypatch, caplog
     caplog.clear()
     representative_dataset((np.zeros((1, 4), np.float32) for _ in range(120)), specs=SPEC,
                            num_samples=100)
+    representative_dataset([np.zeros((1, 4), np.float32)] * 120, specs=SPEC)  # has a length
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 

@@ -35,6 +35,17 @@ def test_neg_as_mul_computes_the_same_float_model():
     assert neg_as_mul(rewritten) is rewritten  # nothing left to rewrite: the same bytes
 
 
+def test_a_calibration_made_before_the_rewrite_gets_it():
+    model = _layer_norm_model()
+    x = np.random.default_rng(1).normal(size=(32, 12)).astype(np.float32)
+    calib = tfq8.calibrate(model, x)
+    with_neg = _tflite.calibrate_only(tfq8.models.load_model(model).converter(),
+                                      tfq8.representative_dataset(x, model=model))
+    assert "NEG" in _ops(with_neg)
+    old = tfq8.Calibration(with_neg, calib.tensors, calib.num_samples, calib.fingerprint)
+    assert old.model == calib.model and "NEG" not in _ops(old.model)
+
+
 @pytest.mark.parametrize("method", ["minmax", "auto"])
 def test_layer_normalization_quantizes_to_a_full_integer_model(method):
     model = _layer_norm_model()

@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tfq8 import _tflite, ranges as _ranges
+from tfq8.rewrite import neg_as_mul
 from tfq8.stats.collect import TensorStats
 from tfq8.stats.histogram import Histogram
 
@@ -55,6 +56,9 @@ class Calibration:
     samples: list[np.ndarray] | None = None
 
     def __post_init__(self):
+        # Same tensors, so the statistics still apply; more of the graph quantizes to int8
+        # (also for calibrations saved before the rewrite existed).
+        self.model = neg_as_mul(self.model)
         self._by_name = {t.name: t for t in self.tensors}
         self.last_auto = None  # set by method="auto": what it measured
 
@@ -114,9 +118,7 @@ class Calibration:
         """
         if not isinstance(other, Calibration):
             raise TypeError(f"merge() takes another tfq8.Calibration. Received: {type(other).__name__}")
-        mine = [(t.index, t.name) for t in self.tensors]
-        theirs = [(t.index, t.name) for t in other.tensors]
-        if mine != theirs:
+        if [(t.index, t.name) for t in self.tensors] != [(t.index, t.name) for t in other.tensors]:
             raise ValueError(
                 "Can only merge calibrations of the same TFLite graph; the tensors differ."
             )
@@ -287,6 +289,9 @@ def check_output_path(path: Any, *, arg: str = "path") -> str:
     path = os.fspath(path)
     if not path:
         raise ValueError(f"{arg} must name a file. Received: {arg}=''")
+    if path.endswith((os.sep, "/")):
+        raise ValueError(f"{arg} ends in a path separator; expected a file path. "
+                         f"Received: {arg}={path!r}")
     target = os.path.realpath(path)
     if os.path.isdir(target):
         raise ValueError(f"{arg} is a directory; expected a file path inside it. "

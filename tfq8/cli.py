@@ -285,6 +285,7 @@ class _Progress:
 def _convert(model_path: str) -> tuple[dict, str, int]:
     import tfq8  # noqa: PLC0415
     from tfq8.models import load_model  # noqa: PLC0415
+    from tfq8.calibration import check_output_path  # noqa: PLC0415
     from tfq8.pipeline import check_convert_options  # noqa: PLC0415
     from tfq8.qat import is_qat  # noqa: PLC0415
 
@@ -298,6 +299,8 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                    ranges=_parse_ranges(_F["range"].value) or None,
                    method_options=_parse_method_options(_F["method-option"].value) or None)
     check_convert_options(**options)  # before calibrating
+    if _F["calibration-out"].value:
+        check_output_path(_F["calibration-out"].value, arg="--calibration-out")
     calib = None
     if _F.calibration:
         if _F.data:
@@ -366,6 +369,9 @@ def _parse_method_options(items: list[str]) -> dict[str, Any]:
         if not (sep and key.strip()):
             raise ValueError(f"--method-option must be KEY=VALUE, such as 'percentile=99.9'. "
                              f"Received: --method-option {item!r}")
+        if key.strip() in out:
+            raise ValueError(f"--method-option sets {key.strip()!r} twice. Received: "
+                             + " ".join(f"--method-option {i}" for i in items))
         try:
             out[key.strip()] = int(value) if value.strip().lstrip("+-").isdigit() else float(value)
         except ValueError:

@@ -218,7 +218,7 @@ class _Builder:
                 "data must be numpy arrays, (x, y) pairs, a dict, a tf.data.Dataset, a "
                 f"keras.utils.PyDataset, an iterable or a callable. Received: {type(data).__name__}"
             ) from None
-        warn_at = UNSIZED_WARNING_SAMPLES
+        warn_at = UNSIZED_WARNING_SAMPLES if not hasattr(data, "__len__") else float("inf")
         for item in iterator:
             if self.full:
                 break
@@ -361,7 +361,7 @@ class _Builder:
                 f"Sample {self.count}: all inputs need the same number of samples. "
                 f"Received batch sizes {[a.shape[0] for a in arrays]}"
             )
-        size = sizes.pop()
+        size = given = sizes.pop()
         if self.limit is not None:
             take = min(size, self.limit - self.count)
             arrays = [a[:take] for a in arrays]
@@ -381,7 +381,7 @@ class _Builder:
                     f"Received {[a.shape[1:] for a in arrays]}"
                 )
         self.chunks.append(arrays)
-        self._keep_label(size)
+        self._keep_label(size, given)
         self.count += size
 
     def _check(self, a: np.ndarray, i: int) -> np.ndarray:
@@ -456,14 +456,18 @@ class _Builder:
                 f"values in [{_num(lo)}, {_num(hi)}]. Received {a.dtype} values in "
                 f"[{_num(low[k])}, {_num(high[k])}]")
 
-    def _keep_label(self, size: int) -> None:
-        """Keeps the labels of the chunk just added (for `labelled_samples`)."""
+    def _keep_label(self, size: int, given: int) -> None:
+        """Keeps the labels of the chunk just added: the first `size` of its `given` samples."""
         if self.label_chunks is None:
             return
         y = self._label
         if y is not None and not isinstance(y, (dict, list, tuple)):
             y = np.asarray(y)
-            if y.ndim and len(y) >= size:
+            if y.ndim:
+                if len(y) != given:
+                    raise ValueError(
+                        f"Sample {self.count}: an (x, y) item with {given} sample(s) "
+                        f"needs as many labels. Received y of shape {y.shape}")
                 self.label_chunks.append(y[:size])
                 return
         self.label_chunks = None  # an item without one label array: no labels

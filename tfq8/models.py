@@ -269,7 +269,8 @@ def _load_keras_file(path: str) -> Any:
         raise ValueError(
             f"Could not load the model file: it uses the custom class {custom!r}, which is not "
             "registered. Import the module that defines it, with the class decorated by "
-            "@keras.saving.register_keras_serializable(), or load the model yourself "
+            "@keras.saving.register_keras_serializable() (tf_keras.saving... for a tf_keras "
+            "model), or load the model yourself "
             f"(custom_objects=...) and pass the model. Received: model={path!r}")
     raise ValueError(
         "Could not load the model file. Tried: " + "; ".join(errors)

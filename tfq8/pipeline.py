@@ -29,7 +29,6 @@ from tfq8.errors import UnsupportedOpError
 from tfq8.harness.inspect import inspect
 from tfq8.models import ModelHandle, load_model
 from tfq8.ranges import auto as _auto
-from tfq8.rewrite import neg_as_mul
 from tfq8.ranges import available_methods, check_options
 from tfq8.stats.collect import BackgroundCollect, collect
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MIN_BINS
@@ -95,8 +94,7 @@ def calibrate(
     if tensors is None:
         tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
     samples = [a[kept].copy() for a in rep.inputs] if len(kept) else None
-    # Same tensors, so the statistics still apply; more of the graph quantizes to int8.
-    return Calibration(neg_as_mul(calibrated), tensors, len(rep), handle.fingerprint(), samples)
+    return Calibration(calibrated, tensors, len(rep), handle.fingerprint(), samples)
 
 
 def _kept(rep: RepresentativeDataset, n: int | None) -> np.ndarray:
@@ -219,9 +217,10 @@ def _warn_unapplied(calib: Calibration, overrides: Mapping[int, tuple[float, flo
         wanted = (max(hi, 0.0) - min(lo, 0.0)) / 255.0
         if t is not None and not np.isclose(t.scale[0], wanted, rtol=1e-3, atol=0.0):
             _log.warning(
-                "ranges[%r] = (%g, %g) was not applied: TFLite fixes this tensor's int8 scale "
-                "at %g (output of %s), so its range is [%g, %g].", stats.name, lo, hi,
-                t.scale[0], stats.producer, (-128 - t.zero_point[0]) * t.scale[0],
+                "ranges[%r] = (%g, %g) was not applied: TFLite's quantizer gave this tensor "
+                "(output of %s) the int8 scale %g, so its range is [%g, %g] (a scale fixed by "
+                "the op, such as SOFTMAX's 1/256, or a range too narrow for it).", stats.name,
+                lo, hi, stats.producer, t.scale[0], (-128 - t.zero_point[0]) * t.scale[0],
                 (127 - t.zero_point[0]) * t.scale[0])
 
 

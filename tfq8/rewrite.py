@@ -12,7 +12,8 @@ quantizer does make int8:
   calibrator recorded for NEG's output.
 
 Tensor indices stay as they were (new constants are appended), so statistics
-collected on the calibrated model still apply.
+collected on the calibrated model still apply. `Calibration` applies the
+rewrites to its model, so calibrations saved before them benefit too.
 
 Example:
     >>> calibrated = neg_as_mul(calibrated)      # before _tflite.quantize
@@ -40,8 +41,12 @@ def neg_as_mul(model: bytes) -> bytes:
     Returns:
         The rewritten model, or `model` itself (the same bytes) without a float NEG.
     """
-    parsed = _tflite.read_model(model)
     schema = _tflite.schema
+    root = schema.Model.GetRootAs(model, 0)  # a quick look first: most models have no NEG
+    if not any(max(root.OperatorCodes(k).BuiltinCode(), root.OperatorCodes(k).DeprecatedBuiltinCode())
+               == schema.BuiltinOperator.NEG for k in range(root.OperatorCodesLength())):
+        return model
+    parsed = _tflite.read_model(model)
     sg = parsed.subgraphs[0]
     negs = [op for op in sg.operators
             if _tflite.op_name(parsed, op) == "NEG"

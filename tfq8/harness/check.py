@@ -221,13 +221,18 @@ def check(
                for t in q.parsed.subgraphs[0].tensors):
         _log.warning("tflite_model has no quantized tensor: it is a float model, so check() "
                      "compares float with float. Pass the int8 model tfq8.convert() wrote.")
-    if labels is None:  # (x, y) data, as model.evaluate takes it, carries its labels
-        rep, labels = labelled_samples(data, specs=q.input_specs(), num_samples=num_samples)
+    if (labels is None and isinstance(data, tuple) and len(data) == 2 and len(q.inputs) == 1
+            and hasattr(data[1], "__len__") and not isinstance(data[1], (dict, str))):
+        data, labels = data  # (x, y) arrays, as model.evaluate takes them: y may be a list
+        labels = labels[:num_samples] if num_samples is not None else labels
+    found = None
+    if labels is None:  # a stream of (x, y) items carries its labels too
+        rep, found = labelled_samples(data, specs=q.input_specs(), num_samples=num_samples)
     else:
         rep = representative_dataset(data, specs=q.input_specs(), num_samples=num_samples)
     n = len(rep)
     ref_blob, kind, keras_names = _reference_model(reference, rep)
-    f = None
+    f, aliases = None, {}
     if ref_blob is not None:
         f = ModelRunner(ref_blob, backend=backend, num_threads=threads,
                         preserve_all_tensors=want_tensors, batch_size=batch_size, arg="reference")
@@ -237,9 +242,13 @@ def check(
                 f"{len(q.outputs)} output(s). Received: a model with {len(f.inputs)} input(s) "
                 f"and {len(f.outputs)} output(s)")
         if keras_names:
+            keys = {t.index: t.key for t in q.outputs}
             q.outputs, f.outputs = _named(q.outputs, keras_names), _named(f.outputs, keras_names)
-    out_k = _output_index(q, output)
+            aliases = {keys[t.index]: k for k, t in enumerate(q.outputs)}  # signature names too
+    out_k = _output_index(q, output, aliases)
     y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
+    if found is not None:
+        y = _labels_in_data(found, n, q.outputs[out_k])
     q.fit_batch_to(rep.inputs)
     f_inputs = _reorder(rep.inputs, q.inputs, f.inputs) if f is not None else None
     if f is not None:  # both step through the same batches
@@ -393,7 +402,7 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
             # The QAT float model as Keras runs it (FakeQuant simulated in float). Its
             # calibrated graph would not do: the converter has already made it int8
             # wherever QAT annotated it, so int8 would be compared with itself.
-            return handle.to_float_tflite(), "keras", _output_names(getattr(handle, "keras_model", None))
+            return handle.to_float_tflite(), "keras", _output_names(handle)
         try:
             sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
                                             specs=handle.specs)
@@ -402,19 +411,18 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
                 f"reference does not take the inputs the int8 model takes (is it the float "
                 f"model this int8 model came from?): {e}") from None
         handle.check_input_size(sample.inputs)
-        return (_tflite.calibrate_only(handle.converter(), sample), "keras",
-                _output_names(getattr(handle, "keras_model", None)))
+        return (_tflite.calibrate_only(handle.converter(), sample), "keras", _output_names(handle))
     raise TypeError(
         "reference must be a Keras model, a .keras/.h5/SavedModel path, a float .tflite (bytes "
         f"or path), a tfq8.Calibration or None. Received: {type(reference).__name__}")
 
 
-def _output_names(model: Any) -> list[str] | None:
-    names = getattr(model, "output_names", None)
-    try:
-        names = [str(n) for n in names] if names else None
-    except TypeError:
-        return None
+def _output_names(handle: Any) -> list[str] | None:
+    """The Keras model's output names, if it has distinct ones."""
+    from tfq8.int8_metrics import output_names  # noqa: PLC0415 (imports Keras)
+
+    model = getattr(handle, "keras_model", None)
+    names = output_names(model) if model is not None else None
     return names if names and len(set(names)) == len(names) else None
 
 
@@ -487,12 +495,14 @@ def _tensor_pairs(q: ModelRunner, f: ModelRunner) -> list[tuple[TensorIO, int, t
     return pairs
 
 
-def _output_index(q: ModelRunner, output: int | str) -> int:
+def _output_index(q: ModelRunner, output: int | str, aliases: dict[str, int]) -> int:
     names = [t.key for t in q.outputs]
     if isinstance(output, str):
         for k, t in enumerate(q.outputs):
             if output in (t.name, t.key):
                 return k
+        if output in aliases:
+            return aliases[output]
         raise ValueError(f"output must name one of the model's outputs {names}. "
                          f"Received: output={output!r}")
     if isinstance(output, bool) or not isinstance(output, (int, np.integer)):
@@ -534,6 +544,26 @@ def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:
         raise ValueError(f"labels must lie in 0..{top - 1} for output {out.key!r}. "
                          f"Received: values {int(y.min())}..{int(y.max())}")
     return y
+
+
+def _labels_in_data(found: np.ndarray, n: int, out: TensorIO) -> np.ndarray | None:
+    """The y of (x, y) data as class labels, or None (logged) if they are not class labels:
+    regression targets, say, which the data may carry for model.fit."""
+    classes = out.shape[-1] if out.shape else 1
+    y = np.asarray(found)
+    one_hot = (y.ndim == 2 and y.shape[1] == classes and classes > 1
+               and np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
+    integral = (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_) and (
+        y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1))
+    if not (one_hot or integral):
+        _log.info("The data's y (%s of shape %s) are not class indices or one-hot rows for "
+                  "output %r: no accuracy. Pass labels= to score them.", y.dtype, y.shape, out.key)
+        return None
+    try:
+        return _labels(y, n, out)
+    except (ValueError, TypeError) as e:
+        _log.info("The data's y are not labels of output %r (%s): no accuracy.", out.key, e)
+        return None
 
 
 def _top1(values: np.ndarray) -> np.ndarray:

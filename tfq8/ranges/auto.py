@@ -343,10 +343,17 @@ def early_columns(calib: Any) -> np.ndarray:
 
 def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
     """Runs `samples` through `model` (float in, float out) in one batch if allowed."""
+    try:
+        return _run_on(model, samples, "xnnpack")
+    except RuntimeError:  # XNNPACK refuses some extreme scales (a user's tiny range)
+        return _run_on(model, samples, "builtin")
+
+
+def _run_on(model: bytes, samples: list[np.ndarray], backend: str) -> list[np.ndarray]:
     from tfq8.harness.interpreter import (  # noqa: PLC0415 (cycle)
         TensorIO, make_interpreter, size_inputs)
 
-    interp = make_interpreter(model, backend="xnnpack", num_threads=_threads(), verified=True,
+    interp = make_interpreter(model, backend=backend, num_threads=_threads(), verified=True,
                               allocate=False)
     ins = [TensorIO.from_details(d) for d in interp.get_input_details()]
     n = len(samples[0])

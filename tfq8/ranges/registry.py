@@ -81,23 +81,25 @@ def get_method(name: str) -> RangeMethod:
 
 
 def check_options(name: str, options: Mapping[str, Any]) -> None:
-    """Checks that the method registered as `name` takes every keyword in `options`.
+    """Checks that the method registered as `name` takes every keyword in `options`,
+    and takes their values: it runs once on a small histogram.
 
     Raises:
-        ValueError: Naming the method's options, if one is not among them.
+        ValueError: Naming the method's options if one is not among them, or
+            the method's own complaint about a value.
 
     Example:
         >>> check_options("percentile", {"percentile": 99.9})
     """
     params = list(inspect.signature(get_method(name)).parameters.values())[1:]  # after the histogram
-    if any(p.kind == p.VAR_KEYWORD for p in params):
-        return
     accepted = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
     unknown = sorted(set(options) - set(accepted))
-    if unknown:
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
         raise ValueError(
             f"Range method {name!r} takes no option {', '.join(map(repr, unknown))}; its "
             f"options: {', '.join(accepted) or 'none'}. Received: {dict(options)}")
+    if not options:
+        return
     try:  # the values too: a dry run on a small histogram, before any statistics exist
         get_method(name)(Histogram().update(np.linspace(-1.0, 3.0, 401)), **options)
     except (ValueError, TypeError) as e:
