@@ -1,0 +1,92 @@
+"""A small transformer on Fashion-MNIST: full-integer where TFLite's converter is not.
+
+Keras' `LayerNormalization` lowers to a NEG that TFLite's quantizer leaves in
+float, so the converter's "int8" model of any attention block holds
+DEQUANTIZE -> NEG -> QUANTIZE per LayerNorm. tfq8 rewrites the NEG as a MUL by
+-1 (`tfq8/rewrite.py`) and the model is integer throughout. This script trains
+a two-block transformer (patches of 4x4, 49 tokens, width 32; cached under
+`~/.cache/tfq8-benchmarks`), calibrates on 500 held-out training images (clean,
+and with 1% corrupted frames as in `suite.py`) and prints, for the converter's
+own int8 model and tfq8's (`minmax`, `auto`): full-integer or not, float ops,
+top-1 on the 10,000 test images, top-1 agreement and output SQNR against float, and latency
+relative to the converter's model (one thread, XNNPACK, interleaved).
+
+Nothing is asserted: this prints figures.
+
+Usage:
+    .venv/bin/python benchmarks/layernorm.py      # needs apt-get install -y dataset-fashion-mnist
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import suite  # noqa: E402
+
+import tfq8  # noqa: E402
+from tfq8.pipeline import converter_int8  # noqa: E402
+
+
+def _train(x: np.ndarray, y: np.ndarray):
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    inp = keras.Input(x.shape[1:])
+    h = L.Reshape((49, 32))(L.Conv2D(32, 4, strides=4)(inp))
+    h = h + L.Embedding(49, 32)(keras.ops.arange(49))
+    for _ in range(2):
+        a = L.LayerNormalization()(h)
+        h = h + L.MultiHeadAttention(2, 16)(a, a)
+        a = L.LayerNormalization()(h)
+        h = h + L.Dense(32)(L.Dense(64, activation="gelu")(a))
+    out = L.Dense(10)(L.GlobalAveragePooling1D()(L.LayerNormalization()(h)))
+    model = keras.Model(inp, out)
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=3, batch_size=128, verbose=0)
+    return model
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING)
+    case = suite.fmnist("cnn")  # the data; the model is trained here
+    if case is None:
+        return
+    files = os.path.join(suite.FMNIST, "train-images-idx3-ubyte.gz")
+    x = suite._read_idx(files).astype(np.float32)[..., None] / 255.0
+    y = suite._read_idx(files.replace("images-idx3", "labels-idx1")).astype(np.int64)
+    model = suite._cached("fmnist_transformer", lambda: _train(x[:55000], y[:55000]))
+    float_acc = None
+    print(f"{'calibration':<12} {'model':<18} {'integer':>8} {'float ops':>9} {'top-1':>7} "
+          f"{'agree %':>8} {'SQNR dB':>8} {'latency / converter':>20}")
+    for scenario in ("clean", "corrupt"):
+        calib_x = suite.scenario(case, scenario)
+        theirs = converter_int8(model, calib_x)
+        calib = tfq8.calibrate(model, calib_x)
+        blobs = {"TFLite converter": theirs,
+                 "tfq8 minmax": tfq8.convert(model, calibration=calib, method="minmax"),
+                 "tfq8 auto": tfq8.convert(model, calibration=calib, method="auto")}
+        for name, blob in blobs.items():
+            info = tfq8.inspect(blob)
+            report = tfq8.check(blob, reference=model, data=case.x_test, labels=case.y_test,
+                                per_tensor=False)
+            float_acc = report.reference_accuracy
+            ratio = 1.0 if blob is theirs else 1 / tfq8.benchmark(
+                blob, reference=theirs, num_threads=1, per_op=False).speedup
+            print(f"{scenario:<12} {name:<18} {str(info.full_integer):>8} "
+                  f"{len(info.float_ops):>9} {100 * report.accuracy:>7.2f} "
+                  f"{100 * report.agreement:>8.2f} {report.outputs[0].sqnr_db:>8.2f} "
+                  f"{ratio:>20.3f}")
+    print(f"float model top-1: {100 * float_acc:.2f}")
+
+
+if __name__ == "__main__":
+    main()
