@@ -215,6 +215,23 @@ def test_unquantizable_op_is_named_unless_float_is_allowed():
     assert [op.name for op in tfq8.inspect(blob).float_ops if op.name == "CUMSUM"] == ["CUMSUM"]
 
 
+def test_control_flow_gets_a_hint():
+    import keras
+    import tensorflow as tf
+
+    class Loop(keras.layers.Layer):
+        def call(self, t):
+            return tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, tf.nn.relu(v * 0.9)),
+                                 [tf.constant(0), t])[1]
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,), batch_size=1)
+    model = keras.Model(inp, keras.layers.Dense(3)(Loop()(keras.layers.Dense(8)(inp))))
+    x = np.random.default_rng(0).normal(size=(8, 8)).astype(np.float32)
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"WHILE .*unroll=True"):
+        tfq8.convert(model, x, method="minmax")
+
+
 def test_a_uint8_model_input_gets_a_hint():
     import keras
 

@@ -317,6 +317,9 @@ _FLOAT_OP_HINTS = {
             "input_type='uint8' to feed it uint8.",
     "ARG_MAX": "TFLite's int8 models compute ARG_MAX in float (TFLite's own converter "
                "does the same): return the scores, and take their argmax outside the model.",
+    "WHILE": "Control flow (tf.while_loop, a recurrent layer that is not unrolled) stays "
+             "float in TFLite's int8 models, the converter's own too: unroll the loop, such "
+             "as keras.layers.LSTM(..., unroll=True), to make it integer.",
 }
 
 
