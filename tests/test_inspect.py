@@ -26,6 +26,18 @@ def test_int8_model_is_full_integer(mlp):
     assert "full-integer" in str(info) and "<-" not in str(info)
     d = json.loads(json.dumps(info.to_dict()))
     assert d["full_integer"] is True and len(d["ops"]) == len(info.ops)
+    assert info.inputs[0].shape == (1, 20) and d["inputs"][0]["shape_signature"] == [-1, 20]
+
+
+def test_dynamic_dimensions_show_in_the_shape_signature():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, None, 3))
+    h = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(inp))
+    blob = tfq8.convert(keras.Model(inp, keras.layers.Dense(2)(h)),
+                        np.random.default_rng(0).random((8, 16, 16, 3), np.float32))
+    assert tfq8.inspect(blob).inputs[0].shape_signature == (-1, -1, -1, 3)
 
 
 def test_hybrid_model_is_flagged():

@@ -25,7 +25,12 @@ _BOUNDARY_OPS = {"QUANTIZE", "DEQUANTIZE"}
 
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
-    """One tensor: index, name, shape, dtype name, and quantization if any."""
+    """One tensor: index, name, shape, dtype name, and quantization if any.
+
+    `shape` is the stored shape; `shape_signature` has -1 for the dimensions
+    that may change (batch, or height and width of `keras.Input((None, None, 3))`),
+    where `shape` holds a placeholder such as 1.
+    """
 
     index: int
     name: str
@@ -34,9 +39,11 @@ class TensorInfo:
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
     constant: bool = False
+    shape_signature: tuple[int, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "name": self.name, "shape": list(self.shape),
+                "shape_signature": list(self.shape_signature or self.shape),
                 "dtype": self.dtype, "scale": list(self.scale),
                 "zero_point": list(self.zero_point), "constant": self.constant}
 
@@ -163,6 +170,8 @@ def inspect(model: bytes | str | os.PathLike) -> ModelInfo:
             scale=tuple(float(s) for s in (q.scale if q is not None and q.scale is not None else ())),
             zero_point=tuple(int(z) for z in (q.zeroPoint if q is not None and q.zeroPoint is not None else ())),
             constant=constant,
+            shape_signature=tuple(int(d) for d in (t.shapeSignature if t.shapeSignature is not None
+                                                    else (t.shape if t.shape is not None else ()))),
         )
 
     ops = tuple(
