@@ -215,6 +215,19 @@ def test_unquantizable_op_is_named_unless_float_is_allowed():
     assert [op.name for op in tfq8.inspect(blob).float_ops if op.name == "CUMSUM"] == ["CUMSUM"]
 
 
+def test_input_type_on_an_integer_input_is_warned_about(caplog):
+    import keras
+
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((6,), dtype="int32")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(50, 8)(tokens))
+    model = keras.Model(tokens, keras.layers.Dense(2)(h))
+    x = np.random.default_rng(0).integers(0, 50, (32, 6)).astype(np.int32)
+    blob = tfq8.convert(model, x, input_type="uint8", method="minmax")
+    assert tfq8.inspect(blob).inputs[0].dtype == "INT32"
+    assert "input_type='uint8' applies to float inputs" in caplog.text
+
+
 def test_control_flow_gets_a_hint():
     import keras
     import tensorflow as tf

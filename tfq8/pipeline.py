@@ -196,6 +196,11 @@ def convert(
     if blob is None:
         blob = quantize_with_ranges(calib, chosen, **quant)
     _warn_unapplied(calib, {i: r for i, r in overrides.items() if i not in pinned}, blob)
+    if io_in != np.int8:
+        integer = [t.name for t in inspect(blob).inputs if t.dtype in ("INT32", "INT64", "BOOL")]
+        if integer:  # token ids and the like are not quantized: the converter keeps their type
+            _log.warning("input_type=%r applies to float inputs; integer input(s) %s keep their "
+                         "own type.", io_in.name, integer)
     return _finish(blob, allow_float=allow_float, output_path=output_path)
 
 
