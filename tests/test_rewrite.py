@@ -44,6 +44,7 @@ def test_a_calibration_made_before_the_rewrite_gets_it():
     assert "NEG" in _ops(with_neg)
     old = tfq8.Calibration(with_neg, calib.tensors, calib.num_samples, calib.fingerprint)
     assert old.model == calib.model and "NEG" not in _ops(old.model)
+    assert "NEG" not in {t.producer for t in old.tensors} | {t.producer for t in calib.tensors}
 
 
 @pytest.mark.parametrize("method", ["minmax", "auto"])

@@ -58,7 +58,14 @@ class Calibration:
     def __post_init__(self):
         # Same tensors, so the statistics still apply; more of the graph quantizes to int8
         # (also for calibrations saved before the rewrite existed).
-        self.model = neg_as_mul(self.model)
+        model = neg_as_mul(self.model)
+        if model is not self.model:  # the rewritten ops' outputs have new producers
+            parsed = _tflite.read_model(model)
+            ops = {int(o): _tflite.op_name(parsed, op)
+                   for op in parsed.subgraphs[0].operators for o in op.outputs}
+            self.tensors = [dataclasses.replace(t, producer=ops.get(t.index, t.producer))
+                            for t in self.tensors]
+            self.model = model
         self._by_name = {t.name: t for t in self.tensors}
         self.last_auto = None  # set by method="auto": what it measured
 
