@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -298,7 +299,10 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                    allow_float=_F["allow-float"].value, output_path=output,
                    ranges=_parse_ranges(_F["range"].value) or None,
                    method_options=_parse_method_options(_F["method-option"].value) or None)
-    check_convert_options(**options)  # before calibrating
+    try:  # before calibrating; the message names the flags, not convert()'s arguments
+        check_convert_options(**options)
+    except (ValueError, TypeError) as e:
+        raise type(e)(_as_flags(str(e))) from None
     if _F["calibration-out"].value:
         check_output_path(_F["calibration-out"].value, arg="--calibration-out")
     calib = None
@@ -343,6 +347,24 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     verdict = "full-integer" if info.full_integer else f"{len(info.float_ops)} float op(s)"
     text = f"wrote {output}: {len(blob)} bytes, {len(info.ops)} ops, {verdict}"
     return result, text, 0
+
+
+_FLAGS = {"output_path": "--output", "method_options": "--method-option", "method": "--method",
+          "input_type": "--input-type", "output_type": "--output-type",
+          "num_samples": "--num-samples"}
+
+
+def _as_flags(message: str) -> str:
+    """`convert()`'s argument names in a message -> the command line's flags
+    (`method` only as `method=`: the bare word is prose)."""
+    def flag(m: re.Match) -> str:
+        name, equals = m.group(1), m.group(2)
+        if name == "method" and not equals:
+            return m.group(0)
+        return _FLAGS[name] + (" " if equals else "")
+
+    text = re.sub(r"(?<![\w-])(" + "|".join(_FLAGS) + r")\b(=?)", flag, message)
+    return re.sub(r" {2,}", " ", text)
 
 
 def _parse_ranges(items: list[str]) -> dict[str, tuple[float, float]]:
