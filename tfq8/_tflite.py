@@ -183,7 +183,11 @@ def _unsupported(message: str) -> Exception:
             "full-integer models cannot use TF Select (Flex) ops."
         )
     first = next((ln for ln in message.splitlines() if "error" in ln.lower()), message[:300])
-    return UnsupportedOpError(f"TFLite's converter rejected the model: {first.strip()}")
+    hint = ""
+    if "TensorList" in message:  # Keras 3 LSTM/GRU/RNN loops keep their steps in a TensorList
+        hint = (" (a recurrent layer that is not unrolled: TFLite's converter cannot lower its "
+                "TensorList; build it with unroll=True)")
+    return UnsupportedOpError(f"TFLite's converter rejected the model{hint}: {first.strip()}")
 
 
 def quantize(
