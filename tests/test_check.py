@@ -157,11 +157,14 @@ def test_labels_come_with_x_y_data_of_every_kind(setup):
     for targets in (scores, scores[:, :1], np.array(["cat"] * len(x))):
         pairs = tf.data.Dataset.from_tensor_slices((x, targets)).batch(16)
         assert tfq8.check(blob, reference=calib, data=pairs).accuracy is None
-    with pytest.raises(ValueError, match=r"Sample 0: an \(x, y\) item with 8 sample\(s\) needs as "
-                                         r"many labels. Received y of shape \(7,\)"):
+    with pytest.raises(ValueError, match=r"Sample 0: labels must have one entry per sample; an "
+                                         r"\(x, y\) item with 8 sample\(s\) needs as many. "
+                                         r"Received y of shape \(7,\)"):
         tfq8.check(blob, data=iter([(x[:8], y[:7])]))
     with pytest.raises(ValueError, match="labels must have one entry per sample"):
         tfq8.check(blob, data=(x, y[:-1]))
+    with pytest.raises(ValueError, match="labels must have one entry per sample"):
+        tfq8.check(blob, data=(x, list(y) + [0]))
 
 
 def test_batched_and_per_sample_agree(setup):

@@ -52,6 +52,8 @@ def test_xy_and_xyw_tuples_drop_labels():
     _check_x(rd((X, y)))
     _check_x(rd((X, y, w)))
     _check_x(rd((X, X)))  # labels shaped like the inputs are still labels
+    _check_x(rd((X, list(range(N)))))  # labels as a Python list, as model.fit takes them
+    _check_x(rd((X, list(range(N)), [1.0] * N)))
 
 
 def test_two_inputs_specs_follow_tflite_order(two_in):

@@ -162,7 +162,7 @@ class _Builder:
         self.count = 0
         # The y of (x, y[, w]) items, per chunk; None once an item has none (or several).
         self.label_chunks: list[np.ndarray] | None = [] if keep_labels else None
-        self._label: Any = None
+        self._label: np.ndarray | None = None  # the current item's y, if labels are kept
         self._warned_order = False
         # Graph input i is the Keras model's input keras_order[i].
         self.keras_order = None
@@ -205,9 +205,9 @@ class _Builder:
                     and len(self.specs) == 1):
                 return self._add(self._structure(data))
             # else: a list of samples (or batches) for a one-input model: a stream.
-        if _is_xy_of_structured_inputs(data):
-            # ([x1, x2], y) or ({"a": xa, "b": xb}, y, w): model.fit's (x, y[, w])
-            # with several inputs, not a stream of two or three samples.
+        if _is_xy(data):
+            # ([x1, x2], y), ({"a": xa, "b": xb}, y, w) or (x, [0, 1, ...]): model.fit's
+            # (x, y[, w]), not a stream of two or three samples.
             return self._add(self._structure(data))
         if isinstance(data, (list, tuple)) and not data:
             raise ValueError("data is empty: expected at least one sample. Received: an empty sequence")
@@ -250,7 +250,9 @@ class _Builder:
         if isinstance(item, tuple) and 2 <= len(item) <= 3 and not (
             n_inputs == len(item) and self._matches_specs(item, either_order=True)
         ):
-            item, self._label = item[0], item[1]  # (x, y) or (x, y, sample_weight)
+            item, y = item[0], item[1]  # (x, y) or (x, y, sample_weight)
+            if self.label_chunks is not None:
+                self._label = _label_array(y)
         if isinstance(item, tuple) and len(item) == 1:
             item = item[0]
         if isinstance(item, dict):
@@ -341,8 +343,8 @@ class _Builder:
                 )
             if all(is_sample):
                 arrays = [a[None] for a in arrays]
-                if self._label is not None and not isinstance(self._label, (dict, list, tuple)):
-                    self._label = np.asarray(self._label)[None]
+                if self._label is not None:
+                    self._label = self._label[None]
             for a, spec in zip(arrays, self.specs):
                 if a.ndim != len(spec.shape):
                     raise ValueError(
@@ -461,16 +463,14 @@ class _Builder:
         if self.label_chunks is None:
             return
         y = self._label
-        if y is not None and not isinstance(y, (dict, list, tuple)):
-            y = np.asarray(y)
-            if y.ndim:
-                if len(y) != given:
-                    raise ValueError(
-                        f"Sample {self.count}: an (x, y) item with {given} sample(s) "
-                        f"needs as many labels. Received y of shape {y.shape}")
-                self.label_chunks.append(y[:size])
-                return
-        self.label_chunks = None  # an item without one label array: no labels
+        if y is None or y.ndim == 0:
+            self.label_chunks = None  # an item without one label array: no labels
+            return
+        if len(y) != given:
+            raise ValueError(
+                f"Sample {self.count}: labels must have one entry per sample; an (x, y) "
+                f"item with {given} sample(s) needs as many. Received y of shape {y.shape}")
+        self.label_chunks.append(y[:size])
 
     def labels(self) -> np.ndarray | None:
         """The labels of every sample, if every item came as (x, y[, w])."""
@@ -511,8 +511,21 @@ def labelled_samples(data: Any, *, specs: Sequence[InputSpec] | None = None,
     return builder.finish(), builder.labels()
 
 
-def _is_xy_of_structured_inputs(data: Any) -> bool:
-    """True for `(x, y)` / `(x, y, w)` tuples whose `x` is a dict or a list of arrays."""
+def _label_array(y: Any) -> np.ndarray | None:
+    """One output's labels as an array; None for none, or for several outputs' (a dict or
+    a list of arrays)."""
+    if y is None or isinstance(y, dict) or (isinstance(y, (list, tuple))
+                                           and not _is_nested_numbers(list(y))):
+        return None
+    try:
+        return np.asarray(y.numpy() if _is_tensor(y) else y)
+    except (TypeError, ValueError):
+        return None
+
+
+def _is_xy(data: Any) -> bool:
+    """True for `(x, y)` / `(x, y, w)` tuples as `model.fit` takes them: `x` an array, a
+    dict or a list of arrays; `y` and `w` arrays or Python lists of numbers."""
     if not (isinstance(data, tuple) and 2 <= len(data) <= 3):
         return False
     x = data[0]
@@ -521,8 +534,9 @@ def _is_xy_of_structured_inputs(data: Any) -> bool:
     elif isinstance(x, (list, tuple)):
         x_ok = bool(x) and all(_is_array_like(v) for v in x)
     else:
-        return False
-    return x_ok and all(d is None or _is_array_like(d) for d in data[1:])
+        x_ok = _is_array_like(x)
+    return x_ok and all(d is None or _is_array_like(d)
+                        or (isinstance(d, list) and _is_nested_numbers(d)) for d in data[1:])
 
 
 def _num(v: Any) -> str:
@@ -531,13 +545,13 @@ def _num(v: Any) -> str:
 
 
 def _is_nested_numbers(data: list) -> bool:
-    """True for a (nested) Python list of plain numbers, such as [[0.1, 0.2], [0.3, 0.4]]."""
+    """True for a (nested) Python list of numbers (numpy's scalars too), such as [[0.1, 0.2]]."""
     stack = list(data)
     while stack:
         item = stack.pop()
         if isinstance(item, list):
             stack.extend(item)
-        elif isinstance(item, bool) or not isinstance(item, (int, float)):
+        elif isinstance(item, (bool, np.bool_)) or not isinstance(item, (int, float, np.number)):
             return False
     return bool(data)
 

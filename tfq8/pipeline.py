@@ -161,13 +161,10 @@ def convert(
         >>> blob = tfq8.convert(model, x_train[:500], method="kl")
         >>> open("model_int8.tflite", "wb").write(blob)
     """
-    check_convert_options(method=method, method_options=method_options, ranges=ranges,
-                          per_channel=per_channel, input_type=input_type,
-                          output_type=output_type, allow_float=allow_float,
-                          num_samples=num_samples, output_path=output_path)
-    io_in, io_out = io_type("input_type", input_type), io_type("output_type", output_type)
-    per_channel = _args.boolean("per_channel", per_channel)  # 1/0 and numpy's bools as bool
-    allow_float = _args.boolean("allow_float", allow_float)
+    io_in, io_out, per_channel, allow_float = check_convert_options(
+        method=method, method_options=method_options, ranges=ranges, per_channel=per_channel,
+        input_type=input_type, output_type=output_type, allow_float=allow_float,
+        num_samples=num_samples, output_path=output_path)
     if calibration is None and model is not None:
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model)  # load a model file once
@@ -195,26 +192,28 @@ def convert(
         chosen.update(overrides)
     if blob is None:
         blob = quantize_with_ranges(calib, chosen, **quant)
-    _warn_unapplied(calib, {i: r for i, r in overrides.items() if i not in pinned}, blob)
-    if io_in != np.int8:
-        integer = [t.name for t in inspect(blob).inputs if t.dtype in ("INT32", "INT64", "BOOL")]
-        if integer:  # token ids and the like are not quantized: the converter keeps their type
-            _log.warning("input_type=%r applies to float inputs; integer input(s) %s keep their "
-                         "own type.", io_in.name, integer)
-    return _finish(blob, allow_float=allow_float, output_path=output_path)
+    info = inspect(blob)
+    _warn_unapplied(calib, {i: r for i, r in overrides.items() if i not in pinned}, io_in, info)
+    return _finish(blob, allow_float=allow_float, output_path=output_path, info=info)
 
 
 def _warn_unapplied(calib: Calibration, overrides: Mapping[int, tuple[float, float]],
-                    blob: bytes) -> None:
-    """Warns about user ranges the quantizer replaced by its own fixed ones.
+                    io_in: np.dtype, info: Any) -> None:
+    """Warns about what the user asked for and the quantizer did otherwise.
 
-    TFLite fixes some int8 tensors' scale whatever their range: the outputs of
-    SOFTMAX and LOGISTIC (1/256), TANH (1/128), and tensors that must share
-    their input's scale.
+    * `input_type` applies to float inputs: integer ones (token ids) keep their type.
+    * TFLite fixes some int8 tensors' scale whatever their range: the outputs
+      of SOFTMAX and LOGISTIC (1/256), TANH (1/128), tensors that must share
+      their input's scale, and ranges too narrow for it.
     """
+    if io_in != np.int8:
+        integer = [t.name for t in info.inputs if t.dtype in ("INT32", "INT64", "BOOL")]
+        if integer:
+            _log.warning("input_type=%r applies to float inputs; integer input(s) %s keep their "
+                         "own type.", io_in.name, integer)
     if not overrides:
         return
-    int8 = {t.name: t for op in inspect(blob).ops for t in op.outputs
+    int8 = {t.name: t for op in info.ops for t in op.outputs
             if t.dtype in ("INT8", "UINT8") and len(t.scale) == 1}
     for i, (lo, hi) in overrides.items():
         stats = calib.tensor(i)
@@ -234,8 +233,12 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
                           per_channel: bool = True, input_type: Any = "int8",
                           output_type: Any = "int8", allow_float: bool = False,
                           num_samples: int | None = None,
-                          output_path: str | os.PathLike | None = None) -> None:
+                          output_path: str | os.PathLike | None = None
+                          ) -> tuple[np.dtype, np.dtype, bool, bool]:
     """Checks `convert`'s options before any slow work (the command line calls it too).
+
+    Returns:
+        `(input dtype, output dtype, per_channel, allow_float)`, normalized.
 
     Raises:
         ValueError, TypeError: Naming the option, what was expected and received.
@@ -243,9 +246,9 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
     Example:
         >>> check_convert_options(method="percentile", method_options={"percentile": 99.9})
     """
-    io_type("input_type", input_type), io_type("output_type", output_type)
-    _args.boolean("per_channel", per_channel)
-    _args.boolean("allow_float", allow_float)
+    normalized = (io_type("input_type", input_type), io_type("output_type", output_type),
+                  _args.boolean("per_channel", per_channel),  # 1/0 and numpy's bools as bool
+                  _args.boolean("allow_float", allow_float))
     _args.integer("num_samples", num_samples, optional=True)
     if method != "auto" and method not in available_methods():
         raise ValueError(
@@ -267,10 +270,12 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
         check_options(method, method_options)
     if output_path is not None:
         check_output_path(output_path, arg="output_path")
+    return normalized
 
 
-def _finish(blob: bytes, *, allow_float: bool, output_path: str | os.PathLike | None) -> bytes:
-    check_integer(blob, allow_float=allow_float)
+def _finish(blob: bytes, *, allow_float: bool, output_path: str | os.PathLike | None,
+            info: Any = None) -> bytes:
+    check_integer(blob, allow_float=allow_float, info=info)
     if output_path is not None:
         atomic_write(output_path, blob, arg="output_path")
     return blob
@@ -328,9 +333,12 @@ _FLOAT_OP_HINTS = {
 }
 
 
-def check_integer(blob: bytes, *, allow_float: bool) -> None:
-    """Raises `UnsupportedOpError` naming the float ops, unless allowed."""
-    info = inspect(blob)
+def check_integer(blob: bytes, *, allow_float: bool, info: Any = None) -> None:
+    """Raises `UnsupportedOpError` naming the float ops, unless allowed.
+
+    `info` is `inspect(blob)` where the caller has it already.
+    """
+    info = info if info is not None else inspect(blob)
     if info.full_integer:
         return
     culprits = [op for op in info.float_ops if op.name not in ("QUANTIZE", "DEQUANTIZE")]

@@ -221,12 +221,8 @@ def check(
                for t in q.parsed.subgraphs[0].tensors):
         _log.warning("tflite_model has no quantized tensor: it is a float model, so check() "
                      "compares float with float. Pass the int8 model tfq8.convert() wrote.")
-    if (labels is None and isinstance(data, tuple) and len(data) == 2 and len(q.inputs) == 1
-            and hasattr(data[1], "__len__") and not isinstance(data[1], (dict, str))):
-        data, labels = data  # (x, y) arrays, as model.evaluate takes them: y may be a list
-        labels = labels[:num_samples] if num_samples is not None else labels
     found = None
-    if labels is None:  # a stream of (x, y) items carries its labels too
+    if labels is None:  # (x, y) data, as model.evaluate takes it, carries its labels
         rep, found = labelled_samples(data, specs=q.input_specs(), num_samples=num_samples)
     else:
         rep = representative_dataset(data, specs=q.input_specs(), num_samples=num_samples)
