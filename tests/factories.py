@@ -39,6 +39,14 @@ def cnn(seed: int = 0, input_shape=(16, 16, 3), classes: int = 10):
     return model
 
 
+def fixed_batch_cnn(seed: int = 0, batch: int = 4, classes: int = 10):
+    """Conv + Flatten + Dense whose batch size is fixed (`keras.Input(batch_size=...)`)."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((8, 8, 3), batch_size=batch, name="image")
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inp)
+    return keras.Model(inp, keras.layers.Dense(classes)(keras.layers.Flatten()(x)))
+
+
 def mlp(seed: int = 0, features: int = 20, classes: int = 5):
     """Dense MLP with GELU (Keras 3 Sequential)."""
     keras.utils.set_random_seed(seed)

@@ -478,3 +478,23 @@ def test_an_empty_intermediate_tensor_is_refused_before_the_calibrator():
                                          r"tensor of shape \(1, 0, 0, 3\); the inputs are smaller"):
         tfq8.calibrate(model, factories.images(4, shape=(4, 4, 3)))
     assert tfq8.calibrate(model, factories.images(4, shape=(6, 6, 3))).tensors
+
+
+def test_a_fixed_batch_size_model_converts_and_checks_every_sample():
+    model = factories.fixed_batch_cnn(batch=4)
+    x = factories.images(66, shape=(8, 8, 3))     # 16 whole batches and 2 samples over
+    own = activation_qparams(converter_int8(model, x))
+    calib = tfq8.calibrate(model, x)
+    assert calib.num_samples == 64 and len(calib.samples[0]) % 4 == 0
+    assert own and activation_qparams(tfq8.convert(calibration=calib, method="minmax")) == own
+    blob = tfq8.convert(calibration=calib)
+    assert tfq8.inspect(blob).full_integer
+    assert tfq8.inspect(blob).inputs[0].shape[0] == 4
+    report = tfq8.check(blob, reference=model, data=x[:7], labels=np.arange(7))
+    assert report.num_samples == 7                # the last batch is padded, not dropped
+    assert report.outputs[0].sqnr_db > 30
+    ref = model.predict(x[:8], batch_size=4, verbose=0)[:7]
+    assert report.reference_accuracy == np.mean(np.argmax(ref, 1) == np.arange(7))
+    with pytest.raises(ValueError, match=r"at least one batch: the model's batch size is "
+                                         r"fixed at 4. Received: 3 sample\(s\)"):
+        tfq8.calibrate(model, x[:3])

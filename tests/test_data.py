@@ -343,3 +343,11 @@ def test_works_as_tflite_converter_representative_dataset():
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     blob = converter.convert()
     assert tfq8.inspect(blob).full_integer
+
+
+def test_a_fixed_batch_size_model_gets_whole_batches():
+    model = factories.fixed_batch_cnn(batch=4)
+    rep = tfq8.representative_dataset(factories.images(10, shape=(8, 8, 3)), model=model)
+    assert rep.batch == 4 and [b[0].shape for b in rep()] == [(4, 8, 8, 3)] * 2
+    assert len(rep.whole_batches()) == 8
+    assert tfq8.representative_dataset(X, model=factories.mlp(features=4, classes=3)).batch == 1

@@ -99,8 +99,9 @@ def calibrate_only(
 
     Args:
         converter: A fresh `tf.lite.TFLiteConverter` for the model.
-        sample_gen: Zero-argument callable yielding one sample per step, each a
-            list of arrays in the model's input order (batch dimension 1).
+        sample_gen: Zero-argument callable yielding one sample per step (one
+            batch for a model whose batch size is fixed), each a list of
+            arrays in the model's input order.
         on_float_model: Called with the converter's float `.tflite` model just
             before the calibrator starts on it (the converter's private
             `_quantize` step receives it; this converter instance only).

@@ -62,7 +62,9 @@ class RepresentativeDataset:
 
     Calling the object returns a generator yielding one sample per step as a
     list of arrays (batch dimension 1) in the model's input order, which is what
-    `TFLiteConverter.representative_dataset` expects.
+    `TFLiteConverter.representative_dataset` expects; for a model whose batch
+    size is fixed at B > 1, batches of B (samples past the last full batch are
+    left out).
 
     Attributes:
         inputs: One array per model input, all with the same first dimension.
@@ -76,9 +78,36 @@ class RepresentativeDataset:
     def __len__(self) -> int:
         return int(self.inputs[0].shape[0])
 
+    @property
+    def batch(self) -> int:
+        """Samples per step of `__call__`: the model's fixed batch size, else 1."""
+        return (fixed_batch([s.shape for s in self.specs]) or 1) if self.specs else 1
+
     def __call__(self) -> Iterator[list[np.ndarray]]:
-        for i in range(len(self)):
-            yield [a[i : i + 1] for a in self.inputs]
+        step = self.batch
+        for i in range(0, len(self) - step + 1, step):
+            yield [a[i : i + step] for a in self.inputs]
+
+    def whole_batches(self) -> "RepresentativeDataset":
+        """The samples that fill whole batches of the model's fixed batch size.
+
+        Returns:
+            `self` unless the model's batch size is fixed at B > 1 and the
+            sample count is not a multiple of B; then the first multiple of B
+            (logged).
+
+        Raises:
+            ValueError: If there are fewer samples than one batch.
+        """
+        step = self.batch
+        if len(self) < step:
+            raise ValueError(f"data must hold at least one batch: the model's batch size is "
+                             f"fixed at {step}. Received: {len(self)} sample(s)")
+        if len(self) % step == 0:
+            return self
+        _log.info("The model's batch size is fixed at %d: the last %d of %d samples do not "
+                  "fill a batch and are left out.", step, len(self) % step, len(self))
+        return self.take(len(self) - len(self) % step)
 
     def batches(self, batch_size: int) -> Iterator[list[np.ndarray]]:
         """Yields lists of arrays with up to `batch_size` samples each."""
@@ -92,6 +121,34 @@ class RepresentativeDataset:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{a.dtype.name}{list(a.shape)}" for a in self.inputs)
         return f"RepresentativeDataset({len(self)} samples: {shapes})"
+
+
+def fixed_batch(signatures: Sequence[Sequence[int]]) -> int | None:
+    """The batch size a model's inputs are fixed at, or None if it may be resized.
+
+    Args:
+        signatures: Each input's shape signature, batch first (-1 or None for
+            a dimension that may change).
+
+    Returns:
+        None when every input's batch dimension is -1; else the fixed size
+        (1 for scalar inputs, which have no batch dimension).
+
+    Raises:
+        ValueError: If the inputs' fixed batch sizes differ.
+
+    Example:
+        >>> fixed_batch([(4, 8, 8, 1)]), fixed_batch([(-1, 8)])
+        (4, None)
+    """
+    dims = [-1 if len(s) and s[0] is None else int(s[0]) if len(s) else 1 for s in signatures]
+    if all(d == -1 for d in dims):
+        return None
+    sizes = sorted({d for d in dims if d != -1})
+    if len(sizes) > 1:
+        raise ValueError(f"The model's inputs must share one batch size. Received batch "
+                         f"dimensions {dims}")
+    return sizes[0]
 
 
 def representative_dataset(

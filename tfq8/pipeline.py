@@ -83,6 +83,7 @@ def calibrate(
     rep = data if isinstance(data, RepresentativeDataset) and num_samples is None and (
         data.specs == handle.specs) else representative_dataset(
             data, specs=handle.specs, num_samples=num_samples)
+    rep = rep.whole_batches()
     kept = _kept(rep, keep_samples)
     handle.check_input_size(rep.inputs)
     _log.info("Calibrating on %d samples.", len(rep))
@@ -105,7 +106,10 @@ def _kept(rep: RepresentativeDataset, n: int | None) -> np.ndarray:
     _args.integer("keep_samples", n, minimum=0)
     if n == 0:
         return np.zeros(0, np.int64)
-    return np.unique(np.linspace(0, len(rep) - 1, min(n, len(rep))).round().astype(np.int64))
+    step = rep.batch  # a fixed batch size: whole batches, evenly spaced
+    n = max(1, min(n, len(rep)) // step)
+    first = np.unique(np.linspace(0, len(rep) // step - 1, n).round().astype(np.int64)) * step
+    return (first[:, None] + np.arange(step)).ravel()
 
 
 def convert(
@@ -285,7 +289,8 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None) -> 
     """TFLite's own full-integer int8 conversion, for comparison with tfq8's.
 
     Exactly what TFLite's documentation shows: `Optimize.DEFAULT`, a
-    representative dataset yielding one sample at a time, int8 builtin ops and
+    representative dataset yielding one sample at a time (one batch for a
+    fixed batch size), int8 builtin ops and
     int8 inputs and outputs; the converter chooses every range (min/max).
 
     Args:

@@ -249,7 +249,12 @@ def check(
     f_inputs = _reorder(rep.inputs, q.inputs, f.inputs) if f is not None else None
     if f is not None:  # both step through the same batches
         f.fit_batch_to(f_inputs)
-        q.batch_size = f.batch_size = min(q.batch_size, f.batch_size)
+        fixed = {r.fixed_batch for r in (q, f) if r.fixed_batch}
+        if len(fixed) > 1:
+            raise ValueError(f"reference must take the int8 model's batch size "
+                             f"{q.fixed_batch}. Received: a reference with batch size "
+                             f"fixed at {f.fixed_batch}")
+        q.batch_size = f.batch_size = fixed.pop() if fixed else min(q.batch_size, f.batch_size)
     out_map = _match(q.outputs, f.outputs) if f is not None else None
     pairs = _tensor_pairs(q, f) if f is not None and want_tensors else []
     if f is not None and want_tensors and not pairs:
@@ -270,8 +275,7 @@ def check(
                 if k == out_k:
                     f_out.append(r)
             for (qt, ft, _), acc in zip(pairs, t_acc):
-                r = f.interpreter.get_tensor(ft)
-                acc.update(qt.dequantize(q.interpreter.get_tensor(qt.index)), r, grid=qt)
+                acc.update(qt.dequantize(q.tensor(qt.index)), f.tensor(ft), grid=qt)
         if progress is not None:
             progress(stop, n)
 
@@ -401,7 +405,7 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
             return handle.to_float_tflite(), "keras", _output_names(handle)
         try:
             sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
-                                            specs=handle.specs)
+                                            specs=handle.specs).whole_batches()
         except ValueError as e:
             raise ValueError(
                 f"reference does not take the inputs the int8 model takes (is it the float "

@@ -33,7 +33,7 @@ import numpy as np
 from tfq8 import _args, _tflite
 from tfq8._quiet import quiet_native_stderr
 from tfq8.errors import first_line
-from tfq8.data import InputSpec
+from tfq8.data import InputSpec, fixed_batch
 from tfq8.harness.litert import BACKENDS, new_interpreter, size_inputs
 
 _log = logging.getLogger("tfq8")
@@ -440,8 +440,10 @@ class ModelRunner:
         num_threads: Kernel threads.
         preserve_all_tensors: Keep intermediates readable (`tensor()`).
         batch_size: Samples per invoke (default: as many as fit in about
-            8 MiB of tensors, the CPU caches' scale, at most 1024); 1 when the
-            batch dimension is fixed.
+            8 MiB of tensors, the CPU caches' scale, at most 1024). A model
+            whose batch dimension is fixed runs at that size (`fixed_batch`),
+            its last batch padded with copies of the last sample, which
+            `output` and `tensor` leave out.
         arg: The argument name used in error messages.
 
     Example:
@@ -473,11 +475,13 @@ class ModelRunner:
             self.outputs = [dataclasses.replace(t, key=keys.get(t.index, t.key)) for t in self.outputs]
         self.outputs = _keras_order(self.outputs)
         _args.integer("batch_size", batch_size, optional=True)
-        self.resizable = all(len(t.signature) and t.signature[0] == -1 for t in self.inputs)
-        self.batch_size = (batch_size or batch_for(self.parsed, _BATCH_BYTES, _MAX_BATCH)
-                           if self.resizable else 1)
+        self.fixed_batch = fixed_batch([t.signature for t in self.inputs])
+        self.resizable = self.fixed_batch is None
+        self.batch_size = self.fixed_batch or batch_size or batch_for(
+            self.parsed, _BATCH_BYTES, _MAX_BATCH)
         self._chosen_batch = batch_size is not None
         self._current = None
+        self._rows: int | None = None  # samples in the last invoke (padded batch: fewer)
 
     def fit_batch_to(self, inputs: Sequence[np.ndarray]) -> None:
         """Shrinks the default batch for samples larger than the model's placeholders
@@ -508,22 +512,35 @@ class ModelRunner:
     def batches(self, inputs: Sequence[np.ndarray]) -> Iterator[tuple[int, int]]:
         """Sets each batch of `inputs` (float, quantized here), invokes, yields (start, stop)."""
         total = len(inputs[0])
-        for start in range(0, total, self.batch_size):
-            stop = min(total, start + self.batch_size)
-            self._resize(stop - start, inputs)
+        step = self.fixed_batch or self.batch_size
+        for start in range(0, total, step):
+            stop = min(total, start + step)
+            self._resize(step if self.fixed_batch else stop - start, inputs)
             for t, a in zip(self.inputs, inputs):
-                self.interpreter.set_tensor(t.index, np.ascontiguousarray(t.quantize(a[start:stop])))
+                part = a[start:stop]
+                if len(part) < step and self.fixed_batch:
+                    part = np.concatenate([part, np.repeat(part[-1:], step - len(part), axis=0)])
+                self.interpreter.set_tensor(t.index, np.ascontiguousarray(t.quantize(part)))
             try:
                 self.interpreter.invoke()
             except RuntimeError as e:
                 raise InvalidModelError(f"LiteRT failed to run {self.arg}: "
                                         f"{first_line(e)}") from None
+            self._rows = stop - start
             yield start, stop
 
     def output(self, k: int) -> np.ndarray:
         """Output `k` of the last invoke, dequantized."""
         t = self.outputs[k]
-        return t.dequantize(self.interpreter.get_tensor(t.index))
+        return t.dequantize(self.tensor(t.index))
+
+    def tensor(self, index: int) -> np.ndarray:
+        """Tensor `index` after the last invoke, without the rows of a padded batch."""
+        value = self.interpreter.get_tensor(index)
+        if self.fixed_batch and self._rows is not None and self._rows < self.fixed_batch and (
+                value.ndim and value.shape[0] == self.fixed_batch):
+            return value[: self._rows]
+        return value
 
     def run(self, inputs: Sequence[np.ndarray],
             progress: Callable[[int, int], None] | None = None) -> list[np.ndarray]:

@@ -351,13 +351,13 @@ def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
 
 def _run_on(model: bytes, samples: list[np.ndarray], backend: str) -> list[np.ndarray]:
     from tfq8.harness.interpreter import (  # noqa: PLC0415 (cycle)
-        TensorIO, make_interpreter, size_inputs)
+        TensorIO, fixed_batch, make_interpreter, size_inputs)
 
     interp = make_interpreter(model, backend=backend, num_threads=_threads(), verified=True,
                               allocate=False)
     ins = [TensorIO.from_details(d) for d in interp.get_input_details()]
     n = len(samples[0])
-    batch = n if all(t.signature and t.signature[0] == -1 for t in ins) else 1
+    batch = fixed_batch([t.signature for t in ins]) or n  # kept samples fill whole batches
     size_inputs(interp, [[batch, *a.shape[1:]] for a in samples])
     outs = [TensorIO.from_details(d) for d in interp.get_output_details()]
     results: list[list[np.ndarray]] = [[] for _ in outs]

@@ -24,6 +24,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from tfq8.data import fixed_batch
 from tfq8.harness.litert import new_interpreter, size_inputs
 from tfq8.stats.histogram import Histogram
 
@@ -72,9 +73,16 @@ def sweep(model: bytes, inputs: Sequence[np.ndarray], stats: Mapping[int, Tensor
     """
     xnnpack = xnnpack_agrees(model, inputs, sorted(stats) if probe is None else list(probe))
     interpreter = _interpreter(model, xnnpack=xnnpack, threads=threads)
+    fixed = _fixed_batch(interpreter)
+    if fixed is not None:  # pipeline.calibrate passes whole batches
+        if len(inputs[0]) % fixed:
+            raise ValueError(f"The model's batch size is fixed at {fixed}: the samples must "
+                             f"fill whole batches. Received {len(inputs[0])} samples")
+        batch = fixed
     batch = max(1, min(batch, len(inputs[0])))
     if batch > 1 and not resize_batch(interpreter, batch, inputs):
-        _log.info("The model's batch dimension is fixed; collecting one sample at a time.")
+        _log.info("The model's batch dimension cannot be resized; collecting one sample at "
+                  "a time.")
         batch = 1
     if batch == 1:
         resize_batch(interpreter, 1, inputs) or interpreter.allocate_tensors()
@@ -86,6 +94,10 @@ def _interpreter(model: bytes, *, xnnpack: bool, threads: int):
     """LiteRT with every tensor preserved (XNNPACK or builtin kernels), not yet sized."""
     return new_interpreter(model, backend="xnnpack" if xnnpack else "builtin",
                            num_threads=threads, preserve_all_tensors=True)
+
+
+def _fixed_batch(interpreter) -> int | None:
+    return fixed_batch([d["shape_signature"] for d in interpreter.get_input_details()])
 
 
 def resize_batch(interpreter, batch: int, inputs: Sequence[np.ndarray]) -> bool:
@@ -147,16 +159,16 @@ def xnnpack_agrees(model: bytes, inputs: Sequence[np.ndarray], tracked: list[int
 
     XNNPACK runs the float pass several times faster than the builtin kernels
     and, with all tensors preserved, still exposes every intermediate tensor.
-    This is checked rather than assumed: one sample runs on both, and every
+    This is checked rather than assumed: one sample (one batch) runs on both, and every
     tracked tensor must agree to float rounding; otherwise the builtin kernels
     are used.
     """
-    first = [a[:1] for a in inputs]
     values = []
     for xnnpack in (False, True):
         try:
             it = _interpreter(model, xnnpack=xnnpack, threads=1)
-            resize_batch(it, 1, first) or it.allocate_tensors()
+            first = [a[: _fixed_batch(it) or 1] for a in inputs]
+            resize_batch(it, len(first[0]), first) or it.allocate_tensors()
             for d, a in zip(it.get_input_details(), first):
                 it.set_tensor(d["index"], a)
             it.invoke()
