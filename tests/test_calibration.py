@@ -80,6 +80,17 @@ def test_merge_refuses_another_graph(full):
         full.merge(other)
 
 
+def test_merge_refuses_the_same_graph_with_other_weights(model_and_data):
+    _, x = model_and_data
+    model = factories.cnn(seed=5)
+    before = tfq8.calibrate(model, x[:8])
+    model.set_weights([w * 1.5 for w in model.get_weights()])  # same tensors, other weights
+    after = tfq8.calibrate(model, x[8:16])
+    assert [t.name for t in after.tensors] == [t.name for t in before.tensors]
+    with pytest.raises(ValueError, match="different weights"):
+        before.merge(after)
+
+
 def test_save_load_round_trip_without_pickle(full, tmp_path):
     path = tmp_path / "stats.npz"
     full.save(path)

@@ -1,9 +1,10 @@
 """tfq8._quiet: native stderr is silenced while inside, and always restored."""
 
 import os
+import sys
 import threading
 
-from tfq8._quiet import quiet_native_stderr
+from tfq8._quiet import quiet_native_stderr, quiet_stdout
 
 
 def _fd2():
@@ -36,3 +37,30 @@ def test_nested_and_concurrent_uses_restore_stderr():
     for t in threads:
         t.join()
     assert _fd2() == before
+
+
+def test_overlapping_quiet_stdout_in_threads_restores_stdout():
+    before = sys.stdout
+    start = threading.Barrier(2)
+    first_out, second_in = threading.Event(), threading.Event()
+    quiet_inside = []
+
+    def first():  # in, then out while the second is still in
+        with quiet_stdout():
+            start.wait(timeout=10)
+            second_in.wait(timeout=10)
+        first_out.set()
+
+    def second():
+        start.wait(timeout=10)
+        with quiet_stdout():
+            second_in.set()
+            first_out.wait(timeout=10)
+            quiet_inside.append(sys.stdout is not before)  # still quiet after the first left
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert quiet_inside == [True]
+    assert sys.stdout is before

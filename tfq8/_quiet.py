@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import sys
 import threading
 import warnings
 from typing import Iterator
@@ -24,13 +25,39 @@ _depth = 0  # threads inside quiet_native_stderr
 _saved_fd: int | None = None
 
 
+_out_lock = threading.Lock()
+_out_depth = 0  # threads inside quiet_stdout
+_saved_stdout = None
+_filtered = False
+
+
 @contextlib.contextmanager
 def quiet_stdout() -> Iterator[None]:
-    """Swallows Python-level stdout, and the quantizer's warning that input
-    statistics are missing (tfq8 always provides them)."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+    """Swallows Python-level stdout while any thread is inside.
+
+    Nested and concurrent uses share one redirection, as `quiet_native_stderr`
+    does (`contextlib.redirect_stdout` is not safe across threads: two
+    overlapping uses can leave `sys.stdout` redirected for good). The
+    quantizer's warning that input statistics are missing (tfq8 always
+    provides them) is filtered from the first use on, for TFLite's converter
+    module only.
+    """
+    global _out_depth, _saved_stdout, _filtered
+    with _out_lock:
+        if not _filtered:
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs",
+                                    module="tensorflow.lite.python.convert")
+            _filtered = True
+        if _out_depth == 0:
+            _saved_stdout, sys.stdout = sys.stdout, io.StringIO()
+        _out_depth += 1
+    try:
         yield
+    finally:
+        with _out_lock:
+            _out_depth -= 1
+            if _out_depth == 0:
+                sys.stdout, _saved_stdout = _saved_stdout, None
 
 
 @contextlib.contextmanager

@@ -121,7 +121,9 @@ class Calibration:
         """Statistics over the samples of both calibrations (same model graph).
 
         Raises:
-            ValueError: If the two describe different graphs.
+            ValueError: If the two describe different graphs, or the same graph
+                with different weights (the merged model would carry only this
+                calibration's weights).
         """
         if not isinstance(other, Calibration):
             raise TypeError(f"merge() takes another tfq8.Calibration. Received: {type(other).__name__}")
@@ -129,6 +131,12 @@ class Calibration:
             raise ValueError(
                 "Can only merge calibrations of the same TFLite graph; the tensors differ."
             )
+        if None not in (self.fingerprint, other.fingerprint) and (
+                self.fingerprint != other.fingerprint):
+            raise ValueError(
+                "Can only merge calibrations of the same model: these two come from models "
+                "with different weights (their weight fingerprints differ), so the merged "
+                "statistics would describe neither. Calibrate the model once on all the data.")
         merged = []
         cap = max(len(self.samples[0]) if self.samples else 0,
                   len(other.samples[0]) if other.samples else 0)
