@@ -184,6 +184,25 @@ def test_atomic_write_keeps_modes_and_links_and_names_the_argument(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tflite", "model.tflite"]
 
 
+def test_a_failed_write_names_the_path_and_keeps_the_old_file(tmp_path, monkeypatch):
+    target = tmp_path / "model.tflite"
+    atomic_write(target, b"old", arg="output_path")
+    with pytest.raises(ValueError, match=r"output_path must not contain a NUL character"):
+        atomic_write(str(tmp_path / "a\0b.tflite"), b"x", arg="output_path")
+    with pytest.raises(ValueError, match=r"output_path has a file name longer than the \d+ bytes"):
+        atomic_write(tmp_path / ("m" * 300 + ".tflite"), b"x", arg="output_path")
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(OSError, match=r"Cannot write output_path='.*model.tflite': No space left "
+                                      r"on device; nothing was written") as info:
+        atomic_write(target, b"new", arg="output_path")
+    assert info.value.errno == 28
+    assert target.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["model.tflite"]
+
+
 def test_kept_samples_are_spread_over_the_data(model_and_data):
     model, x = model_and_data
     calib = tfq8.calibrate(model, x, keep_samples=4)

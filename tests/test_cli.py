@@ -148,15 +148,24 @@ def test_bad_inputs_exit_non_zero_with_one_line(files, capfd):
         (("bench", tfl, "--threads", "0"), "threads"),
         (("convert", files / "model.keras", "--data", files / "calib.npy", "--output", files),
          "--output is a directory"),
+        (("convert", files / "model.keras", "--data", files / "calib.npy", "--output",
+          files / "model.keras"), "--output would overwrite MODEL"),
+        (("convert", files / "model.keras", "--data", files / "calib.npy", "--output",
+          files / "calib.npy"), "--output would overwrite --data"),
+        (("convert", files / "model.keras", "--data", files / "calib.npy", "--output",
+          files / "x.tflite", "--calibration-out", files / "x.tflite"),
+         "--calibration-out would overwrite --output"),
         (("bench", tfl, "--frobnicate"), "frobnicate"),
         (("inspect",), "expected exactly one TFLITE"),
         (("explode", tfl), "unknown command"),
     ]
+    before = (files / "model.keras").read_bytes(), (files / "calib.npy").read_bytes()
     for argv, message in cases:
         code, out, err = _run(capfd, *argv)
         assert code != 0, argv
         assert message in _one_error_line(err), (argv, err)
         assert out == "", argv
+    assert ((files / "model.keras").read_bytes(), (files / "calib.npy").read_bytes()) == before
 
 
 def test_convert_reuses_saved_statistics_with_ranges_and_options(files, capfd):

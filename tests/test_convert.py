@@ -378,6 +378,21 @@ def test_calibration_data_the_model_cannot_run_is_a_value_error():
         tfq8.calibrate(model, ids)
 
 
+def test_output_path_never_overwrites_the_model_file_or_takes_a_bad_range(cnn_case, tmp_path):
+    model, x, _ = cnn_case
+    path = tmp_path / "model.keras"
+    model.save(path)
+    saved = path.read_bytes()
+    with pytest.raises(ValueError, match=r"output_path would overwrite model, which this job "
+                                         r"reads"):
+        tfq8.convert(str(path), x, output_path=path)
+    assert path.read_bytes() == saved
+    for bad in ("12", (1, "2"), (1, 2, 3), {0: 1}, (True, 2)):
+        with pytest.raises(ValueError, match=r"ranges\['t'\] must be a \(min, max\) pair of "
+                                             r"numbers"):
+            tfq8.convert(model, x, ranges={"t": bad})
+
+
 def test_output_path_is_written_atomically(cnn_case, tmp_path):
     _, _, calib = cnn_case
     path = tmp_path / "out" / "model.tflite"

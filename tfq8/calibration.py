@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import difflib
+import errno
 import io
 import json
 import os
@@ -256,6 +257,8 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
     Raises:
         ValueError: If `path` is empty, a directory, or under a file.
         TypeError: If `path` is not a string or path.
+        OSError: If the file cannot be written (no permission, disk full);
+            the message names `arg` and `path`.
 
     Example:
         >>> atomic_write("model_int8.tflite", blob, arg="output_path")
@@ -267,11 +270,16 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
     except (FileExistsError, NotADirectoryError):  # a file appeared there since the check
         raise ValueError(f"{arg} lies under {_first_file(directory)!r}, which is a file, not "
                          f"a directory. Received: {arg}={path!r}") from None
+    except OSError as e:
+        raise _write_error(e, arg, path) from None
     try:
         mode = os.stat(target).st_mode & 0o777  # an existing file keeps its permissions
     except FileNotFoundError:
         mode = None  # a new one gets what open() would give it (umask, default ACLs)
-    fd, tmp = _create_temp(directory)
+    try:
+        fd, tmp = _create_temp(directory)
+    except OSError as e:
+        raise _write_error(e, arg, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -280,19 +288,35 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
                 os.fchmod(f.fileno(), mode)
             os.fsync(f.fileno())
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise _write_error(e, arg, path) from None
         raise
 
 
-def check_output_path(path: Any, *, arg: str = "path") -> str:
+def _write_error(e: OSError, arg: str, path: Any) -> OSError:
+    """`e` restated for the user's path (not the hidden temporary file's)."""
+    return type(e)(e.errno, f"Cannot write {arg}={os.fspath(path)!r}: "
+                            f"{e.strerror or e}; nothing was written")
+
+
+def check_output_path(path: Any, *, arg: str = "path",
+                      inputs: Mapping[str, Any] | None = None) -> str:
     """Checks that `path` can name an output file; returns its real path.
 
     Nothing is created: `atomic_write` makes missing directories when it writes.
 
+    Args:
+        path: The output file.
+        arg: The argument's name, for error messages.
+        inputs: Argument name -> a path the job reads (the model file, say),
+            which `path` must not overwrite. None values are skipped.
+
     Raises:
-        ValueError: If `path` is empty, a directory, or under a file.
+        ValueError: If `path` is empty, a directory, under a file, or one of
+            `inputs`.
         TypeError: If `path` is not a string or path.
 
     Example:
@@ -304,6 +328,8 @@ def check_output_path(path: Any, *, arg: str = "path") -> str:
     path = os.fspath(path)
     if not path:
         raise ValueError(f"{arg} must name a file. Received: {arg}=''")
+    if "\0" in path:
+        raise ValueError(f"{arg} must not contain a NUL character. Received: {arg}={path!r}")
     if path.endswith((os.sep, "/")):
         raise ValueError(f"{arg} ends in a path separator; expected a file path. "
                          f"Received: {arg}={path!r}")
@@ -315,6 +341,17 @@ def check_output_path(path: Any, *, arg: str = "path") -> str:
     if parent and not os.path.isdir(parent):
         raise ValueError(f"{arg} lies under {parent!r}, which is a file, not a directory. "
                          f"Received: {arg}={path!r}")
+    if parent and not os.access(parent, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, f"Cannot write {arg}={path!r}: the directory "
+                              f"{parent!r} is not writable")
+    for name, other in (inputs or {}).items():
+        if isinstance(other, (str, os.PathLike)) and os.path.realpath(other) == target:
+            raise ValueError(f"{arg} would overwrite {name}, which this job reads. Received: "
+                             f"{arg}={path!r} and {name}={os.fspath(other)!r}")
+    limit = _name_max(parent)
+    if len(os.fsencode(os.path.basename(target))) > limit:
+        raise ValueError(f"{arg} has a file name longer than the {limit} bytes the file "
+                         f"system allows. Received: {arg}={path!r}")
     return target
 
 
@@ -328,6 +365,13 @@ def _create_temp(directory: str) -> tuple[int, str]:
         except FileExistsError:
             continue
     raise FileExistsError(f"Could not create a temporary file in {directory!r}")
+
+
+def _name_max(directory: str) -> int:
+    try:
+        return os.pathconf(directory or ".", "PC_NAME_MAX")
+    except (OSError, ValueError):
+        return 255
 
 
 def _first_file(directory: str) -> str:
@@ -346,18 +390,32 @@ def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[f
             t = calib.tensor(key)
         except KeyError:
             raise ValueError(_unknown_tensor(calib, key)) from None
-        try:
-            lo, hi = (float(v) for v in value)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"ranges[{key!r}] must be a (min, max) pair of numbers. Received: {value!r}"
-            ) from None
-        if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
-            raise ValueError(
-                f"ranges[{key!r}] must be finite with min <= max. Received: {value!r}"
-            )
-        out[t.index] = (lo, hi)
+        out[t.index] = range_pair(key, value)
     return out
+
+
+def range_pair(key: str | int, value: Any) -> tuple[float, float]:
+    """`ranges[key]` as a checked (min, max) of finite floats.
+
+    Example:
+        >>> range_pair("logits", (-8, 8))
+        (-8.0, 8.0)
+    """
+    pair = None
+    if not isinstance(value, (str, bytes, Mapping)):
+        try:
+            pair = [v for v in value]
+        except TypeError:
+            pass
+    if pair is None or len(pair) != 2 or not all(
+            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+            for v in pair):
+        raise ValueError(
+            f"ranges[{key!r}] must be a (min, max) pair of numbers. Received: {value!r}")
+    lo, hi = float(pair[0]), float(pair[1])
+    if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
+        raise ValueError(f"ranges[{key!r}] must be finite with min <= max. Received: {value!r}")
+    return lo, hi
 
 
 def _unknown_tensor(calib: Calibration, key: str | int) -> str:

@@ -303,8 +303,11 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
         check_convert_options(**options)
     except (ValueError, TypeError) as e:
         raise type(e)(_as_flags(str(e))) from None
+    read = {"MODEL": model_path, "--data": _F.data, "--calibration": _F.calibration}
+    check_output_path(output, arg="--output", inputs=read)
     if _F["calibration-out"].value:
-        check_output_path(_F["calibration-out"].value, arg="--calibration-out")
+        check_output_path(_F["calibration-out"].value, arg="--calibration-out",
+                          inputs={**read, "--output": output})
     calib = None
     if _F.calibration:
         if _F.data:

@@ -23,7 +23,8 @@ import numpy as np
 from tfq8 import _args, _tflite
 from tfq8._quiet import quiet_native_stderr, quiet_stdout
 from tfq8 import qat as _qat
-from tfq8.calibration import Calibration, atomic_write, check_output_path, validate_overrides
+from tfq8.calibration import (Calibration, atomic_write, check_output_path, range_pair,
+                              validate_overrides)
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.errors import UnsupportedOpError
 from tfq8.harness.inspect import inspect
@@ -168,7 +169,7 @@ def convert(
     io_in, io_out, per_channel, allow_float = check_convert_options(
         method=method, method_options=method_options, ranges=ranges, per_channel=per_channel,
         input_type=input_type, output_type=output_type, allow_float=allow_float,
-        num_samples=num_samples, output_path=output_path)
+        num_samples=num_samples, output_path=output_path, model=model)
     if calibration is None and model is not None:
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model)  # load a model file once
@@ -237,7 +238,7 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
                           per_channel: bool = True, input_type: Any = "int8",
                           output_type: Any = "int8", allow_float: bool = False,
                           num_samples: int | None = None,
-                          output_path: str | os.PathLike | None = None
+                          output_path: str | os.PathLike | None = None, model: Any = None
                           ) -> tuple[np.dtype, np.dtype, bool, bool]:
     """Checks `convert`'s options before any slow work (the command line calls it too).
 
@@ -265,6 +266,8 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
     if ranges is not None and not isinstance(ranges, Mapping):
         raise ValueError("ranges must be a dict of tensor name (or index) -> (min, max). "
                          f"Received: ranges of type {type(ranges).__name__}")
+    for key, value in (ranges or {}).items():  # the names are checked once calibrated
+        range_pair(key, value)
     if method == "auto" and method_options:
         raise ValueError(
             "method_options set one method's options, and method='auto' compares every method "
@@ -273,7 +276,7 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
     if method_options:
         check_options(method, method_options)
     if output_path is not None:
-        check_output_path(output_path, arg="output_path")
+        check_output_path(output_path, arg="output_path", inputs={"model": model})
     return normalized
 
 
