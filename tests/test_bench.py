@@ -95,6 +95,8 @@ def test_bad_arguments(setup):
                         ("time_budget_s", float("inf")), ("progress", 5)):
         with pytest.raises(ValueError, match=f"{name} must be .*Received: {name}={value!r}"):
             tfq8.benchmark(blob, runs=1, **{name: value})
+    with pytest.raises(ValueError, match=r"per_op must be True or False. Received: per_op='no'"):
+        tfq8.benchmark(blob, runs=1, per_op="no")
 
 
 def test_op_table_gives_no_ratio_for_ops_under_the_invoke_overhead():

@@ -262,3 +262,13 @@ def test_xnnpack_probe_agrees_on_a_real_graph(full, model_and_data):
     _, x = model_and_data
     rep = tfq8.representative_dataset(x[:2], specs=tfq8.models.input_specs(factories.cnn()))
     assert sweep_mod.xnnpack_agrees(full.model, rep.inputs, [t.index for t in full.tensors])
+
+
+def test_max_bins_has_a_ceiling_and_specs_a_type(model_and_data):
+    model, x = model_and_data
+    with pytest.raises(ValueError, match=r"max_bins must be at most 65536. Received: "
+                                         r"max_bins=1099511627776"):
+        tfq8.calibrate(model, x, max_bins=2**40)
+    with pytest.raises(TypeError, match=r"specs must be a list of tfq8.data.InputSpec .*"
+                                        r"Received: specs='abc'"):
+        tfq8.representative_dataset(x, specs="abc")

@@ -350,6 +350,67 @@ def test_bad_arguments_raise(kwargs):
         tfq8.CalibrationCallback(data, **kwargs)
 
 
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(method="percentile", convert_options={"method_options": {"percentile": 200}}),
+     r"convert_options: .*percentile must be in \(50, 100\]. Received: percentile=200"),
+    (dict(convert_options={"ranges": [1, 2]}), r"convert_options: ranges must be a dict"),
+    (dict(convert_options={"per_channel": "no"}), r"per_channel must be True or False"),
+    (dict(filepath="{loss:02d}.tflite"),
+     r"filepath must format with epoch .*Received: filepath='\{loss:02d\}.tflite' "
+     r"\(Unknown format code 'd'"),
+    (dict(filepath="m-{epoch.x}.tflite"), r"Received: filepath='m-\{epoch.x\}.tflite' \(.*'x'"),
+    (dict(filepath="m-{val_int8_accuracy:.3f}.tflite", validation_data=None),
+     r"filepath names int8 metrics.*validation_data=None"),
+])
+def test_convert_options_and_filepath_refused_by_the_constructor(kwargs, match):
+    x, y = _mlp_data(8)
+    kwargs = {"validation_data": (x, y), **kwargs}
+    with pytest.raises(ValueError, match=match):
+        tfq8.CalibrationCallback(x, verbose=0, **kwargs)
+
+
+@pytest.mark.parametrize("filepath, inject, match", [
+    ("m-{val_missing:.3f}.tflite", None,
+     r"filepath names 'val_missing' which is not in the epoch logs. Available keys: .*'loss'"),
+    ("m-{tag:.3f}.tflite", ("tag", ["best"]),
+     r"filepath could not be formatted with epoch=1 .*Unknown format code 'f'.*Received: filepath="),
+])
+def test_filepath_that_fails_only_with_the_real_logs_names_filepath(tmp_path, filepath, inject, match):
+    x, y = _mlp_data(48)
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(x[:16], filepath=str(tmp_path / filepath), method="minmax",
+                                  verbose=0)  # only model.fit's logs know these keys
+    callbacks = [cb] if inject is None else [_Inject(*inject), cb]
+    with pytest.raises(ValueError, match=match):
+        model.fit(x, y, epochs=1, batch_size=48, verbose=0, callbacks=callbacks)
+    assert not list(tmp_path.iterdir())
+
+
+def test_out_of_range_validation_labels_fail_before_training():
+    x, y = _mlp_data()
+    model = _compiled_mlp()  # 5 classes
+    started = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
+    cb = tfq8.CalibrationCallback(x[:16], validation_data=(x[:16], y[:16] + 10), verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data labels for output '\w+' must be class "
+                                         r"indices in 0\.\.4 .*Received: labels 10\.\.14"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[cb, probe])
+    assert started == []
+
+
+def test_validation_labels_checked_against_a_subclassed_models_outputs():
+    model = factories.subclassed()  # no model.outputs: 3 classes read from a prediction
+    specs = load_model(model).specs
+    x = np.random.default_rng(0).normal(size=(12, 6)).astype(np.float32)
+    labels = np.arange(12) % 3
+    with pytest.raises(ValueError, match=r"in 0\.\.2 .*Received: labels -1\.\.1"):
+        int8_metrics.ValidationSet.build((x, labels - 1), model, specs)
+    # In range, one-hot rows and non-integral targets (a custom loss's) are accepted.
+    for y in (labels, np.eye(3)[labels], labels + 0.5):
+        val = int8_metrics.ValidationSet.build((x, y), model, specs)
+        assert np.array_equal(next(iter(val.y.values())), y)
+
+
 def test_abs_quantile_and_layer_names():
     h = Histogram().update(np.concatenate([np.linspace(-1, 1, 9999), [0.0] * 500, [50.0]]))
     p = cbmod._abs_quantile(h, 0.999)

@@ -214,6 +214,22 @@ def test_bad_inputs_raise_clear_errors(setup, tmp_path):
         tfq8.check(blob, reference=F.mlp(), data=x[:4])
     with pytest.raises(ValueError, match=r"num_threads must be a positive integer.*=0"):
         tfq8.check(blob, data=x, num_threads=0)
+    with pytest.raises(ValueError, match=r"per_tensor must be True or False"):
+        tfq8.check(blob, data=x, per_tensor="no")
+    with pytest.raises(TypeError, match=r"progress must be a function .* Received: int"):
+        tfq8.check(blob, data=x, progress=5)
+    five = tfq8.convert(F.cnn(seed=1, classes=5), F.images(16, seed=1), method="minmax")
+    with pytest.raises(ValueError, match=r"reference must have the int8 model's outputs. Received: "
+                                         r"a reference whose output .* has shape \(None, 5\) "
+                                         r"where the int8 model's .* has \(None, 10\)"):
+        tfq8.check(blob, reference=five, data=x)
+
+
+def test_num_samples_takes_the_labels_of_the_samples_it_takes(setup):
+    model, calib, blob, x, y = setup
+    report = tfq8.check(blob, data=x, labels=y, num_samples=30, per_tensor=False)
+    whole = tfq8.check(blob, data=x[:30], labels=y[:30], per_tensor=False)
+    assert report.num_samples == 30 and report.accuracy == whole.accuracy
 
 
 def test_a_float_model_is_checked_with_a_warning(setup, caplog):

@@ -143,7 +143,10 @@ def test_method_options_are_checked(cnn_case):
 
 @pytest.mark.parametrize("options, match", [
     (dict(method="percentile", method_options={"percentile": "abc"}),
-     r"Options of range method 'percentile': could not convert.*Received: \{'percentile': 'abc'\}"),
+     r"Options of range method 'percentile': percentile must be a number. Received: "
+     r"percentile='abc'"),
+    (dict(method="percentile", method_options={"percentile": "99.9"}),
+     r"percentile must be a number. Received: percentile='99.9'"),
     (dict(method="percentile", method_options={"percentile": 20}),
      r"percentile must be in \(50, 100\]\. Received: percentile=20\.$"),
     (dict(output_path="."), r"output_path is a directory"),

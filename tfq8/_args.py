@@ -22,7 +22,7 @@ import numpy as np
 
 
 def integer(name: str, value: Any, *, minimum: int = 1, optional: bool = False,
-            hint: str = "") -> int | None:
+            hint: str = "", maximum: int | None = None) -> int | None:
     """`value` as an int, refused unless it is an integer >= `minimum` (or None if optional).
 
     Args:
@@ -30,6 +30,7 @@ def integer(name: str, value: Any, *, minimum: int = 1, optional: bool = False,
         value: What the caller passed.
         minimum: Smallest allowed value.
         optional: Whether None is allowed (and returned).
+        maximum: Largest allowed value, if any.
         hint: Appended to the expectation, such as ", or None for all".
 
     Raises:
@@ -43,6 +44,8 @@ def integer(name: str, value: Any, *, minimum: int = 1, optional: bool = False,
         if optional and not hint:
             hint = " or None"
         raise ValueError(f"{name} must be {what}{hint}. Received: {name}={value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}. Received: {name}={value!r}")
     return int(value)
 
 

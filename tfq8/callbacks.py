@@ -49,13 +49,13 @@ import numpy as np
 
 from tfq8 import _args
 from tfq8.calibration import Calibration, atomic_write
-from tfq8.pipeline import CALIBRATION_ATTR, calibrate, convert, io_type
+from tfq8.pipeline import CALIBRATION_ATTR, calibrate, check_convert_options, convert
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, evaluate_int8, is_tf_keras_model,
                                keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
 from tfq8.harness.interpreter import make_interpreter
-from tfq8.stats.histogram import DEFAULT_MAX_BINS, MIN_BINS, Histogram
+from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS, Histogram
 
 _log = logging.getLogger("tfq8.callbacks")
 
@@ -150,6 +150,21 @@ class _CalibrationCallbackBase:
                 raise ValueError(
                     "filepath may only use named fields such as {epoch:02d} or "
                     f"{{val_int8_accuracy:.3f}}. Received: filepath={filepath!r}")
+            names = {re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields}
+            if validation_data is None and any(n.startswith("val_int8_") for n in names):
+                raise ValueError(
+                    "filepath names int8 metrics, which are computed on validation_data: pass "
+                    "validation_data=(x_val, y_val) or use only {epoch} and model.fit's own logs. "
+                    f"Received: filepath={filepath!r}, validation_data=None")
+            values = dict.fromkeys(names, 0.0)  # Keras logs are floats
+            values["epoch"] = 1
+            try:
+                filepath.format(**values)
+            except (ValueError, TypeError, IndexError, AttributeError) as e:
+                raise ValueError(
+                    "filepath must format with epoch (an int) and the logs (floats), such as "
+                    "'model-{epoch:02d}-{val_int8_accuracy:.3f}.tflite'. "
+                    f"Received: filepath={filepath!r} ({e})") from None
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name. Received: monitor={monitor!r}")
         if "int8" in monitor:
@@ -182,17 +197,10 @@ class _CalibrationCallbackBase:
             raise ValueError(
                 f"convert_options may contain {', '.join(_CONVERT_OPTIONS)} (method is its own "
                 f"argument). Received: convert_options keys {unknown}")
-        for key in ("per_channel", "allow_float"):
-            if key in convert_options:
-                _args.boolean(f"convert_options['{key}']", convert_options[key])
-        for key in ("input_type", "output_type"):
-            if key in convert_options:
-                io_type(f"convert_options['{key}']", convert_options[key])
-        if method == "auto" and convert_options.get("method_options"):
-            raise ValueError(
-                "convert_options['method_options'] set one method's options, and method='auto' "
-                "compares every method with its defaults. Pass method= too, such as "
-                f"method='percentile'. Received: {convert_options['method_options']}")
+        try:  # tfq8.convert's own checks (values too), now rather than after training
+            check_convert_options(method=method, **convert_options)
+        except ValueError as e:
+            raise ValueError(f"convert_options: {e}") from None
         for name, value, low in (("outlier_ratio", outlier_ratio, 1.0),
                                  ("range_growth", range_growth, 1.0)):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
@@ -203,7 +211,7 @@ class _CalibrationCallbackBase:
                 "outlier_percentile must be in (50, 100). "
                 f"Received: outlier_percentile={outlier_percentile!r}")
         _args.integer("batch_size", batch_size)
-        _args.integer("max_bins", max_bins, minimum=MIN_BINS)
+        _args.integer("max_bins", max_bins, minimum=MIN_BINS, maximum=MAX_BINS)
         if validation_data is not None and not readable(validation_data):
             raise ValueError(
                 "validation_data must be (x, y), (x, y, sample_weight), inputs x alone, or a "
@@ -382,11 +390,15 @@ class _CalibrationCallbackBase:
 
     def _export(self, epoch: int, logs: Mapping[str, Any], blob: bytes) -> None:
         try:
-            path = self.filepath.format(epoch=epoch + 1, **logs)
+            path = self.filepath.format(**{**logs, "epoch": epoch + 1})
         except KeyError as e:
             raise ValueError(
                 f"filepath names {e} which is not in the epoch logs. Available keys: "
                 f"{sorted(logs)}. Received: filepath={self.filepath!r}") from None
+        except (ValueError, TypeError, IndexError, AttributeError) as e:
+            raise ValueError(
+                f"filepath could not be formatted with epoch={epoch + 1} and the epoch logs "
+                f"({e}). Received: filepath={self.filepath!r}") from None
         if self.save_best_only:
             current = logs.get(self.monitor)
             if current is None:
@@ -484,7 +496,8 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         every_n_epochs: Also calibrate every this many epochs (default None:
             only after the last epoch).
         filepath: Where to export the int8 `.tflite`; may contain `{epoch}` and
-            log keys, e.g. `"ckpt/m-{epoch:02d}-{val_int8_accuracy:.3f}.tflite"`.
+            log keys, e.g. `"ckpt/m-{epoch:02d}-{val_int8_accuracy:.3f}.tflite"`;
+            checked on creation by formatting it with an int epoch and float logs.
         monitor: The log key `save_best_only` compares.
         mode: `"auto"`, `"min"` or `"max"` for `monitor`.
         save_best_only: Export only when `monitor` improves.
@@ -494,7 +507,8 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         method: Range method for the int8 conversions (as in `tfq8.convert`).
         num_samples: Calibrate on at most this many samples.
         convert_options: Further `tfq8.convert` options (`per_channel`,
-            `input_type`, `output_type`, `allow_float`, `method_options`, `ranges`).
+            `input_type`, `output_type`, `allow_float`, `method_options`, `ranges`),
+            checked on creation as `tfq8.convert` checks them.
         outlier_ratio: A tensor whose `max|x|` exceeds this multiple of its
             `outlier_percentile` of `|x|` is reported as hostile to int8.
         outlier_percentile: The percentile of the non-zero `|x|` used above.

@@ -187,6 +187,10 @@ def representative_dataset(
         200
     """
     _args.integer("num_samples", num_samples, optional=True)
+    if specs is not None and (not isinstance(specs, (list, tuple)) or not all(
+            isinstance(s, InputSpec) for s in specs)):
+        raise TypeError("specs must be a list of tfq8.data.InputSpec (or pass model= instead). "
+                        f"Received: specs={specs!r}")
     if specs is None and model is not None:
         from tfq8 import models  # local: models imports TensorFlow
 

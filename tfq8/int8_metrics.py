@@ -157,8 +157,9 @@ class ValidationSet:
             specs: Its input specs (`tfq8.models.load_model(model).specs`).
 
         Raises:
-            ValueError: On labels that do not fit the inputs or the outputs, or
-                an empty or infinite stream.
+            ValueError: On labels that do not fit the inputs or the outputs (class
+                indices outside a classifier's classes, for one), or an empty or
+                infinite stream.
         """
         outputs = output_names(model)
         if isinstance(data, tuple) and 1 <= len(data) <= 3:
@@ -176,8 +177,49 @@ class ValidationSet:
                     raise ValueError(
                         f"validation_data labels for output {name!r} have {len(arr)} samples; the "
                         f"inputs have {n}. Received: labels of shape {arr.shape}")
+            units = _output_units(model, rep, outputs)
+            for name, arr in labels.items():
+                _check_class_labels(name, arr, units[name])
         weights = None if w is None else np.asarray(_np(w), np.float64).reshape(n, -1).mean(axis=1)
         return cls(rep, labels, weights)
+
+
+def _output_units(model: Any, rep: RepresentativeDataset, outputs: list[str]) -> dict[str, int | None]:
+    """Output name -> its last dimension (a classifier's classes), None for a 1-D output.
+
+    Read from `model.outputs`, or for a subclassed model (which has none) from
+    its predictions on one batch of `rep`.
+    """
+    tensors = getattr(model, "outputs", None) or []
+    if len(tensors) == len(outputs):
+        shapes = [tuple(t.shape) for t in tensors]
+    else:
+        pred = _predict_float(model, rep.take(rep.batch), outputs, rep.batch)
+        shapes = [pred[name].shape for name in outputs]
+    return {name: shape[-1] if len(shape) >= 2 else None for name, shape in zip(outputs, shapes)}
+
+
+def _check_class_labels(name: str, labels: np.ndarray, units: int | None) -> None:
+    """Refuses class indices that a classifier output of `units` classes cannot score.
+
+    Only one integral label per sample for an output of 2+ units is read as a
+    class index (as `val_int8_accuracy` and a sparse loss read it); one-hot
+    rows, targets of the output's shape and non-integral targets are left alone.
+
+    Raises:
+        ValueError: Naming the output, the valid classes and the labels received.
+    """
+    if not units or units < 2 or labels.size != len(labels) or not np.issubdtype(
+            labels.dtype, np.number):
+        return
+    if not np.array_equal(labels, np.round(labels)):
+        return  # not class indices: targets of a custom loss
+    low, high = labels.min(), labels.max()
+    if low < 0 or high >= units:
+        raise ValueError(
+            f"validation_data labels for output {name!r} must be class indices in 0..{units - 1} "
+            f"(the output has {units} units) or one-hot rows of {units}. "
+            f"Received: labels {low:g}..{high:g}")
 
 
 def _is_tensor(x: Any) -> bool:

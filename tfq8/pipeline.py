@@ -32,7 +32,7 @@ from tfq8.models import ModelHandle, load_model
 from tfq8.ranges import auto as _auto
 from tfq8.ranges import available_methods, check_options
 from tfq8.stats.collect import BackgroundCollect, collect
-from tfq8.stats.histogram import DEFAULT_MAX_BINS, MIN_BINS
+from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS
 
 _log = logging.getLogger("tfq8")
 
@@ -79,7 +79,7 @@ def calibrate(
         >>> calib.save("stats.npz")
     """
     _args.integer("batch_size", batch_size, optional=True)
-    _args.integer("max_bins", max_bins, minimum=MIN_BINS)
+    _args.integer("max_bins", max_bins, minimum=MIN_BINS, maximum=MAX_BINS)
     handle = load_model(model)
     rep = data if isinstance(data, RepresentativeDataset) and num_samples is None and (
         data.specs == handle.specs) else representative_dataset(

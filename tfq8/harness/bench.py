@@ -229,6 +229,7 @@ def benchmark(
     _args.integer("seed", seed, minimum=0, optional=True)
     _args.positive_number("time_budget_s", time_budget_s, unit="seconds")
     _args.positive_number("op_time_budget_s", op_time_budget_s, unit="seconds")
+    per_op = _args.boolean("per_op", per_op)
     if progress is not None and not callable(progress):
         raise ValueError("progress must be a callable taking a message, or None. "
                          f"Received: progress={progress!r}")

@@ -212,6 +212,10 @@ def check(
     if data is None:
         raise ValueError("check() needs data: samples like the model's inputs. Received: data=None")
     threads = _args.integer("num_threads", num_threads, optional=True) or os.cpu_count() or 1
+    per_tensor = _args.boolean("per_tensor", per_tensor)
+    if progress is not None and not callable(progress):
+        raise TypeError("progress must be a function of (samples done, total) or None. "
+                        f"Received: {type(progress).__name__}")
     want_tensors = per_tensor and backend != "xnnpack"
     if per_tensor and not want_tensors:
         _log.warning("per_tensor needs builtin or reference kernels; skipped with backend='xnnpack'.")
@@ -242,6 +246,8 @@ def check(
             q.outputs, f.outputs = _named(q.outputs, keras_names), _named(f.outputs, keras_names)
             aliases = {keys[t.index]: k for k, t in enumerate(q.outputs)}  # signature names too
     out_k = _output_index(q, output, aliases)
+    if labels is not None and num_samples is not None and _len(labels) > n:
+        labels = labels[:n]  # the labels of the samples num_samples chose
     y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
     if found is not None:
         y = _labels_in_data(found, n, q.outputs[out_k])
@@ -256,6 +262,15 @@ def check(
                              f"fixed at {f.fixed_batch}")
         q.batch_size = f.batch_size = fixed.pop() if fixed else min(q.batch_size, f.batch_size)
     out_map = _match(q.outputs, f.outputs) if f is not None else None
+    for k, j in enumerate(out_map or []):
+        ours, theirs = q.outputs[k], f.outputs[j]
+        if -1 not in ours.signature[1:] + theirs.signature[1:] and (
+                ours.shape[1:] != theirs.shape[1:]):
+            raise ValueError(
+                f"reference must have the int8 model's outputs. Received: a reference whose "
+                f"output {theirs.key!r} has shape {(None,) + theirs.shape[1:]} where the "
+                f"int8 model's {ours.key!r} has {(None,) + ours.shape[1:]} (is it the float "
+                "model this int8 model came from?)")
     pairs = _tensor_pairs(q, f) if f is not None and want_tensors else []
     if f is not None and want_tensors and not pairs:
         _log.warning("No tensor of the reference matches the int8 model's by name; "
@@ -511,6 +526,13 @@ def _output_index(q: ModelRunner, output: int | str, aliases: dict[str, int]) ->
         raise ValueError(f"output must be an index below {len(q.outputs)} (outputs {names}). "
                          f"Received: output={output}")
     return int(output)
+
+
+def _len(labels: Any) -> int:
+    try:
+        return len(labels)
+    except TypeError:
+        return 0
 
 
 def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:

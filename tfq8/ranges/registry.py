@@ -100,6 +100,12 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
             f"options: {', '.join(accepted) or 'none'}. Received: {dict(options)}")
     if not options:
         return
+    for p in params:  # a number's option takes a number, not its text
+        v = options.get(p.name)
+        if p.name in options and isinstance(p.default, (int, float)) and (
+                isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))):
+            raise ValueError(f"Options of range method {name!r}: {p.name} must be a number. "
+                             f"Received: {p.name}={v!r}")
     try:  # the values too: a dry run on a small histogram, before any statistics exist
         get_method(name)(Histogram().update(np.linspace(-1.0, 3.0, 401)), **options)
     except (ValueError, TypeError) as e:

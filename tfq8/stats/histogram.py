@@ -36,6 +36,7 @@ from tfq8 import _args
 MIN_EXPONENT = -64
 DEFAULT_MAX_BINS = 4096
 MIN_BINS = 16
+MAX_BINS = 1 << 16  # 512 KiB of counts per tensor
 _CHUNK = 1 << 22
 
 
