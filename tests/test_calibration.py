@@ -122,6 +122,15 @@ def test_save_replaces_atomically_and_load_reports_bad_files(full, tmp_path):
     np.savez(tmp_path / "other.npz", x=np.zeros(3))
     with pytest.raises(ValueError, match="Could not read a tfq8 calibration"):
         tfq8.Calibration.load(tmp_path / "other.npz")
+    with np.load(path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for damage, match in ((lambda a: a[:, :4], r"kept sample 0 is float32\[\d+, 4, 16, 3\]; the "
+                                               r"model's input 0 takes float32\[-1, 16, 16, 3\]"),
+                          (lambda a: a.astype(np.float64), "kept sample 0 is float64"),
+                          (lambda a: a * np.nan, "kept sample 0 holds NaN")):
+        np.savez(tmp_path / "damaged.npz", **{**arrays, "sample0": damage(arrays["sample0"])})
+        with pytest.raises(ValueError, match=r"Could not read a tfq8 calibration .*" + match):
+            tfq8.Calibration.load(tmp_path / "damaged.npz")
 
 
 def _resave(src, dst, **changes):

@@ -96,8 +96,15 @@ def test_qat_model_converts_to_full_integer_without_data(qat_case, qat_blob):
     assert info.full_integer
     assert [op.name for op in info.ops] == ["CONV_2D", "MEAN", "FULLY_CONNECTED"]
     assert [t.dtype for t in info.inputs + info.outputs] == ["INT8", "INT8"]
-    # Data is only for tensors QAT did not annotate; here there are none.
+    # Data is only for tensors QAT did not annotate; here there are none. It is still checked.
     assert tfq8.convert(qat_case[0], qat_case[1]) == qat_blob
+    x = np.asarray(qat_case[1])
+    with pytest.raises(ValueError, match=r"Sample 0: expected input"):
+        tfq8.convert(qat_case[0], x[:, :-1])
+    with pytest.raises(ValueError, match=r"contains NaN or Inf"):
+        tfq8.convert(qat_case[0], x * np.nan)
+    with pytest.raises(ValueError, match=r"num_samples chooses samples of data, and no data"):
+        tfq8.convert(qat_case[0], num_samples=5)
 
 
 def test_int8_scales_are_the_fakequant_ranges_qat_learned(qat_case, qat_blob):

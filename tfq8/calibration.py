@@ -225,6 +225,8 @@ class Calibration:
                                                peaks))
                 kept = int(header.get("num_kept_inputs", 0))
                 samples = [np.array(z[f"sample{k}"]) for k in range(kept)] or None
+                if samples is not None:
+                    _check_kept_samples(model, samples)
                 num_samples = int(header["num_samples"])
                 fingerprint = header.get("fingerprint")
         except FileNotFoundError:
@@ -240,6 +242,24 @@ class Calibration:
                 f"written by Calibration.save): {reason}"
             ) from None
         return cls(model, tensors, num_samples, fingerprint, samples)
+
+
+def _check_kept_samples(model: bytes, samples: list[np.ndarray]) -> None:
+    """Refuses kept samples that the calibrated model's inputs cannot take."""
+    sg = _tflite.read_model(model).subgraphs[0]
+    inputs = [sg.tensors[int(i)] for i in sg.inputs]
+    if len(samples) != len(inputs) or len({len(a) for a in samples}) != 1:
+        raise ValueError(f"its kept samples are {len(samples)} arrays of lengths "
+                         f"{[len(a) for a in samples]}; the model has {len(inputs)} input(s)")
+    for k, (a, t) in enumerate(zip(samples, inputs)):
+        want = [int(d) for d in (t.shapeSignature if t.shapeSignature is not None else t.shape)]
+        kind = _tflite.tensor_type_name(t.type).lower()
+        if a.ndim != len(want) or any(w not in (-1, g) for w, g in zip(want[1:], a.shape[1:])) or (
+                a.dtype.name != kind):
+            raise ValueError(f"kept sample {k} is {a.dtype.name}{list(a.shape)}; the model's "
+                             f"input {k} takes {kind}{want}")
+        if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+            raise ValueError(f"kept sample {k} holds NaN or Inf")
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> None:

@@ -177,6 +177,7 @@ def convert(
         blob = _qat.try_convert(model, have_data=have_data, ranges=ranges,
                                 per_channel=per_channel, input_type=io_in, output_type=io_out)
         if blob is not None:
+            _unused_data(model, data, num_samples)
             return _finish(blob, allow_float=allow_float, output_path=output_path)
     calib = _resolve_calibration(model, data, calibration, num_samples)
     quant = dict(per_channel=per_channel, input_type=io_in, output_type=io_out)
@@ -375,6 +376,22 @@ def io_type(arg: str, value: Any) -> np.dtype:
     return np.dtype(_IO_NAMES[key])
 
 
+def _unused_data(model: Any, data: Any, num_samples: int | None) -> None:
+    """A QAT model that needs no statistics: `data` is still checked, then left unused."""
+    if data is None:
+        _no_data_for(num_samples)
+        return
+    rep = representative_dataset(data, specs=load_model(model).specs, num_samples=num_samples)
+    _log.info("Quantization-aware training learned every range of this model; the %d samples "
+              "of data were checked but are not needed.", len(rep))
+
+
+def _no_data_for(num_samples: int | None) -> None:
+    if num_samples is not None:
+        raise ValueError("num_samples chooses samples of data, and no data was passed. "
+                         f"Received: num_samples={num_samples!r}, data=None")
+
+
 def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
                          num_samples: int | None) -> Calibration:
     if calibration is not None:
@@ -397,9 +414,7 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
         raise ValueError("convert() needs a model (or a calibration). Received: model=None")
     if data is not None:
         return calibrate(model, data, num_samples=num_samples)
-    if num_samples is not None:
-        raise ValueError("num_samples chooses samples of data, and no data was passed. "
-                         f"Received: num_samples={num_samples!r}, data=None")
+    _no_data_for(num_samples)
     attached = getattr(model, CALIBRATION_ATTR, None) if not isinstance(model, (str, os.PathLike)) else None
     if attached is None:
         raise ValueError(
