@@ -516,3 +516,13 @@ def test_a_fixed_batch_size_model_converts_and_checks_every_sample():
     with pytest.raises(ValueError, match=r"at least one batch: the model's batch size is "
                                          r"fixed at 4. Received: 3 sample\(s\)"):
         tfq8.calibrate(model, x[:3])
+
+
+def test_constant_calibration_inputs_are_warned_about(caplog):
+    model = factories.mlp(features=4, classes=3)
+    tfq8.calibrate(model, np.zeros((8, 4), np.float32), keep_samples=0)
+    assert "holds the one value 0 in all 8 samples" in caplog.text
+    caplog.clear()
+    tfq8.calibrate(model, np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32),
+                   keep_samples=0)
+    assert "holds the one value" not in caplog.text

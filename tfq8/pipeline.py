@@ -85,6 +85,7 @@ def calibrate(
         data.specs == handle.specs) else representative_dataset(
             data, specs=handle.specs, num_samples=num_samples)
     rep = rep.whole_batches()
+    _warn_constant_inputs(rep)
     kept = _kept(rep, keep_samples)
     handle.check_input_size(rep.inputs)
     _log.info("Calibrating on %d samples.", len(rep))
@@ -97,6 +98,18 @@ def calibrate(
         tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
     samples = [a[kept].copy() for a in rep.inputs] if len(kept) else None
     return Calibration(calibrated, tensors, len(rep), handle.fingerprint(), samples)
+
+
+def _warn_constant_inputs(rep: RepresentativeDataset) -> None:
+    """Warns about a float input that holds one value in every sample (all zeros, say):
+    its int8 range then spans only that value, and real inputs would be clipped."""
+    for k, a in enumerate(rep.inputs):
+        if np.issubdtype(a.dtype, np.floating) and a.size and a.min() == a.max():
+            name = rep.specs[k].name if rep.specs else f"input {k}"
+            _log.warning("Calibration input %r holds the one value %g in all %d samples, so its "
+                         "int8 range covers nothing else and real inputs will be clipped. "
+                         "Calibrate on samples like those the model will see.", name,
+                         float(a.flat[0]), len(rep))
 
 
 def _kept(rep: RepresentativeDataset, n: int | None) -> np.ndarray:
