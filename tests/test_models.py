@@ -124,10 +124,23 @@ def test_bad_paths_raise_value_error(tmp_path):
     tf.saved_model.save(tf.Module(), str(no_signature))
     with pytest.raises(ValueError, match=r"serving signature.*Received: model="):
         models.load_model(str(no_signature))
-    broken = tmp_path / "broken.keras"
-    broken.write_bytes(b"garbage")
-    with pytest.raises(ValueError, match="Could not load the model file.*Received: model="):
-        models.load_model(str(broken))
+
+
+def test_corrupt_model_files_are_named(tmp_path):
+    """A model file that exists but is not a zip / HDF5 file is not reported as missing."""
+    garbage = tmp_path / "bad.keras"
+    garbage.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"^model file exists but is not a valid \.keras archive: "
+                                         r"it is not a zip file\..*model\.save.*Received: "
+                                         r"model='.*bad\.keras'$") as info:
+        models.load_model(str(garbage))
+    assert "not found" not in str(info.value)
+    for ext, reason in [("keras", "it is not a zip file"), ("h5", r"HDF5 cannot open it \(truncated")]:
+        path = tmp_path / f"mlp.{ext}"
+        factories.mlp().save(path)
+        path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+        with pytest.raises(ValueError, match=f"exists but is not a valid .{ext} .*{reason}"):
+            models.load_model(str(path))
 
 
 @pytest.mark.parametrize("bad", [5, None, np.zeros(3), b"model.keras"])
@@ -210,3 +223,56 @@ def test_an_unregistered_custom_layer_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"custom class 'Sin', which is not registered.*"
                                          r"register_keras_serializable.*Received: model="):
         tfq8.convert(path, np.zeros((4, 4), np.float32))
+
+
+def _half_precision_mlp(dtype: str = "mixed_float16"):
+    """`factories.mlp`'s architecture with its hidden layer under a half-precision policy."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential([keras.Input((20,), name="features"),
+                             keras.layers.Dense(32, activation="gelu", dtype=dtype),
+                             keras.layers.Dense(5, dtype="float32")])
+
+
+@pytest.mark.parametrize("dtype, computes", [("mixed_float16", "float16"),
+                                             ("mixed_bfloat16", "bfloat16")])
+def test_mixed_precision_model_is_refused_with_the_fix(dtype, computes):
+    model = _half_precision_mlp(dtype)
+    with pytest.raises(tfq8.UnsupportedOpError,
+                       match=rf"^The model computes in {computes} \(layers 'dense\w*' use the dtype "
+                             rf"policy '{dtype}'\).*set_dtype_policy\('float32'\).*set_weights"):
+        tfq8.convert(model, _features())
+    # The advice works: the same architecture in float32 with the same weights.
+    rebuilt = factories.mlp()
+    rebuilt.set_weights(model.get_weights())
+    _full_integer(rebuilt, _features())
+
+
+def test_mixed_precision_tf_keras_and_saved_model_are_refused(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    inp = tf_keras.Input((4,))
+    tfk = tf_keras.Model(inp, tf_keras.layers.Dense(2, dtype="mixed_float16")(inp))
+    with pytest.raises(tfq8.UnsupportedOpError,
+                       match=r"computes in float16.*tf_keras.mixed_precision.set_global_policy"):
+        models.load_model(tfk)
+    # A SavedModel has no Keras layers to check: the converter's float16 tensors are recognized.
+    folder = tmp_path / "half"
+    _half_precision_mlp().export(str(folder), verbose=False)
+    with pytest.raises(tfq8.UnsupportedOpError,
+                       match=r"^The model computes in float16 \(ops .*MatMul.*\).*'mixed_float16'"):
+        models.load_model(str(folder))
+
+
+def test_lambda_keras_file_keeps_the_safe_mode_advice(tmp_path):
+    path = str(tmp_path / "lambda.keras")
+    keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda t: t * 2.0),
+                      keras.layers.Dense(2)]).save(path)
+    with pytest.raises(ValueError) as info:
+        models.load_model(path)
+    message = str(info.value)
+    assert "`Lambda` layer" in message
+    assert "passing `safe_mode=False` to the loading function, or calling" in message  # not cut
+    assert f"keras.saving.load_model({path!r}, safe_mode=False)" in message
+    assert "tf_keras" not in message and "InputLayer" not in message
+    # The advice works.
+    handle = models.load_model(keras.saving.load_model(path, safe_mode=False))
+    assert [s.shape for s in handle.specs] == [(None, 4)]

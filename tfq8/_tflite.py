@@ -50,6 +50,11 @@ SUPPORTED_TF_VERSIONS: tuple[str, ...] = ("2.21",)
 
 ALLOW_UNSUPPORTED_ENV = "TFQ8_ALLOW_UNSUPPORTED_TF"
 
+FLOAT32_REBUILD_HINT = (
+    "Rebuild the same architecture under the float32 policy ({setter}), copy the weights "
+    "(new_model.set_weights(model.get_weights())) and pass the new model.")
+"""What to do about a float16 / bfloat16 (mixed-precision) model; `{setter}` sets the policy."""
+
 _TENSOR_TYPE_NAMES = {
     v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")
 }
@@ -171,12 +176,35 @@ def convert_qat(
         raise _unsupported(str(e)) from None
 
 
+def convert_float(converter: tf.lite.TFLiteConverter) -> bytes:
+    """The converter's plain float `.tflite` model.
+
+    Raises:
+        UnsupportedOpError: Naming the ops (or the float16 types) the converter rejects.
+    """
+    try:
+        with quiet_stdout():
+            return bytes(converter.convert())
+    except _ConverterError as e:
+        raise _unsupported(str(e)) from None
+
+
 def _unsupported(message: str) -> Exception:
     """A short `UnsupportedOpError` from the converter's long MLIR message."""
     # "Custom ops: Svd" on a line of its own; not "... implement custom ops: https://...".
     ops = re.findall(r"^(?:TF Select ops|Flex ops|Custom ops): (.+)$", message, re.M | re.I)
     ops = ops or re.findall(r"'tf\.(\w+)' op is neither a custom op nor a flex op", message)
     ops = list(dict.fromkeys(op.strip() for op in ops))
+    # The rejected ops' details, such as "tf.MatMul(tensor<?x8xf16>, ...": the ops are
+    # builtin, but not in float16 / bfloat16 (a mixed-precision Keras model).
+    half = re.search(r"^\s*tf\.\w+\(.*tensor<(?:[^<>]*x)?(b?f16)>", message, re.M)
+    if half:
+        setter = "keras.config.set_dtype_policy('float32')"
+        return UnsupportedOpError(
+            f"The model computes in {'bfloat16' if half.group(1) == 'bf16' else 'float16'}"
+            f"{' (ops ' + ', '.join(ops) + ')' if ops else ''}, such as under a mixed-precision "
+            "dtype policy like 'mixed_float16', which TFLite's int8 conversion does not take. "
+            + FLOAT32_REBUILD_HINT.format(setter=setter))
     if ops:
         return UnsupportedOpError(
             f"The model uses ops TFLite's builtin ops do not cover: {'; '.join(ops)}. "

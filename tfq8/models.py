@@ -20,13 +20,14 @@ import hashlib
 import logging
 import os
 import re
+import zipfile
 from typing import Any, Sequence
 
 import numpy as np
 import tensorflow as tf
 
 from tfq8 import _tflite
-from tfq8._quiet import quiet_stdout
+from tfq8.errors import UnsupportedOpError
 from tfq8 import qat as _qat
 from tfq8.data import InputSpec
 
@@ -136,9 +137,12 @@ class ModelHandle:
                              "windows allow.")
 
     def to_float_tflite(self) -> bytes:
-        """The plain float32 `.tflite` conversion of the model."""
-        with quiet_stdout():
-            return bytes(self.converter().convert())
+        """The plain float32 `.tflite` conversion of the model.
+
+        Raises:
+            UnsupportedOpError: If TFLite's converter rejects an op of the model.
+        """
+        return _tflite.convert_float(self.converter())
 
 
 # Keras 3's, tf_keras' and TensorFlow's words for a window larger than its input.
@@ -197,6 +201,8 @@ def load_model(model: Any) -> ModelHandle:
         ValueError: If the path does not exist, is of an unknown kind, cannot be
             read, or the model is not built, or is a tfmot model tfq8 cannot
             convert (`tfq8.qat.check_model`).
+        UnsupportedOpError: If the model computes in float16 or bfloat16 (a
+            mixed-precision dtype policy).
     """
     if isinstance(model, ModelHandle):
         return model
@@ -206,7 +212,7 @@ def load_model(model: Any) -> ModelHandle:
                 "The Keras model is not built: call it on a batch or call build() "
                 f"first so its input shapes are known. Received: {type(model).__name__}"
             )
-        _qat.check_model(model)
+        _check_keras_model(model)
         return ModelHandle(keras_model=model)
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
@@ -222,6 +228,8 @@ def load_model(model: Any) -> ModelHandle:
             try:
                 handle.specs  # noqa: B018 - reads the serving signature now, to fail early
                 return handle
+            except UnsupportedOpError:  # the signature is fine; its ops are not
+                raise
             except Exception as e:  # noqa: BLE001 - TF raises many kinds here
                 first = str(e).splitlines()[0] if str(e) else ""
                 raise ValueError(
@@ -231,7 +239,7 @@ def load_model(model: Any) -> ModelHandle:
                 ) from e
         if path.endswith((".keras", ".h5", ".hdf5")):
             keras_model = _load_keras_file(path)
-            _qat.check_model(keras_model)
+            _check_keras_model(keras_model)
             return ModelHandle(keras_model=keras_model)
         raise ValueError(
             "model path must be a .keras or .h5 file or a SavedModel folder. "
@@ -243,7 +251,52 @@ def load_model(model: Any) -> ModelHandle:
     )
 
 
+def _check_keras_model(model: Any) -> None:
+    """Refuses tfmot models tfq8 cannot convert and models that compute in half precision."""
+    _qat.check_model(model)
+    half = [layer for layer in _sublayers(model)
+            if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None)
+            in ("float16", "bfloat16")]
+    if half:
+        policy = half[0].dtype_policy
+        setter = ("keras.config.set_dtype_policy('float32')" if isinstance(model, _keras3().Model)
+                  else "tf_keras.mixed_precision.set_global_policy('float32')")
+        raise UnsupportedOpError(
+            f"The model computes in {policy.compute_dtype} (layers "
+            f"{', '.join(repr(layer.name) for layer in half[:3])}{', ...' if len(half) > 3 else ''} "
+            f"use the dtype policy {policy.name!r}), which TFLite's int8 conversion does not "
+            f"take. {_tflite.FLOAT32_REBUILD_HINT.format(setter=setter)} "
+            f"Received: model with dtype policy {policy.name!r}")
+
+
+def _sublayers(model: Any) -> list[Any]:
+    """The layers of a model, recursively through nested models."""
+    return [sub for layer in getattr(model, "layers", [])
+            for sub in [layer, *_sublayers(layer)]]
+
+
+def _check_file_format(path: str) -> None:
+    """Refuses a `.keras` file that is not a zip archive and an `.h5` file HDF5 cannot open."""
+    import h5py  # noqa: PLC0415 - a Keras dependency, needed only for files
+
+    if zipfile.is_zipfile(path):
+        return
+    reason = "it is not a zip file" if path.endswith(".keras") else "it is not an HDF5 file"
+    if h5py.is_hdf5(path):  # tf_keras loads HDF5 under either name
+        try:
+            with h5py.File(path, "r"):
+                return
+        except OSError as e:  # "Unable to ... open file (truncated file: eof = 9900, ...)"
+            found = re.search(r"\(([^()]+)\)\s*$", str(e))
+            reason = f"HDF5 cannot open it ({found.group(1) if found else e})"
+    kind = "a valid .keras archive" if path.endswith(".keras") else "a valid .h5 model file"
+    raise ValueError(
+        f"model file exists but is not {kind}: {reason}. It may be truncated, corrupt or "
+        f"of another format; save the model again with model.save(path). Received: model={path!r}")
+
+
 def _load_keras_file(path: str) -> Any:
+    _check_file_format(path)
     errors = []
     loaders = [("keras", _keras3().models.load_model)]
     tfk = _tf_keras()
@@ -252,7 +305,7 @@ def _load_keras_file(path: str) -> Any:
         # Last, and only then importing tfmot: QAT models need its quantize_scope.
         loaders.append(("tf_keras in tfmot's quantize_scope",
                         lambda p, **_: _qat.load_keras_file(p)))
-    custom = None
+    custom = unsafe = None
     for name, load in loaders:
         try:
             return load(path, compile=False)
@@ -263,8 +316,18 @@ def _load_keras_file(path: str) -> Any:
             found = re.search(r"Could not locate class '([^']+)'|Unknown layer: '([^']+)'", text)
             custom = custom or (found and (found.group(1) or found.group(2)))
             first = text.splitlines()[0] if text else ""
+            if name == "keras" and "safe_mode=False" in first:
+                unsafe = first  # Keras 3 refused a Python lambda (such as a Lambda layer's)
+                if zipfile.is_zipfile(path):  # a Keras 3 archive: tf_keras' errors would be noise
+                    break
             errors.append(f"{name}: {type(e).__name__}: "  # Keras quotes whole model configs
                           + (first if len(first) <= 200 else first[:200] + "..."))
+    if unsafe:
+        raise ValueError(
+            f"Could not load the model file: {unsafe.strip()} tfq8 loads model files in safe "
+            "mode; if you trust the file, load it yourself with "
+            f"keras.saving.load_model({path!r}, safe_mode=False) and pass the model to tfq8. "
+            f"Received: model={path!r}")
     if custom:
         raise ValueError(
             f"Could not load the model file: it uses the custom class {custom!r}, which is not "
