@@ -127,8 +127,8 @@ def calibrate_only(
             return quantize(model, *args, **kwargs)
 
         converter._quantize = hooked  # pylint: disable=protected-access
-    try:
-        with quiet_stdout():
+    try:  # the converter's MLIR error dump goes to native stderr; its text is in the error
+        with quiet_stdout(), quiet_native_stderr():
             return bytes(converter.convert())
     except _ConverterError as e:
         raise _unsupported(str(e)) from None
@@ -183,7 +183,7 @@ def convert_float(converter: tf.lite.TFLiteConverter) -> bytes:
         UnsupportedOpError: Naming the ops (or the float16 types) the converter rejects.
     """
     try:
-        with quiet_stdout():
+        with quiet_stdout(), quiet_native_stderr():
             return bytes(converter.convert())
     except _ConverterError as e:
         raise _unsupported(str(e)) from None
