@@ -216,7 +216,7 @@ def test_bad_inputs_raise_clear_errors(setup, tmp_path):
         tfq8.check(blob, data=x, num_threads=0)
     with pytest.raises(ValueError, match=r"per_tensor must be True or False"):
         tfq8.check(blob, data=x, per_tensor="no")
-    with pytest.raises(TypeError, match=r"progress must be a function .* Received: int"):
+    with pytest.raises(ValueError, match=r"progress must be a callable .* Received: progress=5"):
         tfq8.check(blob, data=x, progress=5)
     five = tfq8.convert(F.cnn(seed=1, classes=5), F.images(16, seed=1), method="minmax")
     with pytest.raises(ValueError, match=r"reference must have the int8 model's outputs. Received: "
@@ -230,6 +230,9 @@ def test_num_samples_takes_the_labels_of_the_samples_it_takes(setup):
     report = tfq8.check(blob, data=x, labels=y, num_samples=30, per_tensor=False)
     whole = tfq8.check(blob, data=x[:30], labels=y[:30], per_tensor=False)
     assert report.num_samples == 30 and report.accuracy == whole.accuracy
+    with pytest.raises(ValueError, match=r"labels must have one entry per sample \(10 samples "
+                                         r"used\). Received: labels of length 12"):
+        tfq8.check(blob, data=x[:10], labels=y[:12], num_samples=100)
 
 
 def test_a_float_model_is_checked_with_a_warning(setup, caplog):

@@ -516,6 +516,30 @@ def test_a_fixed_batch_size_model_converts_and_checks_every_sample():
     with pytest.raises(ValueError, match=r"at least one batch: the model's batch size is "
                                          r"fixed at 4. Received: 3 sample\(s\)"):
         tfq8.calibrate(model, x[:3])
+    with pytest.raises(ValueError, match=r"at least one batch"):
+        converter_int8(model, x[:3])               # TFLite itself would calibrate on nothing
+
+
+def test_fixed_batches_larger_than_the_data_and_beside_a_free_input():
+    import keras
+
+    big = factories.fixed_batch_cnn(batch=16)
+    x = factories.images(40, shape=(8, 8, 3))
+    calib = tfq8.calibrate(big, x, keep_samples=20)
+    assert calib.num_samples == 32 and len(calib.samples[0]) == 16  # whole batches only
+    blob = tfq8.convert(calibration=calib)
+    short = tfq8.check(blob, reference=big, data=x[:5])  # fewer samples than one batch
+    assert short.num_samples == 5 and short.outputs[0].sqnr_db > 30
+    assert all(np.isfinite(t.sqnr_db) for t in short.tensors)
+
+    keras.utils.set_random_seed(0)
+    a = keras.Input((6,), batch_size=4, name="a")
+    b = keras.Input((6,), name="b")
+    mixed = keras.Model([a, b], keras.layers.Dense(3)(keras.layers.Concatenate()([a, b])))
+    data = [np.random.default_rng(k).normal(size=(42, 6)).astype(np.float32) for k in (0, 1)]
+    blob = tfq8.convert(mixed, data)
+    report = tfq8.check(blob, reference=mixed, data=data)
+    assert report.num_samples == 42 and report.outputs[0].sqnr_db > 30
 
 
 def test_constant_calibration_inputs_are_warned_about(caplog):

@@ -3,6 +3,7 @@
 import os
 import sys
 import threading
+import warnings
 
 from tfq8._quiet import quiet_native_stderr, quiet_stdout
 
@@ -64,3 +65,18 @@ def test_overlapping_quiet_stdout_in_threads_restores_stdout():
         t.join()
     assert quiet_inside == [True]
     assert sys.stdout is before
+
+
+def test_quiet_stdout_filters_the_quantizer_warning_only_while_inside():
+    def warn():
+        warnings.warn_explicit("Statistics for quantized inputs were expected", UserWarning,
+                               "convert.py", 846, module="tensorflow.lite.python.convert")
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with quiet_stdout():
+            with quiet_stdout():
+                warn()
+            warn()                      # the inner exit keeps the filter
+        warn()
+    assert len(seen) == 1

@@ -354,3 +354,20 @@ def test_register_rejects_duplicates_and_bad_names():
         assert get_method(name) is fn and name in available_methods()
     finally:
         registry._METHODS.pop(name, None)  # pylint: disable=protected-access
+
+
+def test_option_values_are_checked_against_the_defaults_kind():
+    name = "_test_only_options"
+
+    def method(h, *, scale: float = 1.0, symmetric: bool = False):
+        return (-scale, scale) if symmetric else (h.min, h.max)
+
+    try:
+        registry.register(name)(method)
+        registry.check_options(name, {"symmetric": True, "scale": 2})
+        with pytest.raises(ValueError, match=r"scale must be a number. Received: scale='2'"):
+            registry.check_options(name, {"scale": "2"})
+        with pytest.raises(ValueError, match=r"scale must be a number. Received: scale=True"):
+            registry.check_options(name, {"scale": True})
+    finally:
+        registry._METHODS.pop(name, None)  # pylint: disable=protected-access

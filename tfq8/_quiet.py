@@ -28,28 +28,27 @@ _saved_fd: int | None = None
 _out_lock = threading.Lock()
 _out_depth = 0  # threads inside quiet_stdout
 _saved_stdout = None
-_filtered = False
+_filter = None  # the warnings filter quiet_stdout installed
 
 
 @contextlib.contextmanager
 def quiet_stdout() -> Iterator[None]:
-    """Swallows Python-level stdout while any thread is inside.
+    """Swallows Python-level stdout, and the quantizer's warning that input
+    statistics are missing (tfq8 always provides them), while any thread is inside.
 
-    Nested and concurrent uses share one redirection, as `quiet_native_stderr`
-    does (`contextlib.redirect_stdout` is not safe across threads: two
-    overlapping uses can leave `sys.stdout` redirected for good). The
-    quantizer's warning that input statistics are missing (tfq8 always
-    provides them) is filtered from the first use on, for TFLite's converter
-    module only.
+    Nested and concurrent uses share one redirection and one warnings filter,
+    as `quiet_native_stderr` does (`contextlib.redirect_stdout` and
+    `warnings.catch_warnings` are not safe across threads: two overlapping
+    uses can leave `sys.stdout` redirected for good). The last one out
+    restores both.
     """
-    global _out_depth, _saved_stdout, _filtered
+    global _out_depth, _saved_stdout, _filter
     with _out_lock:
-        if not _filtered:
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs",
-                                    module="tensorflow.lite.python.convert")
-            _filtered = True
         if _out_depth == 0:
             _saved_stdout, sys.stdout = sys.stdout, io.StringIO()
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs",
+                                    module="tensorflow.lite.python.convert")
+            _filter = warnings.filters[0]
         _out_depth += 1
     try:
         yield
@@ -58,6 +57,9 @@ def quiet_stdout() -> Iterator[None]:
             _out_depth -= 1
             if _out_depth == 0:
                 sys.stdout, _saved_stdout = _saved_stdout, None
+                if _filter in warnings.filters:  # gone if a catch_warnings block ended since
+                    warnings.filters.remove(_filter)
+                _filter = None
 
 
 @contextlib.contextmanager

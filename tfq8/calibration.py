@@ -318,8 +318,8 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
 
 def _write_error(e: OSError, arg: str, path: Any) -> OSError:
     """`e` restated for the user's path (not the hidden temporary file's)."""
-    return type(e)(e.errno, f"Cannot write {arg}={os.fspath(path)!r}: "
-                            f"{e.strerror or e}; nothing was written")
+    message = f"Cannot write {arg}={os.fspath(path)!r}: {e.strerror or e}; nothing was written"
+    return type(e)(e.errno, message) if e.errno is not None else OSError(message)
 
 
 def check_output_path(path: Any, *, arg: str = "path",

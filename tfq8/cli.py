@@ -299,12 +299,11 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                    allow_float=_F["allow-float"].value, output_path=output,
                    ranges=_parse_ranges(_F["range"].value) or None,
                    method_options=_parse_method_options(_F["method-option"].value) or None)
+    read = {"MODEL": model_path, "--data": _F.data, "--calibration": _F.calibration}
     try:  # before calibrating; the message names the flags, not convert()'s arguments
-        check_convert_options(**options)
+        check_convert_options(**options, inputs=read)
     except (ValueError, TypeError) as e:
         raise type(e)(_as_flags(str(e))) from None
-    read = {"MODEL": model_path, "--data": _F.data, "--calibration": _F.calibration}
-    check_output_path(output, arg="--output", inputs=read)
     if _F["calibration-out"].value:
         check_output_path(_F["calibration-out"].value, arg="--calibration-out",
                           inputs={**read, "--output": output})

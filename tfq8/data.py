@@ -84,9 +84,16 @@ class RepresentativeDataset:
         return (fixed_batch([s.shape for s in self.specs]) or 1) if self.specs else 1
 
     def __call__(self) -> Iterator[list[np.ndarray]]:
-        step = self.batch
+        step = self._one_batch_at_least()
         for i in range(0, len(self) - step + 1, step):
             yield [a[i : i + step] for a in self.inputs]
+
+    def _one_batch_at_least(self) -> int:
+        step = self.batch
+        if len(self) < step:
+            raise ValueError(f"data must hold at least one batch: the model's batch size is "
+                             f"fixed at {step}. Received: {len(self)} sample(s)")
+        return step
 
     def whole_batches(self) -> "RepresentativeDataset":
         """The samples that fill whole batches of the model's fixed batch size.
@@ -99,10 +106,7 @@ class RepresentativeDataset:
         Raises:
             ValueError: If there are fewer samples than one batch.
         """
-        step = self.batch
-        if len(self) < step:
-            raise ValueError(f"data must hold at least one batch: the model's batch size is "
-                             f"fixed at {step}. Received: {len(self)} sample(s)")
+        step = self._one_batch_at_least()
         if len(self) % step == 0:
             return self
         _log.info("The model's batch size is fixed at %d: the last %d of %d samples do not "

@@ -69,7 +69,9 @@ def calibrate(
         batch_size: Samples per LiteRT run while collecting (default: automatic).
         keep_samples: Keep this many samples (evenly spaced) in the calibration
             for `method="auto"` to compare int8 with float; 0 keeps none.
-            Default: up to `KEEP_SAMPLES`, as many as fit in `KEEP_BYTES`.
+            Default: up to `KEEP_SAMPLES`, as many as fit in `KEEP_BYTES`. A
+            model whose batch size is fixed keeps whole batches: the count is
+            rounded down to a multiple of it, and is at least one batch.
 
     Returns:
         A `Calibration`, reusable by `convert(..., calibration=...)`.
@@ -120,7 +122,7 @@ def _kept(rep: RepresentativeDataset, n: int | None) -> np.ndarray:
     _args.integer("keep_samples", n, minimum=0)
     if n == 0:
         return np.zeros(0, np.int64)
-    step = rep.batch  # a fixed batch size: whole batches, evenly spaced
+    step = rep.batch  # a fixed batch size: whole batches (at least one), evenly spaced
     n = max(1, min(n, len(rep)) // step)
     first = np.unique(np.linspace(0, len(rep) // step - 1, n).round().astype(np.int64)) * step
     return (first[:, None] + np.arange(step)).ravel()
@@ -182,7 +184,7 @@ def convert(
     io_in, io_out, per_channel, allow_float = check_convert_options(
         method=method, method_options=method_options, ranges=ranges, per_channel=per_channel,
         input_type=input_type, output_type=output_type, allow_float=allow_float,
-        num_samples=num_samples, output_path=output_path, model=model)
+        num_samples=num_samples, output_path=output_path, inputs={"model": model})
     if calibration is None and model is not None:
         if isinstance(model, (str, os.PathLike)):
             model = load_model(model)  # load a model file once
@@ -252,9 +254,13 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
                           per_channel: bool = True, input_type: Any = "int8",
                           output_type: Any = "int8", allow_float: bool = False,
                           num_samples: int | None = None,
-                          output_path: str | os.PathLike | None = None, model: Any = None
+                          output_path: str | os.PathLike | None = None,
+                          inputs: Mapping[str, Any] | None = None
                           ) -> tuple[np.dtype, np.dtype, bool, bool]:
     """Checks `convert`'s options before any slow work (the command line calls it too).
+
+    `inputs` maps argument names to the files the job reads (the model's
+    path), which `output_path` must not overwrite.
 
     Returns:
         `(input dtype, output dtype, per_channel, allow_float)`, normalized.
@@ -290,7 +296,7 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
     if method_options:
         check_options(method, method_options)
     if output_path is not None:
-        check_output_path(output_path, arg="output_path", inputs={"model": model})
+        check_output_path(output_path, arg="output_path", inputs=inputs)
     return normalized
 
 

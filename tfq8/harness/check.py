@@ -214,8 +214,8 @@ def check(
     threads = _args.integer("num_threads", num_threads, optional=True) or os.cpu_count() or 1
     per_tensor = _args.boolean("per_tensor", per_tensor)
     if progress is not None and not callable(progress):
-        raise TypeError("progress must be a function of (samples done, total) or None. "
-                        f"Received: {type(progress).__name__}")
+        raise ValueError("progress must be a callable taking (samples done, total), or None. "
+                         f"Received: progress={progress!r}")
     want_tensors = per_tensor and backend != "xnnpack"
     if per_tensor and not want_tensors:
         _log.warning("per_tensor needs builtin or reference kernels; skipped with backend='xnnpack'.")
@@ -246,8 +246,11 @@ def check(
             q.outputs, f.outputs = _named(q.outputs, keras_names), _named(f.outputs, keras_names)
             aliases = {keys[t.index]: k for k, t in enumerate(q.outputs)}  # signature names too
     out_k = _output_index(q, output, aliases)
-    if labels is not None and num_samples is not None and _len(labels) > n:
-        labels = labels[:n]  # the labels of the samples num_samples chose
+    if labels is not None and num_samples is not None:
+        try:
+            labels = labels[:num_samples]  # the labels of the samples num_samples chose
+        except (TypeError, KeyError, ValueError):
+            pass  # not a sequence: _labels says what it should be
     y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
     if found is not None:
         y = _labels_in_data(found, n, q.outputs[out_k])
@@ -420,11 +423,15 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
             return handle.to_float_tflite(), "keras", _output_names(handle)
         try:
             sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
-                                            specs=handle.specs).whole_batches()
+                                            specs=handle.specs)
         except ValueError as e:
             raise ValueError(
                 f"reference does not take the inputs the int8 model takes (is it the float "
                 f"model this int8 model came from?): {e}") from None
+        step = sample.batch
+        if step > 1:  # whole batches of its fixed size (only the float graph is used)
+            repeat = np.arange(max(step, len(sample) // step * step)) % len(sample)
+            sample = RepresentativeDataset([a[repeat] for a in sample.inputs], sample.specs)
         handle.check_input_size(sample.inputs)
         return (_tflite.calibrate_only(handle.converter(), sample), "keras", _output_names(handle))
     raise TypeError(
@@ -526,13 +533,6 @@ def _output_index(q: ModelRunner, output: int | str, aliases: dict[str, int]) ->
         raise ValueError(f"output must be an index below {len(q.outputs)} (outputs {names}). "
                          f"Received: output={output}")
     return int(output)
-
-
-def _len(labels: Any) -> int:
-    try:
-        return len(labels)
-    except TypeError:
-        return 0
 
 
 def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:

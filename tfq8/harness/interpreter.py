@@ -311,6 +311,18 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
     return interp
 
 
+def pad_batch(a: np.ndarray, size: int) -> np.ndarray:
+    """`a` grown to `size` samples with copies of its last (a fixed batch's last batch).
+
+    Example:
+        >>> pad_batch(np.arange(3), 4)
+        array([0, 1, 2, 2])
+    """
+    if len(a) >= size:
+        return a
+    return np.concatenate([a, np.repeat(a[-1:], size - len(a), axis=0)])
+
+
 def batch_for(model: Any, budget_bytes: int, cap: int,
               arrays: Sequence[np.ndarray] | None = None) -> int:
     """Samples per invoke so that all tensors of a batch take about `budget_bytes`.
@@ -458,9 +470,12 @@ class ModelRunner:
         self.model, self.parsed = load_verified(model, arg=arg)
         self.arg = arg
         sg = self.parsed.subgraphs[0]
-        dynamic = any(-1 in list(sg.tensors[i].shapeSignature if sg.tensors[i].shapeSignature
-                                 is not None else [])[1:] for i in sg.inputs)
-        self.interpreter = make_interpreter(  # dynamic sizes: allocated at the data's size
+        sigs = [list(sg.tensors[i].shapeSignature if sg.tensors[i].shapeSignature is not None
+                     else sg.tensors[i].shape) for i in sg.inputs]
+        # Dynamic sizes, or a free batch beside a fixed one: allocated at the data's size.
+        dynamic = any(-1 in s[1:] for s in sigs) or (
+            fixed_batch(sigs) is not None and any(s[:1] == [-1] for s in sigs))
+        self.interpreter = make_interpreter(
             self.model, backend=backend, num_threads=num_threads,
             preserve_all_tensors=preserve_all_tensors, verified=True, allocate=not dynamic, arg=arg)
         try:
@@ -500,7 +515,7 @@ class ModelRunner:
         shapes = [[n, *a.shape[1:]] for a in inputs]
         if self._current == shapes:
             return
-        if self.resizable or n == self.inputs[0].shape[0]:
+        if self.resizable or n == self.fixed_batch:
             try:
                 size_inputs(self.interpreter, shapes)
             except (RuntimeError, ValueError) as e:
@@ -517,9 +532,7 @@ class ModelRunner:
             stop = min(total, start + step)
             self._resize(step if self.fixed_batch else stop - start, inputs)
             for t, a in zip(self.inputs, inputs):
-                part = a[start:stop]
-                if len(part) < step and self.fixed_batch:
-                    part = np.concatenate([part, np.repeat(part[-1:], step - len(part), axis=0)])
+                part = pad_batch(a[start:stop], step) if self.fixed_batch else a[start:stop]
                 self.interpreter.set_tensor(t.index, np.ascontiguousarray(t.quantize(part)))
             try:
                 self.interpreter.invoke()

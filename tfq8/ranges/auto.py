@@ -351,22 +351,22 @@ def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
 
 def _run_on(model: bytes, samples: list[np.ndarray], backend: str) -> list[np.ndarray]:
     from tfq8.harness.interpreter import (  # noqa: PLC0415 (cycle)
-        TensorIO, fixed_batch, make_interpreter, size_inputs)
+        TensorIO, fixed_batch, make_interpreter, pad_batch, size_inputs)
 
     interp = make_interpreter(model, backend=backend, num_threads=_threads(), verified=True,
                               allocate=False)
     ins = [TensorIO.from_details(d) for d in interp.get_input_details()]
     n = len(samples[0])
-    batch = fixed_batch([t.signature for t in ins]) or n  # kept samples fill whole batches
+    batch = fixed_batch([t.signature for t in ins]) or n  # a fixed batch: the last one padded
     size_inputs(interp, [[batch, *a.shape[1:]] for a in samples])
     outs = [TensorIO.from_details(d) for d in interp.get_output_details()]
     results: list[list[np.ndarray]] = [[] for _ in outs]
     for start in range(0, n, batch):
         for t, a in zip(ins, samples):
-            interp.set_tensor(t.index, t.quantize(a[start : start + batch]))
+            interp.set_tensor(t.index, t.quantize(pad_batch(a[start : start + batch], batch)))
         interp.invoke()
         for k, t in enumerate(outs):
-            results[k].append(t.dequantize(interp.get_tensor(t.index)))
+            results[k].append(t.dequantize(interp.get_tensor(t.index))[: n - start])
     return [np.concatenate(r) for r in results]
 
 

@@ -102,7 +102,8 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
         return
     for p in params:  # a number's option takes a number, not its text
         v = options.get(p.name)
-        if p.name in options and isinstance(p.default, (int, float)) and (
+        if p.name in options and isinstance(p.default, (int, float)) and not isinstance(
+                p.default, bool) and (
                 isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))):
             raise ValueError(f"Options of range method {name!r}: {p.name} must be a number. "
                              f"Received: {p.name}={v!r}")
