@@ -550,3 +550,27 @@ def test_constant_calibration_inputs_are_warned_about(caplog):
     tfq8.calibrate(model, np.random.default_rng(0).normal(size=(8, 4)).astype(np.float32),
                    keep_samples=0)
     assert "holds the one value" not in caplog.text
+
+
+def test_ops_with_a_fixed_int8_scale_skip_the_range_search():
+    import keras
+    from tfq8.calibration import FIXED_SCALE_OPS
+    from tfq8.pipeline import quantize_with_ranges
+    from tfq8.ranges import get_method
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12,))
+    h = keras.layers.Dense(16, activation="tanh")(inp)
+    h = keras.layers.Dense(16, activation="sigmoid")(h)
+    model = keras.Model(inp, keras.layers.Dense(4, activation="softmax")(h))
+    calib = tfq8.calibrate(model, np.random.default_rng(0).normal(size=(64, 12)).astype(np.float32),
+                           keep_samples=0)
+    fixed = [t for t in calib.tensors if t.producer in FIXED_SCALE_OPS]
+    assert {t.producer for t in fixed} == {"TANH", "LOGISTIC", "SOFTMAX"}
+    for method in ("kl", "mse"):
+        ranges = calib.ranges(method)
+        assert all(ranges[t.index] == (t.histogram.min, t.histogram.max) for t in fixed)
+        searched = {t.index: get_method(method)(t.histogram) for t in calib.tensors}
+        assert any(searched[t.index] != ranges[t.index] for t in fixed)  # a search would move them
+        # ... and TFLite would ignore it: the same bytes either way.
+        assert quantize_with_ranges(calib, searched) == tfq8.convert(calibration=calib, method=method)

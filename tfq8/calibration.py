@@ -35,6 +35,12 @@ from tfq8.stats.histogram import Histogram
 FORMAT = "tfq8.calibration/1"
 
 
+# Ops whose int8 output has a scale and zero point of its own (TFLite's int8
+# spec), whatever range calibration gives it: 1/256 for LOGISTIC and SOFTMAX,
+# 1/128 for TANH, 16/256 for LOG_SOFTMAX.
+FIXED_SCALE_OPS = frozenset({"LOGISTIC", "TANH", "SOFTMAX", "LOG_SOFTMAX"})
+
+
 @dataclasses.dataclass
 class Calibration:
     """Statistics of every activation tensor of a model's TFLite graph.
@@ -99,20 +105,27 @@ class Calibration:
     def ranges(self, method: str = "minmax", **options: Any) -> dict[int, tuple[float, float]]:
         """Tensor index -> (min, max) chosen by a per-tensor range method.
 
+        The outputs of ops whose int8 scale TFLite fixes whatever the range
+        (`FIXED_SCALE_OPS`: LOGISTIC, TANH, SOFTMAX, LOG_SOFTMAX) get their
+        min/max without running the method: no range changes their grid.
+
         Args:
             method: A name from `tfq8.ranges.available_methods()`.
             **options: Passed to the method (such as `percentile=99.9`).
         """
         fn = _ranges.get_method(method)
         _ranges.check_options(method, options)
-        hists = [t.histogram for t in self.tensors]
+        todo = [t for t in self.tensors if t.producer not in FIXED_SCALE_OPS]
+        hists = [t.histogram for t in todo]
         workers = min(len(hists), os.cpu_count() or 1)
         if workers > 1:  # the methods are numpy-bound and release the GIL
             with concurrent.futures.ThreadPoolExecutor(workers) as pool:
                 found = list(pool.map(lambda h: fn(h, **options), hists))
         else:
             found = [fn(h, **options) for h in hists]
-        return {t.index: r for t, r in zip(self.tensors, found)}
+        chosen = {t.index: r for t, r in zip(todo, found)}
+        return {t.index: chosen.get(t.index, (float(t.histogram.min), float(t.histogram.max)))
+                for t in self.tensors}
 
     def converter_ranges(self) -> dict[int, tuple[float, float]]:
         """The ranges TFLite's converter itself would use (its calibrator's)."""
