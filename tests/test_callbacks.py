@@ -425,3 +425,72 @@ def test_abs_quantile_and_layer_names():
     assert cbmod._layer_of("sequential/re_lu/Relu;sequential/conv2d/Conv2D", layers,
                            "sequential") == "re_lu"
     assert cbmod._layer_of("StatefulPartitionedCall:0", layers, "sequential") is None
+
+
+def _two_output_model(seed=0):
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((20,))
+    h = keras.layers.Dense(16, activation="relu")(inp)
+    return keras.Model(inp, [keras.layers.Dense(5, name="digit")(h),
+                             keras.layers.Dense(1, activation="sigmoid", name="even")(h)])
+
+
+def test_int8_metrics_reduce_as_keras_does():
+    """With int8 outputs equal to float, the int8 loss and accuracy are Keras' own figures:
+    sample weights weigh the loss as Keras does (sum over the count), not plain accuracy;
+    a list of loss names is per output, scaled by loss_weights."""
+    x, y = _mlp_data(n=64)
+    w = np.random.default_rng(1).uniform(0.0, 2.0, 64)
+    model = _compiled_mlp()
+    val = int8_metrics.ValidationSet.build((x, y, w), model, load_model(model).specs)
+    names = int8_metrics.output_names(model)
+    floats = int8_metrics._predict_float(model, val.rep, names, 64)
+    got = int8_metrics._int8_metrics(model, names, floats, floats, val.y, val.weights)
+    keras_logs = model.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+    assert got["val_int8_loss"] == pytest.approx(keras_logs["loss"], rel=1e-5)
+    assert got["val_int8_accuracy"] == pytest.approx(keras_logs["accuracy"], abs=1e-6)
+
+    model = _two_output_model()
+    model.compile("adam", ["sparse_categorical_crossentropy", "binary_crossentropy"],
+                  loss_weights=[1.0, 0.1])
+    y2 = [y, (y % 2).astype(np.float32)]
+    val = int8_metrics.ValidationSet.build((x, y2), model, load_model(model).specs)
+    names = int8_metrics.output_names(model)
+    floats = int8_metrics._predict_float(model, val.rep, names, 64)
+    got = int8_metrics._int8_metrics(model, names, floats, floats, val.y, None)
+    keras_logs = model.evaluate(x, y2, verbose=0, return_dict=True)
+    assert got["val_int8_loss"] == pytest.approx(keras_logs["loss"], rel=1e-4)
+    assert got["val_int8_even_loss"] == pytest.approx(keras_logs["even_loss"], rel=1e-4)
+
+
+def test_best_is_kept_when_training_resumes_and_early_stops_reach_history(tmp_path):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(x[:64], validation_data=(x, y), every_n_epochs=1,
+                                  filepath=str(tmp_path / "best.tflite"), save_best_only=True,
+                                  monitor="val_int8_loss", mode="min", method="minmax", verbose=0)
+    model.fit(x, y, epochs=3, verbose=0, callbacks=[cb])
+    best = cb.best
+    saved = list(cb.saved)
+    model.set_weights([w * 0.0 for w in model.get_weights()])  # a far worse model
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    assert cb.best == best and cb.saved == [] and saved     # the better file stays
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=1e9)
+    history = _compiled_mlp(seed=1).fit(
+        x, y, epochs=5, verbose=0,
+        callbacks=[stop, tfq8.CalibrationCallback(x[:64], validation_data=(x, y),
+                                                  method="minmax", verbose=0)])
+    assert len(history.history["loss"]) < 5 and "val_int8_accuracy" in history.history
+
+
+@pytest.mark.parametrize("validation_data, match", [
+    (lambda x, y: (x, y, None, None), r"must be x, \(x,\), \(x, y\) or \(x, y, sample_weight\)"),
+    (lambda x, y: (x, y, np.ones(5)), r"sample_weight must have one entry per sample \(96\)"),
+    (lambda x, y: (x, np.eye(7)[y]), r"one-hot rows of 5 .* Received: labels of shape \(96, 7\)"),
+])
+def test_malformed_validation_data_fails_before_training(validation_data, match):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(x[:64], validation_data=validation_data(x, y), verbose=0)
+    with pytest.raises(ValueError, match=match):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])

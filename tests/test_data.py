@@ -240,7 +240,7 @@ def test_reusing_a_representative_dataset():
     ({"y": X}, r"Sample 0: dict keys must be the model's input names \['x'\]. Received keys: \['y'\]"),
     (np.zeros((0, 4)), r"data is empty.*Received: 0 samples"),
     ([], r"data is empty.*Received: an empty sequence"),
-    (iter([]), r"data is empty.*Received: 0 samples"),
+    (iter([]), r"data is empty.*Received: 0 samples \(a generator or iterator yields its items once"),
     (None, r"Received: data=None"),
     (X.astype(np.complex64), r"must be real. Received dtype complex64"),
 ])

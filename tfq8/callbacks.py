@@ -242,12 +242,12 @@ class _CalibrationCallbackBase:
         self._val: ValidationSet | None = None
         self._specs: list | None = None
         self._data_model: Any = None  # the model _rep, _val and _specs were read for
+        self.best: float = -math.inf if mode == "max" else math.inf
         self._reset()
 
     # ------------------------------------------------------------- state
     def _reset(self) -> None:
         self.calibration: Calibration | None = None
-        self.best: float = -math.inf if self.mode == "max" else math.inf
         self.diagnostics: dict[str, list[TensorDiagnostics]] = {}
         self.hostile: dict[str, str] = {}
         self.int8_history: list[dict[str, float]] = []
@@ -289,6 +289,10 @@ class _CalibrationCallbackBase:
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """Resets the per-run state, so one instance serves several `fit` calls.
 
+        `best` carries over to another `fit` of the same model (training
+        resumed: `save_best_only` keeps the better file, as Keras'
+        `ModelCheckpoint` does); another model starts afresh.
+
         Also reads and checks the calibration and validation data against the
         model now, so bad data fails before training rather than after it
         (unless the model is not built yet; the data is then read at the
@@ -297,17 +301,24 @@ class _CalibrationCallbackBase:
         self._reset()
         if self._data_model is not self.model:  # adapted data is kept for the same model only
             self._rep, self._val, self._specs, self._data_model = None, None, None, self.model
+            self.best = -math.inf if self.mode == "max" else math.inf
         if getattr(self.model, "built", True):
             self._calibration_rep()
             if self.validation_data is not None:
                 self._validation_set()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
+        """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch.
+
+        The last epoch is also one where training is stopping early (a callback
+        before this one, such as `EarlyStopping`, set `model.stop_training`),
+        so the int8 metrics reach the epoch's logs (History, CSVLogger).
+        """
         self._last_epoch = epoch
         epochs = (self.params or {}).get("epochs")
         due = (self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0) or (
-            epochs is not None and epoch + 1 >= int(epochs))
+            epochs is not None and epoch + 1 >= int(epochs)) or bool(
+            getattr(self.model, "stop_training", False))
         if logs is None:
             logs = {}
         if due:
@@ -492,7 +503,9 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
             `tfq8.representative_dataset` accepts (labels are ignored).
         validation_data: Optional `(x, y)`, `(x, y, sample_weight)`, inputs `x`
             alone (agreement only), or a `tf.data.Dataset` / iterable of such
-            batches; enables the per-epoch int8 metrics.
+            batches; enables the per-epoch int8 metrics. As in `model.fit`, a
+            list is read as a tuple, and `sample_weight` weighs the loss and
+            `weighted_metrics` (accuracy only if it is among them).
         every_n_epochs: Also calibrate every this many epochs (default None:
             only after the last epoch).
         filepath: Where to export the int8 `.tflite`; may contain `{epoch}` and
@@ -524,7 +537,8 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         hostile: Tensor name -> why it was reported hostile to int8.
         int8_history: One dict of int8 metrics per evaluation (with its `epoch`).
         saved: Paths of the exported models, in order.
-        best: Best `monitor` value seen (for `save_best_only`).
+        best: Best `monitor` value seen (for `save_best_only`), kept across `fit`
+            calls on the same model.
         timings: Seconds spent per calibration (calibrate + convert + evaluate + export).
         phase_timings: The same split by phase, one dict per calibration.
 

@@ -225,6 +225,7 @@ class _Builder:
         self.limit = num_samples
         self.chunks: list[list[np.ndarray]] = []
         self.count = 0
+        self.one_shot = False  # the data was a generator or iterator (consumed by reading)
         # The y of (x, y[, w]) items, per chunk; None once an item has none (or several).
         self.label_chunks: list[np.ndarray] | None = [] if keep_labels else None
         self._label: np.ndarray | None = None  # the current item's y, if labels are kept
@@ -284,6 +285,7 @@ class _Builder:
                 f"keras.utils.PyDataset, an iterable or a callable. Received: {type(data).__name__}"
             ) from None
         warn_at = UNSIZED_WARNING_SAMPLES if not hasattr(data, "__len__") else float("inf")
+        self.one_shot = iterator is data  # a generator or iterator: it yields only once
         for item in iterator:
             if self.full:
                 break
@@ -550,7 +552,9 @@ class _Builder:
         if self.count == 0:
             raise ValueError(
                 "data is empty: expected at least one sample. Received: 0 samples"
-            )
+                + (" (a generator or iterator yields its items once; if it was used before, "
+                   "pass a function that returns a new one, a list or a tf.data.Dataset)"
+                   if self.one_shot else ""))
         if self.limit is not None and self.count < self.limit:
             _log.info("Calibration data has %d samples (num_samples=%d).", self.count, self.limit)
         inputs = [np.concatenate(parts, axis=0) for parts in zip(*self.chunks)]

@@ -162,9 +162,14 @@ class ValidationSet:
                 infinite stream.
         """
         outputs = output_names(model)
-        if isinstance(data, tuple) and 1 <= len(data) <= 3:
+        if isinstance(data, list):
+            data = tuple(data)  # as model.fit reads validation_data
+        if isinstance(data, tuple) and not 1 <= len(data) <= 3:
+            raise ValueError("validation_data must be x, (x,), (x, y) or (x, y, sample_weight), "
+                             f"as model.fit takes it. Received: a sequence of {len(data)} items")
+        if isinstance(data, tuple):
             x, y, w = (list(data) + [None, None])[:3]
-        elif isinstance(data, (np.ndarray, dict, list)) or _is_tensor(data):
+        elif isinstance(data, (np.ndarray, dict)) or _is_tensor(data):
             x, y, w = data, None, None
         else:
             x, y, w = _collect_stream(data, model, specs)
@@ -180,7 +185,13 @@ class ValidationSet:
             units = _output_units(model, rep, outputs)
             for name, arr in labels.items():
                 _check_class_labels(name, arr, units[name])
-        weights = None if w is None else np.asarray(_np(w), np.float64).reshape(n, -1).mean(axis=1)
+        weights = None
+        if w is not None:
+            w = np.asarray(_np(w), np.float64)
+            if w.ndim == 0 or len(w) != n:
+                raise ValueError(f"validation_data's sample_weight must have one entry per "
+                                 f"sample ({n}). Received: sample_weight of shape {w.shape}")
+            weights = w.reshape(n, -1).mean(axis=1)
         return cls(rep, labels, weights)
 
 
@@ -209,6 +220,10 @@ def _check_class_labels(name: str, labels: np.ndarray, units: int | None) -> Non
     Raises:
         ValueError: Naming the output, the valid classes and the labels received.
     """
+    if units and units >= 2 and labels.ndim == 2 and labels.shape[1] not in (1, units):
+        raise ValueError(
+            f"validation_data labels for output {name!r} must be class indices or one-hot rows "
+            f"of {units} (the output has {units} units). Received: labels of shape {labels.shape}")
     if not units or units < 2 or labels.size != len(labels) or not np.issubdtype(
             labels.dtype, np.number):
         return
@@ -352,9 +367,10 @@ def _output_order(runner: ModelRunner, outputs: list[str]) -> list[int]:
 def _predict_float(model: Any, rep: RepresentativeDataset, outputs: list[str],
                    batch_size: int) -> dict[str, np.ndarray]:
     names = [s.name for s in rep.specs]
+    as_dict = len(names) > 1 or _takes_dict(model)
     parts: dict[str, list[np.ndarray]] = {n: [] for n in outputs}
     for arrays in rep.batches(batch_size):
-        x = arrays[0] if len(arrays) == 1 else dict(zip(names, arrays))
+        x = dict(zip(names, arrays)) if as_dict else arrays[0]
         y = model(x, training=False)
         if isinstance(y, dict):
             y = [y[n] for n in outputs]
@@ -365,13 +381,28 @@ def _predict_float(model: Any, rep: RepresentativeDataset, outputs: list[str],
     return {n: np.concatenate(v) for n, v in parts.items()}
 
 
+def _takes_dict(model: Any) -> bool:
+    """Whether the Keras model was built on a dict of inputs (`keras.Input`s by name)."""
+    try:
+        return isinstance(model.input, dict)
+    except Exception:  # noqa: BLE001 - unbuilt or subclassed models have no `input`
+        return False
+
+
 # ---------------------------------------------------------------- metrics
 def _mean(values: np.ndarray, weights: np.ndarray | None) -> float:
+    """Mean per sample, weighted as Keras weights a metric (`weighted_metrics`)."""
     values = np.asarray(values, np.float64).reshape(len(values), -1).mean(axis=1)
     if weights is None:
         return float(values.mean())
     total = weights.sum()
     return float((values * weights).sum() / total) if total > 0 else float("nan")
+
+
+def _loss_mean(values: np.ndarray, weights: np.ndarray | None) -> float:
+    """Mean per sample, weighted as Keras reduces a loss: the weighted sum over the count."""
+    values = np.asarray(values, np.float64).reshape(len(values), -1).mean(axis=1)
+    return float(values.mean() if weights is None else (values * weights).sum() / len(values))
 
 
 def _top1(pred: np.ndarray, threshold: float | None) -> np.ndarray:
@@ -386,6 +417,10 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
     """int8 accuracy, float-vs-int8 agreement, loss and compiled metrics."""
     out: dict[str, float] = {}
     single = len(outputs) == 1
+    config = _compile_config(model)
+    # Keras weights accuracy by sample_weight only when it is among weighted_metrics.
+    accuracy_weights = weights if _names_accuracy(config.get("weighted_metrics")) and not (
+        _names_accuracy(config.get("metrics"))) else None
     accuracies, agreements = {}, {}
     for name in outputs:
         pf, pq = floats[name], int8[name]
@@ -396,13 +431,13 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
         threshold = None if kind == "multiclass" else (
             0.5 if pf.min() >= 0.0 and pf.max() <= 1.0 else 0.0)
         top_q = _top1(pq, threshold)
-        agreements[name] = _mean(top_q == _top1(pf, threshold), weights)
+        agreements[name] = _mean(top_q == _top1(pf, threshold), None)
         if labels is not None:
             if kind == "multiclass" and labels.shape == pf.shape:
                 truth = np.argmax(labels, axis=-1)
             else:
                 truth = labels.reshape(top_q.shape).astype(np.int64)
-            accuracies[name] = _mean(top_q == truth, weights)
+            accuracies[name] = _mean(top_q == truth, accuracy_weights)
     prefix = (lambda n: "val_int8_") if single else (lambda n: f"val_int8_{n}_")
     for name, value in accuracies.items():
         out[prefix(name) + "accuracy"] = value
@@ -414,8 +449,24 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
         if agreements:
             out["val_int8_agreement"] = float(np.mean(list(agreements.values())))
     if y is not None:
-        out.update(_compiled_int8(model, outputs, int8, y, weights))
+        out.update(_compiled_int8(model, config, outputs, int8, y, weights))
     return out
+
+
+def _compile_config(model: Any) -> dict[str, Any]:
+    try:
+        return model.get_compile_config() or {}
+    except Exception:  # noqa: BLE001 - not compiled
+        return {}
+
+
+def _names_accuracy(specs: Any) -> bool:
+    """Whether a compile config's metrics (any nesting) include plain accuracy."""
+    if isinstance(specs, dict) and not {"class_name", "config"} <= set(specs):
+        return any(_names_accuracy(v) for v in specs.values())
+    if isinstance(specs, (list, tuple)):
+        return any(_names_accuracy(v) for v in specs)
+    return specs in ("accuracy", "acc")
 
 
 def _output_kind(pred: np.ndarray, labels: np.ndarray | None) -> str | None:
@@ -430,39 +481,41 @@ def _output_kind(pred: np.ndarray, labels: np.ndarray | None) -> str | None:
     return None
 
 
-def _compiled_int8(model: Any, outputs: list[str], int8: dict[str, np.ndarray],
-                   y: dict[str, np.ndarray], weights: np.ndarray | None) -> dict[str, float]:
-    """int8 versions of the compiled loss and (non-accuracy) metrics."""
+def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
+                   int8: dict[str, np.ndarray], y: dict[str, np.ndarray],
+                   weights: np.ndarray | None) -> dict[str, float]:
+    """int8 versions of the compiled loss (with its `loss_weights`) and of the
+    (non-accuracy) metrics, `weighted_metrics` weighted by `sample_weight`."""
     module = _framework(model)
     out: dict[str, float] = {}
     single = len(outputs) == 1
     loss = getattr(model, "loss", None)
-    per_output = _per_output(loss, outputs)
+    per_output = _per_output(loss, outputs, lists_per_output=True)
+    scale = _per_output(config.get("loss_weights"), outputs, lists_per_output=True)
     losses = []
     for name, spec in per_output.items():
         if spec is None or name not in y:
             continue
         value = _apply(module.losses, spec, y[name], int8[name], weights, is_loss=True)
         if value is not None:
-            losses.append(value)
+            factor = scale.get(name)
+            losses.append(value * (1.0 if factor is None else float(factor)))
             if not single:
                 out[f"val_int8_{name}_loss"] = value
     if losses and len(losses) == sum(1 for s in per_output.values() if s is not None):
         out["val_int8_loss"] = float(sum(losses))
-    try:
-        config = model.get_compile_config() or {}
-    except Exception:  # noqa: BLE001 - not compiled
-        config = {}
-    for name, specs in _per_output(config.get("metrics"), outputs).items():
-        if specs is None or name not in y:
-            continue
-        for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
-            if spec in ("accuracy", "acc") or spec is None:
-                continue  # val_int8_accuracy
-            value, metric_name = _metric(module.metrics, spec, y[name], int8[name], weights)
-            if value is not None:
-                key = f"val_int8_{metric_name}" if single else f"val_int8_{name}_{metric_name}"
-                out.setdefault(key, value)
+    for key_, metric_weights in (("metrics", None), ("weighted_metrics", weights)):
+        for name, specs in _per_output(config.get(key_), outputs).items():
+            if specs is None or name not in y:
+                continue
+            for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
+                if spec in ("accuracy", "acc") or spec is None:
+                    continue  # val_int8_accuracy
+                value, metric_name = _metric(module.metrics, spec, y[name], int8[name],
+                                             metric_weights)
+                if value is not None:
+                    key = f"val_int8_{metric_name}" if single else f"val_int8_{name}_{metric_name}"
+                    out.setdefault(key, value)
     return out
 
 
@@ -474,15 +527,21 @@ def _framework(model: Any) -> Any:
     return keras
 
 
-def _per_output(spec: Any, outputs: list[str]) -> dict[str, Any]:
+def _per_output(spec: Any, outputs: list[str], *, lists_per_output: bool = False
+                ) -> dict[str, Any]:
+    """A compile argument by output name. A dict is keyed by output; a list as
+    long as the outputs gives one entry per output where `lists_per_output`
+    (losses, loss weights) or where its entries are not all names (metrics: a
+    list of names applies to every output)."""
     if spec is None:
         return {}
     if isinstance(spec, dict) and not {"class_name", "config"} <= set(spec):
         return {n: spec.get(n) for n in outputs}
     if len(outputs) == 1:
-        return {outputs[0]: spec}
-    if isinstance(spec, (list, tuple)) and len(spec) == len(outputs) and not all(
-            isinstance(s, str) for s in spec):
+        return {outputs[0]: spec[0] if lists_per_output and isinstance(spec, (list, tuple))
+                and len(spec) == 1 else spec}
+    if isinstance(spec, (list, tuple)) and len(spec) == len(outputs) and (
+            lists_per_output or not all(isinstance(s, str) for s in spec)):
         return dict(zip(outputs, spec))
     return {n: spec for n in outputs}
 
@@ -491,13 +550,25 @@ def _apply(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
            weights: np.ndarray | None, *, is_loss: bool) -> float | None:
     try:
         fn = spec if callable(spec) else module.get(spec)
-        value = np.asarray(fn(y_true, y_pred))
+        y_true = _like(y_true, y_pred)
+        if is_loss and weights is not None and hasattr(fn, "reduction"):  # a Loss object
+            value = np.asarray(fn(y_true, y_pred, sample_weight=weights))  # Keras' reduction
+        else:
+            value = np.asarray(fn(y_true, y_pred))
         if value.ndim == 0:
             return float(value)
-        return _mean(value, weights)
+        return (_loss_mean if is_loss else _mean)(value, weights)
     except Exception as e:  # noqa: BLE001 - int8 extras are best effort
         _log.debug("Could not compute the int8 %s %r: %s", "loss" if is_loss else "metric", spec, e)
         return None
+
+
+def _like(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
+    """Labels `[N]` for a one-unit output `[N, 1]` get its rank, as Keras' compiled loss
+    gives them (its loss functions refuse the mismatch)."""
+    if y_true.ndim == y_pred.ndim - 1 and y_pred.shape[-1:] == (1,):
+        return y_true[..., None]
+    return y_true
 
 
 def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
@@ -506,6 +577,7 @@ def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
         obj = module.get(spec)
         if isinstance(obj, type):
             obj = obj()
+        y_true = _like(y_true, y_pred)
         if hasattr(obj, "update_state"):
             obj = obj.__class__.from_config(obj.get_config())
             obj.update_state(y_true, y_pred, sample_weight=weights)
