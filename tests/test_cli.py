@@ -55,6 +55,11 @@ def test_console_script_convert_end_to_end(files):
     assert result["full_integer"] and result["size_bytes"] == out.stat().st_size
     assert (files / "stats.npz").exists()
     assert "tfq8 convert: calibrating" in proc.stderr  # progress on stderr
+    proc = subprocess.run(cmd + ["bench", str(out), "--runs", "5", "--warmup", "1",
+                                 "--per-op=false", "--progress=false"],
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and "speedup" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr == "", proc.stderr  # not even LiteRT's XNNPACK announcement
     # And a bad file from the real process: one line, no traceback, non-zero.
     (files / "garbage.tflite").write_bytes(b"not a model at all" * 10)
     proc = subprocess.run(cmd + ["inspect", str(files / "garbage.tflite")], capture_output=True,

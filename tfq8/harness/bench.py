@@ -45,7 +45,7 @@ from tfq8 import _args, _tflite
 from tfq8.errors import first_line
 from tfq8.harness.interpreter import (BACKENDS, InvalidModelError, TensorIO, load_verified,
                                       make_interpreter, read_model_bytes, verify_model)
-from tfq8.harness.litert import size_inputs
+from tfq8.harness.litert import allocate, size_inputs
 
 _log = logging.getLogger("tfq8")
 
@@ -367,7 +367,7 @@ def _sized(interp: Any, shapes: list[list[int]] | None, arg: str) -> Any:
     """Resizes the inputs to `shapes` (if any) and allocates the tensors."""
     try:
         if shapes is None:
-            interp.allocate_tensors()
+            allocate(interp)
         else:
             size_inputs(interp, shapes)
     except (RuntimeError, ValueError) as e:

@@ -31,10 +31,10 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from tfq8 import _args, _tflite
-from tfq8._quiet import quiet_native_stderr
 from tfq8.errors import first_line
 from tfq8.data import InputSpec, fixed_batch
 from tfq8.harness.litert import BACKENDS, new_interpreter, size_inputs
+from tfq8.harness.litert import allocate as allocate_tensors
 
 _log = logging.getLogger("tfq8")
 
@@ -304,8 +304,7 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
         interp = new_interpreter(model, backend=backend, num_threads=num_threads,
                                  preserve_all_tensors=preserve_all_tensors)
         if allocate:
-            with quiet_native_stderr():
-                interp.allocate_tensors()
+            allocate_tensors(interp)
     except (RuntimeError, ValueError) as e:
         raise InvalidModelError(f"LiteRT cannot load {arg}: {first_line(e)}") from None
     return interp

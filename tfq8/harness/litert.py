@@ -72,5 +72,14 @@ def size_inputs(interpreter: Any, shapes: Sequence[Sequence[int]]) -> None:
     for d, shape in zip(interpreter.get_input_details(), shapes):
         if list(d["shape"]) != list(shape):
             interpreter.resize_tensor_input(d["index"], list(shape))
+    allocate(interpreter)
+
+
+def allocate(interpreter: Any) -> None:
+    """`interpreter.allocate_tensors()`, quiet (XNNPACK announces itself when applied).
+
+    Raises:
+        RuntimeError, ValueError: From LiteRT, if the model cannot be prepared.
+    """
     with quiet_native_stderr():
         interpreter.allocate_tensors()

@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tfq8.data import fixed_batch
-from tfq8.harness.litert import new_interpreter, size_inputs
+from tfq8.harness.litert import allocate, new_interpreter, size_inputs
 from tfq8.stats.histogram import Histogram
 
 _log = logging.getLogger("tfq8")
@@ -85,7 +85,7 @@ def sweep(model: bytes, inputs: Sequence[np.ndarray], stats: Mapping[int, Tensor
                   "a time.")
         batch = 1
     if batch == 1:
-        resize_batch(interpreter, 1, inputs) or interpreter.allocate_tensors()
+        resize_batch(interpreter, 1, inputs) or allocate(interpreter)
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         _run_batches(interpreter, inputs, batch, stats, pool, np.asarray(track, np.int64))
 
@@ -168,7 +168,7 @@ def xnnpack_agrees(model: bytes, inputs: Sequence[np.ndarray], tracked: list[int
         try:
             it = _interpreter(model, xnnpack=xnnpack, threads=1)
             first = [a[: _fixed_batch(it) or 1] for a in inputs]
-            resize_batch(it, len(first[0]), first) or it.allocate_tensors()
+            resize_batch(it, len(first[0]), first) or allocate(it)
             for d, a in zip(it.get_input_details(), first):
                 it.set_tensor(d["index"], a)
             it.invoke()
