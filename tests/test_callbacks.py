@@ -462,6 +462,20 @@ def test_int8_metrics_reduce_as_keras_does():
     assert got["val_int8_loss"] == pytest.approx(keras_logs["loss"], rel=1e-4)
     assert got["val_int8_even_loss"] == pytest.approx(keras_logs["even_loss"], rel=1e-4)
 
+    # Regularization losses count, and a one-unit logit's accuracy thresholds at 0.5 as Keras'.
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(
+        1, kernel_regularizer=keras.regularizers.L2(0.5))])
+    model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
+    yb = (x[:, 0] > 0).astype(np.float32)
+    val = int8_metrics.ValidationSet.build((x, yb, w), model, load_model(model).specs)
+    names = int8_metrics.output_names(model)
+    floats = int8_metrics._predict_float(model, val.rep, names, 64)
+    got = int8_metrics._int8_metrics(model, names, floats, floats, val.y, val.weights)
+    keras_logs = model.evaluate(x, yb, sample_weight=w, verbose=0, return_dict=True)
+    assert got["val_int8_loss"] == pytest.approx(keras_logs["loss"], rel=1e-5)
+    assert got["val_int8_accuracy"] == pytest.approx(keras_logs["accuracy"], abs=1e-6)
+
 
 def test_best_is_kept_when_training_resumes_and_early_stops_reach_history(tmp_path):
     x, y = _mlp_data()
@@ -475,12 +489,16 @@ def test_best_is_kept_when_training_resumes_and_early_stops_reach_history(tmp_pa
     model.set_weights([w * 0.0 for w in model.get_weights()])  # a far worse model
     model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
     assert cb.best == best and cb.saved == [] and saved     # the better file stays
-    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=1e9)
-    history = _compiled_mlp(seed=1).fit(
-        x, y, epochs=5, verbose=0,
-        callbacks=[stop, tfq8.CalibrationCallback(x[:64], validation_data=(x, y),
-                                                  method="minmax", verbose=0)])
-    assert len(history.history["loss"]) < 5 and "val_int8_accuracy" in history.history
+    stop = keras.callbacks.EarlyStopping(monitor="loss", patience=0, min_delta=1e9,
+                                         restore_best_weights=True)
+    cb = tfq8.CalibrationCallback(x[:64], validation_data=(x, y), method="minmax", verbose=0,
+                                  filepath=str(tmp_path / "final-{epoch}.tflite"))
+    model = _compiled_mlp(seed=1)
+    history = model.fit(x, y, epochs=5, verbose=0, callbacks=[stop, cb])
+    assert len(history.history["loss"]) < 5
+    assert len(history.history["val_int8_accuracy"]) == 1      # the final int8 metrics
+    assert len(cb.int8_history) == 1 and len(cb.saved) == 1    # once, for the restored weights
+    assert tfq8.convert(model, method="minmax")               # its statistics are current
 
 
 @pytest.mark.parametrize("validation_data, match", [

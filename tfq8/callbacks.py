@@ -308,17 +308,11 @@ class _CalibrationCallbackBase:
                 self._validation_set()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch.
-
-        The last epoch is also one where training is stopping early (a callback
-        before this one, such as `EarlyStopping`, set `model.stop_training`),
-        so the int8 metrics reach the epoch's logs (History, CSVLogger).
-        """
+        """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
         self._last_epoch = epoch
         epochs = (self.params or {}).get("epochs")
         due = (self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0) or (
-            epochs is not None and epoch + 1 >= int(epochs)) or bool(
-            getattr(self.model, "stop_training", False))
+            epochs is not None and epoch + 1 >= int(epochs))
         if logs is None:
             logs = {}
         if due:
@@ -330,7 +324,8 @@ class _CalibrationCallbackBase:
 
         When training stopped early, or weights were restored after the last
         calibration (`EarlyStopping(restore_best_weights=True)` placed before this
-        callback), calibrates once more.
+        callback), calibrates once more. If the last epoch's logs had no int8
+        metrics (training stopped early), these go to the model's History too.
         """
         if self._last_epoch is None:
             return
@@ -339,6 +334,11 @@ class _CalibrationCallbackBase:
         merged = dict(self._last_logs)
         merged.update(logs or {})
         self._run(self._last_epoch, merged)
+        history = getattr(getattr(self.model, "history", None), "history", None)
+        if isinstance(history, dict) and not any(k.startswith("val_int8_") for k in self._last_logs):
+            for key, value in merged.items():
+                if key.startswith("val_int8_"):
+                    history.setdefault(key, []).append(value)
 
     # ------------------------------------------------------------- work
     def _run(self, epoch: int, logs: dict[str, Any]) -> None:

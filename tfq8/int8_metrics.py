@@ -418,9 +418,8 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
     out: dict[str, float] = {}
     single = len(outputs) == 1
     config = _compile_config(model)
-    # Keras weights accuracy by sample_weight only when it is among weighted_metrics.
-    accuracy_weights = weights if _names_accuracy(config.get("weighted_metrics")) and not (
-        _names_accuracy(config.get("metrics"))) else None
+    plain = _per_output(config.get("metrics"), outputs)
+    weighted = _per_output(config.get("weighted_metrics"), outputs)
     accuracies, agreements = {}, {}
     for name in outputs:
         pf, pq = floats[name], int8[name]
@@ -433,11 +432,17 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
         top_q = _top1(pq, threshold)
         agreements[name] = _mean(top_q == _top1(pf, threshold), None)
         if labels is not None:
+            compiled = _names_accuracy(plain.get(name)) or _names_accuracy(weighted.get(name))
             if kind == "multiclass" and labels.shape == pf.shape:
                 truth = np.argmax(labels, axis=-1)
             else:
                 truth = labels.reshape(top_q.shape).astype(np.int64)
-            accuracies[name] = _mean(top_q == truth, accuracy_weights)
+                if compiled:  # Keras' binary accuracy thresholds at 0.5, logits or not
+                    top_q = _top1(pq, 0.5)
+            # Keras weights accuracy by sample_weight only among weighted_metrics.
+            use = weights if _names_accuracy(weighted.get(name)) and not _names_accuracy(
+                plain.get(name)) else None
+            accuracies[name] = _mean(top_q == truth, use)
     prefix = (lambda n: "val_int8_") if single else (lambda n: f"val_int8_{n}_")
     for name, value in accuracies.items():
         out[prefix(name) + "accuracy"] = value
@@ -473,9 +478,11 @@ def _output_kind(pred: np.ndarray, labels: np.ndarray | None) -> str | None:
     if pred.ndim < 2:
         return None
     if pred.shape[-1] > 1:
-        if labels is None or labels.shape == pred.shape or labels.size == pred[..., 0].size:
+        one_hot = labels is not None and labels.shape == pred.shape and bool(
+            np.isin(labels, (0, 1)).all() and (labels.sum(axis=-1) == 1).all())
+        if labels is None or one_hot or labels.size == pred[..., 0].size:
             return "multiclass"
-        return None
+        return None  # targets of the output's shape that are not one-hot: regression
     if labels is not None and labels.size == pred.size and np.isin(labels, (0, 1)).all():
         return "binary"
     return None
@@ -503,7 +510,9 @@ def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
             if not single:
                 out[f"val_int8_{name}_loss"] = value
     if losses and len(losses) == sum(1 for s in per_output.values() if s is not None):
-        out["val_int8_loss"] = float(sum(losses))
+        # Keras' loss also holds the weights' regularization losses (the same in float and int8).
+        regularization = sum(float(np.asarray(v)) for v in getattr(model, "losses", []) or [])
+        out["val_int8_loss"] = float(sum(losses)) + regularization
     for key_, metric_weights in (("metrics", None), ("weighted_metrics", weights)):
         for name, specs in _per_output(config.get(key_), outputs).items():
             if specs is None or name not in y:
