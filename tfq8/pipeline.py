@@ -313,8 +313,8 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None) -> 
 
     Exactly what TFLite's documentation shows: `Optimize.DEFAULT`, a
     representative dataset yielding one sample at a time (one batch for a
-    fixed batch size), int8 builtin ops and
-    int8 inputs and outputs; the converter chooses every range (min/max).
+    fixed batch size), int8 builtin ops and int8 inputs and outputs; the
+    converter chooses every range (min/max).
 
     Args:
         model: Anything `convert` accepts as a model.
