@@ -270,3 +270,20 @@ def test_x_y_tuple_supplies_labels(setup):
     a = tfq8.check(blob, data=(x, y), num_samples=50, per_tensor=False)
     b = tfq8.check(blob, data=x[:50], labels=y[:50], per_tensor=False)
     assert a.accuracy is not None and a.accuracy == b.accuracy and a.num_samples == 50
+
+
+def test_a_single_unit_is_cut_at_one_threshold_for_int8_and_float():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.layers[0].set_weights([np.full((4, 1), 0.1, np.float32), np.array([0.3], np.float32)])
+    x = np.random.default_rng(0).uniform(0, 1, (64, 4)).astype(np.float32)
+    x[0] = 9.0                                   # the one float output above 1
+    blob = tfq8.convert(model, x[1:], method="minmax")  # int8 range ends below it: all in [0, 1]
+    float_out = model.predict(x, verbose=0)
+    assert float_out.max() > 1 and float_out.min() > 0
+    y = (float_out[:, 0] > 0).astype(np.float32)  # logits cut at 0: float 0./1. targets
+    report = tfq8.check(blob, reference=model, data=(x, y), per_tensor=False)
+    assert report.agreement == 1.0               # int8 and float both cut at 0
+    assert report.accuracy == report.reference_accuracy == 1.0  # float labels from (x, y)

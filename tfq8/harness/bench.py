@@ -95,7 +95,8 @@ class BenchReport:
         ops: Per-op table of the int8 model, in graph order.
         float_ops: Per-op table of the float reference (empty without one).
         ops_total_ms: `{"int8": ..., "float": ...}`: sum of the per-op times
-            plus one invoke overhead, to compare with the whole-model p50.
+            plus one invoke overhead, to compare with the whole-model p50 (ops
+            that cannot run on their own, such as WHILE, are left out).
         invoke_overhead_ms: Median invoke time of an empty model.
         size_bytes: `{"int8": ..., "float": ...}` flatbuffer sizes.
         backend: Kernels used.
@@ -147,8 +148,8 @@ class BenchReport:
                 lines.append(f"  {'':>3} {'(float only)':<22} {'':<18} {'':>8} {'':>6} "
                              f"{f.op:<18} {f.time_ms:>8.4f}")
         if self.float_ops:
-            lines.append(f"  (speedup '-': an op under {floor:.4f} ms, the invoke overhead, is "
-                         "too short to compare)")
+            lines.append(f"  (speedup '-': an op under {floor:.4f} ms (the invoke overhead, at "
+                         "least 0.001 ms) is too short to compare)")
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -264,7 +265,7 @@ def benchmark(
             say(f"timing each op of the {k} model on its own")
             tables[k] = _per_op(blob, parsed, backend, num_threads, warmup, runs,
                                 op_time_budget_s, overhead, rng, shapes)
-            totals[k] = sum(o.time_ms for o in tables[k]) + overhead
+            totals[k] = sum(o.time_ms for o in tables[k] if math.isfinite(o.time_ms)) + overhead
     return BenchReport(
         latency_ms=latency, speedup=speedup, ops=tables["int8"], float_ops=tables["float"],
         ops_total_ms=totals, invoke_overhead_ms=overhead,

@@ -297,8 +297,11 @@ def check(
         if progress is not None:
             progress(stop, n)
 
-    pred = _top1(np.concatenate(q_out))
-    ref_pred = _top1(np.concatenate(f_out)) if f is not None else None
+    q_values = np.concatenate(q_out)
+    f_values = np.concatenate(f_out) if f is not None else None
+    threshold = _threshold(f_values if f_values is not None else q_values)  # one for both
+    pred = _top1(q_values, threshold)
+    ref_pred = _top1(f_values, threshold) if f_values is not None else None
     accuracy = float(np.mean(pred == y)) if y is not None else None
     ref_accuracy = float(np.mean(ref_pred == y)) if y is not None and ref_pred is not None else None
     agreement = float(np.mean(pred == ref_pred)) if ref_pred is not None else None
@@ -575,8 +578,9 @@ def _labels_in_data(found: np.ndarray, n: int, out: TensorIO) -> np.ndarray | No
     y = np.asarray(found)
     one_hot = (y.ndim == 2 and y.shape[1] == classes and classes > 1
                and np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
-    integral = (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_) and (
-        y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1))
+    integral = (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_ or (
+        np.issubdtype(y.dtype, np.floating) and np.array_equal(y, np.round(y)))) and (
+        y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1))  # float 0./1. targets too
     if not (one_hot or integral):
         _log.info("The data's y (%s of shape %s) are not class indices or one-hot rows for "
                   "output %r: no accuracy. Pass labels= to score them.", y.dtype, y.shape, out.key)
@@ -588,11 +592,16 @@ def _labels_in_data(found: np.ndarray, n: int, out: TensorIO) -> np.ndarray | No
         return None
 
 
-def _top1(values: np.ndarray) -> np.ndarray:
+def _threshold(values: np.ndarray) -> float:
+    """A single unit's decision threshold: 0.5 for probabilities, 0 for logits. Decided on
+    the float outputs where there are any, so int8 and float are cut at the same point."""
+    return 0.5 if values.size and values.min() >= 0 and values.max() <= 1 else 0.0
+
+
+def _top1(values: np.ndarray, threshold: float) -> np.ndarray:
     """Class per sample: argmax over the last axis; a single unit is thresholded."""
     v = values.reshape(len(values), -1)
     if v.shape[1] == 1:
-        threshold = 0.5 if v.min() >= 0 and v.max() <= 1 else 0.0
         return (v[:, 0] > threshold).astype(np.int64)
     return np.argmax(v, axis=1)
 
