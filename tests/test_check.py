@@ -287,3 +287,21 @@ def test_a_single_unit_is_cut_at_one_threshold_for_int8_and_float():
     report = tfq8.check(blob, reference=model, data=(x, y), per_tensor=False)
     assert report.agreement == 1.0               # int8 and float both cut at 0
     assert report.accuracy == report.reference_accuracy == 1.0  # float labels from (x, y)
+
+
+def test_a_list_in_the_keras_models_order_is_read_as_convert_reads_it():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    alpha, beta = keras.Input((6,), name="alpha"), keras.Input((4,), name="beta")
+    h = keras.layers.Concatenate()([keras.layers.Dense(8)(beta), keras.layers.Dense(8)(alpha)])
+    model = keras.Model([alpha, beta], keras.layers.Dense(3)(h))
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 6)).astype(np.float32), rng.normal(size=(40, 4)).astype(np.float32)
+    blob = tfq8.convert(model, [a, b], method="minmax")
+    y = np.argmax(model.predict([a, b], verbose=0), axis=1)
+    by_list = tfq8.check(blob, reference=model, data=([a, b], y), per_tensor=False)
+    by_dict = tfq8.check(blob, reference=model, data={"alpha": a, "beta": b}, labels=y,
+                         per_tensor=False)
+    assert by_list.reference_accuracy == by_dict.reference_accuracy == 1.0
+    assert by_list.outputs[0].sqnr_db == by_dict.outputs[0].sqnr_db

@@ -351,3 +351,33 @@ def test_a_fixed_batch_size_model_gets_whole_batches():
     assert rep.batch == 4 and [b[0].shape for b in rep()] == [(4, 8, 8, 3)] * 2
     assert len(rep.whole_batches()) == 8
     assert tfq8.representative_dataset(X, model=factories.mlp(features=4, classes=3)).batch == 1
+
+
+def test_ragged_sparse_and_rank_mistakes_get_clear_errors():
+    model = factories.cnn(input_shape=(8, 8, 1))
+    with pytest.raises(TypeError, match=r"Received: a tf.RaggedTensor; pad or densify it first"):
+        tfq8.representative_dataset(tf.ragged.constant([[1.0, 2.0], [3.0]]), model=model)
+    with pytest.raises(TypeError, match=r"Received: a tf.SparseTensor.*tf.sparse.to_dense"):
+        tfq8.representative_dataset(tf.sparse.from_dense(np.ones((2, 8, 8, 1), np.float32)),
+                                    model=model)
+    with pytest.raises(TypeError, match=r"nested lists of different lengths"):
+        tfq8.representative_dataset([[1.0, 2.0], [3.0]])
+    with pytest.raises(ValueError, match=r"Received shape \(4, 8, 8\) \(its axis 0 is 4, not 8\), "
+                                         r"read as one sample.*x\[\.\.\., None\]"):
+        tfq8.representative_dataset(np.zeros((4, 8, 8), np.float32), model=model)
+
+
+def test_an_endless_pydataset_needs_num_samples():
+    class Endless(keras.utils.PyDataset):
+        @property
+        def num_batches(self):
+            return None
+
+        def __getitem__(self, i):
+            return np.full((4, 4), float(i), np.float32)
+
+    model = factories.mlp(features=4, classes=3)
+    rep = tfq8.representative_dataset(Endless(), model=model, num_samples=9)
+    assert len(rep) == 9 and rep.inputs[0][8, 0] == 2.0
+    with pytest.raises(ValueError, match=r"PyDataset without an end .* pass num_samples"):
+        tfq8.representative_dataset(Endless(), model=model)

@@ -226,6 +226,7 @@ class _Builder:
         self.chunks: list[list[np.ndarray]] = []
         self.count = 0
         self.one_shot = False  # the data was a generator or iterator (consumed by reading)
+        self._one_sample = False  # the item being added came without its batch dimension
         # The y of (x, y[, w]) items, per chunk; None once an item has none (or several).
         self.label_chunks: list[np.ndarray] | None = [] if keep_labels else None
         self._label: np.ndarray | None = None  # the current item's y, if labels are kept
@@ -255,10 +256,19 @@ class _Builder:
         if tf is not None and isinstance(data, tf.data.Dataset):
             return self._consume_dataset(data)
         if _is_pydataset(data):
-            for i in range(len(data)):
-                if self.full:
-                    break
+            try:  # Keras 3: None for an endless dataset; tf_keras' Sequence: len()
+                count = data.num_batches if hasattr(type(data), "num_batches") else len(data)
+            except (NotImplementedError, TypeError):
+                raise TypeError("data is a keras.utils.PyDataset with neither num_batches nor "
+                                f"__len__. Received: {type(data).__name__}") from None
+            if count is None and self.limit is None:
+                raise ValueError("data is a keras.utils.PyDataset without an end (num_batches "
+                                 "is None): pass num_samples to take that many samples. "
+                                 "Received: num_samples=None")
+            i = 0
+            while (count is None or i < count) and not self.full:
                 self._add(self._structure(data[i]))
+                i += 1
             return None
         if callable(data) and not _is_array_like(data) and not isinstance(data, dict):
             return self.consume(data())
@@ -408,6 +418,7 @@ class _Builder:
                     f"Sample {self.count}: inputs mix batched and unbatched arrays. "
                     f"Received shapes {[a.shape for a in arrays]}"
                 )
+            self._one_sample = all(is_sample)
             if all(is_sample):
                 arrays = [a[None] for a in arrays]
                 if self._label is not None:
@@ -475,10 +486,14 @@ class _Builder:
         if spec is not None:
             for axis, (want, got) in enumerate(zip(spec.shape[1:], a.shape[1:]), start=1):
                 if want is not None and want != got:
+                    received = (f"shape {a.shape[1:]} (its axis {axis - 1} is {got}, not "
+                                f"{want}), read as one sample: it has the rank of one sample, "
+                                "so if it is a batch, an axis is missing (such as the channel "
+                                "axis: x[..., None])" if self._one_sample else
+                                f"shape {(None,) + a.shape[1:]} (axis {axis} is {got}, not {want})")
                     raise ValueError(
                         f"Sample {self.count}: expected input {spec.describe()}. "
-                        f"Received shape {(None,) + a.shape[1:]} (axis {axis} is {got}, not {want})"
-                    )
+                        f"Received {received}")
             target = np.dtype(spec.dtype)
             if np.issubdtype(target, np.integer) and np.issubdtype(a.dtype, np.floating):
                 if not np.array_equal(a, np.round(a)):
@@ -657,9 +672,17 @@ def _is_pydataset(x: Any) -> bool:
 
 def _to_numpy(x: Any, what: str) -> np.ndarray:
     if _is_tensor(x):
+        kind = type(x).__name__
+        if kind in ("RaggedTensor", "SparseTensor"):
+            fix = "x.to_tensor()" if kind == "RaggedTensor" else "tf.sparse.to_dense(x)"
+            raise TypeError(f"{what} must be dense arrays of one shape per input. Received: a "
+                            f"tf.{kind}; pad or densify it first ({fix})")
         x = x.numpy()
     try:
         return np.asarray(x)
     except Exception as e:  # noqa: BLE001
-        raise TypeError(f"{what} could not be read as an array. Received: {type(x).__name__}") from e
+        why = (" (nested lists of different lengths: samples of different shapes, which "
+               "one array cannot hold; pad them to one shape)" if isinstance(x, list) else "")
+        raise TypeError(f"{what} could not be read as an array{why}. Received: "
+                        f"{type(x).__name__}") from e
 

@@ -41,7 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tfq8 import _args, _tflite
-from tfq8.data import RepresentativeDataset, labelled_samples, representative_dataset
+from tfq8.data import InputSpec, RepresentativeDataset, labelled_samples, representative_dataset
 from tfq8.harness.interpreter import ModelRunner, TensorIO, read_model_bytes, verify_model
 
 _log = logging.getLogger("tfq8")
@@ -225,13 +225,16 @@ def check(
                for t in q.parsed.subgraphs[0].tensors):
         _log.warning("tflite_model has no quantized tensor: it is a float model, so check() "
                      "compares float with float. Pass the int8 model tfq8.convert() wrote.")
+    handle = _keras_handle(reference)
+    # A Keras reference tells which input a list's arrays are (Keras order), as convert() reads it.
+    specs = _with_positions(q.input_specs(), handle.specs if handle is not None else None)
     found = None
     if labels is None:  # (x, y) data, as model.evaluate takes it, carries its labels
-        rep, found = labelled_samples(data, specs=q.input_specs(), num_samples=num_samples)
+        rep, found = labelled_samples(data, specs=specs, num_samples=num_samples)
     else:
-        rep = representative_dataset(data, specs=q.input_specs(), num_samples=num_samples)
+        rep = representative_dataset(data, specs=specs, num_samples=num_samples)
     n = len(rep)
-    ref_blob, kind, keras_names = _reference_model(reference, rep)
+    ref_blob, kind, keras_names = _reference_model(handle if handle is not None else reference, rep)
     f, aliases = None, {}
     if ref_blob is not None:
         f = ModelRunner(ref_blob, backend=backend, num_threads=threads,
@@ -398,11 +401,36 @@ def _same_grid(a: TensorIO, b: TensorIO) -> bool:
 
 
 # --------------------------------------------------------------------- helpers
+def _keras_handle(reference: Any) -> Any:
+    """The loaded Keras model (a `ModelHandle`) if `reference` is one or names one, else None."""
+    from tfq8.models import is_keras_model, load_model  # noqa: PLC0415
+
+    keras_path = isinstance(reference, (str, os.PathLike)) and not os.fspath(
+        reference).endswith(".tflite")
+    if not (keras_path or is_keras_model(reference)):
+        return None
+    try:
+        return load_model(reference)
+    except ValueError as e:
+        raise ValueError(f"reference: {e}") from None
+
+
+def _with_positions(specs: list[InputSpec], keras_specs: list[InputSpec] | None
+                    ) -> list[InputSpec]:
+    """`specs` (the int8 model's) with each input's Keras position, where the names match."""
+    if not keras_specs:
+        return specs
+    position = {s.name: s.position for s in keras_specs}
+    if sorted(position) != sorted(s.name for s in specs):
+        return specs
+    return [dataclasses.replace(s, position=position[s.name]) for s in specs]
+
+
 def _reference_model(reference: Any, rep: RepresentativeDataset
                      ) -> tuple[bytes | None, str, list[str] | None]:
     """(float .tflite, kind of reference, the Keras model's output names or None)."""
     from tfq8.calibration import Calibration  # noqa: PLC0415
-    from tfq8.models import is_keras_model, load_model  # noqa: PLC0415
+    from tfq8.models import ModelHandle, is_keras_model, load_model  # noqa: PLC0415
     from tfq8.qat import is_qat  # noqa: PLC0415
 
     if reference is None:
@@ -414,7 +442,8 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
         blob = read_model_bytes(reference, arg="reference")
         verify_model(blob, arg="reference")
         return blob, "tflite", None
-    if is_keras_model(reference) or isinstance(reference, (str, os.PathLike)):
+    if isinstance(reference, ModelHandle) or is_keras_model(reference) or isinstance(
+            reference, (str, os.PathLike)):
         try:
             handle = load_model(reference)
         except ValueError as e:
@@ -424,9 +453,13 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
             # calibrated graph would not do: the converter has already made it int8
             # wherever QAT annotated it, so int8 would be compared with itself.
             return handle.to_float_tflite(), "keras", _output_names(handle)
-        try:
-            sample = representative_dataset(rep.take(min(len(rep), _CALIB_SAMPLES)).inputs,
-                                            specs=handle.specs)
+        first = rep.take(min(len(rep), _CALIB_SAMPLES))
+        names = [s.name for s in rep.specs or []]
+        by_name = sorted(names) == sorted(s.name for s in handle.specs)
+        try:  # by name where the two agree: no order to guess
+            sample = representative_dataset(
+                dict(zip(names, first.inputs)) if by_name and len(names) > 1 else first.inputs,
+                specs=handle.specs)
         except ValueError as e:
             raise ValueError(
                 f"reference does not take the inputs the int8 model takes (is it the float "
