@@ -230,9 +230,10 @@ def test_num_samples_takes_the_labels_of_the_samples_it_takes(setup):
     report = tfq8.check(blob, data=x, labels=y, num_samples=30, per_tensor=False)
     whole = tfq8.check(blob, data=x[:30], labels=y[:30], per_tensor=False)
     assert report.num_samples == 30 and report.accuracy == whole.accuracy
-    with pytest.raises(ValueError, match=r"labels must have one entry per sample \(10 samples "
-                                         r"used\). Received: labels of length 12"):
-        tfq8.check(blob, data=x[:10], labels=y[:12], num_samples=100)
+    for n_labels, num_samples in ((12, 100), (7, 5), (12, 5)):  # checked against all the data
+        with pytest.raises(ValueError, match=r"labels must have one entry per sample of data "
+                                             rf"\(10\). Received: labels of length {n_labels}"):
+            tfq8.check(blob, data=x[:10], labels=y[:n_labels], num_samples=num_samples)
 
 
 def test_a_float_model_is_checked_with_a_warning(setup, caplog):

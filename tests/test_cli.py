@@ -236,3 +236,37 @@ def test_folder_of_images_with_class_subfolders(files, capfd, tmp_path):
     empty.mkdir()
     code, _, err = _run(capfd, "check", tfl, "--data", empty)
     assert code == 1 and "holds no images" in _one_error_line(err)
+
+
+def test_data_files_read_as_a_user_expects(files, capfd, tmp_path, caplog):
+    import tensorflow as tf
+
+    tfl = files / "model_int8.tflite"
+    if not tfl.exists():
+        pytest.skip("needs the model written by the console-script test")
+    x = np.load(files / "calib.npy")
+    with open(tmp_path / "UP.NPY", "wb") as f:              # upper-case suffix: still numpy
+        np.save(f, x)
+    code, out, err = _run(capfd, "check", tfl, "--data", tmp_path / "UP.NPY", "--json")
+    assert code == 0 and json.loads(out)["num_samples"] == len(x), err
+    (tmp_path / "text.npy").write_text("1,2,3\n")
+    code, _, err = _run(capfd, "check", tfl, "--data", tmp_path / "text.npy")
+    assert code == 1 and "is not a numpy .npy file" in _one_error_line(err)
+    code, _, err = _run(capfd, "check", tfl, "--data", files / "test.npz", "--num-samples", "5",
+                        "--labels", files / "short_labels.npy")
+    assert code == 1 and "labels must have one entry per sample of data (96)" in err
+    rng = np.random.default_rng(0)
+    for cls in ("c0", "c1", "c2"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        for k in range(4):
+            tf.io.write_file(str(tmp_path / "imgs" / cls / f"{k}.png"),
+                             tf.io.encode_png(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)))
+    tf.io.write_file(str(tmp_path / "imgs" / "top.png"),
+                     tf.io.encode_png(np.zeros((16, 16, 3), np.uint8)))
+    code, out, err = _run(capfd, "check", tfl, "--data", tmp_path / "imgs", "--num-samples", "3",
+                          "--json")
+    assert code == 0, err
+    assert "1 image(s) at the top of" in caplog.text and "left out" in caplog.text
+    assert "the data span [0, 255]" in caplog.text           # 0-255 pixels, a 0-1 scale model
+    # three samples spread over the three classes (labels 0, 1, 2), not three of class 0
+    assert json.loads(out)["num_samples"] == 3

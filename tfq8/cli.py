@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import re
 import sys
@@ -34,6 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 from absl import app, flags
 
 FLAGS = flags.FLAGS
+_log = logging.getLogger("tfq8.cli")
 _F = flags.FlagValues()  # the running command's flags (see `_define`)
 
 EXIT_ERROR = 1
@@ -197,7 +199,6 @@ def _one_line(message: str) -> str:
 
 def _main(command: str, positional: list[str]) -> int:
     verbose = FLAGS["verbosity"].value >= 1
-    import logging  # noqa: PLC0415
 
     logging.getLogger("tfq8").setLevel(logging.INFO if verbose else logging.WARNING)
     if not verbose:  # TensorFlow's export chatter (INFO) is not for the user
@@ -345,7 +346,8 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     result = {"output": os.path.abspath(output), "size_bytes": len(blob), "method": _F.method,
               "num_samples": num_samples, "full_integer": info.full_integer,
               "num_ops": len(info.ops),
-              "calibration_out": _F["calibration-out"].value}
+              "calibration_out": _F["calibration-out"].value and os.path.abspath(
+                  _F["calibration-out"].value)}
     verdict = "full-integer" if info.full_integer else f"{len(info.float_ops)} float op(s)"
     text = f"wrote {output}: {len(blob)} bytes, {len(info.ops)} ops, {verdict}"
     return result, text, 0
@@ -487,19 +489,19 @@ def _load_data(path: str, shapes: Sequence[Sequence[int | None]],
     if not os.path.isfile(path):
         raise ValueError(f"--data must be a .npy or .npz file or a folder of images; no such file. "
                          f"Received: --data={path}")
-    if path.endswith(".npy"):
+    if path.lower().endswith(".npy"):
         return _read_arrays(path, "--data"), None
-    if path.endswith(".npz"):
+    if path.lower().endswith(".npz"):
         arrays = _read_arrays(path, "--data")
         labels = arrays.pop("y", None)
         if labels is None:
             labels = arrays.pop("labels", None)
         if "x" in arrays:
             return arrays["x"], labels
-        if len(arrays) == 1:
-            return next(iter(arrays.values())), labels
         if set(names) <= set(arrays):
             return {n: arrays[n] for n in names}, labels
+        if len(arrays) == 1 and (len(names) == 1 or not set(arrays) & set(names)):
+            return next(iter(arrays.values())), labels
         raise ValueError(f"--data .npz must hold 'x' (and optionally 'y'), or one array per model "
                          f"input {list(names)}. Received keys: {sorted(arrays)}")
     raise ValueError(f"--data must be a .npy or .npz file or a folder of images. "
@@ -507,11 +509,11 @@ def _load_data(path: str, shapes: Sequence[Sequence[int | None]],
 
 
 def _load_labels(path: str) -> Any:
-    if not os.path.isfile(path) or not path.endswith((".npy", ".npz")):
+    if not os.path.isfile(path) or not path.lower().endswith((".npy", ".npz")):
         raise ValueError(f"--labels must be a .npy file or a .npz holding 'y' or 'labels'. "
                          f"Received: --labels={path}")
     arrays = _read_arrays(path, "--labels")
-    if path.endswith(".npy"):
+    if path.lower().endswith(".npy"):
         return arrays
     for key in ("y", "labels"):
         if key in arrays:
@@ -530,8 +532,14 @@ def _read_arrays(path: str, flag: str) -> Any:
     """
     import numpy as np  # noqa: PLC0415
 
+    npz = path.lower().endswith(".npz")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if head[:len(b"PK" if npz else b"\x93NUMPY")] != (b"PK" if npz else b"\x93NUMPY"):
+        raise ValueError(f"{flag}: {path!r} is not a numpy {'.npz' if npz else '.npy'} file (it "
+                         f"does not start with numpy's header). Received: {flag}={path}")
     try:
-        if path.endswith(".npz"):
+        if npz:
             with np.load(path, allow_pickle=False) as z:
                 return {k: z[k] for k in z.files}
         return np.load(path, allow_pickle=False)
@@ -558,21 +566,33 @@ def _load_images(folder: str, shapes: Sequence[Sequence[int | None]]) -> tuple[A
                   if f.lower().endswith(_IMAGE_EXTS)]
     flat = [(os.path.join(folder, f), -1) for f in sorted(os.listdir(folder))
             if f.lower().endswith(_IMAGE_EXTS)]
+    if files and flat:
+        _log.warning("--data: %d image(s) at the top of %s are left out: beside class "
+                     "subfolders, only the subfolders' images are read (with their class).",
+                     len(flat), folder)
+    labelled = bool(files)
     if not files:
         files = flat
     if not files:
         raise ValueError(f"--data folder holds no images ({', '.join(_IMAGE_EXTS)}), directly or "
                          f"in class subfolders. Received: --data={folder}")
+    limit = _F["num-samples"].value
+    separate_labels = "labels" in _F and _F.labels  # they follow the files' order: keep it
+    if limit is not None and 0 < limit < len(files) and not separate_labels:
+        # spread over the classes, and decode no more
+        files = [files[i] for i in np.unique(np.linspace(0, len(files) - 1, limit).round()
+                                             .astype(np.int64))]
     images = np.empty((len(files), h, w, c), np.float32)
     for i, (f, _) in enumerate(files):
         try:
             img = tf.io.decode_image(tf.io.read_file(f), channels=c, expand_animations=False)
         except (tf.errors.OpError, ValueError) as e:
-            raise ValueError(f"--data: cannot decode image {f}: {_one_line(str(e))[:120]}") from None
+            reason = re.sub(r"\{\{.*?\}\}\s*", "", _one_line(str(e)))  # TF's op-node tags
+            raise ValueError(f"--data: cannot decode image {f}: {reason[:120]}") from None
         img = tf.image.resize(tf.cast(img, tf.float32), (h, w))
         images[i] = img.numpy()
     images = images * _F["image-scale"].value + _F["image-offset"].value
-    labels = np.array([k for _, k in files]) if classes and files is not flat else None
+    labels = np.array([k for _, k in files]) if labelled else None
     return images, labels
 
 

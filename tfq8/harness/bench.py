@@ -155,18 +155,22 @@ class BenchReport:
     def __str__(self) -> str:
         lines = [f"tfq8 bench: backend {self.backend}, {self.num_threads} thread(s)"]
         lines.append(f"  {'model':<6} {'size':>10} {'mean ms':>9} {'p50':>9} {'p90':>9} {'p99':>9} "
-                     f"{'std':>8} {'runs':>6} {'per-op sum':>10}")
+                     f"{'std':>8} {'runs':>6}" + (f" {'per-op sum':>10}" if self.ops else ""))
         for k, s in self.latency_ms.items():
             lines.append(f"  {k:<6} {self.size_bytes.get(k, 0):>10} {s['mean']:>9.4f} "
                          f"{s['p50']:>9.4f} {s['p90']:>9.4f} {s['p99']:>9.4f} {s['std']:>8.4f} "
-                         f"{int(s['runs']):>6} {self.ops_total_ms.get(k, float('nan')):>10.4f}")
+                         f"{int(s['runs']):>6}" + (
+                             f" {self.ops_total_ms.get(k, float('nan')):>10.4f}" if self.ops
+                             else ""))
         if self.speedup is not None:
             ratio = self.size_bytes["int8"] / self.size_bytes["float"]
             lines.append(f"  speedup float/int8 {self.speedup:.2f}x (interleaved p50); "
                          f"size int8/float {ratio:.2f}x")
-        lines.append(f"  invoke overhead {self.invoke_overhead_ms:.4f} ms (subtracted from each op)")
-        lines.append("")
-        lines.append(self.op_table())
+        if self.ops:  # per_op=False times whole models only
+            lines.append(f"  invoke overhead {self.invoke_overhead_ms:.4f} ms (subtracted from "
+                         "each op)")
+            lines.append("")
+            lines.append(self.op_table())
         return "\n".join(lines)
 
 

@@ -234,6 +234,7 @@ def check(
     else:
         rep = representative_dataset(data, specs=specs, num_samples=num_samples)
     n = len(rep)
+    _warn_off_scale(q.inputs, rep.inputs)
     ref_blob, kind, keras_names = _reference_model(handle if handle is not None else reference, rep)
     f, aliases = None, {}
     if ref_blob is not None:
@@ -250,6 +251,10 @@ def check(
             aliases = {keys[t.index]: k for k, t in enumerate(q.outputs)}  # signature names too
     out_k = _output_index(q, output, aliases)
     if labels is not None and num_samples is not None:
+        total = _data_length(data)
+        if total is not None and _length(labels) not in (None, total):
+            raise ValueError(f"labels must have one entry per sample of data ({total}). "
+                             f"Received: labels of length {_length(labels)}")
         try:
             labels = labels[:num_samples]  # the labels of the samples num_samples chose
         except (TypeError, KeyError, ValueError):
@@ -401,6 +406,40 @@ def _same_grid(a: TensorIO, b: TensorIO) -> bool:
 
 
 # --------------------------------------------------------------------- helpers
+def _warn_off_scale(inputs: Sequence[TensorIO], arrays: Sequence[np.ndarray]) -> None:
+    """Warns where the data do not fit an integer input's grid: many values clipped, or
+    so few levels used that the data look scaled otherwise than the calibration data."""
+    for t, a in zip(inputs, arrays):
+        if not t.quantized or len(t.scales) != 1 or not a.size:
+            continue
+        scale, zero = float(t.scales[0]), int(t.zero_points[0])
+        info = np.iinfo(t.dtype)
+        lo, hi = (info.min - zero) * scale, (info.max - zero) * scale
+        clipped = float(np.mean((a < lo - scale) | (a > hi + scale)))
+        levels = (float(a.max()) - float(a.min())) / scale
+        if clipped > 0.01 or levels < 4:
+            _log.warning(
+                "Input %r: the data span [%g, %g]; the int8 model's input grid spans [%g, %g] "
+                "(%.1f%% of the values clipped, %.0f of its 256 levels used). Were the data "
+                "scaled as the calibration data were (0-1 against 0-255, say)?", t.key,
+                float(a.min()), float(a.max()), lo, hi, 100 * clipped, min(levels, 255))
+
+
+def _length(a: Any) -> int | None:
+    try:
+        return len(a)
+    except TypeError:
+        return None
+
+
+def _data_length(data: Any) -> int | None:
+    """How many samples array data holds (an array, a tensor, or a dict of them by input
+    name); None for lists, streams and anything else, whose length says less."""
+    if isinstance(data, dict) and data:
+        data = next(iter(data.values()))
+    return int(data.shape[0]) if hasattr(data, "shape") and len(data.shape) else None
+
+
 def _keras_handle(reference: Any) -> Any:
     """The loaded Keras model (a `ModelHandle`) if `reference` is one or names one, else None."""
     from tfq8.models import is_keras_model, load_model  # noqa: PLC0415
