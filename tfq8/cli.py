@@ -208,6 +208,10 @@ def _main(command: str, positional: list[str]) -> int:
         from absl import logging as absl_logging  # noqa: PLC0415
 
         absl_logging.set_verbosity(absl_logging.WARNING)
+        # One line per warning, like the progress and error lines (absl's prefix, with its
+        # time, thread and source line, is for --verbosity=1).
+        absl_logging.get_absl_handler().setFormatter(
+            logging.Formatter(f"tfq8 {command}: warning: %(message)s"))
     arg = _COMMANDS[command][0]
     if len(positional) != 1:
         _fail(f"expected exactly one {arg} argument. Received: {positional or 'none'}",
