@@ -537,9 +537,10 @@ def _read_arrays(path: str, flag: str) -> Any:
     import numpy as np  # noqa: PLC0415
 
     npz = path.lower().endswith(".npz")
+    magic = b"PK" if npz else b"\x93NUMPY"
     with open(path, "rb") as f:
-        head = f.read(6)
-    if head[:len(b"PK" if npz else b"\x93NUMPY")] != (b"PK" if npz else b"\x93NUMPY"):
+        head = f.read(len(magic))
+    if head != magic:
         raise ValueError(f"{flag}: {path!r} is not a numpy {'.npz' if npz else '.npy'} file (it "
                          f"does not start with numpy's header). Received: {flag}={path}")
     try:
