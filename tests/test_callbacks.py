@@ -435,30 +435,30 @@ def _two_output_model(seed=0):
                              keras.layers.Dense(1, activation="sigmoid", name="even")(h)])
 
 
+def _int8_and_keras_logs(model, x, y, w=None):
+    """int8 metrics with the float outputs passed as int8, next to model.evaluate's logs."""
+    val = int8_metrics.ValidationSet.build((x, y) if w is None else (x, y, w), model,
+                                           load_model(model).specs)
+    names = int8_metrics.output_names(model)
+    floats = int8_metrics._predict_float(model, val.rep, names, 64)
+    got = int8_metrics._int8_metrics(model, names, floats, floats, val.y, val.weights)
+    return got, model.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+
+
 def test_int8_metrics_reduce_as_keras_does():
     """With int8 outputs equal to float, the int8 loss and accuracy are Keras' own figures:
     sample weights weigh the loss as Keras does (sum over the count), not plain accuracy;
     a list of loss names is per output, scaled by loss_weights."""
     x, y = _mlp_data(n=64)
     w = np.random.default_rng(1).uniform(0.0, 2.0, 64)
-    model = _compiled_mlp()
-    val = int8_metrics.ValidationSet.build((x, y, w), model, load_model(model).specs)
-    names = int8_metrics.output_names(model)
-    floats = int8_metrics._predict_float(model, val.rep, names, 64)
-    got = int8_metrics._int8_metrics(model, names, floats, floats, val.y, val.weights)
-    keras_logs = model.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+    got, keras_logs = _int8_and_keras_logs(_compiled_mlp(), x, y, w)
     assert got["val_int8_loss"] == pytest.approx(keras_logs["loss"], rel=1e-5)
     assert got["val_int8_accuracy"] == pytest.approx(keras_logs["accuracy"], abs=1e-6)
 
     model = _two_output_model()
     model.compile("adam", ["sparse_categorical_crossentropy", "binary_crossentropy"],
                   loss_weights=[1.0, 0.1])
-    y2 = [y, (y % 2).astype(np.float32)]
-    val = int8_metrics.ValidationSet.build((x, y2), model, load_model(model).specs)
-    names = int8_metrics.output_names(model)
-    floats = int8_metrics._predict_float(model, val.rep, names, 64)
-    got = int8_metrics._int8_metrics(model, names, floats, floats, val.y, None)
-    keras_logs = model.evaluate(x, y2, verbose=0, return_dict=True)
+    got, keras_logs = _int8_and_keras_logs(model, x, [y, (y % 2).astype(np.float32)])
     assert got["val_int8_loss"] == pytest.approx(keras_logs["loss"], rel=1e-4)
     assert got["val_int8_even_loss"] == pytest.approx(keras_logs["even_loss"], rel=1e-4)
 
@@ -467,12 +467,7 @@ def test_int8_metrics_reduce_as_keras_does():
     model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(
         1, kernel_regularizer=keras.regularizers.L2(0.5))])
     model.compile("adam", keras.losses.BinaryCrossentropy(from_logits=True), metrics=["accuracy"])
-    yb = (x[:, 0] > 0).astype(np.float32)
-    val = int8_metrics.ValidationSet.build((x, yb, w), model, load_model(model).specs)
-    names = int8_metrics.output_names(model)
-    floats = int8_metrics._predict_float(model, val.rep, names, 64)
-    got = int8_metrics._int8_metrics(model, names, floats, floats, val.y, val.weights)
-    keras_logs = model.evaluate(x, yb, sample_weight=w, verbose=0, return_dict=True)
+    got, keras_logs = _int8_and_keras_logs(model, x, (x[:, 0] > 0).astype(np.float32), w)
     assert got["val_int8_loss"] == pytest.approx(keras_logs["loss"], rel=1e-5)
     assert got["val_int8_accuracy"] == pytest.approx(keras_logs["accuracy"], abs=1e-6)
 
