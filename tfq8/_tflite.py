@@ -127,11 +127,8 @@ def calibrate_only(
             return quantize(model, *args, **kwargs)
 
         converter._quantize = hooked  # pylint: disable=protected-access
-    try:  # the converter's MLIR error dump goes to native stderr; its text is in the error
-        with quiet_stdout(), quiet_native_stderr():
-            return bytes(converter.convert())
-    except _ConverterError as e:
-        raise _unsupported(str(e)) from None
+    try:
+        return convert_float(converter)  # calibrated, since _experimental_calibrate_only is set
     except RuntimeError as e:  # raised by the calibrator's interpreter while it runs the samples
         raise ValueError(
             "TFLite's calibrator failed while running the model on the calibration data: "
@@ -169,15 +166,15 @@ def convert_qat(
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.inference_input_type = _IO_TYPES[np.dtype(input_type)]
     converter.inference_output_type = _IO_TYPES[np.dtype(output_type)]
-    try:
-        with quiet_stdout(), quiet_native_stderr():
-            return bytes(converter.convert())
-    except _ConverterError as e:
-        raise _unsupported(str(e)) from None
+    return convert_float(converter)
 
 
 def convert_float(converter: tf.lite.TFLiteConverter) -> bytes:
-    """The converter's plain float `.tflite` model.
+    """`converter.convert()`, quiet: the plain float `.tflite` model unless the
+    converter was set up for more (calibration, QAT).
+
+    The converter's MLIR error dump goes to native stderr; its text is in the
+    error raised here.
 
     Raises:
         UnsupportedOpError: Naming the ops (or the float16 types) the converter rejects.
