@@ -35,11 +35,25 @@ def cnn_case():
     return model, x, tfq8.calibrate(model, x)
 
 
-def test_minmax_reproduces_the_converter_exactly(cnn_case):
+@pytest.mark.parametrize("io", ["int8", "uint8", "float32"])
+def test_minmax_is_the_converters_own_file_byte_for_byte(cnn_case, io):
     model, x, calib = cnn_case
-    own = activation_qparams(converter_int8(model, x))
-    ours = activation_qparams(tfq8.convert(calibration=calib, method="minmax"))
-    assert own and own == ours
+    theirs = converter_int8(model, x, input_type=io, output_type=io)
+    ours = tfq8.convert(calibration=calib, method="minmax", input_type=io, output_type=io)
+    assert activation_qparams(theirs) and ours == theirs
+
+
+def test_conversion_metadata_describes_the_int8_model(cnn_case):
+    from tensorflow.lite.python import conversion_metadata_schema_py_generated as meta_fb
+    from tensorflow.lite.python.util import get_model_hash
+
+    blob = tfq8.convert(calibration=cnn_case[2], method="percentile")
+    parsed = _tflite.read_model(blob)
+    assert [m.name for m in parsed.metadata] == [b"min_runtime_version", b"CONVERSION_METADATA"]
+    data = np.asarray(parsed.buffers[parsed.metadata[1].buffer].data, np.uint8).tobytes()
+    stored = meta_fb.ConversionMetadata.GetRootAs(data, 0).Environment().ModelHash()
+    parsed.metadata = None
+    assert stored == get_model_hash(parsed)    # not the calibrated float model's hash
 
 
 @pytest.mark.parametrize("method", ["percentile", "kl", "mse"])
@@ -334,7 +348,7 @@ def test_dynamic_height_and_width_follow_the_data():
     model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h)))
     x = factories.images(24, shape=(9, 7, 3))
     blob = tfq8.convert(model, x, method="minmax")
-    assert activation_qparams(blob) == activation_qparams(converter_int8(model, x))
+    assert blob == converter_int8(model, x)
     assert tfq8.inspect(tfq8.convert(model, x)).full_integer
     assert tfq8.check(blob, reference=model, data=x).agreement >= 0.9
     # Batches are sized for the data, not for the 1x1 placeholders in the flatbuffer.
@@ -418,7 +432,8 @@ def test_auto_reports_what_it_measured(cnn_case):
 
     quant = dict(per_channel=True, input_type=np.int8, output_type=np.int8)
     chosen, scored_model = auto.choose_and_quantize(calib, **quant)
-    assert scored_model == quantize_with_ranges(calib, chosen, **quant) == blob
+    assert scored_model == quantize_with_ranges(calib, chosen, **quant)
+    assert _tflite.stamp_conversion_metadata(scored_model) == blob
 
 
 def test_auto_leaves_the_converter_ranges_when_an_outlier_frame_ruins_them():
@@ -501,10 +516,10 @@ def test_an_empty_intermediate_tensor_is_refused_before_the_calibrator():
 def test_a_fixed_batch_size_model_converts_and_checks_every_sample():
     model = factories.fixed_batch_cnn(batch=4)
     x = factories.images(66, shape=(8, 8, 3))     # 16 whole batches and 2 samples over
-    own = activation_qparams(converter_int8(model, x))
+    own = converter_int8(model, x)
     calib = tfq8.calibrate(model, x)
     assert calib.num_samples == 64 and len(calib.samples[0]) % 4 == 0
-    assert own and activation_qparams(tfq8.convert(calibration=calib, method="minmax")) == own
+    assert tfq8.convert(calibration=calib, method="minmax") == own
     blob = tfq8.convert(calibration=calib)
     assert tfq8.inspect(blob).full_integer
     assert tfq8.inspect(blob).inputs[0].shape[0] == 4
@@ -573,4 +588,5 @@ def test_ops_with_a_fixed_int8_scale_skip_the_range_search():
         searched = {t.index: get_method(method)(t.histogram) for t in calib.tensors}
         assert any(searched[t.index] != ranges[t.index] for t in fixed)  # a search would move them
         # ... and TFLite would ignore it: the same bytes either way.
-        assert quantize_with_ranges(calib, searched) == tfq8.convert(calibration=calib, method=method)
+        assert (_tflite.stamp_conversion_metadata(quantize_with_ranges(calib, searched))
+                == tfq8.convert(calibration=calib, method=method))

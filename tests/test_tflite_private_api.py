@@ -51,6 +51,18 @@ def test_flatbuffer_helpers_exist():
     assert hasattr(_tflite.schema, "QuantizationParametersT")
 
 
+def test_conversion_metadata_helpers_exist():
+    from tensorflow.lite.python import conversion_metadata_schema_py_generated as meta_fb
+    from tensorflow.lite.python import lite, util
+
+    assert util.CONVERSION_METADATA_FIELD_NAME == "CONVERSION_METADATA"
+    assert callable(util.get_model_hash) and callable(util.populate_conversion_metadata)
+    assert hasattr(meta_fb, "ConversionMetadataT")
+    # The converter's last step, which stamp_conversion_metadata repeats.
+    assert "_get_model_hash(model_object)" in pyinspect.getsource(
+        lite.TFLiteConverterBase._convert_and_export_metrics)
+
+
 @pytest.fixture(scope="module")
 def calibrated():
     model = factories.mlp()

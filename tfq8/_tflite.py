@@ -35,7 +35,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from tensorflow.lite.python import conversion_metadata_schema_py_generated as _meta_fb  # private
 from tensorflow.lite.python import convert as _tf_convert  # private
+from tensorflow.lite.python import util as _tf_util  # private
 from tensorflow.lite.python import schema_py_generated as schema  # private
 from tensorflow.lite.tools import flatbuffer_utils as _fb_utils  # private
 from tensorflow.lite.python.convert import ConverterError as _ConverterError  # private
@@ -250,6 +252,42 @@ def quantize(
                 output_data_type=_IO_TYPES[np.dtype(output_type)],
             )
         )
+
+
+def stamp_conversion_metadata(model: bytes) -> bytes:
+    """`model` with its `CONVERSION_METADATA` describing it, as the converter writes it.
+
+    `mlir_quantize` carries over the calibrated float model's conversion
+    metadata, whose `modelHash` is the float model's. The converter's last step
+    (`TFLiteConverterBase._convert_and_export_metrics`) recomputes the hash of
+    the model it returns and appends the entry after all others; this does the
+    same, so that `minmax` gives the converter's own file byte for byte.
+
+    Args:
+        model: A `.tflite` flatbuffer from `quantize`.
+
+    Returns:
+        The restamped flatbuffer; `model` itself when it has no conversion
+        metadata or keeps its buffers outside the flatbuffer (over 2 GB).
+    """
+    parsed = read_model(model)
+    names = [m.name for m in parsed.metadata or []]
+    if _tf_util.CONVERSION_METADATA_FIELD_NAME.encode() not in names or b"buffer_location" in names:
+        return model
+    k = names.index(_tf_util.CONVERSION_METADATA_FIELD_NAME.encode())
+    old = parsed.metadata.pop(k).buffer
+    metadata = _meta_fb.ConversionMetadataT.InitFromObj(_meta_fb.ConversionMetadata.GetRootAs(
+        np.asarray(parsed.buffers.pop(old).data, np.uint8).tobytes(), 0))
+    for sg in parsed.subgraphs:  # buffers after the removed one move down
+        for t in sg.tensors:
+            if t.buffer > old:
+                t.buffer -= 1
+    for m in parsed.metadata:
+        if m.buffer > old:
+            m.buffer -= 1
+    parsed.metadata = parsed.metadata or None
+    metadata.environment.modelHash = _tf_util.get_model_hash(parsed)
+    return write_model(_tf_util.populate_conversion_metadata(parsed, metadata))
 
 
 def io_types() -> tuple[np.dtype, ...]:

@@ -213,6 +213,7 @@ def convert(
         chosen.update(overrides)
     if blob is None:
         blob = quantize_with_ranges(calib, chosen, **quant)
+    blob = _tflite.stamp_conversion_metadata(blob)
     info = inspect(blob)
     _warn_unapplied(calib, {i: r for i, r in overrides.items() if i not in pinned}, io_in, info)
     return _finish(blob, allow_float=allow_float, output_path=output_path, info=info)
@@ -308,18 +309,22 @@ def _finish(blob: bytes, *, allow_float: bool, output_path: str | os.PathLike | 
     return blob
 
 
-def converter_int8(model: Any, data: Any, *, num_samples: int | None = None) -> bytes:
+def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
+                   input_type: Any = "int8", output_type: Any = "int8") -> bytes:
     """TFLite's own full-integer int8 conversion, for comparison with tfq8's.
 
     Exactly what TFLite's documentation shows: `Optimize.DEFAULT`, a
     representative dataset yielding one sample at a time (one batch for a
     fixed batch size), int8 builtin ops and int8 inputs and outputs; the
-    converter chooses every range (min/max).
+    converter chooses every range (min/max). `tfq8.convert(...,
+    method="minmax")` gives this file byte for byte.
 
     Args:
         model: Anything `convert` accepts as a model.
         data: Calibration data (anything `tfq8.representative_dataset` takes).
         num_samples: Use at most this many samples.
+        input_type: `inference_input_type`: `"int8"` (default), `"uint8"` or `"float32"`.
+        output_type: `inference_output_type`, likewise.
 
     Returns:
         The converter's `.tflite` flatbuffer.
@@ -329,6 +334,7 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None) -> 
     """
     import tensorflow as tf  # noqa: PLC0415
 
+    io_in, io_out = io_type("input_type", input_type), io_type("output_type", output_type)
     handle = load_model(model)
     rep = representative_dataset(data, specs=handle.specs, num_samples=num_samples)
     handle.check_input_size(rep.inputs)
@@ -336,8 +342,8 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None) -> 
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = rep
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    converter.inference_input_type = tf.as_dtype(io_in)
+    converter.inference_output_type = tf.as_dtype(io_out)
     with quiet_stdout(), quiet_native_stderr():
         return bytes(converter.convert())
 

@@ -8,8 +8,9 @@ quantizer does make int8:
 
 * `NEG(x)` -> `MUL(x, -1.0)`. Keras' `LayerNormalization` (and so every
   attention block) computes `-mean` with NEG. The constant -1 is exact on the
-  int8 grid (-127 at scale 1/127), and the output keeps the range the
-  calibrator recorded for NEG's output.
+  int8 grid (its one-value range [-1, 0] puts it at -128 with scale 1/255 and
+  zero point 127), and the output keeps the range the calibrator recorded for
+  NEG's output.
 
 Tensor indices stay as they were (new constants are appended), so statistics
 collected on the calibrated model still apply. `Calibration` applies the

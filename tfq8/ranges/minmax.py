@@ -1,8 +1,9 @@
 """`minmax`: the global extremes, which is what TFLite's converter uses.
 
-With the same model and data this reproduces the converter's own activation
-scales and zero points exactly: tfq8's collector takes the extremes from
-TFLite's own calibrator (see `tfq8.stats.collect`).
+With the same model and data `tfq8.convert(..., method="minmax")` gives the
+converter's own `.tflite` byte for byte: tfq8's collector takes the extremes
+from TFLite's own calibrator (see `tfq8.stats.collect`), and the file is
+stamped as the converter stamps it (`_tflite.stamp_conversion_metadata`).
 
 Example:
     >>> minmax(Histogram().update(np.array([-1.0, 2.0])))
