@@ -43,6 +43,18 @@ def test_minmax_is_the_converters_own_file_byte_for_byte(cnn_case, io):
     assert activation_qparams(theirs) and ours == theirs
 
 
+def test_minmax_is_the_converters_file_with_shared_buffers_too():
+    import keras
+
+    keras.utils.set_random_seed(0)            # TFLite's integer-quantization tutorial model:
+    model = keras.Sequential([                # two equal int32 shape constants share a buffer
+        keras.Input((12, 12)), keras.layers.Reshape((12, 12, 1)),
+        keras.layers.Conv2D(4, 3, activation="relu"), keras.layers.MaxPooling2D(),
+        keras.layers.Flatten(), keras.layers.Dense(10)])
+    x = factories.images(32, shape=(12, 12))
+    assert tfq8.convert(model, x, method="minmax") == converter_int8(model, x)
+
+
 def test_conversion_metadata_describes_the_int8_model(cnn_case):
     from tensorflow.lite.python import conversion_metadata_schema_py_generated as meta_fb
     from tensorflow.lite.python.util import get_model_hash
@@ -433,7 +445,7 @@ def test_auto_reports_what_it_measured(cnn_case):
     quant = dict(per_channel=True, input_type=np.int8, output_type=np.int8)
     chosen, scored_model = auto.choose_and_quantize(calib, **quant)
     assert scored_model == quantize_with_ranges(calib, chosen, **quant)
-    assert _tflite.stamp_conversion_metadata(scored_model) == blob
+    assert _tflite.finish_as_converter(scored_model) == blob
 
 
 def test_auto_leaves_the_converter_ranges_when_an_outlier_frame_ruins_them():
@@ -588,5 +600,5 @@ def test_ops_with_a_fixed_int8_scale_skip_the_range_search():
         searched = {t.index: get_method(method)(t.histogram) for t in calib.tensors}
         assert any(searched[t.index] != ranges[t.index] for t in fixed)  # a search would move them
         # ... and TFLite would ignore it: the same bytes either way.
-        assert (_tflite.stamp_conversion_metadata(quantize_with_ranges(calib, searched))
+        assert (_tflite.finish_as_converter(quantize_with_ranges(calib, searched))
                 == tfq8.convert(calibration=calib, method=method))

@@ -58,9 +58,11 @@ def test_conversion_metadata_helpers_exist():
     assert util.CONVERSION_METADATA_FIELD_NAME == "CONVERSION_METADATA"
     assert callable(util.get_model_hash) and callable(util.populate_conversion_metadata)
     assert hasattr(meta_fb, "ConversionMetadataT")
-    # The converter's last step, which stamp_conversion_metadata repeats.
+    # The converter's last steps, which finish_as_converter repeats.
     assert "_get_model_hash(model_object)" in pyinspect.getsource(
         lite.TFLiteConverterBase._convert_and_export_metrics)
+    assert "_deduplicate_readonly_buffers(model)" in pyinspect.getsource(
+        lite.TFLiteConverterBase._optimize_tflite_model)
 
 
 @pytest.fixture(scope="module")

@@ -254,27 +254,34 @@ def quantize(
         )
 
 
-def stamp_conversion_metadata(model: bytes) -> bytes:
-    """`model` with its `CONVERSION_METADATA` describing it, as the converter writes it.
+def finish_as_converter(model: bytes) -> bytes:
+    """The converter's last two steps after quantizing, on `quantize`'s output.
 
-    `mlir_quantize` carries over the calibrated float model's conversion
-    metadata, whose `modelHash` is the float model's. The converter's last step
-    (`TFLiteConverterBase._convert_and_export_metrics`) recomputes the hash of
-    the model it returns and appends the entry after all others; this does the
-    same, so that `minmax` gives the converter's own file byte for byte.
+    `TFLiteConverter` then (1) merges equal read-only buffers
+    (`_optimize_tflite_model`: `deduplicate_readonly_buffers`) and (2) stamps
+    `CONVERSION_METADATA` with the hash of the model it returns, appended after
+    all other metadata (`_convert_and_export_metrics`). `mlir_quantize` alone
+    does neither and carries over the calibrated float model's metadata and
+    hash. Repeating both steps makes `minmax` give the converter's own file
+    byte for byte.
 
     Args:
         model: A `.tflite` flatbuffer from `quantize`.
 
     Returns:
-        The restamped flatbuffer; `model` itself when it has no conversion
-        metadata or keeps its buffers outside the flatbuffer (over 2 GB).
+        The finished flatbuffer. Models that keep their buffers outside the
+        flatbuffer (over 2 GB) are returned as they are, as the converter does.
     """
-    parsed = read_model(model)
-    names = [m.name for m in parsed.metadata or []]
-    if _tf_util.CONVERSION_METADATA_FIELD_NAME.encode() not in names or b"buffer_location" in names:
+    root = schema.Model.GetRootAs(model, 0)
+    names = [root.Metadata(k).Name() for k in range(root.MetadataLength())]
+    if b"buffer_location" in names:
         return model
-    k = names.index(_tf_util.CONVERSION_METADATA_FIELD_NAME.encode())
+    model = bytes(_tf_convert.deduplicate_readonly_buffers(model))
+    field = _tf_util.CONVERSION_METADATA_FIELD_NAME.encode()
+    if field not in names:
+        return model
+    parsed = read_model(model)
+    k = [m.name for m in parsed.metadata].index(field)
     old = parsed.metadata.pop(k).buffer
     metadata = _meta_fb.ConversionMetadataT.InitFromObj(_meta_fb.ConversionMetadata.GetRootAs(
         np.asarray(parsed.buffers.pop(old).data, np.uint8).tobytes(), 0))

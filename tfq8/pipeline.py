@@ -213,7 +213,7 @@ def convert(
         chosen.update(overrides)
     if blob is None:
         blob = quantize_with_ranges(calib, chosen, **quant)
-    blob = _tflite.stamp_conversion_metadata(blob)
+    blob = _tflite.finish_as_converter(blob)
     info = inspect(blob)
     _warn_unapplied(calib, {i: r for i, r in overrides.items() if i not in pinned}, io_in, info)
     return _finish(blob, allow_float=allow_float, output_path=output_path, info=info)

@@ -3,7 +3,7 @@
 With the same model and data `tfq8.convert(..., method="minmax")` gives the
 converter's own `.tflite` byte for byte: tfq8's collector takes the extremes
 from TFLite's own calibrator (see `tfq8.stats.collect`), and the file is
-stamped as the converter stamps it (`_tflite.stamp_conversion_metadata`).
+finished as the converter finishes it (`_tflite.finish_as_converter`).
 
 Example:
     >>> minmax(Histogram().update(np.array([-1.0, 2.0])))
