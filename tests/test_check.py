@@ -74,6 +74,7 @@ def test_keras_reference_is_converted_and_tensors_match_by_name(setup):
     assert report.agreement > 0.9
     text = str(report)
     assert "agreement" in text and "CONV_2D" in text
+    assert all(t.name in text for t in report.tensors)    # in full: ranges= takes them
     d = json.loads(json.dumps(report.to_dict(), allow_nan=False))
     assert d["num_samples"] == 120 and len(d["tensors"]) == len(report.tensors)
 

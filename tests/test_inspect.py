@@ -24,7 +24,13 @@ def test_int8_model_is_full_integer(mlp):
     assert info.inputs[0].dtype == "INT8" and info.inputs[0].scale
     assert info.size_bytes == len(blob)
     assert "full-integer" in str(info) and "<-" not in str(info)
+    last = info.ops[-1].outputs[0]             # the text names every op's output in full, with
+    lo, hi = last.range                        # the range its int8 grid spans
+    assert lo == (-128 - last.zero_point[0]) * last.scale[0] and hi > 0 > lo
+    assert f"[{lo:.4g}, {hi:.4g}]" in str(info) and all(op.outputs[0].name in str(info)
+                                                         for op in info.ops)
     d = json.loads(json.dumps(info.to_dict()))
+    assert d["outputs"][0]["range"] == list(last.range)
     assert d["full_integer"] is True and len(d["ops"]) == len(info.ops)
     assert info.inputs[0].shape == (1, 20) and d["inputs"][0]["shape_signature"] == [-1, 20]
 

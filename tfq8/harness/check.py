@@ -135,22 +135,21 @@ class CheckReport:
                  f"   agreement {pct(self.agreement)}"]
         if self.outputs:
             lines.append("")
-            lines.append(f"  {'output':<40} {'SQNR dB':>8} {'cosine':>9} {'max|err|':>10}")
+            lines.append(f"  {'SQNR dB':>8} {'cosine':>9} {'max|err|':>10}  output")
             for o in self.outputs:
-                lines.append(f"  {_clip(o.name, 40):<40} {_db(o.sqnr_db):>8} {o.cosine:>9.5f} "
-                             f"{o.max_abs_error:>10.4g}")
+                lines.append(f"  {_db(o.sqnr_db):>8} {o.cosine:>9.5f} {o.max_abs_error:>10.4g}  "
+                             f"{o.name}")
         if self.tensors:
             lines.append("")
             lines.append("  per tensor, worst first (local = error added here; range = its int8 "
                          "grid alone, * = its input's grid; SQNR = accumulated)")
-            lines.append(f"  {'op#':>4} {'op':<18} {'tensor':<44} {'local':>6} {'range':>6} "
-                         f"{'SQNR':>6} {'cosine':>8} {'max|err|':>9}")
+            lines.append(f"  {'op#':>4} {'op':<18} {'local':>6} {'range':>6} {'SQNR':>6} "
+                         f"{'cosine':>8} {'max|err|':>9}  tensor")
             for t in self.tensors:
                 lines.append(
-                    f"  {t.op_index:>4} {_clip(t.op, 18):<18} {_clip(t.name, 44):<44} "
-                    f"{_db(t.local_sqnr_db):>6} "
+                    f"  {t.op_index:>4} {t.op:<18} {_db(t.local_sqnr_db):>6} "
                     f"{_db(t.range_sqnr_db) + ('*' if t.inherited_range else ''):>6} {_db(t.sqnr_db):>6} "
-                    f"{t.cosine:>8.5f} {t.max_abs_error:>9.4g}")
+                    f"{t.cosine:>8.5f} {t.max_abs_error:>9.4g}  {t.name}")
         return "\n".join(lines)
 
 
@@ -686,7 +685,3 @@ def _db(v: float | None) -> str:
     if v is None:
         return "-"
     return "inf" if v == math.inf else f"{v:.1f}"
-
-
-def _clip(s: str, width: int) -> str:
-    return s if len(s) <= width else "…" + s[-(width - 1):]

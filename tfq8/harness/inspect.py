@@ -41,11 +41,21 @@ class TensorInfo:
     constant: bool = False
     shape_signature: tuple[int, ...] = ()
 
+    @property
+    def range(self) -> tuple[float, float] | None:
+        """The float range its int8 / uint8 grid spans, `(min, max)`; None unless one
+        scale quantizes it (per-channel weights and float tensors have none)."""
+        bounds = {"INT8": (-128, 127), "UINT8": (0, 255)}.get(self.dtype)
+        if bounds is None or len(self.scale) != 1 or len(self.zero_point) != 1:
+            return None
+        return tuple(float((q - self.zero_point[0]) * self.scale[0]) for q in bounds)
+
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "name": self.name, "shape": list(self.shape),
                 "shape_signature": list(self.shape_signature or self.shape),
                 "dtype": self.dtype, "scale": list(self.scale),
-                "zero_point": list(self.zero_point), "constant": self.constant}
+                "zero_point": list(self.zero_point), "range": self.range,
+                "constant": self.constant}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,14 +126,20 @@ class ModelInfo:
                 "float_ops": [op.index for op in self.float_ops]}
 
     def __str__(self) -> str:
-        lines = [f"{'#':>4}  {'op':<24} {'inputs':<40} outputs"]
+        def span(t: TensorInfo) -> str:
+            return "" if t.range is None else f"[{t.range[0]:.4g}, {t.range[1]:.4g}]"
+
+        lines = [f"{'#':>4}  {'op':<22} {'inputs':<20} {'outputs':<8} {'output range':<22} "
+                 "output tensor (the name ranges= and --range take)"]
         flagged = {op.index for op in self.float_ops}
         for op in self.ops:
             ins = ", ".join(t.dtype for t in op.inputs if not t.constant)
+            out = op.outputs[0] if op.outputs else None
             outs = ", ".join(t.dtype for t in op.outputs)
             flag = f"   <- {op.kind}" if op.index in flagged else (
                 "" if op.is_integer else "   (float model I/O)")
-            lines.append(f"{op.index:>4}  {op.name:<24} {ins:<40} {outs:<16}{flag}".rstrip())
+            lines.append(f"{op.index:>4}  {op.name:<22} {ins:<20} {outs:<8} "
+                         f"{span(out) if out else '':<22} {out.name if out else ''}{flag}".rstrip())
         verdict = "full-integer" if self.full_integer else (
             f"NOT full-integer: {len(self.float_ops)} float op(s)")
         lines.append(f"{len(self.ops)} ops, {self.size_bytes} bytes: {verdict}")
