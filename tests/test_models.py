@@ -107,6 +107,25 @@ def test_saved_model_folder(tmp_path):
     _full_integer(str(folder), _features())
 
 
+def test_a_saved_model_reading_variables_at_run_time_says_what_to_pass(tmp_path):
+    model = factories.mlp()
+
+    class Wrapper(tf.Module):  # variables TFLite does not fold: READ_VARIABLE ops
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 20], tf.float32)])
+        def serve(self, x):
+            return {"y": self.model(x)}
+
+    wrapper = Wrapper()
+    tf.saved_model.save(wrapper, str(tmp_path / "sm"), signatures={"serving_default": wrapper.serve})
+    with pytest.raises(ValueError, match=r"\(READ_VARIABLE\) failed to invoke\. The converted model "
+                                         r"still reads variables .* model\.export\(path\)\.$"):
+        tfq8.convert(str(tmp_path / "sm"), _features())
+
+
 # ------------------------------------------------------------- bad inputs
 def test_bad_paths_raise_value_error(tmp_path):
     missing = tmp_path / "missing.keras"

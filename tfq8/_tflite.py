@@ -132,9 +132,18 @@ def calibrate_only(
     try:
         return convert_float(converter)  # calibrated, since _experimental_calibrate_only is set
     except RuntimeError as e:  # raised by the calibrator's interpreter while it runs the samples
+        what = first_line(e).rstrip(".")
+        if re.search(r"\((READ_VARIABLE|ASSIGN_VARIABLE|VAR_HANDLE)\)", str(e)):
+            raise ValueError(
+                f"TFLite's calibrator could not run the model: {what}. The converted model "
+                "still reads variables at run time, which TFLite's own converter fails on the "
+                "same way. A SavedModel whose function reads variables TFLite does not fold "
+                "into constants (a tf.Module holding a Keras model, say) does this: pass the "
+                "Keras model itself, or a folder written by model.export(path)."
+            ) from None
         raise ValueError(
             "TFLite's calibrator failed while running the model on the calibration data: "
-            f"{first_line(e)}. The usual cause is data the model cannot take (for example "
+            f"{what}. The usual cause is data the model cannot take (for example "
             "token ids outside an Embedding's vocabulary)."
         ) from None
     finally:
