@@ -8,6 +8,7 @@ descriptors, as a shell would see them.
 import importlib.metadata
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -189,6 +190,16 @@ def test_convert_reuses_saved_statistics_with_ranges_and_options(files, capfd):
     expected = tfq8.convert(calibration=calib, method="percentile",
                             method_options={"percentile": 99.9}, ranges={logits: (-4.0, 4.0)})
     assert out.read_bytes() == expected
+    # auto says what it chose; a range set by hand stays fixed.
+    code, stdout, err = _run(capfd, "convert", files / "model.keras", "--calibration", stats,
+                             "--range", f"{logits}=-4,4", "--output", files / "auto.tflite", "--json")
+    assert code == 0, err
+    auto = json.loads(stdout)["auto"]
+    assert auto["method"] in auto["scores_db"] and auto["choice"][logits] == "fixed"
+    assert set(auto["choice"]) == {t.name for t in calib.tensors}
+    code, stdout, err = _run(capfd, "convert", files / "model.keras", "--calibration", stats,
+                             "--output", files / "auto.tflite")
+    assert code == 0 and re.search(r"\nauto chose \w+.*: output SQNR [\d.]+ dB", stdout), err
     cases = [
         (("--calibration", stats, "--data", files / "calib.npy"), "either --data or --calibration"),
         (("--calibration", stats, "--range", "logits"), "--range must be NAME=MIN,MAX"),

@@ -104,13 +104,19 @@ def test_calibration_is_reusable_and_survives_save_load(cnn_case, tmp_path):
             calibration=calib, method=method)
 
 
-def test_range_override_by_tensor_name(cnn_case):
+def test_range_override_by_tensor_name(cnn_case, caplog):
     _, _, calib = cnn_case
     name = calib.tensors[-1].name  # the logits
     blob = tfq8.convert(calibration=calib, method="minmax", ranges={name: (-1.0, 1.0)})
     scale, zero_point = activation_qparams(blob)[name]
     assert scale[0] == pytest.approx(2.0 / 255, rel=1e-5)
     assert zero_point[0] in (-1, 0)
+    assert not caplog.records
+    blob = tfq8.convert(calibration=calib, method="minmax", ranges={name: (0.5, 2.0)})
+    assert activation_qparams(blob)[name] == ((pytest.approx(2.0 / 255, rel=1e-5),), (-128,))
+    assert [r.getMessage() for r in caplog.records] == [
+        f"ranges[{name!r}] = (0.5, 2) becomes (0, 2): TFLite's int8 grid always holds 0 exactly, "
+        "so a range is widened to include it."]
     with pytest.raises(ValueError, match=r"ranges\['nope'\]: no such tensor"):
         tfq8.convert(calibration=calib, ranges={"nope": (0.0, 1.0)})
     typo = name.replace("_1:0", ":0") if name.endswith("_1:0") else name + "x"
@@ -437,7 +443,8 @@ def test_auto_reports_what_it_measured(cnn_case):
     report = calib.last_auto
     assert set(report.scores) == {"minmax", "percentile", "mse", "kl"}
     assert set(report.choice) == {t.index for t in calib.tensors}
-    assert set(report.choice.values()) <= set(report.scores)
+    assert set(report.choice.values()) <= set(report.scores) and report.method in report.scores
+    assert report.summary().startswith(f"auto chose {report.method}")
     # The model auto built while scoring is the one quantizing its ranges would give.
     from tfq8.pipeline import quantize_with_ranges
     from tfq8.ranges import auto

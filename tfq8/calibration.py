@@ -21,6 +21,7 @@ import difflib
 import errno
 import io
 import json
+import logging
 import os
 import secrets
 from typing import Any, Mapping
@@ -31,6 +32,8 @@ from tfq8 import _tflite, ranges as _ranges
 from tfq8.rewrite import neg_as_mul
 from tfq8.stats.collect import TensorStats
 from tfq8.stats.histogram import Histogram
+
+_log = logging.getLogger("tfq8")
 
 FORMAT = "tfq8.calibration/1"
 
@@ -423,7 +426,11 @@ def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[f
             t = calib.tensor(key)
         except KeyError:
             raise ValueError(_unknown_tensor(calib, key)) from None
-        out[t.index] = range_pair(key, value)
+        lo, hi = out[t.index] = range_pair(key, value)
+        if lo > 0 or hi < 0:
+            _log.warning("ranges[%r] = (%g, %g) becomes (%g, %g): TFLite's int8 grid always "
+                         "holds 0 exactly, so a range is widened to include it.", key, lo, hi,
+                         min(lo, 0.0), max(hi, 0.0))
     return out
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import math
 import logging
 import os
 import re
@@ -354,7 +355,17 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                   _F["calibration-out"].value)}
     verdict = "full-integer" if info.full_integer else f"{len(info.float_ops)} float op(s)"
     text = f"wrote {output}: {len(blob)} bytes, {len(info.ops)} ops, {verdict}"
+    report = calib.last_auto if calib is not None and _F.method == "auto" else None
+    if report is not None:
+        result["auto"] = {"method": report.method, "score_db": _finite(report.score),
+                          "scores_db": report.scores, "excluded_samples": report.excluded,
+                          "choice": {calib.tensor(i).name: m for i, m in report.choice.items()}}
+        text += "\n" + report.summary()
     return result, text, 0
+
+
+def _finite(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 _FLAGS = {"output_path": "--output", "method_options": "--method-option", "method": "--method",

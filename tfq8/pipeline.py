@@ -161,7 +161,8 @@ def convert(
         method_options: Keyword options for the method, such as
             `{"percentile": 99.9}`.
         ranges: Per-tensor overrides, tensor name (or index) -> (min, max),
-            applied after the method.
+            applied after the method; `auto` scores with them in place and
+            chooses the other ranges around them.
         per_channel: Per-channel weights (default) or per-tensor.
         input_type: `"int8"` (default), `"uint8"` or `"float32"`.
         output_type: `"int8"` (default), `"uint8"` or `"float32"`.

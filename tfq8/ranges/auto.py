@@ -39,6 +39,11 @@ matter. So `auto` measures instead of guessing:
    the same test with `REFINE_MIN_GAIN_DB`; the search stops after
    `REFINE_PATIENCE` tries in a row that are not.
 
+Ranges the user sets (`ranges=`) are in place in every candidate: `auto`
+chooses the other ranges around them and never changes them. A range that
+clips an output hard can leave every candidate with the same score, and then
+the rest stays at `minmax`.
+
 Without kept samples (a Calibration saved with `keep_samples=0`), `auto` falls
 back to `percentile` and says so in the log.
 
@@ -46,7 +51,7 @@ Example:
     >>> blob = tfq8.convert(model, x_train[:500])          # method="auto"
     >>> calib = tfq8.calibrate(model, x_train[:500])
     >>> blob = tfq8.convert(calibration=calib)
-    >>> calib.last_auto.scores, calib.last_auto.excluded
+    >>> print(calib.last_auto.summary())   # the choice and the scores behind it
 """
 
 from __future__ import annotations
@@ -84,16 +89,38 @@ class AutoReport:
 
     Attributes:
         scores: Candidate method -> output SQNR (dB) over the scored samples.
-        choice: Tensor index -> method whose range it uses.
+        choice: Tensor index -> method whose range it uses, or `"fixed"` for a
+            range set with `ranges=` (or learned by QAT), which `auto` scores
+            in place and never changes.
         score: Score of the final ranges.
         excluded: Kept calibration samples (indices into `Calibration.samples`)
             judged corrupted and left out of the scores.
+        method: The method chosen for the whole model, before per-tensor
+            refinement.
     """
 
     scores: dict[str, float]
     choice: dict[int, str]
     score: float
     excluded: list[int] = dataclasses.field(default_factory=list)
+    method: str = ""
+
+    def summary(self) -> str:
+        """One line: the choice and the scores behind it.
+
+        Example:
+            >>> calib.last_auto.summary()
+            'auto chose mse: output SQNR 44.55 dB on 100 calibration samples (minmax 44.00, ...)'
+        """
+        if not self.scores:
+            return f"auto chose {self.method}: no kept calibration samples to score on"
+        refined = sum(1 for m in self.choice.values() if m not in (self.method, "fixed"))
+        return (f"auto chose {self.method}"
+                + (f" ({refined} tensor(s) refined to another method)" if refined else "")
+                + f": output SQNR {self.score:.2f} dB on the calibration samples ("
+                + ", ".join(f"{m} {s:.2f}" for m, s in self.scores.items())
+                + (f"; {len(self.excluded)} corrupted-looking sample(s) left out"
+                   if self.excluded else "") + ")")
 
 
 def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = None,
@@ -128,7 +155,8 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
     if calib.samples is None or len(calib.samples[0]) == 0:
         _log.info("auto: the calibration kept no samples; using %s ranges.", FALLBACK)
         chosen = dict(proposals[FALLBACK])
-        calib.last_auto = AutoReport({}, {i: FALLBACK for i in chosen}, float("nan"))
+        calib.last_auto = AutoReport({}, _choice(chosen, FALLBACK, overrides), float("nan"),
+                                     method=FALLBACK)
         return chosen, None
 
     scorer = _Scorer(calib, quant)
@@ -141,7 +169,7 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
     best = eligible[0] if eligible else "minmax"
     second = next(m for m in rank if m != best)
     chosen = dict(proposals[best])
-    choice = {i: best for i in chosen}
+    choice = _choice(chosen, best, overrides)
     current, model = scored[best]
     del scored
 
@@ -165,12 +193,16 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
             if misses == REFINE_PATIENCE:
                 break
     score = scorer.score(current)
-    calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded))
+    calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded), best)
     _log.info("auto: output SQNR (dB) on %d calibration samples %s; chose %s, %d tensor(s) "
               "from %s; final %.2f dB.", len(scorer.keep),
               {m: round(s, 2) for m, s in scores.items()}, best,
-              sum(1 for m in choice.values() if m != best), second, score)
+              sum(1 for m in choice.values() if m == second), second, score)
     return chosen, model
+
+
+def _choice(ranges: Mapping[int, Any], method: str, fixed: Mapping[int, Any]) -> dict[int, str]:
+    return {i: "fixed" if i in fixed else method for i in ranges}
 
 
 class _Scorer:
