@@ -115,7 +115,7 @@ def test_range_override_by_tensor_name(cnn_case, caplog):
     blob = tfq8.convert(calibration=calib, method="minmax", ranges={name: (0.5, 2.0)})
     assert activation_qparams(blob)[name] == ((pytest.approx(2.0 / 255, rel=1e-5),), (-128,))
     assert [r.getMessage() for r in caplog.records] == [
-        f"ranges[{name!r}] = (0.5, 2) becomes (0, 2): TFLite's int8 grid always holds 0 exactly, "
+        f"ranges[{name!r}] = (0.5, 2) became (0, 2): TFLite's int8 grid always holds 0 exactly, "
         "so a range is widened to include it."]
     with pytest.raises(ValueError, match=r"ranges\['nope'\]: no such tensor"):
         tfq8.convert(calibration=calib, ranges={"nope": (0.0, 1.0)})

@@ -1,6 +1,7 @@
 """tfq8.inspect: ops, dtypes, and a checked full-integer verdict."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -29,6 +30,8 @@ def test_int8_model_is_full_integer(mlp):
     assert lo == (-128 - last.zero_point[0]) * last.scale[0] and hi > 0 > lo
     assert f"[{lo:.4g}, {hi:.4g}]" in str(info) and all(op.outputs[0].name in str(info)
                                                          for op in info.ops)
+    assert re.search(r"\n +- +\(model input\) +INT8 +\[[-\d.e]+, [-\d.e]+\] +"
+                     + re.escape(info.inputs[0].name), str(info))
     d = json.loads(json.dumps(info.to_dict()))
     assert d["outputs"][0]["range"] == list(last.range)
     assert d["full_integer"] is True and len(d["ops"]) == len(info.ops)
@@ -86,3 +89,19 @@ def test_path_and_bad_input(tmp_path, mlp):
         tfq8.inspect(b"\x00" * 64)
     with pytest.raises(TypeError):
         tfq8.inspect(12)
+
+
+def test_every_output_of_a_multi_output_op_gets_a_row():
+    import keras
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    a, b = keras.ops.split(keras.layers.Dense(8)(inp), 2, axis=-1)
+    model = keras.Model(inp, keras.layers.Concatenate()([a * 2.0, b]))
+    info = tfq8.inspect(tfq8.convert(model, np.random.default_rng(0).normal(size=(32, 8))
+                                     .astype(np.float32), method="minmax"))
+    split = next(op for op in info.ops if op.name == "SPLIT")
+    assert len(split.outputs) == 2
+    rows = [line for line in str(info).splitlines() if any(
+        line.endswith(t.name) for t in split.outputs)]
+    assert len(rows) == 2 and all("[" in row for row in rows)   # each with its range

@@ -136,7 +136,7 @@ def calibrate_only(
         if re.search(r"\((READ_VARIABLE|ASSIGN_VARIABLE|VAR_HANDLE)\)", str(e)):
             raise ValueError(
                 f"TFLite's calibrator could not run the model: {what}. The converted model "
-                "still reads variables at run time, which TFLite's own converter fails on the "
+                "still reads variables at run time, and TFLite's own converter fails on it the "
                 "same way. A SavedModel whose function reads variables TFLite does not fold "
                 "into constants (a tf.Module holding a Keras model, say) does this: pass the "
                 "Keras model itself, or a folder written by model.export(path)."
@@ -399,6 +399,22 @@ class RangeWriter:
         return bytes(buf)
 
 
+_GRIDS = {"INT8": (-128, 127), "UINT8": (0, 255)}
+
+
+def grid_range(dtype: str, scale: float, zero_point: int) -> tuple[float, float] | None:
+    """The float range a quantized tensor's grid spans, or None for other types.
+
+    Example:
+        >>> grid_range("INT8", 1 / 255, -128)
+        (0.0, 1.0)
+    """
+    grid = _GRIDS.get(dtype)
+    if grid is None:
+        return None
+    return float(scale * (grid[0] - zero_point)), float(scale * (grid[1] - zero_point))
+
+
 def dequantized_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
     """Exact ranges for the float copies DEQUANTIZE makes of already-quantized tensors.
 
@@ -420,7 +436,6 @@ def dequantized_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
     """
     root = schema.Model.GetRootAs(calibrated, 0)
     sg = root.Subgraphs(0)
-    grids = {"INT8": (-128, 127), "UINT8": (0, 255)}
     out = {}
     for k in range(sg.OperatorsLength()):
         op = sg.Operators(k)
@@ -430,12 +445,12 @@ def dequantized_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
             continue
         src, dst = sg.Tensors(op.Inputs(0)), sg.Tensors(op.Outputs(0))
         q, dq = src.Quantization(), dst.Quantization()
-        grid = grids.get(tensor_type_name(src.Type()))
-        if (grid is None or q is None or q.ScaleLength() != 1 or q.ZeroPointLength() != 1
+        if (q is None or q.ScaleLength() != 1 or q.ZeroPointLength() != 1
                 or dq is None or dq.MinLength() != 1):
             continue
-        scale, zero = float(q.Scale(0)), int(q.ZeroPoint(0))
-        out[int(op.Outputs(0))] = (scale * (grid[0] - zero), scale * (grid[1] - zero))
+        span = grid_range(tensor_type_name(src.Type()), float(q.Scale(0)), int(q.ZeroPoint(0)))
+        if span is not None:
+            out[int(op.Outputs(0))] = span
     return out
 
 

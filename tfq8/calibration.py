@@ -21,7 +21,6 @@ import difflib
 import errno
 import io
 import json
-import logging
 import os
 import secrets
 from typing import Any, Mapping
@@ -32,8 +31,6 @@ from tfq8 import _tflite, ranges as _ranges
 from tfq8.rewrite import neg_as_mul
 from tfq8.stats.collect import TensorStats
 from tfq8.stats.histogram import Histogram
-
-_log = logging.getLogger("tfq8")
 
 FORMAT = "tfq8.calibration/1"
 
@@ -426,11 +423,7 @@ def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[f
             t = calib.tensor(key)
         except KeyError:
             raise ValueError(_unknown_tensor(calib, key)) from None
-        lo, hi = out[t.index] = range_pair(key, value)
-        if lo > 0 or hi < 0:
-            _log.warning("ranges[%r] = (%g, %g) becomes (%g, %g): TFLite's int8 grid always "
-                         "holds 0 exactly, so a range is widened to include it.", key, lo, hi,
-                         min(lo, 0.0), max(hi, 0.0))
+        out[t.index] = range_pair(key, value)
     return out
 
 
@@ -465,7 +458,7 @@ def _unknown_tensor(calib: Calibration, key: str | int) -> str:
     close = difflib.get_close_matches(str(key), names, n=3, cutoff=0.6)
     hint = ((f"Did you mean {', '.join(map(repr, close))}? " if close else "")
             + "ranges= sets the calibrated activation tensors of the TFLite graph, by name or "
-            "index (Calibration.tensors lists them; so does `tfq8 inspect` on the int8 model), "
+            "index (Calibration.tensors lists them), "
             f"such as {', '.join(map(repr, names[:4]))}; the model's outputs are "
             f"{[t.name for t in calib.tensors if t.index in outputs]}.")
     kinds = _tflite.tensor_types(calib.model)

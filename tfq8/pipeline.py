@@ -228,6 +228,7 @@ def _warn_unapplied(calib: Calibration, overrides: Mapping[int, tuple[float, flo
     * TFLite fixes some int8 tensors' scale whatever their range: the outputs
       of SOFTMAX and LOGISTIC (1/256), TANH (1/128), tensors that must share
       their input's scale, and ranges too narrow for it.
+    * A range without 0 is widened to include it.
     """
     if io_in != np.int8:
         integer = [t.name for t in info.inputs if t.dtype in ("INT32", "INT64", "BOOL")]
@@ -236,8 +237,7 @@ def _warn_unapplied(calib: Calibration, overrides: Mapping[int, tuple[float, flo
                          "own type.", io_in.name, integer)
     if not overrides:
         return
-    int8 = {t.name: t for op in info.ops for t in op.outputs
-            if t.dtype in ("INT8", "UINT8") and len(t.scale) == 1}
+    int8 = {t.name: t for op in info.ops for t in op.outputs if t.range is not None}
     for i, (lo, hi) in overrides.items():
         stats = calib.tensor(i)
         t = int8.get(stats.name)
@@ -247,8 +247,11 @@ def _warn_unapplied(calib: Calibration, overrides: Mapping[int, tuple[float, flo
                 "ranges[%r] = (%g, %g) was not applied: TFLite's quantizer gave this tensor "
                 "(output of %s) the int8 scale %g, so its range is [%g, %g] (a scale fixed by "
                 "the op, such as SOFTMAX's 1/256, or a range too narrow for it).", stats.name,
-                lo, hi, stats.producer, t.scale[0], (-128 - t.zero_point[0]) * t.scale[0],
-                (127 - t.zero_point[0]) * t.scale[0])
+                lo, hi, stats.producer, t.scale[0], *t.range)
+        elif lo > 0 or hi < 0:
+            _log.warning("ranges[%r] = (%g, %g) became (%g, %g): TFLite's int8 grid always "
+                         "holds 0 exactly, so a range is widened to include it.", stats.name,
+                         lo, hi, min(lo, 0.0), max(hi, 0.0))
 
 
 def check_convert_options(*, method: str = "auto", method_options: Mapping[str, Any] | None = None,
@@ -316,9 +319,10 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
 
     Exactly what TFLite's documentation shows: `Optimize.DEFAULT`, a
     representative dataset yielding one sample at a time (one batch for a
-    fixed batch size), int8 builtin ops and int8 inputs and outputs; the
-    converter chooses every range (min/max). `tfq8.convert(...,
-    method="minmax")` gives this file byte for byte.
+    fixed batch size), int8 builtin ops and int8 inputs and outputs by
+    default; the converter chooses every range (min/max). `tfq8.convert(...,
+    method="minmax")` gives its scales and zero points, and on most models
+    this file byte for byte (see `tfq8.ranges.minmax`).
 
     Args:
         model: Anything `convert` accepts as a model.

@@ -143,11 +143,12 @@ class CheckReport:
             lines.append("")
             lines.append("  per tensor, worst first (local = error added here; range = its int8 "
                          "grid alone, * = its input's grid; SQNR = accumulated)")
-            lines.append(f"  {'op#':>4} {'op':<18} {'local':>6} {'range':>6} {'SQNR':>6} "
+            width = max(len(t.op) for t in self.tensors)
+            lines.append(f"  {'op#':>4} {'op':<{width}} {'local':>6} {'range':>6} {'SQNR':>6} "
                          f"{'cosine':>8} {'max|err|':>9}  tensor")
             for t in self.tensors:
                 lines.append(
-                    f"  {t.op_index:>4} {t.op:<18} {_db(t.local_sqnr_db):>6} "
+                    f"  {t.op_index:>4} {t.op:<{width}} {_db(t.local_sqnr_db):>6} "
                     f"{_db(t.range_sqnr_db) + ('*' if t.inherited_range else ''):>6} {_db(t.sqnr_db):>6} "
                     f"{t.cosine:>8.5f} {t.max_abs_error:>9.4g}  {t.name}")
         return "\n".join(lines)

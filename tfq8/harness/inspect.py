@@ -45,10 +45,9 @@ class TensorInfo:
     def range(self) -> tuple[float, float] | None:
         """The float range its int8 / uint8 grid spans, `(min, max)`; None unless one
         scale quantizes it (per-channel weights and float tensors have none)."""
-        bounds = {"INT8": (-128, 127), "UINT8": (0, 255)}.get(self.dtype)
-        if bounds is None or len(self.scale) != 1 or len(self.zero_point) != 1:
+        if len(self.scale) != 1 or len(self.zero_point) != 1:
             return None
-        return tuple(float((q - self.zero_point[0]) * self.scale[0]) for q in bounds)
+        return _tflite.grid_range(self.dtype, self.scale[0], self.zero_point[0])
 
     def to_dict(self) -> dict[str, Any]:
         return {"index": self.index, "name": self.name, "shape": list(self.shape),
@@ -129,17 +128,24 @@ class ModelInfo:
         def span(t: TensorInfo) -> str:
             return "" if t.range is None else f"[{t.range[0]:.4g}, {t.range[1]:.4g}]"
 
-        lines = [f"{'#':>4}  {'op':<22} {'inputs':<20} {'outputs':<8} {'output range':<22} "
-                 "output tensor (the name ranges= and --range take)"]
         flagged = {op.index for op in self.float_ops}
+        rows = [("-", "(model input)", "", t, None) for t in self.inputs]
         for op in self.ops:
             ins = ", ".join(t.dtype for t in op.inputs if not t.constant)
-            out = op.outputs[0] if op.outputs else None
-            outs = ", ".join(t.dtype for t in op.outputs)
-            flag = f"   <- {op.kind}" if op.index in flagged else (
-                "" if op.is_integer else "   (float model I/O)")
-            lines.append(f"{op.index:>4}  {op.name:<22} {ins:<20} {outs:<8} "
-                         f"{span(out) if out else '':<22} {out.name if out else ''}{flag}".rstrip())
+            for k, out in enumerate(op.outputs or (None,)):  # one row per output
+                rows.append((str(op.index), op.name, ins, out, op) if k == 0
+                            else ("", "", "", out, None))
+        width = max(len(r[1]) for r in rows) if rows else 2
+        lines = [f"{'#':>4}  {'op':<{width}} {'inputs':<14} {'output':<7} {'output range':<22} "
+                 "output tensor"]
+        for label, name, ins, out, op in rows:
+            line = (f"{label:>4}  {name:<{width}} {ins:<14} {out.dtype if out else '':<7} "
+                    f"{span(out) if out else '':<22} {out.name if out else ''}")
+            if op is not None and op.index in flagged:
+                line += f"   <- {op.kind}"
+            elif op is not None and not op.is_integer:
+                line += "   (float model I/O)"
+            lines.append(line.rstrip())
         verdict = "full-integer" if self.full_integer else (
             f"NOT full-integer: {len(self.float_ops)} float op(s)")
         lines.append(f"{len(self.ops)} ops, {self.size_bytes} bytes: {verdict}")

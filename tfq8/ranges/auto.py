@@ -110,7 +110,7 @@ class AutoReport:
 
         Example:
             >>> calib.last_auto.summary()
-            'auto chose mse: output SQNR 44.55 dB on 100 calibration samples (minmax 44.00, ...)'
+            'auto chose mse: output SQNR 44.55 dB on the calibration samples (minmax 44.00, ...)'
         """
         if not self.scores:
             return f"auto chose {self.method}: no kept calibration samples to score on"

@@ -1,9 +1,12 @@
 """`minmax`: the global extremes, which is what TFLite's converter uses.
 
 With the same model and data `tfq8.convert(..., method="minmax")` gives the
-converter's own `.tflite` byte for byte: tfq8's collector takes the extremes
-from TFLite's own calibrator (see `tfq8.stats.collect`), and the file is
-finished as the converter finishes it (`_tflite.finish_as_converter`).
+converter's own activation scales and zero points: tfq8's collector takes the
+extremes from TFLite's own calibrator (see `tfq8.stats.collect`). The file is
+finished as the converter finishes it (`_tflite.finish_as_converter`), so on
+most models it is the converter's `.tflite` byte for byte. Exceptions: where
+tfq8 makes an op integer that the converter leaves float (`tfq8.rewrite`),
+and a fused LSTM, whose two unreferenced buffers hold other bytes.
 
 Example:
     >>> minmax(Histogram().update(np.array([-1.0, 2.0])))
