@@ -1,5 +1,6 @@
 """tfq8._quiet: native stderr is silenced while inside, and always restored."""
 
+import logging
 import os
 import sys
 import threading
@@ -80,3 +81,24 @@ def test_quiet_stdout_filters_the_quantizer_warning_only_while_inside():
             warn()                      # the inner exit keeps the filter
         warn()
     assert len(seen) == 1
+
+
+def test_tfq8_log_records_inside_are_handled_after_not_lost(capfd):
+    class Fd2Handler(logging.Handler):  # writes to descriptor 2, as a console handler does
+        def emit(self, record):
+            os.write(2, (self.format(record) + "\n").encode())
+
+    log = logging.getLogger("tfq8")
+    handler = Fd2Handler()
+    log.addHandler(handler)
+    try:
+        with quiet_native_stderr():
+            os.write(2, b"native chatter\n")
+            log.warning("said while silenced")
+            assert "said" not in capfd.readouterr().err
+        err = capfd.readouterr().err
+        assert err == "said while silenced\n"          # the chatter stays silenced
+        log.warning("said after")
+        assert capfd.readouterr().err == "said after\n"  # and nothing is held back any more
+    finally:
+        log.removeHandler(handler)

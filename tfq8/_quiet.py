@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import os
 import sys
 import threading
@@ -23,6 +24,21 @@ from typing import Iterator
 _lock = threading.Lock()
 _depth = 0  # threads inside quiet_native_stderr
 _saved_fd: int | None = None
+
+
+class _Deferred(logging.Filter):
+    """Holds tfq8's log records back while stderr is silenced; they are replayed after."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        self.records.append(record)
+        return False
+
+
+_deferred: _Deferred | None = None
 
 
 _out_lock = threading.Lock()
@@ -68,12 +84,15 @@ def quiet_native_stderr() -> Iterator[None]:
 
     This silences native code (which writes to the descriptor directly) and,
     for that time, anything else written to the process' stderr, Python's
-    included. Nested and concurrent uses share one redirection: the first in
-    redirects, the last out restores.
+    included. tfq8's own log records are held back meanwhile and handled when
+    the last thread leaves, so none is lost. Nested and concurrent uses share
+    one redirection: the first in redirects, the last out restores.
     """
-    global _depth, _saved_fd
+    global _depth, _saved_fd, _deferred
     with _lock:
         if _depth == 0:
+            _deferred = _Deferred()
+            logging.getLogger("tfq8").addFilter(_deferred)
             try:
                 saved = os.dup(2)
             except OSError:  # no file descriptor 2: nothing to silence
@@ -88,7 +107,13 @@ def quiet_native_stderr() -> Iterator[None]:
     finally:
         with _lock:
             _depth -= 1
-            if _depth == 0 and _saved_fd is not None:
-                os.dup2(_saved_fd, 2)
-                os.close(_saved_fd)
-                _saved_fd = None
+            held = []
+            if _depth == 0:
+                if _saved_fd is not None:
+                    os.dup2(_saved_fd, 2)
+                    os.close(_saved_fd)
+                    _saved_fd = None
+                logging.getLogger("tfq8").removeFilter(_deferred)
+                held, _deferred = _deferred.records, None
+        for record in held:  # outside the lock: a handler may log again
+            logging.getLogger(record.name).handle(record)
