@@ -274,6 +274,21 @@ def test_hostile_tensor_warns_once_naming_the_layer(caplog):
     assert all(d[-1].producer != "INPUT" for n, d in cb.diagnostics.items() if n in cb.hostile)
 
 
+def test_a_dead_relu_is_not_called_hostile(caplog):
+    x, y = _mlp_data()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((20,))
+    dead = keras.layers.Dense(8, activation="relu", bias_initializer=keras.initializers.Constant(-100.0))
+    model = keras.Model(inp, keras.layers.Dense(5)(dead(inp)))
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = tfq8.CalibrationCallback(x[:48], every_n_epochs=1, verbose=0)
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    zeros = [d[-1] for d in cb.diagnostics.values() if d[-1].percentile_abs == 0.0]
+    assert zeros and not any(d.hostile for d in zeros) and all(d.outlier_ratio == 1.0 for d in zeros)
+    assert not any("hostile" in r.getMessage() for r in caplog.records)
+
+
 class _StopAt(keras.callbacks.Callback):
     def __init__(self, epoch):
         super().__init__()
@@ -494,6 +509,17 @@ def test_best_is_kept_when_training_resumes_and_early_stops_reach_history(tmp_pa
     assert len(history.history["val_int8_accuracy"]) == 1      # the final int8 metrics
     assert len(cb.int8_history) == 1 and len(cb.saved) == 1    # once, for the restored weights
     assert tfq8.convert(model, method="minmax")               # its statistics are current
+    # Listed after the callback (to monitor int8 keys), EarlyStopping restores later: stale.
+    stop = keras.callbacks.EarlyStopping(monitor="val_int8_loss", mode="min", patience=0,
+                                         min_delta=1e9, restore_best_weights=True)
+    cb = tfq8.CalibrationCallback(x[:64], validation_data=(x, y), method="minmax", verbose=0,
+                                  every_n_epochs=1)
+    model = _compiled_mlp(seed=2)
+    model.fit(x, y, epochs=5, verbose=0, callbacks=[cb, stop])
+    with pytest.raises(ValueError, match=r"stale: .*EarlyStopping with restore_best_weights=True "
+                                         r"listed after the callback"):
+        tfq8.convert(model, method="minmax")
+    assert tfq8.convert(model, x[:64], method="minmax")
 
 
 @pytest.mark.parametrize("validation_data, match", [

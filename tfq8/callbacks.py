@@ -444,7 +444,8 @@ class _CalibrationCallbackBase:
             h = t.histogram
             abs_max = max(abs(h.min), abs(h.max))
             p = _abs_quantile(h, q)
-            ratio = abs_max / p if p > 0 else (1.0 if abs_max == 0 else math.inf)
+            # p = 0: (nearly) no non-zero values, such as a dead ReLU; exact in int8.
+            ratio = abs_max / p if p > 0 else 1.0
             layer = outputs.get(t.index) or _layer_of(t.name, layers, getattr(self.model, "name", None))
             history = self.diagnostics.setdefault(t.name, [])
             reasons = []

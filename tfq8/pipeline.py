@@ -457,7 +457,9 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
             "The statistics attached by tfq8.CalibrationCallback are stale: the model's "
             "weights changed after they were taken (trained further, or weights loaded), so "
             "tfq8 will not use them. Pass data=... (or calibration=tfq8.calibrate(model, data)) "
-            "to recalibrate, or fit again with the callback."
+            "to recalibrate, or fit again with the callback. (EarlyStopping with "
+            "restore_best_weights=True listed after the callback restores weights after its "
+            "last calibration.)"
         )
     return attached
 
