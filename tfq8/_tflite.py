@@ -272,7 +272,7 @@ def finish_as_converter(model: bytes) -> bytes:
     all other metadata (`_convert_and_export_metrics`). `mlir_quantize` alone
     does neither and carries over the calibrated float model's metadata and
     hash. Repeating both steps makes `minmax` give the converter's own file
-    byte for byte.
+    byte for byte on most models (see `tfq8.ranges.minmax`).
 
     Args:
         model: A `.tflite` flatbuffer from `quantize`.

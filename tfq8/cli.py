@@ -24,8 +24,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import math
 import logging
+import math
 import os
 import re
 import sys
