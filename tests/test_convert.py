@@ -400,17 +400,32 @@ def test_too_small_inputs_are_refused_before_any_kernel_runs(keras_name):
     assert tfq8.inspect(tfq8.convert(model, factories.images(4, shape=(5, 5, 3)))).full_integer
 
 
-def test_calibration_data_the_model_cannot_run_is_a_value_error():
+def test_calibration_data_the_model_cannot_run_is_a_value_error(tmp_path):
     import keras
 
     keras.utils.set_random_seed(0)
     inp = keras.Input((4,), dtype="int32")
     h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(10, 3)(inp))
     model = keras.Model(inp, keras.layers.Dense(2)(h))
-    ids = np.arange(32, dtype=np.int32).reshape(8, 4)  # ids up to 31, vocabulary of 10
+    ids = np.arange(32, dtype=np.int32).reshape(8, 4) % 10
+    ids[5, 2] = 31                                  # one id outside the vocabulary of 10
+    with pytest.raises(ValueError, match=r"^Sample 5: input '\w+' holds token id 31, outside "
+                                         r"the vocabulary of Embedding '\w+' \(input_dim=10: "
+                                         r"ids 0\.\.9\)\.$"):
+        tfq8.calibrate(model, ids)
+    with pytest.raises(ValueError, match=r"^Sample 5: .* token id 31"):
+        tfq8.check(tfq8.convert(model, ids % 10), reference=model, data=ids)
+    import tf_keras                                 # built without an Input: float ids
+    old = tf_keras.Sequential([tf_keras.layers.Embedding(10, 3), tf_keras.layers.Flatten()])
+    old.build((None, 4))
+    with pytest.raises(ValueError, match=r"^Sample 5: .* token id 31\.0, outside"):
+        tfq8.calibrate(old, ids)
+    # Without the Keras model (its Embedding), TFLite's calibrator says what it can.
+    path = str(tmp_path / "sm")
+    model.export(path)
     with pytest.raises(ValueError, match="TFLite's calibrator failed while running the model on "
                                          "the calibration data: .*GATHER.*token ids"):
-        tfq8.calibrate(model, ids)
+        tfq8.calibrate(path, ids)
 
 
 def test_output_path_never_overwrites_the_model_file_or_takes_a_bad_range(cnn_case, tmp_path):

@@ -103,7 +103,41 @@ class ModelHandle:
                     h.update(f.read())
         return h.hexdigest()
 
-    def check_input_size(self, inputs: Sequence[np.ndarray]) -> None:
+    def check_inputs(self, inputs: Sequence[np.ndarray]) -> None:
+        """Refuses samples TFLite's calibrator would fail on without saying which.
+
+        Call it before anything runs TFLite's calibrator on `inputs` (in the
+        model's graph order, as `specs`). See `_check_token_ids` and
+        `_check_input_size`.
+
+        Raises:
+            ValueError: Naming the sample, the input and what is wrong.
+        """
+        self._check_token_ids(inputs)
+        self._check_input_size(inputs)
+
+    def _check_token_ids(self, inputs: Sequence[np.ndarray]) -> None:
+        """Refuses token ids outside the vocabulary of the Keras `Embedding` they feed.
+
+        TFLite's calibrator reports only "gather index out of bounds"; the
+        Keras model names the layer and its `input_dim`, so the sample can be
+        named too. Applies to Embedding layers that take a model input directly.
+        """
+        limits = _embedding_limits(self.keras_model) if self.keras_model is not None else {}
+        for j, (spec, x) in enumerate(zip(self.specs, inputs)):
+            found = limits.get(j if spec.position is None else spec.position)
+            if found is None or not np.issubdtype(np.asarray(x).dtype, np.number) or not len(x):
+                continue  # (ids may come as floats: a model built without an int Input)
+            layer, size = found
+            bad = ((x < 0) | (x >= size)).reshape(len(x), -1)
+            if bad.any():
+                k = int(np.argmax(bad.any(axis=1)))
+                value = np.asarray(x[k]).reshape(-1)[np.argmax(bad[k])].item()
+                raise ValueError(
+                    f"Sample {k}: input {spec.name!r} holds token id {value}, outside the "
+                    f"vocabulary of Embedding {layer!r} (input_dim={size}: ids 0..{size - 1}).")
+
+    def _check_input_size(self, inputs: Sequence[np.ndarray]) -> None:
         """Refuses samples too small for the model, where its height/width are dynamic.
 
         TFLite's calibrator kills the process (SIGFPE) on an empty intermediate
@@ -267,6 +301,23 @@ def _check_keras_model(model: Any) -> None:
             f"use the dtype policy {policy.name!r}), which TFLite's int8 conversion does not "
             f"take. {_tflite.FLOAT32_REBUILD_HINT.format(setter=setter)} "
             f"Received: model with dtype policy {policy.name!r}")
+
+
+def _embedding_limits(model: Any) -> dict[int, tuple[str, int]]:
+    """Keras input index -> (name, input_dim) of the Embedding layer taking that input."""
+    inputs = list(getattr(model, "inputs", None) or [])
+    limits = {}
+    for layer in _sublayers(model):
+        if type(layer).__name__ != "Embedding" or not hasattr(layer, "input_dim"):
+            continue
+        try:
+            source = layer.input  # raises for a layer called on several tensors
+        except (AttributeError, ValueError, RuntimeError):
+            continue
+        for k, t in enumerate(inputs):
+            if source is t:
+                limits[k] = (layer.name, int(layer.input_dim))
+    return limits
 
 
 def _sublayers(model: Any) -> list[Any]:

@@ -89,7 +89,7 @@ def calibrate(
     rep = rep.whole_batches()
     _warn_constant_inputs(rep)
     kept = _kept(rep, keep_samples)
-    handle.check_input_size(rep.inputs)
+    handle.check_inputs(rep.inputs)
     _log.info("Calibrating on %d samples.", len(rep))
     # The histogram pass runs in a worker process beside TFLite's calibrator where it can.
     with BackgroundCollect(rep, max_bins=max_bins, batch_size=batch_size, track=kept) as bg:
@@ -342,7 +342,7 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
     io_in, io_out = io_type("input_type", input_type), io_type("output_type", output_type)
     handle = load_model(model)
     rep = representative_dataset(data, specs=handle.specs, num_samples=num_samples)
-    handle.check_input_size(rep.inputs)
+    handle.check_inputs(rep.inputs)
     converter = handle.converter()
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = rep

@@ -507,7 +507,7 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
         if step > 1:  # whole batches of its fixed size (only the float graph is used)
             repeat = np.arange(max(step, len(sample) // step * step)) % len(sample)
             sample = RepresentativeDataset([a[repeat] for a in sample.inputs], sample.specs)
-        handle.check_input_size(sample.inputs)
+        handle.check_inputs(sample.inputs)
         return (_tflite.calibrate_only(handle.converter(), sample), "keras", _output_names(handle))
     raise TypeError(
         "reference must be a Keras model, a .keras/.h5/SavedModel path, a float .tflite (bytes "
