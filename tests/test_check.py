@@ -157,7 +157,10 @@ def test_labels_come_with_x_y_data_of_every_kind(setup):
     scores = np.random.default_rng(0).random((len(x), 10))
     for targets in (scores, scores[:, :1], np.array(["cat"] * len(x))):
         pairs = tf.data.Dataset.from_tensor_slices((x, targets)).batch(16)
-        assert tfq8.check(blob, reference=calib, data=pairs).accuracy is None
+        report = tfq8.check(blob, reference=calib, data=pairs)
+        assert report.accuracy is None and report.outputs[0].sqnr_db > 20
+        # regression targets: no classes, so no top-1 agreement either; strings say nothing
+        assert (report.agreement is None) == (targets.dtype != np.dtype("<U3")), targets.dtype
     with pytest.raises(ValueError, match=r"Sample 0: labels must have one entry per sample; an "
                                          r"\(x, y\) item with 8 sample\(s\) needs as many. "
                                          r"Received y of shape \(7,\)"):

@@ -98,7 +98,8 @@ class CheckReport:
         reference_accuracy: Top-1 accuracy of the float reference (None
             without labels or reference).
         agreement: Fraction of samples whose int8 and float top-1 agree (None
-            without reference).
+            without reference, or when the data's y are regression targets:
+            values that are not whole numbers).
         outputs: Per model output, int8 vs float (empty without reference).
         tensors: Per activation tensor, worst `local_sqnr_db` first (empty
             without a reference whose tensors match by name).
@@ -260,8 +261,12 @@ def check(
         except (TypeError, KeyError, ValueError):
             pass  # not a sequence: _labels says what it should be
     y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
+    regression = False
     if found is not None:
         y = _labels_in_data(found, n, q.outputs[out_k])
+        found = np.asarray(found)
+        regression = (y is None and np.issubdtype(found.dtype, np.floating)
+                      and not np.array_equal(found, np.round(found)))
     q.fit_batch_to(rep.inputs)
     f_inputs = _reorder(rep.inputs, q.inputs, f.inputs) if f is not None else None
     if f is not None:  # both step through the same batches
@@ -313,6 +318,10 @@ def check(
     accuracy = float(np.mean(pred == y)) if y is not None else None
     ref_accuracy = float(np.mean(ref_pred == y)) if y is not None and ref_pred is not None else None
     agreement = float(np.mean(pred == ref_pred)) if ref_pred is not None else None
+    if regression and agreement is not None:  # top-1 of a regression output means nothing
+        _log.info("The data's y are regression targets, so the output is not a classifier: "
+                  "no agreement either (see outputs for its SQNR and max|err|).")
+        agreement = None
     outputs = tuple(
         acc.stats(t.key, t.shape[1:], index=t.index) for t, acc in zip(q.outputs, o_acc)
     ) if f is not None else ()
