@@ -451,6 +451,23 @@ def test_output_path_is_written_atomically(cnn_case, tmp_path):
     assert [p.name for p in path.parent.iterdir()] == ["model.tflite"]
 
 
+def test_auto_scores_in_batches_that_fit_its_memory_budget(cnn_case, monkeypatch):
+    from tfq8.ranges import auto
+
+    calib = cnn_case[2]
+    whole = tfq8.convert(calibration=calib)
+    scores = dict(calib.last_auto.scores)
+    monkeypatch.setattr(auto, "RUN_BYTES", 1)       # one sample per invoke
+    assert auto._Scorer(calib, {}).batch == 1
+    assert tfq8.convert(calibration=calib) == whole and calib.last_auto.scores == scores
+    from tfq8.harness.interpreter import tensor_bytes_per_sample
+
+    per_sample = tensor_bytes_per_sample(_tflite.read_model(calib.model), calib.samples)
+    monkeypatch.setattr(auto, "RUN_BYTES", 24 * per_sample)  # 64 samples: 3 batches of 22
+    assert auto._Scorer(calib, {}).batch == 22
+    assert tfq8.convert(calibration=calib) == whole and calib.last_auto.scores == scores
+
+
 def test_auto_reports_what_it_measured(cnn_case):
     _, _, calib = cnn_case
     blob = tfq8.convert(calibration=calib, method="auto")

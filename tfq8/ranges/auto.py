@@ -79,6 +79,7 @@ BOOTSTRAP = 1000
 REFINE_BUDGET = 4
 REFINE_PATIENCE = 2
 REFINE_MIN_GAIN_DB = MINMAX_MARGIN_DB
+RUN_BYTES = 256 << 20  # all tensors of one scoring batch (4 bytes a value): bounds memory
 _CAP_DB = 120.0
 _MIN_LOG_SPREAD = 0.05
 
@@ -208,15 +209,22 @@ def _choice(ranges: Mapping[int, Any], method: str, fixed: Mapping[int, Any]) ->
 class _Scorer:
     """Quantizes a range proposal and measures its output error against float.
 
-    All kept samples run in one LiteRT invoke (XNNPACK kernels, all cores);
-    the ranges are patched into the calibrated model's bytes, not rebuilt.
+    The kept samples run in as few LiteRT invokes as `RUN_BYTES` allows
+    (XNNPACK kernels, all cores); the ranges are patched into the calibrated
+    model's bytes, not rebuilt.
     """
 
     def __init__(self, calib: Any, quant: Mapping[str, Any]):
+        from tfq8.harness.interpreter import batch_for  # noqa: PLC0415 (cycle)
+
         self.writer = _tflite.RangeWriter(calib.model)
         self.quant = dict(quant)
         self.samples = list(calib.samples)
-        self.reference = _run(calib.model, self.samples)
+        n = len(self.samples[0])
+        most = batch_for(_tflite.read_model(calib.model), RUN_BYTES, n, self.samples)
+        chunks = -(-n // most)
+        self.batch = -(-n // chunks)  # equal batches: the last one pads least
+        self.reference = _run(calib.model, self.samples, self.batch)
         self.signal = np.stack([_energy(r) for r in self.reference])
         n = self.signal.shape[1]
         self.excluded = corrupted_frames(early_columns(calib))
@@ -230,7 +238,7 @@ class _Scorer:
     def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> tuple[np.ndarray, bytes]:
         """Error energy per output and sample of the int8 model with `ranges`, and that model."""
         blob = _tflite.quantize(self.writer.write(ranges), **self.quant)
-        outputs = _run(blob, self.samples)
+        outputs = _run(blob, self.samples, self.batch)
         return np.stack([_energy(o.astype(np.float64) - r.astype(np.float64))
                          for o, r in zip(outputs, self.reference)]), blob
 
@@ -373,15 +381,17 @@ def early_columns(calib: Any) -> np.ndarray:
     return peaks[:, early]
 
 
-def _run(model: bytes, samples: list[np.ndarray]) -> list[np.ndarray]:
-    """Runs `samples` through `model` (float in, float out) in one batch if allowed."""
+def _run(model: bytes, samples: list[np.ndarray], batch: int) -> list[np.ndarray]:
+    """Runs `samples` through `model` (float in, float out), `batch` at a time
+    (the model's own batch size where it fixes one)."""
     try:
-        return _run_on(model, samples, "xnnpack")
+        return _run_on(model, samples, batch, "xnnpack")
     except RuntimeError:  # XNNPACK refuses some extreme scales (a user's tiny range)
-        return _run_on(model, samples, "builtin")
+        return _run_on(model, samples, batch, "builtin")
 
 
-def _run_on(model: bytes, samples: list[np.ndarray], backend: str) -> list[np.ndarray]:
+def _run_on(model: bytes, samples: list[np.ndarray], batch: int,
+            backend: str) -> list[np.ndarray]:
     from tfq8.harness.interpreter import (  # noqa: PLC0415 (cycle)
         TensorIO, fixed_batch, make_interpreter, pad_batch, size_inputs)
 
@@ -389,7 +399,7 @@ def _run_on(model: bytes, samples: list[np.ndarray], backend: str) -> list[np.nd
                               allocate=False)
     ins = [TensorIO.from_details(d) for d in interp.get_input_details()]
     n = len(samples[0])
-    batch = fixed_batch([t.signature for t in ins]) or n  # a fixed batch: the last one padded
+    batch = fixed_batch([t.signature for t in ins]) or batch  # the last batch padded
     size_inputs(interp, [[batch, *a.shape[1:]] for a in samples])
     outs = [TensorIO.from_details(d) for d in interp.get_output_details()]
     results: list[list[np.ndarray]] = [[] for _ in outs]
