@@ -533,3 +533,17 @@ def test_malformed_validation_data_fails_before_training(validation_data, match)
     cb = tfq8.CalibrationCallback(x[:64], validation_data=validation_data(x, y), verbose=0)
     with pytest.raises(ValueError, match=match):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+
+
+def test_int8_evaluation_batches_fit_a_memory_budget(monkeypatch):
+    x, y = _mlp_data(n=64)
+    model = _compiled_mlp()
+    val = int8_metrics.ValidationSet.build((x, y), model, load_model(model).specs)
+    blob = tfq8.convert(model, x, method="minmax")
+    whole = int8_metrics.evaluate_int8(blob, model, val)          # 64 samples: one batch
+    seen = []
+    run_int8 = int8_metrics.run_int8
+    monkeypatch.setattr(int8_metrics, "run_int8", lambda *a, **k: seen.append(a[3]) or run_int8(*a, **k))
+    monkeypatch.setattr(int8_metrics, "EVAL_BYTES", 1)            # one sample per run
+    assert int8_metrics.evaluate_int8(blob, model, val) == pytest.approx(whole, rel=1e-6)
+    assert seen == [1]

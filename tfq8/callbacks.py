@@ -121,7 +121,7 @@ class _CalibrationCallbackBase:
         outlier_ratio: float = 8.0,
         outlier_percentile: float = 99.9,
         range_growth: float = 4.0,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         max_bins: int = DEFAULT_MAX_BINS,
     ):
         if calibration_data is None:
@@ -210,7 +210,7 @@ class _CalibrationCallbackBase:
             raise ValueError(
                 "outlier_percentile must be in (50, 100). "
                 f"Received: outlier_percentile={outlier_percentile!r}")
-        _args.integer("batch_size", batch_size)
+        _args.integer("batch_size", batch_size, optional=True)
         _args.integer("max_bins", max_bins, minimum=MIN_BINS, maximum=MAX_BINS)
         if validation_data is not None and not readable(validation_data):
             raise ValueError(
@@ -231,7 +231,7 @@ class _CalibrationCallbackBase:
         self.outlier_ratio = float(outlier_ratio)
         self.outlier_percentile = float(outlier_percentile)
         self.range_growth = float(range_growth)
-        self.batch_size = int(batch_size)
+        self.batch_size = None if batch_size is None else int(batch_size)
         self.max_bins = max_bins
         if mode == "auto":
             mode = "max" if any(k in monitor for k in ("acc", "agreement", "auc", "precision",
@@ -529,7 +529,8 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         range_growth: Also report a tensor whose `max|x|` grew by more than this
             factor since the first calibration of the run while its outlier
             ratio at least doubled.
-        batch_size: Samples per LiteRT / Keras run during evaluation.
+        batch_size: Samples per LiteRT / Keras run during evaluation (default:
+            as many as fit in `tfq8.int8_metrics.EVAL_BYTES` of tensors, at most 256).
         max_bins: Histogram resolution per tensor.
 
     Attributes:

@@ -30,8 +30,9 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from tfq8 import _tflite
 from tfq8.data import RepresentativeDataset, representative_dataset
-from tfq8.harness.interpreter import ModelRunner
+from tfq8.harness.interpreter import ModelRunner, batch_for
 
 # The callback's logger: these messages explain int8 keys missing from its logs.
 _log = logging.getLogger("tfq8.callbacks")
@@ -43,7 +44,12 @@ __all__ = ["INT8_KEYS", "ValidationSet", "evaluate_int8", "readable"]
 INT8_KEYS = ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss")
 
 
-def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *, batch_size: int = 256,
+EVAL_BYTES = 256 << 20
+"""Default memory for all tensors of one evaluation batch (4 bytes a value)."""
+
+
+def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
+                  batch_size: int | None = None,
                   num_threads: int | None = None) -> dict[str, float]:
     """int8 accuracy, float-vs-int8 agreement, loss and compiled metrics on `val`.
 
@@ -52,7 +58,8 @@ def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *, batch_size: 
         model: The Keras model (its current weights give the float predictions;
             its compile config gives the loss and metrics).
         val: The validation set, built for `model`.
-        batch_size: Samples per LiteRT / Keras run.
+        batch_size: Samples per LiteRT / Keras run (default: as many as fit in
+            `EVAL_BYTES` of tensors, at most 256).
         num_threads: LiteRT kernel threads (default: one per CPU).
 
     Returns:
@@ -64,6 +71,8 @@ def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *, batch_size: 
         0.99...
     """
     names = output_names(model)
+    if batch_size is None:  # a whole validation set at once can take GBs (large images)
+        batch_size = batch_for(_tflite.read_model(blob), EVAL_BYTES, 256, val.rep.inputs)
     int8 = run_int8(blob, val.rep, names, batch_size, num_threads=num_threads)
     floats = _predict_float(model, val.rep, names, batch_size)
     return _int8_metrics(model, names, floats, int8, val.y, val.weights)
