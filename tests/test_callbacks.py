@@ -540,10 +540,14 @@ def test_int8_evaluation_batches_fit_a_memory_budget(monkeypatch):
     model = _compiled_mlp()
     val = int8_metrics.ValidationSet.build((x, y), model, load_model(model).specs)
     blob = tfq8.convert(model, x, method="minmax")
+    from tfq8.harness import interpreter
+
     whole = int8_metrics.evaluate_int8(blob, model, val)          # 64 samples: one batch
+    assert int8_metrics.run_int8(blob, val.rep, int8_metrics.output_names(model), None)[1] >= 64
     seen = []
     run_int8 = int8_metrics.run_int8
-    monkeypatch.setattr(int8_metrics, "run_int8", lambda *a, **k: seen.append(a[3]) or run_int8(*a, **k))
-    monkeypatch.setattr(int8_metrics, "EVAL_BYTES", 1)            # one sample per run
+    monkeypatch.setattr(int8_metrics, "run_int8",
+                        lambda *a, **k: seen.append(run_int8(*a, **k)[1]) or run_int8(*a, **k))
+    monkeypatch.setattr(interpreter, "_BATCH_BYTES", 1)           # one sample per run
     assert int8_metrics.evaluate_int8(blob, model, val) == pytest.approx(whole, rel=1e-6)
     assert seen == [1]

@@ -530,7 +530,7 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
             factor since the first calibration of the run while its outlier
             ratio at least doubled.
         batch_size: Samples per LiteRT / Keras run during evaluation (default:
-            as many as fit in `tfq8.int8_metrics.EVAL_BYTES` of tensors, at most 256).
+            `ModelRunner`'s, sized to a memory budget).
         max_bins: Histogram resolution per tensor.
 
     Attributes:

@@ -30,9 +30,8 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from tfq8 import _tflite
 from tfq8.data import RepresentativeDataset, representative_dataset
-from tfq8.harness.interpreter import ModelRunner, batch_for
+from tfq8.harness.interpreter import ModelRunner
 
 # The callback's logger: these messages explain int8 keys missing from its logs.
 _log = logging.getLogger("tfq8.callbacks")
@@ -42,10 +41,6 @@ __all__ = ["INT8_KEYS", "ValidationSet", "evaluate_int8", "readable"]
 #: Keys `evaluate_int8` writes for single-output models (multi-output models
 #: also get `val_int8_<output>_accuracy` / `_agreement` / `_loss`).
 INT8_KEYS = ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss")
-
-
-EVAL_BYTES = 256 << 20
-"""Default memory for all tensors of one evaluation batch (4 bytes a value)."""
 
 
 def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
@@ -58,8 +53,8 @@ def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
         model: The Keras model (its current weights give the float predictions;
             its compile config gives the loss and metrics).
         val: The validation set, built for `model`.
-        batch_size: Samples per LiteRT / Keras run (default: as many as fit in
-            `EVAL_BYTES` of tensors, at most 256).
+        batch_size: Samples per LiteRT / Keras run (default: `ModelRunner`'s,
+            sized to a memory budget).
         num_threads: LiteRT kernel threads (default: one per CPU).
 
     Returns:
@@ -71,10 +66,8 @@ def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
         0.99...
     """
     names = output_names(model)
-    if batch_size is None:  # a whole validation set at once can take GBs (large images)
-        batch_size = batch_for(_tflite.read_model(blob), EVAL_BYTES, 256, val.rep.inputs)
-    int8 = run_int8(blob, val.rep, names, batch_size, num_threads=num_threads)
-    floats = _predict_float(model, val.rep, names, batch_size)
+    int8, batch = run_int8(blob, val.rep, names, batch_size, num_threads=num_threads)
+    floats = _predict_float(model, val.rep, names, batch)  # Keras runs the same batches
     return _int8_metrics(model, names, floats, int8, val.y, val.weights)
 
 
@@ -339,17 +332,25 @@ def _by_output(y: Any, outputs: list[str]) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------- running
-def run_int8(blob: bytes, rep: RepresentativeDataset, outputs: list[str], batch_size: int, *,
-             num_threads: int | None = None) -> dict[str, np.ndarray]:
-    """Runs the int8 model on `rep`; Keras output name -> dequantized float32 outputs."""
+def run_int8(blob: bytes, rep: RepresentativeDataset, outputs: list[str],
+             batch_size: int | None, *, num_threads: int | None = None
+             ) -> tuple[dict[str, np.ndarray], int]:
+    """Runs the int8 model on `rep`.
+
+    Returns:
+        Keras output name -> dequantized float32 outputs, and the batch size
+        used (`batch_size`, or `ModelRunner`'s default for the data).
+    """
     runner = ModelRunner(blob, num_threads=num_threads or os.cpu_count() or 1,
-                         batch_size=max(1, min(batch_size, len(rep))))
+                         batch_size=None if batch_size is None else max(1, min(batch_size, len(rep))))
     if len(runner.inputs) != len(rep.inputs):
         raise RuntimeError(
             f"The int8 model has {len(runner.inputs)} inputs; the data has {len(rep.inputs)}.")
-    results = runner.run(_in_runner_order(runner, rep))
+    inputs = _in_runner_order(runner, rep)
+    runner.fit_batch_to(inputs)
+    results = runner.run(inputs)
     return {name: np.asarray(results[k], np.float32)
-            for name, k in zip(outputs, _output_order(runner, outputs))}
+            for name, k in zip(outputs, _output_order(runner, outputs))}, runner.batch_size
 
 
 def _in_runner_order(runner: ModelRunner, rep: RepresentativeDataset) -> list[np.ndarray]:

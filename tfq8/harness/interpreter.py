@@ -322,6 +322,12 @@ def pad_batch(a: np.ndarray, size: int) -> np.ndarray:
     return np.concatenate([a, np.repeat(a[-1:], size - len(a), axis=0)])
 
 
+def default_batch(model: Any, arrays: Sequence[np.ndarray] | None = None) -> int:
+    """Samples per invoke when the caller does not choose: all tensors of a batch take
+    about `_BATCH_BYTES` (see `batch_for`), so memory stays bounded however many samples."""
+    return batch_for(model, _BATCH_BYTES, _MAX_BATCH, arrays)
+
+
 def batch_for(model: Any, budget_bytes: int, cap: int,
               arrays: Sequence[np.ndarray] | None = None) -> int:
     """Samples per invoke so that all tensors of a batch take about `budget_bytes`.
@@ -491,8 +497,7 @@ class ModelRunner:
         _args.integer("batch_size", batch_size, optional=True)
         self.fixed_batch = fixed_batch([t.signature for t in self.inputs])
         self.resizable = self.fixed_batch is None
-        self.batch_size = self.fixed_batch or batch_size or batch_for(
-            self.parsed, _BATCH_BYTES, _MAX_BATCH)
+        self.batch_size = self.fixed_batch or batch_size or default_batch(self.parsed)
         self._chosen_batch = batch_size is not None
         self._current = None
         self._rows: int | None = None  # samples in the last invoke (padded batch: fewer)
@@ -501,7 +506,7 @@ class ModelRunner:
         """Shrinks the default batch for samples larger than the model's placeholders
         (dynamic height and width). A `batch_size` the caller chose stays."""
         if not self._chosen_batch and self.resizable:
-            self.batch_size = batch_for(self.parsed, _BATCH_BYTES, _MAX_BATCH, inputs)
+            self.batch_size = default_batch(self.parsed, inputs)
 
     def input_specs(self) -> list[InputSpec]:
         """Input specs (float32 for quantized inputs) for `tfq8.representative_dataset`."""

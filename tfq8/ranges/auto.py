@@ -79,7 +79,6 @@ BOOTSTRAP = 1000
 REFINE_BUDGET = 4
 REFINE_PATIENCE = 2
 REFINE_MIN_GAIN_DB = MINMAX_MARGIN_DB
-RUN_BYTES = 256 << 20  # all tensors of one scoring batch (4 bytes a value): bounds memory
 _CAP_DB = 120.0
 _MIN_LOG_SPREAD = 0.05
 
@@ -209,19 +208,19 @@ def _choice(ranges: Mapping[int, Any], method: str, fixed: Mapping[int, Any]) ->
 class _Scorer:
     """Quantizes a range proposal and measures its output error against float.
 
-    The kept samples run in as few LiteRT invokes as `RUN_BYTES` allows
-    (XNNPACK kernels, all cores); the ranges are patched into the calibrated
-    model's bytes, not rebuilt.
+    The kept samples run in batches of `ModelRunner`'s default size, so memory
+    stays bounded (XNNPACK kernels, all cores); the ranges are patched into the
+    calibrated model's bytes, not rebuilt.
     """
 
     def __init__(self, calib: Any, quant: Mapping[str, Any]):
-        from tfq8.harness.interpreter import batch_for  # noqa: PLC0415 (cycle)
+        from tfq8.harness.interpreter import default_batch  # noqa: PLC0415 (cycle)
 
         self.writer = _tflite.RangeWriter(calib.model)
         self.quant = dict(quant)
         self.samples = list(calib.samples)
         n = len(self.samples[0])
-        most = batch_for(_tflite.read_model(calib.model), RUN_BYTES, n, self.samples)
+        most = min(n, default_batch(_tflite.read_model(calib.model), self.samples))
         chunks = -(-n // most)
         self.batch = -(-n // chunks)  # equal batches: the last one pads least
         self.reference = _run(calib.model, self.samples, self.batch)
