@@ -111,6 +111,8 @@ def main(argv):
     os.makedirs(FLAGS.output_dir, exist_ok=True)
     model_path = os.path.join(FLAGS.output_dir, "digits_int8.tflite")
     tfq8.calibration.atomic_write(model_path, ours)
+    plot_path = os.path.join(FLAGS.output_dir, "ranges.png")
+    shown = len(tfq8.plot_ranges(callback.calibration, path=plot_path).axes)
 
     auto = callback.calibration.last_auto
     lines = [
@@ -140,11 +142,13 @@ def main(argv):
         str(bench),
         "",
         "worst tensors (tfq8 int8 vs float), by the error each adds itself:",
-        f"  {'tensor':<60} {'added here':>10} {'up to here':>10}",
-        *[f"  {t.name[:60]:<60} {_db(t.local_sqnr_db):>10} {_db(t.sqnr_db):>10}"
+        f"  {'added here':>10} {'up to here':>10}  tensor",
+        *[f"  {_db(t.local_sqnr_db):>10} {_db(t.sqnr_db):>10}  {t.name}"
           for t in check_ours.tensors[:5]],
         "",
         f"wrote {model_path} ({len(ours)} bytes)",
+        f"wrote {plot_path}: histograms of the {shown} tensors whose ranges differ most "
+        "between methods, each method's range on them (auto's choice bold)",
     ]
     text = "\n".join(lines)
     report = {
@@ -155,6 +159,7 @@ def main(argv):
         "conversion_s": {"tfq8": ours_s, "converter": theirs_s},
         "int8_val_accuracy_by_epoch": int8_epochs,
         "model_path": model_path,
+        "ranges_plot": plot_path,
     }
     tfq8.calibration.atomic_write(os.path.join(FLAGS.output_dir, "report.txt"), text.encode())
     tfq8.calibration.atomic_write(os.path.join(FLAGS.output_dir, "report.json"),

@@ -8,6 +8,7 @@ The public API is this module's `__all__`:
   tfq8 or for `TFLiteConverter.representative_dataset`.
 * `CalibrationCallback`: statistics (and int8 metrics) during `model.fit`.
 * `check`, `benchmark`, `inspect`: is the int8 model right, fast, integer?
+* `plot_ranges(calibration)`: histograms with each method's range (matplotlib).
 
 Example:
     >>> import tfq8
@@ -38,6 +39,7 @@ _EXPORTS = {
     "check": "tfq8.harness.check",
     "convert": "tfq8.pipeline",
     "inspect": "tfq8.harness.inspect",
+    "plot_ranges": "tfq8.harness.plot",
     "representative_dataset": "tfq8.data",
 }
 
@@ -52,6 +54,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the real names
     from tfq8.harness.bench import BenchReport, benchmark
     from tfq8.harness.check import CheckReport, check
     from tfq8.harness.inspect import inspect
+    from tfq8.harness.plot import plot_ranges
 
 
 def __getattr__(name: str) -> Any:

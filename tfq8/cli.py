@@ -2,7 +2,7 @@
 
 Usage::
 
-    tfq8 convert MODEL --data FILE [--method auto] [--output OUT.tflite] [--calibration-out stats.npz]
+    tfq8 convert MODEL --data FILE [--method auto] [--output OUT.tflite] [--calibration-out stats.npz] [--plot ranges.png]
     tfq8 convert QAT_MODEL.h5 [--output OUT.tflite]   (quantization-aware-trained: no data needed)
     tfq8 check OUT.tflite --data FILE [--reference MODEL] [--labels FILE] [--json]
     tfq8 bench OUT.tflite [--reference MODEL] [--threads 1] [--input-shape 1,96,96,3] [--json]
@@ -71,6 +71,9 @@ def _define(command: str) -> flags.FlagValues:
         _d(flags.DEFINE_string, "output", None, "Where to write the .tflite (default: MODEL's name "
                                             "with _int8.tflite).")
         _d(flags.DEFINE_string, "calibration-out", None, "Also save the calibration statistics (.npz).")
+        _d(flags.DEFINE_string, "plot", None, "Also draw the histograms of the tensors whose ranges "
+           "differ most between methods, each method's range on them (auto's choice bold), into "
+           "this .png, .svg or .pdf (needs matplotlib).")
         _d(flags.DEFINE_string, "calibration", None, "Reuse statistics saved by --calibration-out "
            "(or Calibration.save) instead of calibrating on --data.")
         _d(flags.DEFINE_multi_string, "range", [], "Set one tensor's range: NAME=MIN,MAX (TFLite "
@@ -310,9 +313,13 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
         check_convert_options(**options, inputs=read)
     except (ValueError, TypeError) as e:
         raise type(e)(_as_flags(str(e))) from None
-    if _F["calibration-out"].value:
-        check_output_path(_F["calibration-out"].value, arg="--calibration-out",
-                          inputs={**read, "--output": output})
+    for flag in ("calibration-out", "plot"):
+        if _F[flag].value:
+            check_output_path(_F[flag].value, arg=f"--{flag}", inputs={**read, "--output": output})
+    if _F.plot:
+        from tfq8.harness.plot import check_plot_path  # noqa: PLC0415
+
+        check_plot_path(_F.plot, arg="--plot")
     calib = None
     if _F.calibration:
         if _F.data:
@@ -339,9 +346,10 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
         raise ValueError("convert needs calibration data: pass --data FILE (.npy, .npz or a "
                          "folder of images) or --calibration stats.npz; only a quantization-"
                          "aware-trained model converts without. Received: no --data")
-    elif _F["calibration-out"].value:
-        raise ValueError("--calibration-out needs --data: without data there are no "
-                         "statistics to save. Received: no --data")
+    elif _F["calibration-out"].value or _F.plot:
+        flag = "--calibration-out" if _F["calibration-out"].value else "--plot"
+        raise ValueError(f"{flag} needs --data: without data there are no statistics to "
+                         f"{'save' if flag == '--calibration-out' else 'draw'}. Received: no --data")
     else:
         p.step("quantization-aware-trained model: converting with the ranges QAT learned")
     # The model goes along with saved statistics too: convert() refuses another model's.
@@ -361,6 +369,13 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                           "scores_db": report.scores, "excluded_samples": report.excluded,
                           "choice": {calib.tensor(i).name: m for i, m in report.choice.items()}}
         text += "\n" + report.summary()
+    if _F.plot:
+        from tfq8.harness.plot import save_figure  # noqa: PLC0415
+
+        figure = tfq8.plot_ranges(calib)
+        save_figure(figure, _F.plot, arg="--plot")
+        result["plot"] = os.path.abspath(_F.plot)
+        text += f"\nwrote {_F.plot}: {len(figure.axes)} tensor histograms with each method's range"
     return result, text, 0
 
 
