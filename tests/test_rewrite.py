@@ -1,4 +1,5 @@
-"""tfq8.rewrite: float ops TFLite's quantizer leaves in float, rewritten so that it does not."""
+"""tfq8.rewrite: float ops TFLite's quantizer leaves in float (NEG, SQUARE), rewritten so that it
+does not."""
 
 import numpy as np
 import pytest
@@ -9,7 +10,7 @@ import tfq8
 from tfq8 import _tflite
 from tfq8.harness.interpreter import ModelRunner
 from tfq8.pipeline import converter_int8
-from tfq8.rewrite import neg_as_mul
+from tfq8.rewrite import as_mul
 
 
 def _layer_norm_model(seed: int = 0):
@@ -18,21 +19,37 @@ def _layer_norm_model(seed: int = 0):
                              keras.layers.LayerNormalization(), keras.layers.Dense(3)])
 
 
+def _group_norm_model(seed: int = 0):
+    keras.utils.set_random_seed(seed)
+    i = keras.Input((6, 6, 8))
+    x = keras.layers.GroupNormalization(2)(keras.layers.Conv2D(8, 3, padding="same")(i))
+    x = keras.layers.UnitNormalization()(keras.layers.GlobalAveragePooling2D()(x))
+    return keras.Model(i, keras.layers.Dense(3)(x))
+
+
+_MODELS = {  # model, input shape, the op it lowers to that the quantizer leaves float
+    "LayerNormalization": (_layer_norm_model, (12,), "NEG"),
+    "GroupNormalization, UnitNormalization": (_group_norm_model, (6, 6, 8), "SQUARE"),
+}
+
+
 def _ops(blob: bytes) -> list[str]:
     parsed = _tflite.read_model(blob)
     return [_tflite.op_name(parsed, op) for op in parsed.subgraphs[0].operators]
 
 
-def test_neg_as_mul_computes_the_same_float_model():
-    model = _layer_norm_model()
+@pytest.mark.parametrize("layers", list(_MODELS))
+def test_as_mul_computes_the_same_float_model(layers):
+    factory, shape, op = _MODELS[layers]
+    model = factory()
     float_model = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    assert "NEG" in _ops(float_model)  # what Keras' LayerNormalization lowers to
-    rewritten = neg_as_mul(float_model)
-    assert "NEG" not in _ops(rewritten) and _ops(rewritten).count("MUL") > _ops(float_model).count("MUL")
-    x = np.random.default_rng(0).normal(size=(32, 12)).astype(np.float32)
+    assert op in _ops(float_model)  # what the Keras layers lower to
+    rewritten = as_mul(float_model)
+    assert op not in _ops(rewritten) and _ops(rewritten).count("MUL") > _ops(float_model).count("MUL")
+    x = np.random.default_rng(0).normal(size=(32, *shape)).astype(np.float32)
     np.testing.assert_array_equal(ModelRunner(rewritten).run([x])[0],
                                   ModelRunner(float_model).run([x])[0])
-    assert neg_as_mul(rewritten) is rewritten  # nothing left to rewrite: the same bytes
+    assert as_mul(rewritten) is rewritten  # nothing left to rewrite: the same bytes
 
 
 def test_a_calibration_made_before_the_rewrite_gets_it():
@@ -47,13 +64,15 @@ def test_a_calibration_made_before_the_rewrite_gets_it():
     assert "NEG" not in {t.producer for t in old.tensors} | {t.producer for t in calib.tensors}
 
 
-@pytest.mark.parametrize("method", ["minmax", "auto"])
-def test_layer_normalization_quantizes_to_a_full_integer_model(method):
-    model = _layer_norm_model()
-    x = np.random.default_rng(1).normal(size=(128, 12)).astype(np.float32)
+@pytest.mark.parametrize("layers,method", [(layers, method) for layers in _MODELS
+                                           for method in ("minmax", "auto")])
+def test_normalization_layers_quantize_to_a_full_integer_model(layers, method):
+    factory, shape, op = _MODELS[layers]
+    model = factory()
+    x = np.random.default_rng(1).normal(size=(128, *shape)).astype(np.float32)
     blob = tfq8.convert(model, x, method=method)  # no allow_float needed
-    assert tfq8.inspect(blob).full_integer and "NEG" not in _ops(blob)
+    assert tfq8.inspect(blob).full_integer and op not in _ops(blob)
     ours = tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db
-    # TFLite's own converter keeps NEG in float between DEQUANTIZE and QUANTIZE.
+    # TFLite's own converter keeps the op in float between DEQUANTIZE and QUANTIZE.
     theirs = tfq8.check(converter_int8(model, x), reference=model, data=x).outputs[0].sqnr_db
     assert ours > 25 and ours > theirs - 0.5

@@ -11,13 +11,17 @@ quantizer does make int8:
   int8 grid (its one-value range [-1, 0] puts it at -128 with scale 1/255 and
   zero point 127), and the output keeps the range the calibrator recorded for
   NEG's output.
+* `SQUARE(x)` -> `MUL(x, x)`. Keras' `GroupNormalization` and
+  `UnitNormalization` (and `ops.square`) compute variances and norms with
+  SQUARE; int8 MUL takes the same tensor twice, and the output keeps the range
+  recorded for SQUARE's output.
 
 Tensor indices stay as they were (new constants are appended), so statistics
 collected on the calibrated model still apply. `Calibration` applies the
 rewrites to its model, so calibrations saved before them benefit too.
 
 Example:
-    >>> calibrated = neg_as_mul(calibrated)      # before _tflite.quantize
+    >>> calibrated = as_mul(calibrated)      # before _tflite.quantize
 """
 
 from __future__ import annotations
@@ -30,51 +34,63 @@ from tfq8 import _tflite
 
 _log = logging.getLogger("tfq8")
 
-__all__ = ["neg_as_mul"]
+__all__ = ["as_mul"]
+
+_REWRITTEN = ("NEG", "SQUARE")
 
 
-def neg_as_mul(model: bytes) -> bytes:
-    """`model` with every float `NEG` of subgraph 0 replaced by `MUL(x, -1.0)`.
+def as_mul(model: bytes) -> bytes:
+    """`model` with every float `NEG` and `SQUARE` of subgraph 0 written as a `MUL`.
 
     Args:
         model: A float (calibrated) `.tflite` flatbuffer.
 
     Returns:
-        The rewritten model, or `model` itself (the same bytes) without a float NEG.
+        The rewritten model, or `model` itself (the same bytes) without such ops.
     """
     schema = _tflite.schema
-    root = schema.Model.GetRootAs(model, 0)  # a quick look first: most models have no NEG
+    codes = {getattr(schema.BuiltinOperator, name) for name in _REWRITTEN}
+    root = schema.Model.GetRootAs(model, 0)  # a quick look first: most models have neither
     if not any(max(root.OperatorCodes(k).BuiltinCode(), root.OperatorCodes(k).DeprecatedBuiltinCode())
-               == schema.BuiltinOperator.NEG for k in range(root.OperatorCodesLength())):
+               in codes for k in range(root.OperatorCodesLength())):
         return model
     parsed = _tflite.read_model(model)
     sg = parsed.subgraphs[0]
-    negs = [op for op in sg.operators
-            if _tflite.op_name(parsed, op) == "NEG"
-            and sg.tensors[op.inputs[0]].type == schema.TensorType.FLOAT32]
-    if not negs:
+    found = [(op, _tflite.op_name(parsed, op)) for op in sg.operators]
+    found = [(op, name) for op, name in found if name in _REWRITTEN
+             and sg.tensors[op.inputs[0]].type == schema.TensorType.FLOAT32]
+    if not found:
         return model
     mul = _opcode(parsed, schema.BuiltinOperator.MUL)
-    minus_one = np.array([-1.0], np.float32)
-    for op in negs:
-        buffer = schema.BufferT()
-        buffer.data = np.frombuffer(minus_one.tobytes(), np.uint8)
-        parsed.buffers.append(buffer)
-        const = schema.TensorT()
-        const.shape = np.array([1], np.int32)
-        const.type = schema.TensorType.FLOAT32
-        const.buffer = len(parsed.buffers) - 1
-        const.name = (_tflite.tensor_name(sg.tensors[op.outputs[0]]) + "/tfq8_minus_one").encode()
-        sg.tensors.append(const)
+    for op, name in found:
+        if name == "NEG":
+            op.inputs = np.array([op.inputs[0], _minus_one(parsed, sg, op)], np.int32)
+        else:
+            op.inputs = np.array([op.inputs[0], op.inputs[0]], np.int32)
         options = schema.MulOptionsT()
         options.fusedActivationFunction = schema.ActivationFunctionType.NONE
         op.opcodeIndex = mul
-        op.inputs = np.array([op.inputs[0], len(sg.tensors) - 1], np.int32)
         op.builtinOptionsType = schema.BuiltinOptions.MulOptions
         op.builtinOptions = options
-    _log.info("%d NEG op(s) (such as LayerNormalization's) written as MUL by -1, which "
-              "TFLite quantizes to int8.", len(negs))
+    counts = {n: sum(1 for _, m in found if m == n) for n in _REWRITTEN}
+    _log.info("%s written as MUL (by -1, and x * x), which TFLite quantizes to int8.",
+              " and ".join(f"{k} {n} op(s)" for n, k in counts.items() if k))
     return _tflite.write_model(parsed)
+
+
+def _minus_one(parsed, sg, op) -> int:
+    """Index of a new constant -1.0 tensor for `op`'s MUL."""
+    schema = _tflite.schema
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(np.array([-1.0], np.float32).tobytes(), np.uint8)
+    parsed.buffers.append(buffer)
+    const = schema.TensorT()
+    const.shape = np.array([1], np.int32)
+    const.type = schema.TensorType.FLOAT32
+    const.buffer = len(parsed.buffers) - 1
+    const.name = (_tflite.tensor_name(sg.tensors[op.outputs[0]]) + "/tfq8_minus_one").encode()
+    sg.tensors.append(const)
+    return len(sg.tensors) - 1
 
 
 def _opcode(parsed, builtin: int) -> int:
