@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 
@@ -281,3 +282,21 @@ def test_data_files_read_as_a_user_expects(files, capfd, tmp_path, caplog):
     assert "the data span [0, 255]" in caplog.text           # 0-255 pixels, a 0-1 scale model
     # three samples spread over the three classes (labels 0, 1, 2), not three of class 0
     assert json.loads(out)["num_samples"] == 3
+
+
+def test_convert_speaks_of_flags_for_a_float_op(tmp_path, capfd, caplog):
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="elu"),
+                              keras.layers.Dense(2)])  # TFLite's quantizer leaves ELU float
+    model.save(tmp_path / "elu.keras")
+    np.save(tmp_path / "x.npy", np.random.default_rng(1).normal(size=(32, 6)).astype(np.float32))
+    argv = ["convert", tmp_path / "elu.keras", "--data", tmp_path / "x.npy", "--method", "minmax"]
+    code, out, err = _run(capfd, *argv)
+    line = _one_error_line(err)
+    assert code == 1 and "Op(s) ELU" in line and "'relu'" in line  # what to use instead
+    assert "Pass --allow-float to keep them in float" in line and "allow_float" not in line
+    code, out, err = _run(capfd, *argv, "--allow-float")
+    assert code == 0, err
+    warning = caplog.text  # on stderr as "tfq8 convert: warning: ..." outside pytest
+    assert "Op(s) ELU" in warning and "Kept in float (--allow-float)" in warning
+    assert "allow_float" not in warning

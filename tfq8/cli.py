@@ -353,7 +353,14 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     else:
         p.step("quantization-aware-trained model: converting with the ranges QAT learned")
     # The model goes along with saved statistics too: convert() refuses another model's.
-    blob = tfq8.convert(handle, calibration=calib, **options)
+    flag_names = _FlagNames()
+    logging.getLogger("tfq8").addFilter(flag_names)
+    try:
+        blob = tfq8.convert(handle, calibration=calib, **options)
+    except (ValueError, TypeError, tfq8.UnsupportedOpError) as e:
+        raise type(e)(_as_flags(str(e))) from None
+    finally:
+        logging.getLogger("tfq8").removeFilter(flag_names)
     num_samples = calib.num_samples if calib is not None else 0
     info = tfq8.inspect(blob)
     result = {"output": os.path.abspath(output), "size_bytes": len(blob), "method": _F.method,
@@ -388,9 +395,19 @@ _FLAGS = {"output_path": "--output", "method_options": "--method-option", "metho
           "num_samples": "--num-samples"}
 
 
+class _FlagNames(logging.Filter):
+    """Says `convert()`'s warnings in the command line's words (`_as_flags`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = _as_flags(record.getMessage()), ()
+        return True
+
+
 def _as_flags(message: str) -> str:
     """`convert()`'s argument names in a message -> the command line's flags
     (`method` only as `method=`: the bare word is prose)."""
+    message = message.replace("allow_float=True", "--allow-float")
+
     def flag(m: re.Match) -> str:
         name, equals = m.group(1), m.group(2)
         if name == "method" and not equals:

@@ -369,6 +369,9 @@ _FLOAT_OP_HINTS = {
     "WHILE": "Control flow (tf.while_loop, a recurrent layer that is not unrolled) stays "
              "float in TFLite's int8 models, the converter's own too: unroll the loop, such "
              "as keras.layers.LSTM(..., unroll=True), to make it integer.",
+    "ELU": "TFLite's quantizer leaves ELU float (the converter's int8 model too): an "
+           "activation it quantizes, such as 'relu', 'gelu', 'swish' or 'selu', keeps the "
+           "model integer.",
 }
 
 
