@@ -2,12 +2,14 @@
 
 import re
 
+import keras
 import numpy as np
 import pytest
 
 import factories
 import tfq8
 from tfq8 import _tflite
+from tfq8.ranges import auto
 from tfq8.pipeline import converter_int8
 from tfq8.harness.interpreter import ModelRunner
 
@@ -641,3 +643,21 @@ def test_ops_with_a_fixed_int8_scale_skip_the_range_search():
         # ... and TFLite would ignore it: the same bytes either way.
         assert (_tflite.finish_as_converter(quantize_with_ranges(calib, searched))
                 == tfq8.convert(calibration=calib, method=method))
+
+
+def test_auto_keeps_minmax_with_too_few_samples_to_judge(caplog, monkeypatch):
+    keras.utils.set_random_seed(2)
+    model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(64, activation="relu"),
+                              keras.layers.Dense(64, activation="relu"), keras.layers.Dense(4)])
+    x = np.random.default_rng(2).standard_t(3, size=(auto.MIN_SAMPLES_TO_CHOOSE - 1, 16))
+    with caplog.at_level("INFO", logger="tfq8"):
+        few = tfq8.calibrate(model, x.astype(np.float32))
+        blob = tfq8.convert(calibration=few)
+    assert few.last_auto.method == "minmax" and set(few.last_auto.choice.values()) == {"minmax"}
+    assert blob == tfq8.convert(calibration=few, method="minmax")
+    assert "too few to tell a gain from luck" in caplog.text
+    assert "Calibrating on 7 sample(s)" in caplog.text and "100 to 500" in caplog.text
+    monkeypatch.setattr(auto, "MIN_SAMPLES_TO_CHOOSE", 1)  # without the guard: a "gain" on 7
+    tfq8.convert(calibration=few)
+    assert few.last_auto.method == "mse" and few.last_auto.scores["mse"] > few.last_auto.scores[
+        "minmax"] + 1

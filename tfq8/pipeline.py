@@ -42,6 +42,7 @@ _IO_NAMES = {"int8": np.int8, "uint8": np.uint8, "float32": np.float32}
 
 KEEP_SAMPLES = 256
 KEEP_BYTES = 64 << 20
+FEW_SAMPLES = 16  # calibrating on fewer warns
 
 
 def calibrate(
@@ -91,6 +92,11 @@ def calibrate(
     kept = _kept(rep, keep_samples)
     handle.check_inputs(rep.inputs)
     _log.info("Calibrating on %d samples.", len(rep))
+    if len(rep) < FEW_SAMPLES:
+        _log.warning("Calibrating on %d sample(s): ranges from so few rarely cover the values "
+                     "the model meets in use; TFLite suggests 100 to 500 representative "
+                     "samples.%s", len(rep), " (An array with the rank of one sample, no "
+                     "batch axis, is read as one sample.)" if len(rep) == 1 else "")
     # The histogram pass runs in a worker process beside TFLite's calibrator where it can.
     with BackgroundCollect(rep, max_bins=max_bins, batch_size=batch_size, track=kept) as bg:
         calibrated = _tflite.calibrate_only(handle.converter(), rep, on_float_model=bg.submit)

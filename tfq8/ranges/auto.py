@@ -32,7 +32,9 @@ matter. So `auto` measures instead of guessing:
    `CONFIDENCE` of `BOOTSTRAP` resamplings of the scored samples (a fixed
    seed, so the choice is deterministic). So on the calibration samples `auto`
    is never worse than the converter, and leaves it only for a gain that a
-   few lucky samples would not explain.
+   few lucky samples would not explain. With fewer than
+   `MIN_SAMPLES_TO_CHOOSE` samples to score, no gain is told apart from luck
+   and `minmax` stays.
 6. Then, tensor by tensor (those where the best and the runner-up proposals
    differ most first, within `REFINE_BUDGET` model evaluations), the
    runner-up's range is tried in place and kept when it is clearly better by
@@ -72,6 +74,7 @@ FALLBACK = "percentile"
 OUTLIER_Z = 6.0
 EARLY_FRACTION = 1 / 3
 MIN_SAMPLES_FOR_OUTLIERS = 16
+MIN_SAMPLES_TO_CHOOSE = 8
 MAX_OUTLIER_FRACTION = 0.25
 MINMAX_MARGIN_DB = 0.1
 CONFIDENCE = 0.8
@@ -233,6 +236,10 @@ class _Scorer:
                       "score: %s", len(self.excluded), n, self.excluded)
         self.keep = np.setdiff1d(np.arange(n), self.excluded)
         self.weights = bootstrap_weights(len(self.keep))
+        if len(self.keep) < MIN_SAMPLES_TO_CHOOSE:
+            _log.info("auto: %d calibration sample(s) to score on, fewer than %d: too few to "
+                      "tell a gain from luck, so the converter's own ranges (minmax) stay.",
+                      len(self.keep), MIN_SAMPLES_TO_CHOOSE)
 
     def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> tuple[np.ndarray, bytes]:
         """Error energy per output and sample of the int8 model with `ranges`, and that model."""
@@ -246,8 +253,9 @@ class _Scorer:
         return total_sqnr_db(self.signal[:, self.keep], noise[:, self.keep])
 
     def clearly_better(self, noise: np.ndarray, baseline: np.ndarray, margin_db: float) -> bool:
-        """Whether `noise` beats `baseline` (see `clearly_better`)."""
-        return clearly_better(self.signal[:, self.keep], noise[:, self.keep],
+        """Whether `noise` beats `baseline` (see `clearly_better`); never on fewer
+        than `MIN_SAMPLES_TO_CHOOSE` scored samples."""
+        return len(self.keep) >= MIN_SAMPLES_TO_CHOOSE and clearly_better(self.signal[:, self.keep], noise[:, self.keep],
                               baseline[:, self.keep], margin_db, self.weights)
 
 
