@@ -53,7 +53,8 @@ def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = 
         path: Also write the figure here, atomically; `.png`, `.svg` or `.pdf`.
 
     Returns:
-        A `matplotlib.figure.Figure` (shown inline by Jupyter).
+        A `matplotlib.figure.Figure`, made without pyplot (no window opens,
+            no global figure is kept); `figure.savefig` writes it elsewhere.
 
     Raises:
         ImportError: If matplotlib is not installed.
