@@ -242,6 +242,39 @@ class _Batches(keras.utils.PyDataset):
         return self.x[s], self.y[s]
 
 
+def _endless(x, y, batch=16):
+    while True:
+        for i in range(0, len(x), batch):
+            yield x[i:i + batch], y[i:i + batch]
+
+
+def test_endless_validation_stream_is_bounded_or_refused_before_training():
+    tf = pytest.importorskip("tensorflow")
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    started = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
+    cb = tfq8.CalibrationCallback(x[:32], validation_data=_endless(x, y), verbose=0)
+    with pytest.raises(ValueError, match=r"validation_data is a generator with no known end and "
+                                         r"has yielded 100016 samples .*Expected a finite stream, "
+                                         r"or validation_steps=.*Received: validation_steps=None"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb, probe])
+    assert started == []
+    # validation_steps reads that many batches, as model.fit's does.
+    cb = tfq8.CalibrationCallback(x[:32], validation_data=_endless(x, y), validation_steps=3,
+                                  verbose=0)
+    history = model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    assert len(cb._validation_set().rep) == 48 and len(history.history["val_int8_accuracy"]) == 1
+    specs = load_model(model).specs
+    endless = tf.data.Dataset.from_tensor_slices((x, y)).batch(16).repeat()
+    assert len(int8_metrics.ValidationSet.build(endless, model, specs, steps=2).rep) == 32
+    with pytest.raises(ValueError, match=r"infinite tf.data.Dataset: pass validation_steps"):
+        int8_metrics.ValidationSet.build(endless, model, specs)
+    with pytest.raises(ValueError, match=r"slice the arrays instead. Received: validation_steps=2 "
+                                         r"with validation_data of type tuple"):
+        tfq8.CalibrationCallback(x, validation_data=(x, y), validation_steps=2)
+
+
 def test_validation_set_from_pydataset_and_labels_check():
     x, y = _mlp_data(40)
     model = factories.mlp()
@@ -355,6 +388,8 @@ def test_missing_monitor_warns_once_listing_keys(tmp_path, caplog):
     dict(batch_size=0),
     dict(validation_data=42),
     dict(max_bins=0),
+    dict(validation_steps=2),
+    dict(validation_steps=0, validation_data=iter([])),
     dict(convert_options={"input_type": "int4"}),
     dict(convert_options={"allow_float": "no"}),
 ])

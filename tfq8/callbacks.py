@@ -51,8 +51,8 @@ from tfq8 import _args
 from tfq8.calibration import Calibration, atomic_write
 from tfq8.pipeline import CALIBRATION_ATTR, calibrate, check_convert_options, convert
 from tfq8.data import RepresentativeDataset, representative_dataset
-from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, evaluate_int8, is_tf_keras_model,
-                               keras_order_to_dict, readable)
+from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_int8,
+                               is_tf_keras_model, keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
 from tfq8.harness.interpreter import make_interpreter
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS, Histogram
@@ -109,6 +109,7 @@ class _CalibrationCallbackBase:
         calibration_data: Any,
         validation_data: Any = None,
         *,
+        validation_steps: int | None = None,
         every_n_epochs: int | None = None,
         filepath: str | os.PathLike | None = None,
         monitor: str = "val_int8_accuracy",
@@ -212,6 +213,12 @@ class _CalibrationCallbackBase:
                 f"Received: outlier_percentile={outlier_percentile!r}")
         _args.integer("batch_size", batch_size, optional=True)
         _args.integer("max_bins", max_bins, minimum=MIN_BINS, maximum=MAX_BINS)
+        _args.integer("validation_steps", validation_steps, optional=True)
+        if validation_steps is not None and validation_data is None:
+            raise ValueError(
+                "validation_steps counts the batches read from validation_data. "
+                f"Received: validation_steps={validation_steps!r}, validation_data=None")
+        check_steps(validation_data, validation_steps)
         if validation_data is not None and not readable(validation_data):
             raise ValueError(
                 "validation_data must be (x, y), (x, y, sample_weight), inputs x alone, or a "
@@ -220,6 +227,7 @@ class _CalibrationCallbackBase:
         super().__init__()
         self.calibration_data = calibration_data
         self.validation_data = validation_data
+        self.validation_steps = None if validation_steps is None else int(validation_steps)
         self.every_n_epochs = None if every_n_epochs is None else int(every_n_epochs)
         self.filepath = filepath
         self.monitor = monitor
@@ -480,7 +488,8 @@ class _CalibrationCallbackBase:
 
     def _validation_set(self) -> ValidationSet:
         if self._val is None:  # read once per model, reused by every evaluation
-            self._val = ValidationSet.build(self.validation_data, self.model, self._model_specs())
+            self._val = ValidationSet.build(self.validation_data, self.model, self._model_specs(),
+                                            steps=self.validation_steps)
         return self._val
 
 
@@ -506,7 +515,13 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
             alone (agreement only), or a `tf.data.Dataset` / iterable of such
             batches; enables the per-epoch int8 metrics. As in `model.fit`, a
             list is read as a tuple, and `sample_weight` weighs the loss and
-            `weighted_metrics` (accuracy only if it is among them).
+            `weighted_metrics` (accuracy only if it is among them). Read once
+            per model, when training starts, and reused by every evaluation.
+        validation_steps: Read at most this many batches of a `validation_data`
+            stream (generator, iterator, `tf.data.Dataset`, `PyDataset`), as
+            `model.fit`'s `validation_steps`; needed for an endless one (without
+            it, a stream with no known end is refused after
+            `tfq8.int8_metrics.STREAM_MAX_SAMPLES` samples).
         every_n_epochs: Also calibrate every this many epochs (default None:
             only after the last epoch).
         filepath: Where to export the int8 `.tflite`; may contain `{epoch}` and

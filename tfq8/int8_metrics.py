@@ -23,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 from typing import Any, Sequence
@@ -30,17 +31,25 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.data import RepresentativeDataset, _is_pydataset, representative_dataset
 from tfq8.harness.interpreter import ModelRunner
 
 # The callback's logger: these messages explain int8 keys missing from its logs.
 _log = logging.getLogger("tfq8.callbacks")
 
-__all__ = ["INT8_KEYS", "ValidationSet", "evaluate_int8", "readable"]
+__all__ = ["INT8_KEYS", "STREAM_MAX_BYTES", "STREAM_MAX_SAMPLES", "ValidationSet",
+           "check_steps", "evaluate_int8", "readable"]
 
 #: Keys `evaluate_int8` writes for single-output models (multi-output models
 #: also get `val_int8_<output>_accuracy` / `_agreement` / `_loss`).
 INT8_KEYS = ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss")
+
+#: A validation stream with no known end (a generator, an iterator, a tf.data.Dataset
+#: of unknown cardinality, a PyDataset without num_batches) read without `steps` is
+#: refused once it has yielded more than this many samples, or this many bytes: every
+#: sample is kept in memory, and an endless one would fill it.
+STREAM_MAX_SAMPLES = 100_000
+STREAM_MAX_BYTES = 1 << 30
 
 
 def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
@@ -126,6 +135,20 @@ def readable(data: Any) -> bool:
     return hasattr(data, "__iter__") or hasattr(data, "__getitem__")
 
 
+def check_steps(data: Any, steps: int | None) -> None:
+    """Refuses `steps` (the callback's `validation_steps`) for validation data given as arrays.
+
+    Raises:
+        ValueError: Naming validation_steps and the kind of validation_data received.
+    """
+    if steps is not None and (isinstance(data, (tuple, list, np.ndarray, dict)) or _is_tensor(data)):
+        raise ValueError(
+            "validation_steps counts the batches read from validation_data given as batches "
+            "(a generator, an iterator, a tf.data.Dataset or a PyDataset); validation_data "
+            "given as arrays has none: slice the arrays instead. Received: "
+            f"validation_steps={steps!r} with validation_data of type {type(data).__name__}")
+
+
 def _np(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _np(v) for k, v in x.items()}
@@ -149,7 +172,8 @@ class ValidationSet:
     weights: np.ndarray | None
 
     @classmethod
-    def build(cls, data: Any, model: Any, specs: Sequence[Any]) -> "ValidationSet":
+    def build(cls, data: Any, model: Any, specs: Sequence[Any], *,
+              steps: int | None = None) -> "ValidationSet":
         """Reads `data` for `model` whose (TFLite-order) input specs are `specs`.
 
         Args:
@@ -157,11 +181,15 @@ class ValidationSet:
                 `tf.data.Dataset`, `keras.utils.PyDataset` or iterable of such batches.
             model: The Keras model (its input and output names).
             specs: Its input specs (`tfq8.models.load_model(model).specs`).
+            steps: Read at most this many batches of a stream (as `model.fit`'s
+                `validation_steps`); needed for an endless one. Without it a stream
+                with no known end is refused past `STREAM_MAX_SAMPLES` samples or
+                `STREAM_MAX_BYTES` bytes.
 
         Raises:
             ValueError: On labels that do not fit the inputs or the outputs (class
-                indices outside a classifier's classes, for one), or an empty or
-                infinite stream.
+                indices outside a classifier's classes, for one), an empty or
+                infinite stream, or `steps` with arrays.
         """
         outputs = output_names(model)
         if isinstance(data, list):
@@ -169,12 +197,13 @@ class ValidationSet:
         if isinstance(data, tuple) and not 1 <= len(data) <= 3:
             raise ValueError("validation_data must be x, (x,), (x, y) or (x, y, sample_weight), "
                              f"as model.fit takes it. Received: a sequence of {len(data)} items")
+        check_steps(data, steps)
         if isinstance(data, tuple):
             x, y, w = (list(data) + [None, None])[:3]
         elif isinstance(data, (np.ndarray, dict)) or _is_tensor(data):
             x, y, w = data, None, None
         else:
-            x, y, w = _collect_stream(data, model, specs)
+            x, y, w = _collect_stream(data, model, specs, steps)
         rep = representative_dataset(keras_order_to_dict(model, _np(x), specs), specs=specs)
         n = len(rep)
         labels = None if y is None else _by_output(_np(y), outputs)
@@ -248,23 +277,40 @@ def _is_tensor(x: Any) -> bool:
         return False
 
 
-def _collect_stream(data: Any, model: Any, specs: Sequence[Any]):
-    """Reads a tf.data.Dataset or iterable of x / (x, y) / (x, y, w) into arrays."""
+def _collect_stream(data: Any, model: Any, specs: Sequence[Any], steps: int | None = None):
+    """Reads a tf.data.Dataset or iterable of x / (x, y) / (x, y, w) into arrays.
+
+    Reads at most `steps` items; without `steps`, a stream with no known end is
+    refused past `STREAM_MAX_SAMPLES` samples or `STREAM_MAX_BYTES` bytes.
+    """
     import tensorflow as tf  # noqa: PLC0415
 
+    endless = False  # no known end: may never stop
     if isinstance(data, tf.data.Dataset):
-        if data.cardinality() == tf.data.INFINITE_CARDINALITY:
+        cardinality = data.cardinality()
+        if cardinality == tf.data.INFINITE_CARDINALITY and steps is None:
             raise ValueError(
-                "validation_data is an infinite tf.data.Dataset: take() a finite part of it. "
-                "Received: a dataset of infinite cardinality")
+                "validation_data is an infinite tf.data.Dataset: pass validation_steps (the "
+                "number of batches to read, as in model.fit) or take() a finite part of it. "
+                "Received: a dataset of infinite cardinality and validation_steps=None")
+        endless = cardinality == tf.data.UNKNOWN_CARDINALITY
         items = data.as_numpy_iterator()
+    elif _is_pydataset(data) and hasattr(type(data), "num_batches"):
+        count = data.num_batches  # Keras 3: None for an endless PyDataset
+        endless = count is None
+        items = (data[i] for i in (itertools.count() if endless else range(count)))
     elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
-        items = (data[i] for i in range(len(data)))  # keras.utils.PyDataset and sequences
+        items = (data[i] for i in range(len(data)))  # tf_keras' Sequence and sequences
     else:
+        endless = not hasattr(data, "__len__")
         items = iter(data)
+    if steps is not None:
+        items = itertools.islice(items, steps)
+    limited = endless and steps is None
     xs, ys, ws = [], [], []
     rank0 = len(specs[0].shape)
     batched = None
+    samples = size = 0
     for item in items:
         if isinstance(item, tuple) and 1 <= len(item) <= 3:
             x, y, w = (list(item) + [None, None])[:3]
@@ -282,11 +328,34 @@ def _collect_stream(data: Any, model: Any, specs: Sequence[Any]):
         xs.append(x)
         ys.append(y)
         ws.append(w)
+        if limited:
+            samples += len(_arrays(x)[0])
+            size += sum(a.nbytes for a in _arrays(x) + _arrays(y) + _arrays(w))
+            if samples > STREAM_MAX_SAMPLES or size > STREAM_MAX_BYTES:
+                raise ValueError(
+                    f"validation_data is a {type(data).__name__} with no known end and has "
+                    f"yielded {samples} samples ({size / 2**20:.0f} MiB) in {len(xs)} batches "
+                    f"without ending; without validation_steps tfq8 reads at most "
+                    f"{STREAM_MAX_SAMPLES} samples or {STREAM_MAX_BYTES >> 20} MiB of such a "
+                    "stream, as it keeps every sample in memory. Expected a finite stream, or "
+                    "validation_steps=<number of batches to read> as model.fit takes it. "
+                    "Received: validation_steps=None")
     if not xs:
         raise ValueError("validation_data is empty: expected at least one batch. Received: 0 batches")
     y = None if any(v is None for v in ys) else _concat(ys)
     w = None if any(v is None for v in ws) else _concat(ws)
     return _concat(xs), y, w
+
+
+def _arrays(x: Any) -> list[np.ndarray]:
+    """The arrays of an item's x, y or w (a dict, list, array or None)."""
+    if x is None:
+        return []
+    if isinstance(x, dict):
+        return [np.asarray(v) for v in x.values()]
+    if isinstance(x, list):
+        return [np.asarray(v) for v in x]
+    return [np.asarray(x)]
 
 
 def _add_batch_axis(x: Any) -> Any:
