@@ -88,6 +88,29 @@ def test_bad_data_fails_before_training_not_after(kind):
     assert started == []
 
 
+@pytest.mark.parametrize("kwargs", [dict(validation_data=True), dict(filepath="m.tflite")])
+def test_unquantizable_op_fails_before_training_naming_convert_options(tmp_path, kwargs):
+    x, y = _mlp_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((20,)), keras.layers.Dense(8),
+                              keras.layers.Lambda(keras.ops.sin), keras.layers.Dense(5)])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    if "validation_data" in kwargs:
+        kwargs = dict(validation_data=(x[:16], y[:16]))
+    else:
+        kwargs = dict(filepath=str(tmp_path / kwargs["filepath"]))
+    started = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
+    cb = tfq8.CalibrationCallback(x[:32], verbose=0, **kwargs)
+    with pytest.raises(tfq8.UnsupportedOpError,
+                       match=r"SIN could not be quantized .* Pass convert_options=\{\"allow_float\": "
+                             r"True\} to the CalibrationCallback"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[cb, probe])
+    assert started == [] and not list(tmp_path.iterdir())
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"SIN .* Pass allow_float=True to keep"):
+        tfq8.convert(model, x[:8], method="minmax")  # tfq8.convert's own advice
+
+
 def test_int8_keys_in_logs_history_and_csv(tmp_path):
     x, y = _mlp_data()
     model = _compiled_mlp()

@@ -51,6 +51,7 @@ from tfq8 import _args
 from tfq8.calibration import Calibration, atomic_write
 from tfq8.pipeline import CALIBRATION_ATTR, calibrate, check_convert_options, convert
 from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.errors import UnsupportedOpError
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_int8,
                                is_tf_keras_model, keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
@@ -61,6 +62,8 @@ _log = logging.getLogger("tfq8.callbacks")
 
 __all__ = ["CalibrationCallback", "TensorDiagnostics", "TFKerasCalibrationCallback"]
 
+# Calibration samples of the trial conversion in on_train_begin (at least one batch).
+_TRIAL_SAMPLES = 8
 _INT8_MONITOR = re.compile(r"^val_int8_[A-Za-z0-9_.\-]+$")
 _CONVERT_OPTIONS = ("method_options", "ranges", "per_channel", "input_type", "output_type",
                     "allow_float")
@@ -304,16 +307,21 @@ class _CalibrationCallbackBase:
         Also reads and checks the calibration and validation data against the
         model now, so bad data fails before training rather than after it
         (unless the model is not built yet; the data is then read at the
-        first calibration).
+        first calibration). When the callback will convert (`validation_data`
+        or `filepath`), it also converts once on a few calibration samples with
+        its `method` and `convert_options`, so a model with an op that cannot be
+        quantized raises `UnsupportedOpError` now rather than after the last epoch.
         """
         self._reset()
         if self._data_model is not self.model:  # adapted data is kept for the same model only
             self._rep, self._val, self._specs, self._data_model = None, None, None, self.model
             self.best = -math.inf if self.mode == "max" else math.inf
         if getattr(self.model, "built", True):
-            self._calibration_rep()
+            rep = self._calibration_rep()
             if self.validation_data is not None:
                 self._validation_set()
+            if self.validation_data is not None or self.filepath is not None:
+                self._trial_convert(rep)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
@@ -372,7 +380,7 @@ class _CalibrationCallbackBase:
                       "use these statistics.", epoch + 1, len(calib.tensors), calib.num_samples)
         blob = None
         if self.validation_data is not None or self.filepath is not None:
-            blob = convert(calibration=calib, method=self.method, **self.convert_options)
+            blob = self._convert(calib)
             lap("convert")
         if self.validation_data is not None:
             metrics = self._evaluate(blob)
@@ -390,6 +398,26 @@ class _CalibrationCallbackBase:
         if self.verbose > 1:
             _log.info("Epoch %d: tfq8 callback took %.2fs (%s).", epoch + 1, self.timings[-1],
                       ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
+
+    def _convert(self, calib: Calibration) -> bytes:
+        """`tfq8.convert` with the callback's options; its advice names `convert_options`."""
+        try:
+            return convert(calibration=calib, method=self.method, **self.convert_options)
+        except UnsupportedOpError as e:
+            if not e.remedy:
+                raise
+            raise e.with_remedy(
+                'Pass convert_options={"allow_float": True} to the CalibrationCallback to keep '
+                'them in float.') from None
+
+    def _trial_convert(self, rep: RepresentativeDataset) -> None:
+        """Converts on a few calibration samples: a model the int8 path cannot take fails now."""
+        start = time.perf_counter()
+        few = rep.take(max(rep.batch, min(len(rep), _TRIAL_SAMPLES)))
+        self._convert(calibrate(self.model, few, max_bins=self.max_bins))
+        if self.verbose > 1:
+            _log.info("Trial conversion on %d samples took %.2fs.", len(few),
+                      time.perf_counter() - start)
 
     def _model_specs(self) -> list:
         """The model's input specs in TFLite's order (for several inputs this costs a conversion)."""

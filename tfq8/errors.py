@@ -9,7 +9,20 @@ class UnsupportedOpError(ValueError):
     Raised by `tfq8.convert` when the model uses an op TFLite's builtin ops do
     not cover, or when an op would stay in float and `allow_float` is False.
     The message names the op(s).
+
+    Attributes:
+        problem: What went wrong (the message without `remedy`).
+        remedy: What the caller can pass to go on (such as `allow_float=True`), or "".
     """
+
+    def __init__(self, problem: str, *, remedy: str = ""):
+        super().__init__(f"{problem} {remedy}" if remedy else problem)
+        self.problem = problem
+        self.remedy = remedy
+
+    def with_remedy(self, remedy: str) -> "UnsupportedOpError":
+        """The same problem with the remedy said in the caller's terms (its own argument)."""
+        return UnsupportedOpError(self.problem, remedy=remedy)
 
 
 def first_line(error: BaseException | str) -> str:

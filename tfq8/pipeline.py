@@ -398,7 +398,7 @@ def check_integer(blob: bytes, *, allow_float: bool, info: Any = None) -> None:
            f"float (first: op #{first.index}, output {where!r}).")
     msg += "".join(f" {_FLOAT_OP_HINTS[n]}" for n in names if n in _FLOAT_OP_HINTS)
     if not allow_float:
-        raise UnsupportedOpError(msg + " Pass allow_float=True to keep them in float.")
+        raise UnsupportedOpError(msg, remedy="Pass allow_float=True to keep them in float.")
     _log.warning("%s Kept in float (allow_float=True).", msg)
 
 
