@@ -563,9 +563,12 @@ def test_best_is_kept_when_training_resumes_and_early_stops_reach_history(tmp_pa
                                   filepath=str(tmp_path / "final-{epoch}.tflite"))
     model = _compiled_mlp(seed=1)
     history = model.fit(x, y, epochs=5, verbose=0, callbacks=[stop, cb])
-    assert len(history.history["loss"]) < 5
-    assert len(history.history["val_int8_accuracy"]) == 1      # the final int8 metrics
-    assert len(cb.int8_history) == 1 and len(cb.saved) == 1    # once, for the restored weights
+    assert len(history.history["loss"]) == 2                  # stopped after epoch 2
+    # Restored to epoch 1's weights, never calibrated: evaluated and exported as epoch 1,
+    # not as the last epoch's (History's last row is epoch 2's).
+    assert "val_int8_accuracy" not in history.history
+    assert [h["epoch"] for h in cb.int8_history] == [1]
+    assert cb.saved == [str(tmp_path / "final-1.tflite")]
     assert tfq8.convert(model, method="minmax")               # its statistics are current
     # Listed after the callback (to monitor int8 keys), EarlyStopping restores later: stale.
     stop = keras.callbacks.EarlyStopping(monitor="val_int8_loss", mode="min", patience=0,
@@ -578,6 +581,39 @@ def test_best_is_kept_when_training_resumes_and_early_stops_reach_history(tmp_pa
                                          r"listed after the callback"):
         tfq8.convert(model, method="minmax")
     assert tfq8.convert(model, x[:64], method="minmax")
+
+
+def test_weights_restored_before_the_callback_are_not_exported_as_the_last_epoch(tmp_path, caplog):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    files = {}
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            files.update({p.name: p.read_bytes() for p in tmp_path.iterdir()})
+
+    stop = keras.callbacks.EarlyStopping(monitor="val_score", mode="max", patience=2,
+                                         restore_best_weights=True)
+    cb = tfq8.CalibrationCallback(x[:32], validation_data=(x, y), every_n_epochs=1,
+                                  filepath=str(tmp_path / "e{epoch:02d}.tflite"),
+                                  method="minmax", verbose=1)
+    with caplog.at_level(logging.INFO, logger="tfq8.callbacks"):
+        history = model.fit(x, y, epochs=6, batch_size=48, verbose=0, callbacks=[
+            _Inject("val_score", [0.5, 0.6, 0.4, 0.3, 0.2, 0.1]), stop, cb, Snapshot()])
+    assert len(history.history["loss"]) == 4                  # best epoch 2, stopped after 4
+    names = ["e01.tflite", "e02.tflite", "e03.tflite", "e04.tflite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == names
+    assert all((tmp_path / n).read_bytes() == files[n] for n in names)  # nothing overwritten
+    assert cb.saved == [str(tmp_path / n) for n in names]
+    assert len(history.history["val_int8_accuracy"]) == 4
+    assert [h["epoch"] for h in cb.int8_history] == [1, 2, 3, 4]
+    assert history.history["val_int8_accuracy"] == [h["val_int8_accuracy"] for h in cb.int8_history]
+    # The attached statistics are those of the restored (epoch 2) weights.
+    fresh = tfq8.calibrate(model, x[:32])
+    assert tfq8.convert(model, method="minmax") == tfq8.convert(calibration=fresh, method="minmax")
+    assert tfq8.convert(model, method="minmax") == (tmp_path / "e02.tflite").read_bytes()
+    assert any("restored to those of epoch 2 after epoch 4" in r.getMessage()
+               and "e02.tflite" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("validation_data, match", [

@@ -265,9 +265,17 @@ class _CalibrationCallbackBase:
         self.saved: list[str] = []
         self.timings: list[float] = []
         self.phase_timings: list[dict[str, float]] = []
-        self._digest: str | None = None
+        self._digest: str | None = None  # of the weights self.calibration describes
         self._last_epoch: int | None = None
         self._last_logs: dict[str, Any] = {}
+        # Weights digest at each epoch's end (first epoch of a digest), that epoch's logs,
+        # the epochs calibrated and the file exported per epoch: on_train_end tells the
+        # last epoch's weights from restored ones, and which epoch these are.
+        self._last_digest: str | None = None
+        self._epoch_of_digest: dict[str, int] = {}
+        self._epoch_logs: dict[int, dict[str, Any]] = {}
+        self._calibrated_epochs: set[int] = set()
+        self._exported: dict[int, str] = {}
         self._warned_monitor = False
 
     def __repr__(self) -> str:
@@ -331,33 +339,74 @@ class _CalibrationCallbackBase:
             epochs is not None and epoch + 1 >= int(epochs))
         if logs is None:
             logs = {}
+        digest = _weights_digest(self.model)  # ~0.16 s per 100 MB of weights
+        self._last_digest = digest
+        self._epoch_of_digest.setdefault(digest, epoch)
         if due:
-            self._run(epoch, logs)
+            self._run(epoch, logs, digest)
         self._last_logs = dict(logs)
+        self._epoch_logs[epoch] = self._last_logs
 
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         """Makes sure the attached statistics describe the final weights.
 
-        When training stopped early, or weights were restored after the last
-        calibration (`EarlyStopping(restore_best_weights=True)` placed before this
-        callback), calibrates once more. If the last epoch's logs had no int8
-        metrics (training stopped early), these go to the model's History too.
+        When training stopped early before the last epoch was calibrated, calibrates
+        (evaluates, exports) for that epoch; its int8 metrics go to the model's
+        History too. When the weights were restored after the last epoch
+        (`EarlyStopping(restore_best_weights=True)` placed before this callback),
+        calibrates them, but writes nothing under the last epoch: if they are an
+        epoch's weights that was not calibrated, that epoch is evaluated and
+        exported under its own name and logs (int8 metrics in `int8_history`,
+        not History, whose last row is the last epoch's); if it was, the log
+        names its file.
         """
         if self._last_epoch is None:
             return
-        if self.calibration is not None and self._digest == _weights_digest(self.model):
+        digest = _weights_digest(self.model)
+        if self.calibration is not None and self._digest == digest:
             return
-        merged = dict(self._last_logs)
-        merged.update(logs or {})
-        self._run(self._last_epoch, merged)
-        history = getattr(getattr(self.model, "history", None), "history", None)
-        if isinstance(history, dict) and not any(k.startswith("val_int8_") for k in self._last_logs):
-            for key, value in merged.items():
-                if key.startswith("val_int8_"):
-                    history.setdefault(key, []).append(value)
+        if digest == self._last_digest:  # the last epoch's weights, not calibrated yet
+            merged = dict(self._last_logs)
+            merged.update(logs or {})
+            self._run(self._last_epoch, merged, digest)
+            history = getattr(getattr(self.model, "history", None), "history", None)
+            if isinstance(history, dict) and not any(k.startswith("val_int8_")
+                                                     for k in self._last_logs):
+                for key, value in merged.items():
+                    if key.startswith("val_int8_"):
+                        history.setdefault(key, []).append(value)
+            return
+        epoch = self._epoch_of_digest.get(digest)
+        if epoch is not None and epoch not in self._calibrated_epochs:
+            if self.verbose:
+                _log.info("The weights were restored to those of epoch %d after epoch %d: "
+                          "calibrating them as epoch %d.", epoch + 1, self._last_epoch + 1,
+                          epoch + 1)
+            self._run(epoch, dict(self._epoch_logs[epoch]), digest)
+            return
+        self._calibrate(digest)
+        if epoch is None:
+            _log.warning(
+                "CalibrationCallback: the weights changed after epoch %d and are no epoch's "
+                "(another callback set them?): calibrated them for tfq8.convert(model), "
+                "without int8 evaluation or export.", self._last_epoch + 1)
+        elif self.verbose:
+            path = self._exported.get(epoch)
+            _log.info("The weights were restored to those of epoch %d after epoch %d: "
+                      "calibrated them for tfq8.convert(model); their int8 model %s.",
+                      epoch + 1, self._last_epoch + 1,
+                      f"is {path}" if path else "was not exported at that epoch")
 
     # ------------------------------------------------------------- work
-    def _run(self, epoch: int, logs: dict[str, Any]) -> None:
+    def _calibrate(self, digest: str) -> Calibration:
+        """Calibrates the current weights (of digest `digest`) and attaches the statistics."""
+        calib = calibrate(self.model, self._calibration_rep(), max_bins=self.max_bins)
+        self.calibration = calib
+        setattr(self.model, CALIBRATION_ATTR, calib)
+        self._digest = digest
+        return calib
+
+    def _run(self, epoch: int, logs: dict[str, Any], digest: str) -> None:
         phases: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -367,11 +416,8 @@ class _CalibrationCallbackBase:
             phases[name] = now - clock
             clock = now
 
-        model = self.model
-        calib = calibrate(model, self._calibration_rep(), max_bins=self.max_bins)
-        self.calibration = calib
-        setattr(model, CALIBRATION_ATTR, calib)
-        self._digest = _weights_digest(model)
+        calib = self._calibrate(digest)
+        self._calibrated_epochs.add(epoch)
         lap("calibrate")
         self._diagnose(epoch, calib)
         lap("diagnose")
@@ -470,6 +516,7 @@ class _CalibrationCallbackBase:
             _log.info("Epoch %d: saving int8 model to %s", epoch + 1, path)
         atomic_write(path, blob, arg="filepath")
         self.saved.append(path)
+        self._exported[epoch] = path
 
     # ------------------------------------------------------- diagnostics
     def _diagnose(self, epoch: int, calib: Calibration) -> None:
