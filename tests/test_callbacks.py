@@ -27,11 +27,11 @@ def _mlp_data(n=96, seed=0, features=20, classes=5):
     return x, y
 
 
-def _compiled_mlp(seed=0, **compile_kwargs):
+def _compiled_mlp(seed=0, metrics=("accuracy",), **compile_kwargs):
     model = factories.mlp(seed=seed)
     model.compile(keras.optimizers.Adam(0.01),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], **compile_kwargs)
+                  metrics=list(metrics), **compile_kwargs)
     return model
 
 
@@ -543,6 +543,45 @@ def test_int8_metrics_reduce_as_keras_does():
     got, keras_logs = _int8_and_keras_logs(model, x, (x[:, 0] > 0).astype(np.float32), w)
     assert got["val_int8_loss"] == pytest.approx(keras_logs["loss"], rel=1e-5)
     assert got["val_int8_accuracy"] == pytest.approx(keras_logs["accuracy"], abs=1e-6)
+
+
+def mean_abs_logit(y_true, y_pred):
+    """A custom metric function (Keras and tf_keras name it by its __name__)."""
+    return keras.ops.mean(keras.ops.abs(y_pred), axis=-1)
+
+
+class _ScaledMean(keras.metrics.Mean):
+    """A custom Metric that from_config cannot rebuild (`scale` is not in its config)."""
+
+    def __init__(self, scale, name="scaled_mean"):
+        super().__init__(name=name)
+        self.scale = scale
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        return super().update_state(y_pred * self.scale)
+
+
+def test_custom_metric_functions_get_int8_values_and_the_rest_a_warning(caplog):
+    x, y = _mlp_data(n=64)
+    got, keras_logs = _int8_and_keras_logs(
+        _compiled_mlp(metrics=["accuracy", mean_abs_logit]), x, y)
+    assert got["val_int8_mean_abs_logit"] == pytest.approx(keras_logs["mean_abs_logit"], rel=1e-5)
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((20,)), tf_keras.layers.Dense(5)])
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=[mean_abs_logit])
+    got, keras_logs = _int8_and_keras_logs(model, x, y)
+    assert got["val_int8_mean_abs_logit"] == pytest.approx(keras_logs["mean_abs_logit"], rel=1e-5)
+    # A metric that cannot be computed on the int8 outputs: a WARNING once per fit, naming it.
+    model = _compiled_mlp(metrics=["accuracy", _ScaledMean(2.0)])
+    cb = tfq8.CalibrationCallback(x[:32], validation_data=(x, y), every_n_epochs=1,
+                                  method="minmax", verbose=0)
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
+        history = model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING
+                and "no int8 value" in r.getMessage()]
+    assert len(warnings) == 1 and "metric 'scaled_mean'" in warnings[0] and "TypeError" in warnings[0]
+    assert len(history.history["val_int8_accuracy"]) == 2
 
 
 def test_best_is_kept_when_training_resumes_and_early_stops_reach_history(tmp_path):

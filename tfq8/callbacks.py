@@ -277,6 +277,7 @@ class _CalibrationCallbackBase:
         self._calibrated_epochs: set[int] = set()
         self._exported: dict[int, str] = {}
         self._warned_monitor = False
+        self._warned_skipped: set[str] = set()
 
     def __repr__(self) -> str:
         when = "when training ends" if self.every_n_epochs is None else f"every {self.every_n_epochs} epoch(s)"
@@ -559,7 +560,15 @@ class _CalibrationCallbackBase:
 
     # -------------------------------------------------------- evaluation
     def _evaluate(self, blob: bytes) -> dict[str, float]:
-        return evaluate_int8(blob, self.model, self._validation_set(), batch_size=self.batch_size)
+        skipped: dict[str, str] = {}
+        metrics = evaluate_int8(blob, self.model, self._validation_set(),
+                                batch_size=self.batch_size, skipped=skipped)
+        for name, why in skipped.items():
+            if name not in self._warned_skipped:  # once per fit
+                self._warned_skipped.add(name)
+                _log.warning("CalibrationCallback: the compiled %s gets no int8 value, as it "
+                             "could not be computed on the int8 outputs (%s).", name, why)
+        return metrics
 
     def _validation_set(self) -> ValidationSet:
         if self._val is None:  # read once per model, reused by every evaluation

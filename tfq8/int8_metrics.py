@@ -32,6 +32,7 @@ import keras
 import numpy as np
 
 from tfq8.data import RepresentativeDataset, _is_pydataset, representative_dataset
+from tfq8.errors import first_line
 from tfq8.harness.interpreter import ModelRunner
 
 # The callback's logger: these messages explain int8 keys missing from its logs.
@@ -54,7 +55,8 @@ STREAM_MAX_BYTES = 1 << 30
 
 def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
                   batch_size: int | None = None,
-                  num_threads: int | None = None) -> dict[str, float]:
+                  num_threads: int | None = None,
+                  skipped: dict[str, str] | None = None) -> dict[str, float]:
     """int8 accuracy, float-vs-int8 agreement, loss and compiled metrics on `val`.
 
     Args:
@@ -65,6 +67,8 @@ def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
         batch_size: Samples per LiteRT / Keras run (default: `ModelRunner`'s,
             sized to a memory budget).
         num_threads: LiteRT kernel threads (default: one per CPU).
+        skipped: If given, filled with compiled loss or metric name -> why it has
+            no int8 value (it could not be computed on the int8 outputs).
 
     Returns:
         Log key -> value. Accuracy needs labels; loss and metrics need labels
@@ -77,7 +81,7 @@ def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
     names = output_names(model)
     int8, batch = run_int8(blob, val.rep, names, batch_size, num_threads=num_threads)
     floats = _predict_float(model, val.rep, names, batch)  # Keras runs the same batches
-    return _int8_metrics(model, names, floats, int8, val.y, val.weights)
+    return _int8_metrics(model, names, floats, int8, val.y, val.weights, skipped)
 
 
 # ------------------------------------------------------------------ model
@@ -492,7 +496,8 @@ def _top1(pred: np.ndarray, threshold: float | None) -> np.ndarray:
 
 def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
                   int8: dict[str, np.ndarray], y: dict[str, np.ndarray] | None,
-                  weights: np.ndarray | None) -> dict[str, float]:
+                  weights: np.ndarray | None, skipped: dict[str, str] | None = None
+                  ) -> dict[str, float]:
     """int8 accuracy, float-vs-int8 agreement, loss and compiled metrics."""
     out: dict[str, float] = {}
     single = len(outputs) == 1
@@ -533,11 +538,18 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
         if agreements:
             out["val_int8_agreement"] = float(np.mean(list(agreements.values())))
     if y is not None:
-        out.update(_compiled_int8(model, config, outputs, int8, y, weights))
+        out.update(_compiled_int8(model, config, outputs, int8, y, weights,
+                                  {} if skipped is None else skipped))
     return out
 
 
 def _compile_config(model: Any) -> dict[str, Any]:
+    """The arguments `compile` received: the objects themselves where Keras 3 and tf_keras
+    keep them (custom metric functions and Metric objects are not serializable by name),
+    else the serialized compile config."""
+    config = getattr(getattr(model, "_compile_config", None), "config", None)
+    if isinstance(config, dict):
+        return config
     try:
         return model.get_compile_config() or {}
     except Exception:  # noqa: BLE001 - not compiled
@@ -569,9 +581,10 @@ def _output_kind(pred: np.ndarray, labels: np.ndarray | None) -> str | None:
 
 def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
                    int8: dict[str, np.ndarray], y: dict[str, np.ndarray],
-                   weights: np.ndarray | None) -> dict[str, float]:
+                   weights: np.ndarray | None, skipped: dict[str, str]) -> dict[str, float]:
     """int8 versions of the compiled loss (with its `loss_weights`) and of the
-    (non-accuracy) metrics, `weighted_metrics` weighted by `sample_weight`."""
+    (non-accuracy) metrics, `weighted_metrics` weighted by `sample_weight`; what
+    cannot be computed goes to `skipped` (name -> why)."""
     module = _framework(model)
     out: dict[str, float] = {}
     single = len(outputs) == 1
@@ -582,7 +595,8 @@ def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
     for name, spec in per_output.items():
         if spec is None or name not in y:
             continue
-        value = _apply(module.losses, spec, y[name], int8[name], weights, is_loss=True)
+        value = _apply(module.losses, spec, y[name], int8[name], weights, is_loss=True,
+                       skipped=skipped)
         if value is not None:
             factor = scale.get(name)
             losses.append(value * (1.0 if factor is None else float(factor)))
@@ -600,7 +614,7 @@ def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
                 if spec in ("accuracy", "acc") or spec is None:
                     continue  # val_int8_accuracy
                 value, metric_name = _metric(module.metrics, spec, y[name], int8[name],
-                                             metric_weights)
+                                             metric_weights, skipped)
                 if value is not None:
                     key = f"val_int8_{metric_name}" if single else f"val_int8_{name}_{metric_name}"
                     out.setdefault(key, value)
@@ -634,8 +648,26 @@ def _per_output(spec: Any, outputs: list[str], *, lists_per_output: bool = False
     return {n: spec for n in outputs}
 
 
+def _spec_name(spec: Any) -> str:
+    """A compiled loss or metric's name as Keras shows it."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict) and "config" in spec:  # serialized
+        config = spec["config"]
+        return str(config.get("name", spec.get("class_name")) if isinstance(config, dict) else config)
+    return str(getattr(spec, "name", None) or getattr(spec, "__name__", None) or spec)
+
+
+def _skip(skipped: dict[str, str] | None, kind: str, spec: Any, error: Exception) -> None:
+    reason = f"{type(error).__name__}: {first_line(error)}"
+    _log.debug("Could not compute the int8 %s %r: %s", kind, spec, reason)
+    if skipped is not None:
+        skipped.setdefault(f"{kind} {_spec_name(spec)!r}", reason)
+
+
 def _apply(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
-           weights: np.ndarray | None, *, is_loss: bool) -> float | None:
+           weights: np.ndarray | None, *, is_loss: bool,
+           skipped: dict[str, str] | None = None) -> float | None:
     try:
         fn = spec if callable(spec) else module.get(spec)
         y_true = _like(y_true, y_pred)
@@ -647,7 +679,7 @@ def _apply(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
             return float(value)
         return (_loss_mean if is_loss else _mean)(value, weights)
     except Exception as e:  # noqa: BLE001 - int8 extras are best effort
-        _log.debug("Could not compute the int8 %s %r: %s", "loss" if is_loss else "metric", spec, e)
+        _skip(skipped, "loss" if is_loss else "metric", spec, e)
         return None
 
 
@@ -660,7 +692,8 @@ def _like(y_true: np.ndarray, y_pred: np.ndarray) -> np.ndarray:
 
 
 def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
-            weights: np.ndarray | None) -> tuple[float | None, str]:
+            weights: np.ndarray | None, skipped: dict[str, str] | None = None
+            ) -> tuple[float | None, str]:
     try:
         obj = module.get(spec)
         if isinstance(obj, type):
@@ -675,6 +708,6 @@ def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
         value = np.asarray(obj(y_true, y_pred))
         return (float(value) if value.ndim == 0 else _mean(value, weights)), name
     except Exception as e:  # noqa: BLE001 - int8 extras are best effort
-        _log.debug("Could not compute the int8 metric %r: %s", spec, e)
+        _skip(skipped, "metric", spec, e)
         return None, ""
 
