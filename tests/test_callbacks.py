@@ -584,6 +584,29 @@ def test_custom_metric_functions_get_int8_values_and_the_rest_a_warning(caplog):
     assert len(history.history["val_int8_accuracy"]) == 2
 
 
+def test_a_metrics_list_pairs_with_outputs_as_each_framework_does():
+    x, _ = _mlp_data(n=64)
+    labels = [(x[:, 0] > 0).astype(np.float32), x[:, 1:2]]
+
+    def model_of(k):
+        k.utils.set_random_seed(0)
+        inp = k.Input((20,))
+        h = k.layers.Dense(16, activation="relu")(inp)
+        model = k.Model(inp, [k.layers.Dense(1, activation="sigmoid", name="even")(h),
+                              k.layers.Dense(1, name="reg")(h)])
+        model.compile("adam", ["binary_crossentropy", "mse"], metrics=["accuracy", "mae"])
+        return model
+
+    # Keras 3 pairs the list with the outputs by position: even -> accuracy, reg -> mae.
+    got, keras_logs = _int8_and_keras_logs(model_of(keras), x, labels)
+    assert "even_mae" not in keras_logs and "val_int8_even_mae" not in got
+    assert got["val_int8_reg_mae"] == pytest.approx(keras_logs["reg_mae"], rel=1e-5)
+    # tf_keras applies every metric of a flat list to every output.
+    got, keras_logs = _int8_and_keras_logs(model_of(pytest.importorskip("tf_keras")), x, labels)
+    for name in ("even", "reg"):
+        assert got[f"val_int8_{name}_mae"] == pytest.approx(keras_logs[f"{name}_mae"], rel=1e-5)
+
+
 def test_best_is_kept_when_training_resumes_and_early_stops_reach_history(tmp_path):
     x, y = _mlp_data()
     model = _compiled_mlp()

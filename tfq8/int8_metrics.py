@@ -502,8 +502,8 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
     out: dict[str, float] = {}
     single = len(outputs) == 1
     config = _compile_config(model)
-    plain = _per_output(config.get("metrics"), outputs)
-    weighted = _per_output(config.get("weighted_metrics"), outputs)
+    plain = _metrics_by_output(model, config.get("metrics"), outputs)
+    weighted = _metrics_by_output(model, config.get("weighted_metrics"), outputs)
     accuracies, agreements = {}, {}
     for name in outputs:
         pf, pq = floats[name], int8[name]
@@ -607,7 +607,7 @@ def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
         regularization = sum(float(np.asarray(v)) for v in getattr(model, "losses", []) or [])
         out["val_int8_loss"] = float(sum(losses)) + regularization
     for key_, metric_weights in (("metrics", None), ("weighted_metrics", weights)):
-        for name, specs in _per_output(config.get(key_), outputs).items():
+        for name, specs in _metrics_by_output(model, config.get(key_), outputs).items():
             if specs is None or name not in y:
                 continue
             for spec in specs if isinstance(specs, (list, tuple)) else [specs]:
@@ -629,12 +629,19 @@ def _framework(model: Any) -> Any:
     return keras
 
 
+def _metrics_by_output(model: Any, spec: Any, outputs: list[str]) -> dict[str, Any]:
+    """Compiled `metrics` or `weighted_metrics` by output name, as the model's framework
+    pairs them: Keras 3 gives a list as long as the outputs one entry per output (by
+    position); tf_keras applies a flat list of metrics to every output."""
+    return _per_output(spec, outputs, lists_per_output=not is_tf_keras_model(model))
+
+
 def _per_output(spec: Any, outputs: list[str], *, lists_per_output: bool = False
                 ) -> dict[str, Any]:
     """A compile argument by output name. A dict is keyed by output; a list as
     long as the outputs gives one entry per output where `lists_per_output`
-    (losses, loss weights) or where its entries are not all names (metrics: a
-    list of names applies to every output)."""
+    (losses, loss weights, Keras 3's metrics) or where its entries are not all
+    names (tf_keras' metrics: a list of names applies to every output)."""
     if spec is None:
         return {}
     if isinstance(spec, dict) and not {"class_name", "config"} <= set(spec):
