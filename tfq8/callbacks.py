@@ -15,6 +15,9 @@ is `tfq8.int8_metrics`.
 
 Place the callback *before* `CSVLogger` and `TensorBoard` in the `callbacks`
 list so that they see the int8 keys (Keras runs callbacks in list order).
+`CSVLogger` fixes its columns at the first epoch, so it records int8 keys only
+with `every_n_epochs=1`. Keras 3's `EarlyStopping`, `ModelCheckpoint` and
+`ReduceLROnPlateau` monitor a `val_int8_*` key only with `mode="max"` or `"min"`.
 
 Example:
     >>> cb = tfq8.CalibrationCallback(x_train[:256], validation_data=(x_val, y_val),
