@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -314,6 +316,16 @@ def test_a_long_iterator_without_num_samples_is_warned_about(monkeypatch, caplog
                            num_samples=100)
     representative_dataset([np.zeros((1, 4), np.float32)] * 120, specs=SPEC)  # has a length
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_an_endless_iterator_without_num_samples_is_refused_past_the_memory_cap(monkeypatch):
+    monkeypatch.setattr(tfq8.data, "UNSIZED_MAX_BYTES", 64 * 16)  # 64 samples of 16 bytes
+    endless = itertools.repeat(np.zeros((1, 4), np.float32))
+    with pytest.raises(ValueError, match=r"unknown length and has yielded 65 samples .*"
+                                         r"Received: num_samples=None"):
+        representative_dataset(endless, specs=SPEC)
+    assert len(representative_dataset(endless, specs=SPEC, num_samples=500)) == 500
+    assert len(representative_dataset([np.zeros((1, 4), np.float32)] * 200, specs=SPEC)) == 200
 
 
 def test_samples_of_two_sizes_for_a_dynamic_model_name_the_sample():

@@ -214,6 +214,8 @@ def representative_dataset(
 # An iterator without num_samples that yields more than this is warned about (and
 # again at each tenfold): it may never end, and every sample is kept.
 UNSIZED_WARNING_SAMPLES = 10_000
+# ... and refused past this many bytes of samples (num_samples lifts the cap).
+UNSIZED_MAX_BYTES = 1 << 30
 
 
 class _Builder:
@@ -225,6 +227,7 @@ class _Builder:
         self.limit = num_samples
         self.chunks: list[list[np.ndarray]] = []
         self.count = 0
+        self.nbytes = 0  # of the samples in chunks
         self.one_shot = False  # the data was a generator or iterator (consumed by reading)
         self._one_sample = False  # the item being added came without its batch dimension
         # The y of (x, y[, w]) items, per chunk; None once an item has none (or several).
@@ -306,6 +309,15 @@ class _Builder:
                     "reading: every sample is kept in memory. Pass num_samples to cap it (a "
                     "few hundred samples calibrate well).", self.count)
                 warn_at *= 10
+            if self.limit is None and not hasattr(data, "__len__") and (
+                    self.nbytes > UNSIZED_MAX_BYTES):
+                raise ValueError(
+                    f"data is an iterator of unknown length and has yielded {self.count} "
+                    f"samples ({self.nbytes >> 20} MiB) without ending; tfq8 keeps every "
+                    f"calibration sample in memory, so it reads at most "
+                    f"{UNSIZED_MAX_BYTES >> 20} MiB of such data unless num_samples says how "
+                    "many samples to take. Expected a finite iterator or num_samples=<samples> "
+                    "(a few hundred calibrate well). Received: num_samples=None")
         return None
 
     def _consume_dataset(self, ds) -> None:
@@ -463,6 +475,7 @@ class _Builder:
         self.chunks.append(arrays)
         self._keep_label(size, given)
         self.count += size
+        self.nbytes += sum(a.nbytes for a in arrays)
 
     def _check(self, a: np.ndarray, i: int) -> np.ndarray:
         spec = self.specs[i] if self.specs else None

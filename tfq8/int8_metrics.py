@@ -31,7 +31,8 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from tfq8.data import RepresentativeDataset, _is_pydataset, representative_dataset
+from tfq8.data import (UNSIZED_MAX_BYTES, RepresentativeDataset, _is_pydataset,
+                       representative_dataset)
 from tfq8.errors import first_line
 from tfq8.harness.interpreter import ModelRunner
 
@@ -50,7 +51,7 @@ INT8_KEYS = ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss")
 #: refused once it has yielded more than this many samples, or this many bytes: every
 #: sample is kept in memory, and an endless one would fill it.
 STREAM_MAX_SAMPLES = 100_000
-STREAM_MAX_BYTES = 1 << 30
+STREAM_MAX_BYTES = UNSIZED_MAX_BYTES  # as for calibration data
 
 
 def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
