@@ -434,6 +434,7 @@ def test_bad_arguments_raise(kwargs):
     (dict(filepath="m-{epoch.x}.tflite"), r"Received: filepath='m-\{epoch.x\}.tflite' \(.*'x'"),
     (dict(filepath="m-{val_int8_accuracy:.3f}.tflite", validation_data=None),
      r"filepath names int8 metrics.*validation_data=None"),
+    (dict(filepath=__file__ + "/m-{epoch}.tflite"), r"filepath lies under .*, which is a file"),
 ])
 def test_convert_options_and_filepath_refused_by_the_constructor(kwargs, match):
     x, y = _mlp_data(8)

@@ -51,7 +51,7 @@ import keras
 import numpy as np
 
 from tfq8 import _args
-from tfq8.calibration import Calibration, atomic_write
+from tfq8.calibration import Calibration, atomic_write, check_output_path
 from tfq8.pipeline import CALIBRATION_ATTR, calibrate, check_convert_options, convert
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.errors import UnsupportedOpError
@@ -172,6 +172,7 @@ class _CalibrationCallbackBase:
                     "filepath must format with epoch (an int) and the logs (floats), such as "
                     "'model-{epoch:02d}-{val_int8_accuracy:.3f}.tflite'. "
                     f"Received: filepath={filepath!r} ({e})") from None
+            check_output_path(filepath.format(**values), arg="filepath")  # a writable place
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name. Received: monitor={monitor!r}")
         if "int8" in monitor:
