@@ -52,7 +52,8 @@ import numpy as np
 
 from tfq8 import _args
 from tfq8.calibration import Calibration, atomic_write, check_output_path
-from tfq8.pipeline import CALIBRATION_ATTR, calibrate, check_convert_options, convert
+from tfq8.pipeline import (CALIBRATION_ATTR, FEW_SAMPLES, calibrate, check_convert_options,
+                           convert)
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.errors import UnsupportedOpError
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_int8,
@@ -65,8 +66,9 @@ _log = logging.getLogger("tfq8.callbacks")
 
 __all__ = ["CalibrationCallback", "TensorDiagnostics", "TFKerasCalibrationCallback"]
 
-# Calibration samples of the trial conversion in on_train_begin (at least one batch).
-_TRIAL_SAMPLES = 8
+# Calibration samples of the trial conversion in on_train_begin (at least one batch;
+# as many as calibrate() takes without warning of too few).
+_TRIAL_SAMPLES = FEW_SAMPLES
 _INT8_MONITOR = re.compile(r"^val_int8_[A-Za-z0-9_.\-]+$")
 _CONVERT_OPTIONS = ("method_options", "ranges", "per_channel", "input_type", "output_type",
                     "allow_float")
