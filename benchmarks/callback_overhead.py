@@ -73,6 +73,13 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds.append(time.perf_counter() - self._start)
 
 
+class TrainBeginStamp(keras.callbacks.Callback):
+    """The time Keras reached this callback's on_train_begin (two of them bracket another's)."""
+
+    def on_train_begin(self, logs=None):
+        self.at = time.perf_counter()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=6)
@@ -85,7 +92,7 @@ def main() -> None:
     calib = x[: args.calibration_samples]
 
     # (1) + (2): train end only.
-    end_plain, end_val, converts = [], [], []
+    end_plain, end_val, converts, begins = [], [], [], []
     for r in range(args.repeats):
         # Each measurement is the first conversion of a freshly trained model, so
         # none of them profits from another's warm-up.
@@ -100,8 +107,11 @@ def main() -> None:
         end_plain.append(cb.timings[-1])
         model = digits_model(r)
         cb = tfq8.CalibrationCallback(calib, validation_data=(xv, yv), verbose=0)
-        model.fit(x, y, epochs=1, batch_size=args.batch_size, verbose=0, callbacks=[cb])
+        before, after = TrainBeginStamp(), TrainBeginStamp()
+        model.fit(x, y, epochs=1, batch_size=args.batch_size, verbose=0,
+                  callbacks=[before, cb, after])
         end_val.append(cb.timings[-1])
+        begins.append(after.at - before.at)
     convert_s = statistics.median(converts)
     print(f"digits CNN, {len(x)} train / {len(xv)} val samples, "
           f"{args.calibration_samples} calibration samples, batch {args.batch_size}")
@@ -111,6 +121,8 @@ def main() -> None:
     print(f"callback at train end, with validation_data:   {statistics.median(end_val):6.2f} s"
           f"  ({statistics.median(end_val) / convert_s:.2f}x one convert; calibrate + convert "
           f"+ int8 evaluation)")
+    print(f"  and before training, once per fit:           {statistics.median(begins):6.2f} s"
+          f"  (reading the data, a trial conversion on {tfq8.callbacks._TRIAL_SAMPLES} samples)")
 
     # (3): every epoch, with validation; the default range method, then minmax.
     for method in ("auto", "minmax"):
