@@ -371,3 +371,15 @@ def test_option_values_are_checked_against_the_defaults_kind():
             registry.check_options(name, {"scale": True})
     finally:
         registry._METHODS.pop(name, None)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("rows", [1, 3, 32])
+def test_kl_level_helpers_equal_numpy_sums_bit_for_bit(rows):
+    from tfq8.ranges.kl import _level_counts, _level_sums  # noqa: PLC0415
+
+    rng = np.random.default_rng(rows)
+    levels = rng.standard_normal((rows, 256, SUBBINS)) * np.exp(rng.uniform(-30, 30, (rows, 256, SUBBINS)))
+    levels[rng.uniform(size=levels.shape) < 0.3] = 0.0
+    np.testing.assert_array_equal(_level_sums(levels), levels.sum(axis=2, keepdims=True))
+    occupied = levels > 0
+    np.testing.assert_array_equal(_level_counts(occupied), occupied.sum(axis=2, keepdims=True))

@@ -57,28 +57,53 @@ def kl_cost(hist: Histogram, *, chunk: int = 64, subbins: int = SUBBINS):
             sl = slice(start, start + chunk)
             scale, _, rep_lo, _ = int8grid.nudge(lo[sl], hi[sl])
             # Sub-bin edges: level j spans rep_lo + (j -/+ 0.5) * scale.
-            points = rep_lo[:, None] + sub[None, :] * scale[:, None]
+            points = np.multiply(sub[None, :], scale[:, None])
+            points += rep_lo[:, None]
             cum = at(points)
-            inner = np.diff(cum, axis=1)  # (C, 256 * subbins)
-            p = inner.copy()
-            p[:, 0] += cum[:, 0]  # mass below the grid
-            p[:, -1] += total - cum[:, -1]  # mass above the grid
-            levels = inner.reshape(len(inner), -1, subbins)
+            p = np.diff(cum, axis=1)  # (C, 256 * subbins)
+            levels = p.reshape(len(p), -1, subbins)
             occupied = levels > _EPS * total
-            n_occ = occupied.sum(axis=2, keepdims=True)
-            q = occupied * (levels.sum(axis=2, keepdims=True) / np.maximum(n_occ, 1))
+            q = occupied * (_level_sums(levels) / np.maximum(_level_counts(occupied), 1))
             q = q.reshape(p.shape)
+            p[:, 0] += cum[:, 0]  # mass below the grid (Q above holds only the grid's own)
+            p[:, -1] += total - cum[:, -1]  # mass above the grid
             p /= np.maximum(p.sum(axis=1, keepdims=True), _EPS)
             q /= np.maximum(q.sum(axis=1, keepdims=True), _EPS)
             np.maximum(q, _EPS, out=q)
-            # sum of p * log(p / q) over p > 0, in place
-            terms = np.divide(p, q, out=np.ones_like(p), where=p > 0)
+            # sum of p * log(p / q) over p > 0 (a term of 1 where p <= 0 logs to 0)
+            terms = np.where(p > 0, np.divide(p, q), 1.0)
             np.log(terms, out=terms)
             terms *= p
             out[sl] = terms.sum(axis=1)
         return out
 
     return cost
+
+
+def _level_sums(levels: np.ndarray) -> np.ndarray:
+    """`levels.sum(axis=2, keepdims=True)`, bit for bit, several times faster.
+
+    numpy sums 8 contiguous values pairwise, `((a0 + a1) + (a2 + a3)) + ((a4 +
+    a5) + (a6 + a7))`; written out, the same additions run on whole slices
+    instead of one short row at a time. Other sub-bin counts use numpy's sum.
+    """
+    if levels.shape[2] != 8:
+        return levels.sum(axis=2, keepdims=True)
+    pairs = levels[:, :, 0::2] + levels[:, :, 1::2]
+    quads = pairs[:, :, 0::2] + pairs[:, :, 1::2]
+    return quads[:, :, :1] + quads[:, :, 1:]
+
+
+def _level_counts(occupied: np.ndarray) -> np.ndarray:
+    """`occupied.sum(axis=2, keepdims=True)` of a C-contiguous boolean array.
+
+    With 8 sub-bins a level's flags are the 8 bytes of one uint64: multiplying
+    by 0x0101... adds them all into its top byte (at most 8, so no carry).
+    """
+    if occupied.shape[2] != 8 or not occupied.flags.c_contiguous:
+        return occupied.sum(axis=2, keepdims=True)
+    words = occupied.view(np.uint64)
+    return (words * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
 @register("kl")
