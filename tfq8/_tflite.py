@@ -348,13 +348,16 @@ def tensor_name(tensor: "schema.TensorT") -> str:
 
 
 def calibrated_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
-    """Tensor index -> (min, max) recorded by the calibrator in subgraph 0."""
-    model = read_model(calibrated)
+    """Tensor index -> (min, max) recorded by the calibrator in subgraph 0.
+
+    Reads the flatbuffer in place (no object-API copy of the model).
+    """
+    sg = schema.Model.GetRootAs(calibrated, 0).Subgraphs(0)
     out = {}
-    for index, tensor in enumerate(model.subgraphs[0].tensors):
-        q = tensor.quantization
-        if q is not None and q.min is not None and len(q.min) == 1:
-            out[index] = (float(q.min[0]), float(q.max[0]))
+    for index in range(sg.TensorsLength()):
+        q = sg.Tensors(index).Quantization()
+        if q is not None and q.MinLength() == 1:
+            out[index] = (float(q.Min(0)), float(q.Max(0)))
     return out
 
 

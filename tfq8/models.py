@@ -427,21 +427,25 @@ def _in_tflite_order(specs: list[InputSpec], graph: list[InputSpec]) -> list[Inp
 
 
 def specs_from_tflite(model: bytes) -> list[InputSpec]:
-    """Input specs in the input order of a `.tflite` model."""
-    parsed = _tflite.read_model(model)
-    sg = parsed.subgraphs[0]
+    """Input specs in the input order of a `.tflite` model.
+
+    Reads the flatbuffer in place (no object-API copy of the model).
+    """
+    sg = _tflite.schema.Model.GetRootAs(model, 0).Subgraphs(0)
     specs = []
-    for i in sg.inputs:
-        t = sg.tensors[i]
-        sig = t.shapeSignature if t.shapeSignature is not None and len(t.shapeSignature) else t.shape
+    for k in range(sg.InputsLength()):
+        t = sg.Tensors(sg.Inputs(k))
+        sig = (t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength()
+               else t.ShapeAsNumpy() if t.ShapeLength() else ())
         shape = tuple(None if int(d) < 0 else int(d) for d in sig)
         if shape:
             shape = (None,) + shape[1:]
-        name = _tflite.tensor_name(t)
-        name = name.removeprefix("serving_default_").split(":")[0]
+        name = t.Name()
+        name = (name.decode() if isinstance(name, bytes) else str(name)).removeprefix(
+            "serving_default_").split(":")[0]
         dtype = {"FLOAT32": np.float32, "INT32": np.int32, "INT64": np.int64,
                  "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}.get(
-                     _tflite.tensor_type_name(t.type), np.float32)
+                     _tflite.tensor_type_name(t.Type()), np.float32)
         specs.append(InputSpec(name, shape, np.dtype(dtype)))
     return specs
 
