@@ -271,15 +271,16 @@ def _endless(x, y, batch=16):
             yield x[i:i + batch], y[i:i + batch]
 
 
-def test_endless_validation_stream_is_bounded_or_refused_before_training():
+def test_endless_validation_stream_is_bounded_or_refused_before_training(monkeypatch):
     tf = pytest.importorskip("tensorflow")
+    monkeypatch.setattr(tfq8.data, "UNSIZED_MAX_BYTES", 64 * 88)  # 64 samples: x 80 B, y 8 B
     x, y = _mlp_data()
     model = _compiled_mlp()
     started = []
     probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
     cb = tfq8.CalibrationCallback(x[:32], validation_data=_endless(x, y), verbose=0)
     with pytest.raises(ValueError, match=r"validation_data is a generator with no known end and "
-                                         r"has yielded 100016 samples .*Expected a finite stream, "
+                                         r"has yielded 80 samples .* in 5 items .*Expected a finite stream, "
                                          r"or validation_steps=.*Received: validation_steps=None"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[cb, probe])
     assert started == []

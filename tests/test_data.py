@@ -318,12 +318,17 @@ def test_a_long_iterator_without_num_samples_is_warned_about(monkeypatch, caplog
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
 
 
-def test_an_endless_iterator_without_num_samples_is_refused_past_the_memory_cap(monkeypatch):
+def test_an_endless_stream_without_num_samples_is_refused_past_the_memory_cap(monkeypatch):
     monkeypatch.setattr(tfq8.data, "UNSIZED_MAX_BYTES", 64 * 16)  # 64 samples of 16 bytes
     endless = itertools.repeat(np.zeros((1, 4), np.float32))
-    with pytest.raises(ValueError, match=r"unknown length and has yielded 65 samples .*"
-                                         r"Received: num_samples=None"):
+    with pytest.raises(ValueError, match=r"data is a repeat with no known end and has yielded "
+                                         r"65 samples .*Received: num_samples=None"):
         representative_dataset(endless, specs=SPEC)
+    unknown = tf.data.Dataset.from_generator(  # a tf.data.Dataset of unknown cardinality
+        lambda: itertools.repeat(np.zeros(4, np.float32)), output_signature=tf.TensorSpec((4,)))
+    with pytest.raises(ValueError, match=r"data is a \w*Dataset with no known end"):
+        representative_dataset(unknown, specs=SPEC)
+    assert len(representative_dataset(unknown, specs=SPEC, num_samples=100)) == 100
     assert len(representative_dataset(endless, specs=SPEC, num_samples=500)) == 500
     assert len(representative_dataset([np.zeros((1, 4), np.float32)] * 200, specs=SPEC)) == 200
 

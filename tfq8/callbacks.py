@@ -611,7 +611,7 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
             stream (generator, iterator, `tf.data.Dataset`, `PyDataset`), as
             `model.fit`'s `validation_steps`; needed for an endless one (without
             it, a stream with no known end is refused after
-            `tfq8.int8_metrics.STREAM_MAX_SAMPLES` samples).
+            `tfq8.data.UNSIZED_MAX_BYTES` of samples, 1 GiB).
         every_n_epochs: Also calibrate every this many epochs (default None:
             only after the last epoch).
         filepath: Where to export the int8 `.tflite`; may contain `{epoch}` and

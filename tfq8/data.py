@@ -218,6 +218,39 @@ UNSIZED_WARNING_SAMPLES = 10_000
 UNSIZED_MAX_BYTES = 1 << 30
 
 
+class StreamBudget:
+    """Refuses a stream with no known end once it has yielded `UNSIZED_MAX_BYTES`.
+
+    Every sample read is kept in memory, so an endless generator (or a
+    `tf.data.Dataset` of unknown cardinality) read without a cap would fill it.
+
+    Example:
+        >>> budget = StreamBudget("data", generator, "num_samples=<samples>",
+        ...                       "num_samples=None", endless=True)
+        >>> budget.add(samples=32, nbytes=4096)   # raises past the cap
+    """
+
+    def __init__(self, arg: str, source: Any, remedy: str, received: str, *, endless: bool):
+        self.arg, self.kind, self.remedy, self.received = arg, type(source).__name__, remedy, received
+        self.endless = endless
+        self.samples = self.nbytes = self.items = 0
+
+    def add(self, *, samples: int, nbytes: int) -> None:
+        """Counts one item read; raises a ValueError past the cap."""
+        if not self.endless:
+            return
+        self.samples += samples
+        self.nbytes += nbytes
+        self.items += 1
+        if self.nbytes > UNSIZED_MAX_BYTES:
+            raise ValueError(
+                f"{self.arg} is a {self.kind} with no known end and has yielded {self.samples} "
+                f"samples ({self.nbytes >> 20} MiB) in {self.items} items without ending; "
+                "tfq8 keeps every sample in memory, so it reads at most "
+                f"{UNSIZED_MAX_BYTES >> 20} MiB of such a stream. Expected a finite stream, "
+                f"or {self.remedy}. Received: {self.received}")
+
+
 class _Builder:
     """Collects samples from any source, checking each against the specs."""
 
@@ -299,9 +332,11 @@ class _Builder:
             ) from None
         warn_at = UNSIZED_WARNING_SAMPLES if not hasattr(data, "__len__") else float("inf")
         self.one_shot = iterator is data  # a generator or iterator: it yields only once
+        budget = self._budget(data, endless=not hasattr(data, "__len__"))
         for item in iterator:
             if self.full:
                 break
+            before, size_before = self.count, self.nbytes
             self._add(self._structure(item))
             if self.limit is None and self.count >= warn_at:  # an endless generator?
                 _log.warning(
@@ -309,15 +344,7 @@ class _Builder:
                     "reading: every sample is kept in memory. Pass num_samples to cap it (a "
                     "few hundred samples calibrate well).", self.count)
                 warn_at *= 10
-            if self.limit is None and not hasattr(data, "__len__") and (
-                    self.nbytes > UNSIZED_MAX_BYTES):
-                raise ValueError(
-                    f"data is an iterator of unknown length and has yielded {self.count} "
-                    f"samples ({self.nbytes >> 20} MiB) without ending; tfq8 keeps every "
-                    f"calibration sample in memory, so it reads at most "
-                    f"{UNSIZED_MAX_BYTES >> 20} MiB of such data unless num_samples says how "
-                    "many samples to take. Expected a finite iterator or num_samples=<samples> "
-                    "(a few hundred calibrate well). Received: num_samples=None")
+            budget.add(samples=self.count - before, nbytes=self.nbytes - size_before)
         return None
 
     def _consume_dataset(self, ds) -> None:
@@ -327,10 +354,18 @@ class _Builder:
                 "data is an infinite tf.data.Dataset: pass num_samples to say how many "
                 "samples to calibrate with. Received: num_samples=None"
             )
+        budget = self._budget(ds, endless=ds.cardinality() == tf.data.UNKNOWN_CARDINALITY)
         for item in ds.as_numpy_iterator():
             if self.full:
                 break
+            before, size_before = self.count, self.nbytes
             self._add(self._structure(item))
+            budget.add(samples=self.count - before, nbytes=self.nbytes - size_before)
+
+    def _budget(self, source: Any, *, endless: bool) -> StreamBudget:
+        """The memory cap for `source` (none once num_samples caps the samples)."""
+        return StreamBudget("data", source, "num_samples=<samples> (a few hundred calibrate "
+                            "well)", "num_samples=None", endless=endless and self.limit is None)
 
     # ---- structure: -> list of arrays in input order
     def _structure(self, item: Any) -> list[np.ndarray]:

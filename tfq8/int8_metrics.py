@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
-from tfq8.data import (UNSIZED_MAX_BYTES, RepresentativeDataset, _is_pydataset,
+from tfq8.data import (RepresentativeDataset, StreamBudget, _is_pydataset,
                        representative_dataset)
 from tfq8.errors import first_line
 from tfq8.harness.interpreter import ModelRunner
@@ -39,19 +39,12 @@ from tfq8.harness.interpreter import ModelRunner
 # The callback's logger: these messages explain int8 keys missing from its logs.
 _log = logging.getLogger("tfq8.callbacks")
 
-__all__ = ["INT8_KEYS", "STREAM_MAX_BYTES", "STREAM_MAX_SAMPLES", "ValidationSet",
-           "check_steps", "evaluate_int8", "readable"]
+__all__ = ["INT8_KEYS", "ValidationSet", "check_steps", "evaluate_int8", "readable"]
 
 #: Keys `evaluate_int8` writes for single-output models (multi-output models
 #: also get `val_int8_<output>_accuracy` / `_agreement` / `_loss`).
 INT8_KEYS = ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss")
 
-#: A validation stream with no known end (a generator, an iterator, a tf.data.Dataset
-#: of unknown cardinality, a PyDataset without num_batches) read without `steps` is
-#: refused once it has yielded more than this many samples, or this many bytes: every
-#: sample is kept in memory, and an endless one would fill it.
-STREAM_MAX_SAMPLES = 100_000
-STREAM_MAX_BYTES = UNSIZED_MAX_BYTES  # as for calibration data
 
 
 def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
@@ -188,8 +181,8 @@ class ValidationSet:
             specs: Its input specs (`tfq8.models.load_model(model).specs`).
             steps: Read at most this many batches of a stream (as `model.fit`'s
                 `validation_steps`); needed for an endless one. Without it a stream
-                with no known end is refused past `STREAM_MAX_SAMPLES` samples or
-                `STREAM_MAX_BYTES` bytes.
+                with no known end is refused past `tfq8.data.UNSIZED_MAX_BYTES` of
+                samples.
 
         Raises:
             ValueError: On labels that do not fit the inputs or the outputs (class
@@ -286,7 +279,7 @@ def _collect_stream(data: Any, model: Any, specs: Sequence[Any], steps: int | No
     """Reads a tf.data.Dataset or iterable of x / (x, y) / (x, y, w) into arrays.
 
     Reads at most `steps` items; without `steps`, a stream with no known end is
-    refused past `STREAM_MAX_SAMPLES` samples or `STREAM_MAX_BYTES` bytes.
+    refused past `tfq8.data.UNSIZED_MAX_BYTES` of samples (`StreamBudget`).
     """
     import tensorflow as tf  # noqa: PLC0415
 
@@ -311,11 +304,12 @@ def _collect_stream(data: Any, model: Any, specs: Sequence[Any], steps: int | No
         items = iter(data)
     if steps is not None:
         items = itertools.islice(items, steps)
-    limited = endless and steps is None
+    budget = StreamBudget("validation_data", data, "validation_steps=<number of batches to "
+                          "read> as model.fit takes it", "validation_steps=None",
+                          endless=endless and steps is None)
     xs, ys, ws = [], [], []
     rank0 = len(specs[0].shape)
     batched = None
-    samples = size = 0
     for item in items:
         if isinstance(item, tuple) and 1 <= len(item) <= 3:
             x, y, w = (list(item) + [None, None])[:3]
@@ -333,18 +327,8 @@ def _collect_stream(data: Any, model: Any, specs: Sequence[Any], steps: int | No
         xs.append(x)
         ys.append(y)
         ws.append(w)
-        if limited:
-            samples += len(_arrays(x)[0])
-            size += sum(a.nbytes for a in _arrays(x) + _arrays(y) + _arrays(w))
-            if samples > STREAM_MAX_SAMPLES or size > STREAM_MAX_BYTES:
-                raise ValueError(
-                    f"validation_data is a {type(data).__name__} with no known end and has "
-                    f"yielded {samples} samples ({size / 2**20:.0f} MiB) in {len(xs)} batches "
-                    f"without ending; without validation_steps tfq8 reads at most "
-                    f"{STREAM_MAX_SAMPLES} samples or {STREAM_MAX_BYTES >> 20} MiB of such a "
-                    "stream, as it keeps every sample in memory. Expected a finite stream, or "
-                    "validation_steps=<number of batches to read> as model.fit takes it. "
-                    "Received: validation_steps=None")
+        budget.add(samples=len(_arrays(x)[0]),
+                   nbytes=sum(a.nbytes for a in _arrays(x) + _arrays(y) + _arrays(w)))
     if not xs:
         raise ValueError("validation_data is empty: expected at least one batch. Received: 0 batches")
     y = None if any(v is None for v in ys) else _concat(ys)
