@@ -711,13 +711,15 @@ def test_int8_evaluation_batches_fit_a_memory_budget(monkeypatch):
     assert seen == [1]
 
 
-def test_the_trial_conversion_before_training_does_not_warn_of_few_samples(caplog):
+def test_the_trial_conversion_runs_once_per_model_without_warnings(caplog):
     model = _compiled_mlp(seed=3)
     x, y = _mlp_data(64, seed=3)
-    cb = tfq8.CalibrationCallback(x, validation_data=(x[:16], y[:16]), verbose=0)
+    cb = tfq8.CalibrationCallback(x, validation_data=(x[:16], y[:16]), verbose=0,
+                                  method="percentile",
+                                  convert_options={"method_options": {"percentile": 99.9}})
     with caplog.at_level("INFO", logger="tfq8"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])  # the same model: no second trial
     calibrations = [r.getMessage() for r in caplog.records if "Calibrating on" in r.getMessage()]
-    assert calibrations[0] == "Calibrating on 16 samples."  # the trial, before training
-    assert calibrations[-1] == "Calibrating on 64 samples."
+    assert calibrations == ["Calibrating on 16 samples."] + ["Calibrating on 64 samples."] * 2
     assert not [r for r in caplog.records if r.levelname == "WARNING"]

@@ -259,6 +259,7 @@ class _CalibrationCallbackBase:
         self._val: ValidationSet | None = None
         self._specs: list | None = None
         self._data_model: Any = None  # the model _rep, _val and _specs were read for
+        self._trialled = False  # the trial conversion ran for _data_model
         self.best: float = -math.inf if mode == "max" else math.inf
         self._reset()
 
@@ -323,20 +324,25 @@ class _CalibrationCallbackBase:
         model now, so bad data fails before training rather than after it
         (unless the model is not built yet; the data is then read at the
         first calibration). When the callback will convert (`validation_data`
-        or `filepath`), it also converts once on a few calibration samples with
-        its `method` and `convert_options`, so a model with an op that cannot be
-        quantized raises `UnsupportedOpError` now rather than after the last epoch.
+        or `filepath`), the first `fit` of a model also converts on a few
+        calibration samples with its `convert_options` (and `minmax` ranges:
+        which ops stay float does not depend on the ranges), so a model with an
+        op that cannot be quantized raises `UnsupportedOpError` now rather than
+        after the last epoch.
         """
         self._reset()
         if self._data_model is not self.model:  # adapted data is kept for the same model only
             self._rep, self._val, self._specs, self._data_model = None, None, None, self.model
+            self._trialled = False
             self.best = -math.inf if self.mode == "max" else math.inf
         if getattr(self.model, "built", True):
             rep = self._calibration_rep()
             if self.validation_data is not None:
                 self._validation_set()
-            if self.validation_data is not None or self.filepath is not None:
+            if not self._trialled and (self.validation_data is not None
+                                       or self.filepath is not None):
                 self._trial_convert(rep)
+                self._trialled = True
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
@@ -452,10 +458,16 @@ class _CalibrationCallbackBase:
             _log.info("Epoch %d: tfq8 callback took %.2fs (%s).", epoch + 1, self.timings[-1],
                       ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
 
-    def _convert(self, calib: Calibration) -> bytes:
-        """`tfq8.convert` with the callback's options; its advice names `convert_options`."""
+    def _convert(self, calib: Calibration, *, trial: bool = False) -> bytes:
+        """`tfq8.convert` with the callback's method and options (for a `trial`, `minmax`:
+        which ops stay float does not depend on the ranges); its advice names
+        `convert_options`."""
+        method, options = self.method, dict(self.convert_options)
+        if trial:
+            method = "minmax"
+            options.pop("method_options", None)
         try:
-            return convert(calibration=calib, method=self.method, **self.convert_options)
+            return convert(calibration=calib, method=method, **options)
         except UnsupportedOpError as e:
             if not e.remedy:
                 raise
@@ -467,7 +479,7 @@ class _CalibrationCallbackBase:
         """Converts on a few calibration samples: a model the int8 path cannot take fails now."""
         start = time.perf_counter()
         few = rep.take(max(rep.batch, min(len(rep), _TRIAL_SAMPLES)))
-        self._convert(calibrate(self.model, few, max_bins=self.max_bins))
+        self._convert(calibrate(self.model, few, max_bins=self.max_bins), trial=True)
         if self.verbose > 1:
             _log.info("Trial conversion on %d samples took %.2fs.", len(few),
                       time.perf_counter() - start)
