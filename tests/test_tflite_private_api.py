@@ -137,3 +137,17 @@ def test_float_model_reaches_the_hook_before_calibration():
     for i in ranges:
         assert (_tflite.tensor_name(float_model.subgraphs[0].tensors[i])
                 == _tflite.tensor_name(calibrated_model.subgraphs[0].tensors[i]))
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+def test_compiled_metric_objects_are_kept_where_compile_arguments_reads_them(framework):
+    keras_module = pytest.importorskip(framework)
+
+    def my_metric(y_true, y_pred):
+        return y_pred[:, 0]
+
+    model = keras_module.Sequential([keras_module.Input((3,)), keras_module.layers.Dense(2)])
+    assert _tflite.compile_arguments(model) is None  # not compiled yet
+    model.compile("adam", "mse", metrics=[my_metric, "mae"])
+    arguments = _tflite.compile_arguments(model)
+    assert arguments is not None and arguments["metrics"][0] is my_metric, arguments

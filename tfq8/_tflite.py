@@ -15,6 +15,9 @@ Quantization-aware-trained models (`tfq8.qat`) take the public converter
 (`convert_qat`); where a partially annotated one is calibrated,
 `dequantized_ranges` pins the float copies of its QAT tensors.
 
+One private Keras attribute lives here too (`compile_arguments`: the objects
+`compile()` received, which Keras 3 and tf_keras both keep).
+
 Everything here is pinned to the TensorFlow releases in
 `SUPPORTED_TF_VERSIONS`; `tests/test_tflite_private_api.py` fails loudly when a
 release moves or renames any of it. A TF upgrade touches this file only.
@@ -510,3 +513,15 @@ def production_order(model: bytes) -> list[int]:
                 seen.add(o)
                 order.append(o)
     return order
+
+
+def compile_arguments(model: Any) -> dict[str, Any] | None:
+    """The arguments `model.compile` received, as objects (custom metric functions,
+    `Metric` instances), or None where the model keeps none.
+
+    Keras 3 and tf_keras both keep them in the private `model._compile_config`
+    (a `SerializableDict` / `Config` whose `.config` is a plain dict);
+    `get_compile_config()` would serialize custom functions to names only.
+    """
+    config = getattr(getattr(model, "_compile_config", None), "config", None)
+    return config if isinstance(config, dict) else None

@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import keras
 import numpy as np
 
+from tfq8 import _tflite
 from tfq8.data import (RepresentativeDataset, StreamBudget, _is_pydataset,
                        representative_dataset)
 from tfq8.errors import first_line
@@ -532,8 +533,8 @@ def _compile_config(model: Any) -> dict[str, Any]:
     """The arguments `compile` received: the objects themselves where Keras 3 and tf_keras
     keep them (custom metric functions and Metric objects are not serializable by name),
     else the serialized compile config."""
-    config = getattr(getattr(model, "_compile_config", None), "config", None)
-    if isinstance(config, dict):
+    config = _tflite.compile_arguments(model)
+    if config is not None:
         return config
     try:
         return model.get_compile_config() or {}
