@@ -204,7 +204,7 @@ def test_convert_reuses_saved_statistics_with_ranges_and_options(files, capfd):
     cases = [
         (("--calibration", stats, "--data", files / "calib.npy"), "either --data or --calibration"),
         (("--calibration", stats, "--range", "logits"), "--range must be NAME=MIN,MAX"),
-        (("--calibration", stats, "--range", "nope=0,1"), "ranges['nope']: no such tensor"),
+        (("--calibration", stats, "--range", "nope=0,1"), "--range ['nope']: no such tensor"),
         (("--calibration", stats, "--method-option", "99"), "--method-option must be KEY=VALUE"),
         (("--calibration", stats, "--method", "mse", "--method-option", "percentile=99"),
          "takes no option 'percentile'"),

@@ -357,7 +357,7 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     logging.getLogger("tfq8").addFilter(flag_names)
     try:
         blob = tfq8.convert(handle, calibration=calib, **options)
-    except (ValueError, TypeError, tfq8.UnsupportedOpError) as e:
+    except (ValueError, TypeError) as e:  # tfq8.UnsupportedOpError is a ValueError
         raise type(e)(_as_flags(str(e))) from None
     finally:
         logging.getLogger("tfq8").removeFilter(flag_names)
@@ -406,7 +406,9 @@ class _FlagNames(logging.Filter):
 def _as_flags(message: str) -> str:
     """`convert()`'s argument names in a message -> the command line's flags
     (`method` only as `method=`: the bare word is prose)."""
-    message = message.replace("allow_float=True", "--allow-float")
+    for python, flag in (("allow_float=True", "--allow-float"), ("ranges[", "--range ["),
+                         ("ranges=", "--range")):
+        message = message.replace(python, flag)
 
     def flag(m: re.Match) -> str:
         name, equals = m.group(1), m.group(2)
