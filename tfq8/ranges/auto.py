@@ -183,6 +183,8 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
 
     todo = [i for i in sorted(chosen, key=gap, reverse=True)
             if i not in overrides and gap(i) > 1e-3][:REFINE_BUDGET]
+    if len(scorer.keep) < MIN_SAMPLES_TO_CHOOSE:
+        todo = []  # no trial could be clearly better
     misses = 0
     for i in todo:
         trial = dict(chosen)
@@ -255,8 +257,9 @@ class _Scorer:
     def clearly_better(self, noise: np.ndarray, baseline: np.ndarray, margin_db: float) -> bool:
         """Whether `noise` beats `baseline` (see `clearly_better`); never on fewer
         than `MIN_SAMPLES_TO_CHOOSE` scored samples."""
-        return len(self.keep) >= MIN_SAMPLES_TO_CHOOSE and clearly_better(self.signal[:, self.keep], noise[:, self.keep],
-                              baseline[:, self.keep], margin_db, self.weights)
+        enough = len(self.keep) >= MIN_SAMPLES_TO_CHOOSE
+        return enough and clearly_better(self.signal[:, self.keep], noise[:, self.keep],
+                                         baseline[:, self.keep], margin_db, self.weights)
 
 
 def _energy(a: np.ndarray) -> np.ndarray:
