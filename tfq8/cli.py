@@ -313,13 +313,14 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
         check_convert_options(**options, inputs=read)
     except (ValueError, TypeError) as e:
         raise type(e)(_as_flags(str(e))) from None
-    for flag in ("calibration-out", "plot"):
-        if _F[flag].value:
-            check_output_path(_F[flag].value, arg=f"--{flag}", inputs={**read, "--output": output})
+    written = {**read, "--output": output}
+    if _F["calibration-out"].value:
+        check_output_path(_F["calibration-out"].value, arg="--calibration-out", inputs=written)
     if _F.plot:
         from tfq8.harness.plot import check_plot_path  # noqa: PLC0415
 
-        check_plot_path(_F.plot, arg="--plot")
+        check_plot_path(_F.plot, arg="--plot",
+                        inputs={**written, "--calibration-out": _F["calibration-out"].value})
     calib = None
     if _F.calibration:
         if _F.data:

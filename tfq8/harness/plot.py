@@ -17,10 +17,11 @@ Example:
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import os
 import textwrap
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -48,7 +49,9 @@ def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = 
             default: the `top` tensors whose ranges differ most between
             `methods` (the widest over the narrowest), one of each set of
             tensors holding the same values (a RESHAPE's input and output).
-        methods: Range methods to draw (`tfq8.ranges.available_methods()`).
+        methods: Range methods to draw (`tfq8.ranges.available_methods()`),
+            each with its default options; ranges set with `ranges=` are not
+            drawn.
         top: How many tensors to show when `tensors` is not given.
         path: Also write the figure here, atomically; `.png`, `.svg` or `.pdf`.
 
@@ -84,8 +87,10 @@ def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = 
     return figure
 
 
-def check_plot_path(path: str | os.PathLike, *, arg: str = "path") -> str:
-    """Checks, before any work, that a figure can be written to `path`.
+def check_plot_path(path: str | os.PathLike, *, arg: str = "path",
+                    inputs: Mapping[str, Any] | None = None) -> str:
+    """Checks, before any work, that a figure can be written to `path` (and
+    would not overwrite one of `inputs`, as `check_output_path`).
 
     Returns:
         The file format (`png`, `svg` or `pdf`), from the extension.
@@ -94,7 +99,7 @@ def check_plot_path(path: str | os.PathLike, *, arg: str = "path") -> str:
         ImportError: If matplotlib is not installed.
         ValueError, TypeError: As `check_output_path`, or for another extension.
     """
-    check_output_path(path, arg=arg)
+    check_output_path(path, arg=arg, inputs=inputs)
     ext = os.path.splitext(os.fspath(path))[1].lower()
     if ext not in _FORMATS:
         raise ValueError(f"{arg} must end in {', '.join(_FORMATS)}. Received: {arg}={path!r}")
@@ -191,7 +196,7 @@ def _draw(tensors: Sequence[Any], proposals: dict[str, dict[int, tuple[float, fl
                   label=f"{t.histogram.count:,} values")
         ax.set_yscale("log")
         ax.set_ylim(bottom=0.5)
-        for color, (method, ranges) in zip(_COLORS, proposals.items()):
+        for color, (method, ranges) in zip(itertools.cycle(_COLORS), proposals.items()):
             lo, hi = ranges[t.index]
             bold = auto.get(t.index) == method
             for x in (lo, hi):
