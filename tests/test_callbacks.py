@@ -723,3 +723,14 @@ def test_the_trial_conversion_runs_once_per_model_without_warnings(caplog):
     calibrations = [r.getMessage() for r in caplog.records if "Calibrating on" in r.getMessage()]
     assert calibrations == ["Calibrating on 16 samples."] + ["Calibrating on 64 samples."] * 2
     assert not [r for r in caplog.records if r.levelname == "WARNING"]
+
+
+def test_a_validation_pydataset_without_a_length_is_named():
+    class NoLength(keras.utils.PyDataset):
+        def __getitem__(self, i):
+            return _mlp_data(8)
+
+    model = _compiled_mlp()
+    with pytest.raises(TypeError, match=r"validation_data is a keras.utils.PyDataset with neither "
+                                        r"num_batches nor __len__. Received: NoLength"):
+        int8_metrics.ValidationSet.build(NoLength(), model, load_model(model).specs)

@@ -218,6 +218,20 @@ UNSIZED_WARNING_SAMPLES = 10_000
 UNSIZED_MAX_BYTES = 1 << 30
 
 
+def pydataset_batches(data: Any, arg: str) -> int | None:
+    """How many batches a `keras.utils.PyDataset` (or tf_keras `Sequence`) holds;
+    None for an endless one (Keras 3's `num_batches` is None).
+
+    Raises:
+        TypeError: Naming `arg`, if it has neither `num_batches` nor `__len__`.
+    """
+    try:
+        return data.num_batches if hasattr(type(data), "num_batches") else len(data)
+    except (NotImplementedError, TypeError):
+        raise TypeError(f"{arg} is a keras.utils.PyDataset with neither num_batches nor "
+                        f"__len__. Received: {type(data).__name__}") from None
+
+
 class StreamBudget:
     """Refuses a stream with no known end once it has yielded `UNSIZED_MAX_BYTES`.
 
@@ -292,11 +306,7 @@ class _Builder:
         if tf is not None and isinstance(data, tf.data.Dataset):
             return self._consume_dataset(data)
         if _is_pydataset(data):
-            try:  # Keras 3: None for an endless dataset; tf_keras' Sequence: len()
-                count = data.num_batches if hasattr(type(data), "num_batches") else len(data)
-            except (NotImplementedError, TypeError):
-                raise TypeError("data is a keras.utils.PyDataset with neither num_batches nor "
-                                f"__len__. Received: {type(data).__name__}") from None
+            count = pydataset_batches(data, "data")
             if count is None and self.limit is None:
                 raise ValueError("data is a keras.utils.PyDataset without an end (num_batches "
                                  "is None): pass num_samples to take that many samples. "

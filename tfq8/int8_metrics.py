@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from tfq8 import _tflite
-from tfq8.data import (RepresentativeDataset, StreamBudget, _is_pydataset,
+from tfq8.data import (RepresentativeDataset, StreamBudget, _is_pydataset, pydataset_batches,
                        representative_dataset)
 from tfq8.errors import first_line
 from tfq8.harness.interpreter import ModelRunner
@@ -294,12 +294,12 @@ def _collect_stream(data: Any, model: Any, specs: Sequence[Any], steps: int | No
                 "Received: a dataset of infinite cardinality and validation_steps=None")
         endless = cardinality == tf.data.UNKNOWN_CARDINALITY
         items = data.as_numpy_iterator()
-    elif _is_pydataset(data) and hasattr(type(data), "num_batches"):
-        count = data.num_batches  # Keras 3: None for an endless PyDataset
+    elif _is_pydataset(data):  # Keras 3's PyDataset, tf_keras' Sequence
+        count = pydataset_batches(data, "validation_data")
         endless = count is None
         items = (data[i] for i in (itertools.count() if endless else range(count)))
     elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
-        items = (data[i] for i in range(len(data)))  # tf_keras' Sequence and sequences
+        items = (data[i] for i in range(len(data)))  # sequences
     else:
         endless = not hasattr(data, "__len__")
         items = iter(data)
