@@ -73,8 +73,9 @@ def as_mul(model: bytes) -> bytes:
         op.builtinOptionsType = schema.BuiltinOptions.MulOptions
         op.builtinOptions = options
     counts = {n: sum(1 for _, m in found if m == n) for n in _REWRITTEN}
-    _log.info("%s written as MUL (by -1, and x * x), which TFLite quantizes to int8.",
-              " and ".join(f"{k} {n} op(s)" for n, k in counts.items() if k))
+    how = {"NEG": "as MUL by -1", "SQUARE": "as MUL of x by x"}
+    _log.info("Rewrote %s, which TFLite quantizes to int8.",
+              " and ".join(f"{k} {n} op(s) {how[n]}" for n, k in counts.items() if k))
     return _tflite.write_model(parsed)
 
 
