@@ -1,24 +1,33 @@
-"""A small transformer on Fashion-MNIST: full-integer where TFLite's converter is not.
+"""Normalization layers on Fashion-MNIST: full-integer where TFLite's converter is not.
 
-Keras' `LayerNormalization` lowers to a NEG that TFLite's quantizer leaves in
-float, so the converter's "int8" model of any attention block holds
-DEQUANTIZE -> NEG -> QUANTIZE per LayerNorm. tfq8 rewrites the NEG as a MUL by
--1 (`tfq8/rewrite.py`) and the model is integer throughout. This script trains
-a two-block transformer (patches of 4x4, 49 tokens, width 32; cached under
-`~/.cache/tfq8-benchmarks`), calibrates on 500 held-out training images (clean,
-and with 1% corrupted frames as in `suite.py`) and prints, for the converter's
-own int8 model and tfq8's (`minmax`, `auto`): full-integer or not, float ops,
-top-1 on the 10,000 test images, top-1 agreement and output SQNR against float, and latency
+Keras' `LayerNormalization` lowers to a NEG, and `GroupNormalization` and
+`UnitNormalization` to SQUAREs, that TFLite's quantizer leaves in float, so the
+converter's "int8" model holds DEQUANTIZE -> op -> QUANTIZE for each. tfq8
+rewrites NEG as a MUL by -1 and SQUARE as a MUL of x by x (`tfq8/rewrite.py`)
+and the model is integer throughout. This script trains (cached under
+`~/.cache/tfq8-benchmarks`):
+
+* `transformer`: two attention blocks (patches of 4x4, 49 tokens, width 32;
+  five LayerNorms);
+* `groupnorm`: a CNN of two Conv-GroupNorm-swish blocks, global pooling and a
+  UnitNormalization before the classifier;
+
+calibrates on 500 held-out training images (clean, and with 1% corrupted
+frames as in `suite.py`) and prints, for the converter's own int8 model and
+tfq8's (`minmax`, `auto`): full-integer or not, float ops, top-1 on the 10,000
+test images, top-1 agreement and output SQNR against float, and latency
 relative to the converter's model (one thread, XNNPACK, interleaved).
 
 Nothing is asserted: this prints figures.
 
 Usage:
-    .venv/bin/python benchmarks/layernorm.py      # needs apt-get install -y dataset-fashion-mnist
+    .venv/bin/python benchmarks/normalization.py --models=transformer,groupnorm
+    (needs apt-get install -y dataset-fashion-mnist)
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -34,7 +43,7 @@ import tfq8  # noqa: E402
 from tfq8.pipeline import converter_int8  # noqa: E402
 
 
-def _train(x: np.ndarray, y: np.ndarray):
+def _transformer(x: np.ndarray, y: np.ndarray):
     import keras  # noqa: PLC0415
 
     keras.utils.set_random_seed(0)
@@ -55,7 +64,36 @@ def _train(x: np.ndarray, y: np.ndarray):
     return model
 
 
+def _groupnorm(x: np.ndarray, y: np.ndarray):
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input(x.shape[1:]),
+        L.Conv2D(16, 3, padding="same"), L.GroupNormalization(4), L.Activation("swish"),
+        L.MaxPooling2D(),
+        L.Conv2D(32, 3, padding="same"), L.GroupNormalization(8), L.Activation("swish"),
+        L.GlobalAveragePooling2D(), L.UnitNormalization(), L.Dense(10),
+    ])
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=3, batch_size=128, verbose=0)
+    return model
+
+
+MODELS = {"transformer": _transformer, "groupnorm": _groupnorm}
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="transformer,groupnorm",
+                        help=f"comma-separated, of {', '.join(MODELS)}")
+    args = parser.parse_args()
+    names = args.models.split(",")
+    unknown = sorted(set(names) - set(MODELS))
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; expected some of {', '.join(MODELS)}")
     logging.basicConfig(level=logging.WARNING)
     case = suite.fmnist("cnn")  # the data; the model is trained here
     if case is None:
@@ -63,8 +101,14 @@ def main() -> None:
     files = os.path.join(suite.FMNIST, "train-images-idx3-ubyte.gz")
     x = suite._read_idx(files).astype(np.float32)[..., None] / 255.0
     y = suite._read_idx(files.replace("images-idx3", "labels-idx1")).astype(np.int64)
-    model = suite._cached("fmnist_transformer", lambda: _train(x[:55000], y[:55000]))
+    for name in names:
+        model = suite._cached(f"fmnist_{name}", lambda: MODELS[name](x[:55000], y[:55000]))
+        _report(name, model, case)
+
+
+def _report(name: str, model, case) -> None:
     float_acc = None
+    print(f"\n{name}")
     print(f"{'calibration':<12} {'model':<18} {'integer':>8} {'float ops':>9} {'top-1':>7} "
           f"{'agree %':>8} {'SQNR dB':>8} {'latency / converter':>20}")
     for scenario in ("clean", "corrupt"):
@@ -74,14 +118,14 @@ def main() -> None:
         blobs = {"TFLite converter": theirs,
                  "tfq8 minmax": tfq8.convert(model, calibration=calib, method="minmax"),
                  "tfq8 auto": tfq8.convert(model, calibration=calib, method="auto")}
-        for name, blob in blobs.items():
+        for label, blob in blobs.items():
             info = tfq8.inspect(blob)
             report = tfq8.check(blob, reference=model, data=case.x_test, labels=case.y_test,
                                 per_tensor=False)
             float_acc = report.reference_accuracy
             ratio = 1.0 if blob is theirs else 1 / tfq8.benchmark(
                 blob, reference=theirs, num_threads=1, per_op=False).speedup
-            print(f"{scenario:<12} {name:<18} {str(info.full_integer):>8} "
+            print(f"{scenario:<12} {label:<18} {str(info.full_integer):>8} "
                   f"{len(info.float_ops):>9} {100 * report.accuracy:>7.2f} "
                   f"{100 * report.agreement:>8.2f} {report.outputs[0].sqnr_db:>8.2f} "
                   f"{ratio:>20.3f}")
