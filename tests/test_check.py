@@ -4,6 +4,7 @@ import importlib
 import json
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -310,3 +311,21 @@ def test_a_list_in_the_keras_models_order_is_read_as_convert_reads_it():
                          per_tensor=False)
     assert by_list.reference_accuracy == by_dict.reference_accuracy == 1.0
     assert by_list.outputs[0].sqnr_db == by_dict.outputs[0].sqnr_db
+
+
+def test_a_branch_squeezed_by_a_concatenations_shared_grid_is_named():
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8,))
+    big, small = keras.layers.Dense(8)(i), keras.layers.Rescaling(1e-3)(keras.layers.Dense(4)(i))
+    model = keras.Model(i, keras.layers.Dense(3)(keras.layers.Concatenate()([big, small])))
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    report = tfq8.check(tfq8.convert(model, x, method="minmax"), reference=model, data=x)
+    concat = next(t for t in report.tensors if t.op == "CONCATENATION")
+    squeezed = [t for t in report.tensors if t.range_sqnr_db < 10]
+    assert [t.shares_grid_with for t in squeezed] == [concat.name]  # the small branch only
+    sharing = [t for t in report.tensors if t.shares_grid_with]
+    assert len(sharing) == 2 and all(t.op == "FULLY_CONNECTED" for t in sharing)
+    text = str(report)
+    assert f"note: {squeezed[0].name} takes the grid of the CONCATENATION output {concat.name}" in text
+    assert text.count("note:") == 1  # not the big branch, whose own range fits the grid
+    assert report.to_dict()["tensors"][0]["shares_grid_with"] == concat.name

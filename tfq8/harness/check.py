@@ -47,6 +47,9 @@ from tfq8.harness.interpreter import ModelRunner, TensorIO, read_model_bytes, ve
 _log = logging.getLogger("tfq8")
 
 _CAP_DB = 120.0
+# A tensor on a CONCATENATION's shared grid whose own values reach less SQNR than this on
+# it gets a note under the table (the branch is squeezed by its siblings' range).
+SHARED_GRID_NOTE_DB = 10.0
 _CALIB_SAMPLES = 8
 
 
@@ -69,6 +72,9 @@ class ErrorStats:
         inherited_range: The tensor has its producer's input's scale and zero
             point (MAX_POOL_2D, RESHAPE, ... keep them), so its range was not
             chosen for it: its grid error is not counted as added here.
+        shares_grid_with: The output of the CONCATENATION this tensor feeds,
+            whose scale and zero point it takes (TFLite's quantizer gives a
+            concatenation's inputs its output's grid), or "".
     """
 
     name: str
@@ -82,6 +88,7 @@ class ErrorStats:
     range_sqnr_db: float | None = None
     local_sqnr_db: float | None = None
     inherited_range: bool = False
+    shares_grid_with: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {k: _json_float(v) if isinstance(v, float) else (list(v) if isinstance(v, tuple) else v)
@@ -152,6 +159,14 @@ class CheckReport:
                     f"  {t.op_index:>4} {t.op:<{width}} {_db(t.local_sqnr_db):>6} "
                     f"{_db(t.range_sqnr_db) + ('*' if t.inherited_range else ''):>6} {_db(t.sqnr_db):>6} "
                     f"{t.cosine:>8.5f} {t.max_abs_error:>9.4g}  {t.name}")
+            squeezed = [t for t in self.tensors if t.shares_grid_with
+                        and t.range_sqnr_db is not None and t.range_sqnr_db < SHARED_GRID_NOTE_DB]
+            for t in squeezed:
+                lines.append(
+                    f"  note: {t.name} takes the grid of the CONCATENATION output "
+                    f"{t.shares_grid_with} (TFLite's quantizer gives a concatenation's inputs its "
+                    f"output's scale), on which its own values reach {_db(t.range_sqnr_db)} dB: "
+                    "scale the concatenated branches to similar ranges.")
         return "\n".join(lines)
 
 
@@ -388,12 +403,20 @@ def _rank(q: ModelRunner, pairs: list, accs: list[_Accum]) -> tuple[ErrorStats, 
     if not pairs:
         return ()
     sg = q.parsed.subgraphs[0]
-    producer = {}
+    producer, concat_of = {}, {}
     for k, op in enumerate(sg.operators):
+        name = _tflite.op_name(q.parsed, op)
         for o in op.outputs:
-            producer[int(o)] = (k, _tflite.op_name(q.parsed, op), [int(i) for i in op.inputs])
+            producer[int(o)] = (k, name, [int(i) for i in op.inputs])
+        if name == "CONCATENATION":
+            concat_of.update((int(i), int(op.outputs[0])) for i in op.inputs)
     nsr = {qt.index: acc.nsr() for (qt, _, _), acc in zip(pairs, accs)}
     by_index = {qt.index: qt for qt, _, _ in pairs}
+
+    def shared(qt: TensorIO) -> str:
+        out = by_index.get(concat_of.get(qt.index, -1))
+        return out.name if out is not None and _same_grid(out, qt) else ""
+
     rows = []
     for (qt, _, shape), acc in zip(pairs, accs):
         op_index, op, ins = producer.get(qt.index, (-1, "INPUT", []))
@@ -403,7 +426,8 @@ def _rank(q: ModelRunner, pairs: list, accs: list[_Accum]) -> tuple[ErrorStats, 
         local = _Accum._sqnr(1.0, added)
         rows.append(acc.stats(qt.name, shape, index=qt.index, op=op, op_index=op_index,
                               range_sqnr_db=_Accum._sqnr(1.0, acc.grid_nsr()),
-                              local_sqnr_db=local, inherited_range=inherited))
+                              local_sqnr_db=local, inherited_range=inherited,
+                              shares_grid_with=shared(qt)))
     # Worst first; near-ties (within 0.05 dB) go to the earlier op, where the error enters.
     rows.sort(key=lambda r: (round(r.local_sqnr_db, 1), r.op_index))
     return tuple(rows)
