@@ -131,3 +131,13 @@ def test_tensors_with_the_same_values_get_one_panel():
     hists = [t.histogram for t in calib.tensors]
     distinct = [h for i, h in enumerate(hists) if h not in hists[:i]]
     assert len(distinct) < len(hists) and len(shown) == len(distinct)
+
+
+def test_a_fixed_range_is_drawn_as_the_model_uses_it(calib):
+    name = calib.tensors[-1].name
+    tfq8.convert(calibration=calib, ranges={name: (-8.0, 8.0)})
+    assert calib.last_auto.choice[calib.tensors[-1].index] == "fixed"
+    assert calib.last_auto.ranges[calib.tensors[-1].index] == (-8.0, 8.0)
+    labels = _labels(tfq8.plot_ranges(calib, [name]).axes[0])
+    assert "fixed [-8, 8]" in labels and not any(l.endswith("(auto)") for l in labels)
+    tfq8.convert(calibration=calib)  # the module's other tests see auto's own choice again

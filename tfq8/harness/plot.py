@@ -50,8 +50,8 @@ def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = 
             `methods` (the widest over the narrowest), one of each set of
             tensors holding the same values (a RESHAPE's input and output).
         methods: Range methods to draw (`tfq8.ranges.available_methods()`),
-            each with its default options; ranges set with `ranges=` are not
-            drawn.
+            each with its default options. After `auto`, a fixed range (set
+            with `ranges=`, or learned by QAT) is drawn too, in black.
         top: How many tensors to show when `tensors` is not given.
         path: Also write the figure here, atomically; `.png`, `.svg` or `.pdf`.
 
@@ -80,8 +80,10 @@ def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = 
         chosen = _most_disputed(calibration, proposals, _args.integer("top", top, minimum=1))
     else:
         chosen = [_tensor(calibration, k) for k in _as_list(tensors)]
-    auto = calibration.last_auto.choice if calibration.last_auto is not None else {}
-    figure = _draw(chosen, proposals, auto)
+    report = calibration.last_auto
+    auto = report.choice if report is not None else {}
+    fixed = {i: report.ranges[i] for i, m in auto.items() if m == "fixed" and i in report.ranges}
+    figure = _draw(chosen, proposals, auto, fixed)
     if path is not None:
         save_figure(figure, path)
     return figure
@@ -185,7 +187,7 @@ def _coarse(h: Any, bins: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _draw(tensors: Sequence[Any], proposals: dict[str, dict[int, tuple[float, float]]],
-          auto: dict[int, str]) -> Any:
+          auto: dict[int, str], fixed: dict[int, tuple[float, float]]) -> Any:
     cols = 1 if len(tensors) == 1 else 2
     rows = math.ceil(len(tensors) / cols)
     figure = _figure_class()(figsize=(6.4 * cols, 3.4 * rows), layout="constrained")
@@ -205,6 +207,11 @@ def _draw(tensors: Sequence[Any], proposals: dict[str, dict[int, tuple[float, fl
             ax.plot([], [], color=color, linewidth=2.5 if bold else 1.2,
                     linestyle="-" if bold else "--",
                     label=f"{method} [{lo:.4g}, {hi:.4g}]" + (" (auto)" if bold else ""))
+        if t.index in fixed:  # what the model uses, whatever the methods say
+            lo, hi = fixed[t.index]
+            for x in (lo, hi):
+                ax.axvline(x, color="black", linewidth=2.5)
+            ax.plot([], [], color="black", linewidth=2.5, label=f"fixed [{lo:.4g}, {hi:.4g}]")
         ax.set_title("\n".join(textwrap.wrap(f"{t.name} ({t.producer})", 70)), fontsize=8)
         ax.set_xlabel("value")
         ax.set_ylabel("count")

@@ -100,6 +100,8 @@ class AutoReport:
             judged corrupted and left out of the scores.
         method: The method chosen for the whole model, before per-tensor
             refinement.
+        ranges: Tensor index -> the (min, max) the int8 model was quantized
+            with (the chosen methods' ranges and the fixed ones).
     """
 
     scores: dict[str, float]
@@ -107,6 +109,7 @@ class AutoReport:
     score: float
     excluded: list[int] = dataclasses.field(default_factory=list)
     method: str = ""
+    ranges: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         """One line: the choice and the scores behind it.
@@ -159,7 +162,7 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
         _log.info("auto: the calibration kept no samples; using %s ranges.", FALLBACK)
         chosen = dict(proposals[FALLBACK])
         calib.last_auto = AutoReport({}, _choice(chosen, FALLBACK, overrides), float("nan"),
-                                     method=FALLBACK)
+                                     method=FALLBACK, ranges=chosen)
         return chosen, None
 
     scorer = _Scorer(calib, quant)
@@ -198,7 +201,7 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
             if misses == REFINE_PATIENCE:
                 break
     score = scorer.score(current)
-    calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded), best)
+    calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded), best, dict(chosen))
     _log.info("auto: output SQNR (dB) on %d calibration samples %s; chose %s, %d tensor(s) "
               "from %s; final %.2f dB.", len(scorer.keep),
               {m: round(s, 2) for m, s in scores.items()}, best,
