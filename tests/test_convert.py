@@ -436,7 +436,7 @@ def test_output_path_never_overwrites_the_model_file_or_takes_a_bad_range(cnn_ca
     model.save(path)
     saved = path.read_bytes()
     with pytest.raises(ValueError, match=r"output_path would overwrite model, which this job "
-                                         r"reads"):
+                                         r"uses"):
         tfq8.convert(str(path), x, output_path=path)
     assert path.read_bytes() == saved
     for bad in ("12", (1, "2"), (1, 2, 3), {0: 1}, (True, 2)):
@@ -656,6 +656,7 @@ def test_auto_keeps_minmax_with_too_few_samples_to_judge(caplog, monkeypatch):
     assert few.last_auto.method == "minmax" and set(few.last_auto.choice.values()) == {"minmax"}
     assert blob == tfq8.convert(calibration=few, method="minmax")
     assert "too few to tell a gain from luck" in caplog.text
+    assert few.last_auto.summary().endswith("; 7 sample(s) scored, too few (< 8) to leave minmax)")
     assert "Calibrating on 7 sample(s)" in caplog.text and "100 to 500" in caplog.text
     monkeypatch.setattr(auto, "MIN_SAMPLES_TO_CHOOSE", 1)  # without the guard: a "gain" on 7
     tfq8.convert(calibration=few)

@@ -344,7 +344,7 @@ def check_output_path(path: Any, *, arg: str = "path",
     Args:
         path: The output file.
         arg: The argument's name, for error messages.
-        inputs: Argument name -> a path the job reads (the model file, say),
+        inputs: Argument name -> a path the job reads or writes (the model file, say),
             which `path` must not overwrite. None values are skipped.
 
     Raises:
@@ -379,7 +379,7 @@ def check_output_path(path: Any, *, arg: str = "path",
                               f"{parent!r} is not writable")
     for name, other in (inputs or {}).items():
         if isinstance(other, (str, os.PathLike)) and os.path.realpath(other) == target:
-            raise ValueError(f"{arg} would overwrite {name}, which this job reads. Received: "
+            raise ValueError(f"{arg} would overwrite {name}, which this job uses. Received: "
                              f"{arg}={path!r} and {name}={os.fspath(other)!r}")
     limit = _name_max(parent)
     if len(os.fsencode(os.path.basename(target))) > limit:

@@ -480,9 +480,9 @@ class _CalibrationCallbackBase:
         start = time.perf_counter()
         few = rep.take(max(rep.batch, min(len(rep), _TRIAL_SAMPLES)))
         self._convert(calibrate(self.model, few, max_bins=self.max_bins), trial=True)
-        if self.verbose > 1:
-            _log.info("Trial conversion on %d samples took %.2fs.", len(few),
-                      time.perf_counter() - start)
+        if self.verbose:
+            _log.info("Trial conversion on %d samples (the model converts to int8) took %.2fs.",
+                      len(few), time.perf_counter() - start)
 
     def _model_specs(self) -> list:
         """The model's input specs in TFLite's order (for several inputs this costs a conversion)."""

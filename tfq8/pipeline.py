@@ -65,7 +65,9 @@ def calibrate(
     Args:
         model: A Keras 3 or tf_keras model, or a `.keras`/`.h5`/SavedModel path.
         data: Calibration data of any kind `tfq8.representative_dataset` accepts.
-        num_samples: Use at most this many samples (default: all).
+        num_samples: Use at most this many samples (default: all; a stream with
+            no known end, such as a generator, is then refused past 1 GiB of
+            samples, `tfq8.data.UNSIZED_MAX_BYTES`).
         max_bins: Histogram resolution (bins per tensor, memory bound).
         batch_size: Samples per LiteRT run while collecting (default: automatic).
         keep_samples: Keep this many samples (evenly spaced) in the calibration

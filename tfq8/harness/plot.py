@@ -26,7 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from tfq8 import _args
-from tfq8.calibration import Calibration, atomic_write, check_output_path
+from tfq8.calibration import FIXED_SCALE_OPS, Calibration, atomic_write, check_output_path
 
 METHODS = ("minmax", "percentile", "kl", "mse")
 _FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
@@ -45,7 +45,8 @@ def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = 
         calibration: A `Calibration` (from `tfq8.calibrate`, a
             `CalibrationCallback`, or `Calibration.load`). After a conversion
             with `method="auto"`, the range `auto` chose is drawn bold.
-        tensors: Tensor names or indices (`Calibration.tensors` lists them);
+        tensors: Tensor names, or TFLite tensor indices (`TensorStats.index`;
+            `Calibration.tensors` lists both);
             default: the `top` tensors whose ranges differ most between
             `methods` (the widest over the narrowest), one of each set of
             tensors holding the same values (a RESHAPE's input and output).
@@ -66,7 +67,7 @@ def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = 
             extension.
 
     Example:
-        >>> fig = tfq8.plot_ranges(calib, ["conv1/Relu"], methods=["minmax", "kl"])
+        >>> fig = tfq8.plot_ranges(calib, [calib.tensors[1].name], methods=["minmax", "kl"])
         >>> fig.savefig("conv1.png")
     """
     if not isinstance(calibration, Calibration):
@@ -212,7 +213,9 @@ def _draw(tensors: Sequence[Any], proposals: dict[str, dict[int, tuple[float, fl
             for x in (lo, hi):
                 ax.axvline(x, color="black", linewidth=2.5)
             ax.plot([], [], color="black", linewidth=2.5, label=f"fixed [{lo:.4g}, {hi:.4g}]")
-        ax.set_title("\n".join(textwrap.wrap(f"{t.name} ({t.producer})", 70)), fontsize=8)
+        fixed_scale = "; TFLite fixes its int8 scale" if t.producer in FIXED_SCALE_OPS else ""
+        title = f"{t.name.replace(';', '; ')} ({t.producer}{fixed_scale})"  # wraps at the ;
+        ax.set_title("\n".join(textwrap.wrap(title, 70, break_on_hyphens=False)), fontsize=8)
         ax.set_xlabel("value")
         ax.set_ylabel("count")
         ax.legend(fontsize=7, loc="best")

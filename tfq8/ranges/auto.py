@@ -100,6 +100,7 @@ class AutoReport:
             judged corrupted and left out of the scores.
         method: The method chosen for the whole model, before per-tensor
             refinement.
+        scored: How many kept samples scored (after `excluded`).
         ranges: Tensor index -> the (min, max) the int8 model was quantized
             with (the chosen methods' ranges and the fixed ones).
     """
@@ -109,6 +110,7 @@ class AutoReport:
     score: float
     excluded: list[int] = dataclasses.field(default_factory=list)
     method: str = ""
+    scored: int = 0
     ranges: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
@@ -126,7 +128,9 @@ class AutoReport:
                 + f": output SQNR {self.score:.2f} dB on the calibration samples ("
                 + ", ".join(f"{m} {s:.2f}" for m, s in self.scores.items())
                 + (f"; {len(self.excluded)} corrupted-looking sample(s) left out"
-                   if self.excluded else "") + ")")
+                   if self.excluded else "")
+                + (f"; {self.scored} sample(s) scored, too few (< {MIN_SAMPLES_TO_CHOOSE}) to "
+                   "leave minmax" if 0 < self.scored < MIN_SAMPLES_TO_CHOOSE else "") + ")")
 
 
 def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = None,
@@ -201,7 +205,8 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
             if misses == REFINE_PATIENCE:
                 break
     score = scorer.score(current)
-    calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded), best, dict(chosen))
+    calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded), best,
+                                 len(scorer.keep), dict(chosen))
     _log.info("auto: output SQNR (dB) on %d calibration samples %s; chose %s, %d tensor(s) "
               "from %s; final %.2f dB.", len(scorer.keep),
               {m: round(s, 2) for m, s in scores.items()}, best,
