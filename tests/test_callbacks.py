@@ -714,7 +714,7 @@ def test_int8_evaluation_batches_fit_a_memory_budget(monkeypatch):
 def test_the_trial_conversion_runs_once_per_model_without_warnings(caplog):
     model = _compiled_mlp(seed=3)
     x, y = _mlp_data(64, seed=3)
-    cb = tfq8.CalibrationCallback(x, validation_data=(x[:16], y[:16]), verbose=0,
+    cb = tfq8.CalibrationCallback(x, validation_data=(x[:16], y[:16]), verbose=1,
                                   method="percentile",
                                   convert_options={"method_options": {"percentile": 99.9}})
     with caplog.at_level("INFO", logger="tfq8"):
@@ -734,3 +734,20 @@ def test_a_validation_pydataset_without_a_length_is_named():
     with pytest.raises(TypeError, match=r"validation_data is a keras.utils.PyDataset with neither "
                                         r"num_batches nor __len__. Received: NoLength"):
         int8_metrics.ValidationSet.build(NoLength(), model, load_model(model).specs)
+
+
+def test_verbose_0_silences_tfq8s_info_lines_but_not_warnings(caplog):
+    model = _compiled_mlp(seed=4)
+    x, y = _mlp_data(64, seed=4)
+    cb = tfq8.CalibrationCallback(x, validation_data=(x[:16], y[:16]), every_n_epochs=1,
+                                  verbose=0)
+    with caplog.at_level("INFO", logger="tfq8"):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+        assert len(cb.int8_history) == 2  # it did calibrate, convert and evaluate
+        assert not [r for r in caplog.records if r.name.startswith("tfq8")]
+        few = tfq8.CalibrationCallback(x[:5], validation_data=(x[:16], y[:16]), verbose=0)
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[few])
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned and all("Calibrating on 5 sample(s)" in w for w in warned)
+    assert not [r for r in caplog.records if r.levelname == "INFO" and r.name.startswith("tfq8")]
+    assert logging.getLogger("tfq8").filters == []  # removed again

@@ -38,6 +38,7 @@ a `tf_keras.callbacks.Callback`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
@@ -69,6 +70,28 @@ __all__ = ["CalibrationCallback", "TensorDiagnostics", "TFKerasCalibrationCallba
 # Calibration samples of the trial conversion in on_train_begin (at least one batch;
 # as many as calibrate() takes without warning of too few).
 _TRIAL_SAMPLES = FEW_SAMPLES
+class _WarningsOnly(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING
+
+
+def _silent_unless_verbose(hook: Any) -> Any:
+    """Runs a callback hook with tfq8's INFO log lines (calibrating, auto's scores)
+    dropped when the callback's `verbose` is 0; warnings still show."""
+    @functools.wraps(hook)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.verbose:
+            return hook(self, *args, **kwargs)
+        logger, quiet = logging.getLogger("tfq8"), _WarningsOnly()
+        logger.addFilter(quiet)
+        try:
+            return hook(self, *args, **kwargs)
+        finally:
+            logger.removeFilter(quiet)
+
+    return wrapper
+
+
 _INT8_MONITOR = re.compile(r"^val_int8_[A-Za-z0-9_.\-]+$")
 _CONVERT_OPTIONS = ("method_options", "ranges", "per_channel", "input_type", "output_type",
                     "allow_float")
@@ -313,6 +336,7 @@ class _CalibrationCallbackBase:
         return CalibrationCallback(*args, **kwargs)
 
     # ------------------------------------------------------------- hooks
+    @_silent_unless_verbose
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """Resets the per-run state, so one instance serves several `fit` calls.
 
@@ -344,6 +368,7 @@ class _CalibrationCallbackBase:
                 self._trial_convert(rep)
                 self._trialled = True
 
+    @_silent_unless_verbose
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
         self._last_epoch = epoch
@@ -360,6 +385,7 @@ class _CalibrationCallbackBase:
         self._last_logs = dict(logs)
         self._epoch_logs[epoch] = self._last_logs
 
+    @_silent_unless_verbose
     def on_train_end(self, logs: Mapping[str, Any] | None = None) -> None:
         """Makes sure the attached statistics describe the final weights.
 
@@ -632,8 +658,9 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         monitor: The log key `save_best_only` compares.
         mode: `"auto"`, `"min"` or `"max"` for `monitor`.
         save_best_only: Export only when `monitor` improves.
-        verbose: 0 silent, 1 INFO log lines per calibration, evaluation and export,
-            2 also timings (logger `"tfq8.callbacks"`; configure `logging` to see
+        verbose: 0 silent (tfq8's own INFO lines too, such as `auto`'s scores),
+            1 INFO log lines per calibration, evaluation and export, 2 also
+            timings (logger `"tfq8.callbacks"`; configure `logging` to see
             them). Warnings are always logged.
         method: Range method for the int8 conversions (as in `tfq8.convert`).
         num_samples: Calibrate on at most this many samples.
