@@ -254,6 +254,23 @@ def test_ranges_by_method_and_tensor_lookup(full):
         full.tensor("no such tensor")
 
 
+def test_each_method_runs_once_per_calibration(model_and_data, monkeypatch):
+    from tfq8.ranges import registry
+
+    model, x = model_and_data
+    calib = tfq8.calibrate(model, x[:16])
+    calls = []
+    kl = registry.get_method("kl")
+    monkeypatch.setitem(registry._METHODS, "kl", lambda h, **o: calls.append(h) or kl(h, **o))
+    first = calib.ranges("kl")
+    first[next(iter(first))] = (0.0, 0.0)  # the caller's own copy
+    again = calib.ranges("kl")
+    assert len(calls) == len([t for t in calib.tensors if t.producer not in
+                              tfq8.calibration.FIXED_SCALE_OPS])  # once per tensor, one run
+    assert again != first and again == calib._run_method(kl, {})
+    assert calib.ranges("percentile", percentile=99.0) != calib.ranges("percentile")
+
+
 def test_nan_activation_names_the_tensor_and_samples():
     import keras
 

@@ -75,6 +75,7 @@ class Calibration:
             self.model = model
         self._by_name = {t.name: t for t in self.tensors}
         self.last_auto = None  # set by method="auto": what it measured
+        self._ranges: dict[tuple, dict[int, tuple[float, float]]] = {}  # ranges() by method
 
     def __repr__(self) -> str:
         return (f"Calibration({len(self.tensors)} tensors, {self.num_samples} samples, "
@@ -109,12 +110,25 @@ class Calibration:
         (`FIXED_SCALE_OPS`: LOGISTIC, TANH, SOFTMAX, LOG_SOFTMAX) get their
         min/max without running the method: no range changes their grid.
 
+        The methods are pure functions of the histograms, so each (method,
+        options) runs once per calibration: `auto`, a loop over methods and
+        `plot_ranges` reuse the result.
+
         Args:
             method: A name from `tfq8.ranges.available_methods()`.
             **options: Passed to the method (such as `percentile=99.9`).
+
+        Returns:
+            A new dict (the caller may change it).
         """
         fn = _ranges.get_method(method)
         _ranges.check_options(method, options)
+        key = (method, tuple(sorted(options.items())))
+        if key not in self._ranges:
+            self._ranges[key] = self._run_method(fn, options)
+        return dict(self._ranges[key])
+
+    def _run_method(self, fn: Any, options: Mapping[str, Any]) -> dict[int, tuple[float, float]]:
         todo = [t for t in self.tensors if t.producer not in FIXED_SCALE_OPS]
         hists = [t.histogram for t in todo]
         workers = min(len(hists), os.cpu_count() or 1)

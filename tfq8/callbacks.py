@@ -70,6 +70,8 @@ __all__ = ["CalibrationCallback", "TensorDiagnostics", "TFKerasCalibrationCallba
 # Calibration samples of the trial conversion in on_train_begin (at least one batch;
 # as many as calibrate() takes without warning of too few).
 _TRIAL_SAMPLES = FEW_SAMPLES
+
+
 class _WarningsOnly(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING

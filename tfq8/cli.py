@@ -348,9 +348,10 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                          "folder of images) or --calibration stats.npz; only a quantization-"
                          "aware-trained model converts without. Received: no --data")
     elif _F["calibration-out"].value or _F.plot:
-        flag = "--calibration-out" if _F["calibration-out"].value else "--plot"
+        flag, what = ("--calibration-out", "save") if _F["calibration-out"].value else ("--plot",
+                                                                                         "draw")
         raise ValueError(f"{flag} needs --data: without data there are no statistics to "
-                         f"{'save' if flag == '--calibration-out' else 'draw'}. Received: no --data")
+                         f"{what}. Received: no --data")
     else:
         p.step("quantization-aware-trained model: converting with the ranges QAT learned")
     # The model goes along with saved statistics too: convert() refuses another model's.

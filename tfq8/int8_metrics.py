@@ -47,7 +47,6 @@ __all__ = ["INT8_KEYS", "ValidationSet", "check_steps", "evaluate_int8", "readab
 INT8_KEYS = ("val_int8_accuracy", "val_int8_agreement", "val_int8_loss")
 
 
-
 def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
                   batch_size: int | None = None,
                   num_threads: int | None = None,
