@@ -111,6 +111,21 @@ def test_unquantizable_op_fails_before_training_naming_convert_options(tmp_path,
         tfq8.convert(model, x[:8], method="minmax")  # tfq8.convert's own advice
 
 
+def test_an_unbuilt_model_is_checked_after_its_first_epoch(tmp_path):
+    x, y = _mlp_data()
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(8), keras.layers.Lambda(keras.ops.sin),
+                              keras.layers.Dense(5)])  # no Input: built by the first batch
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    started = []
+    probe = keras.callbacks.LambdaCallback(on_epoch_begin=lambda epoch, logs: started.append(epoch))
+    cb = tfq8.CalibrationCallback(x[:32], filepath=str(tmp_path / "m.tflite"), verbose=0)
+    assert not model.built
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"SIN could not be quantized"):
+        model.fit(x, y, epochs=3, verbose=0, callbacks=[cb, probe])
+    assert started == [0] and not list(tmp_path.iterdir())
+
+
 def test_int8_keys_in_logs_history_and_csv(tmp_path):
     x, y = _mlp_data()
     model = _compiled_mlp()

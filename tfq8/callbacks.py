@@ -285,6 +285,7 @@ class _CalibrationCallbackBase:
         self._specs: list | None = None
         self._data_model: Any = None  # the model _rep, _val and _specs were read for
         self._trialled = False  # the trial conversion ran for _data_model
+        self._check_deferred = False  # the model was not built when training began
         self.best: float = -math.inf if mode == "max" else math.inf
         self._reset()
 
@@ -348,27 +349,22 @@ class _CalibrationCallbackBase:
 
         Also reads and checks the calibration and validation data against the
         model now, so bad data fails before training rather than after it
-        (unless the model is not built yet; the data is then read at the
-        first calibration). When the callback will convert (`validation_data`
-        or `filepath`), the first `fit` of a model also converts on a few
-        calibration samples with its `convert_options` (and `minmax` ranges:
-        which ops stay float does not depend on the ranges), so a model with an
-        op that cannot be quantized raises `UnsupportedOpError` now rather than
-        after the last epoch.
+        (a model that is not built yet, such as a `Sequential` without an
+        `Input`, is checked at the end of the first epoch instead). When the
+        callback will convert (`validation_data` or `filepath`), the first
+        `fit` of a model also converts on a few calibration samples with its
+        `convert_options` (and `minmax` ranges: which ops stay float does not
+        depend on the ranges), so a model with an op that cannot be quantized
+        raises `UnsupportedOpError` now rather than after the last epoch.
         """
         self._reset()
         if self._data_model is not self.model:  # adapted data is kept for the same model only
             self._rep, self._val, self._specs, self._data_model = None, None, None, self.model
             self._trialled = False
             self.best = -math.inf if self.mode == "max" else math.inf
-        if getattr(self.model, "built", True):
-            rep = self._calibration_rep()
-            if self.validation_data is not None:
-                self._validation_set()
-            if not self._trialled and (self.validation_data is not None
-                                       or self.filepath is not None):
-                self._trial_convert(rep)
-                self._trialled = True
+        self._check_deferred = not getattr(self.model, "built", True)
+        if not self._check_deferred:
+            self._check_model()
 
     @_silent_unless_verbose
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -379,6 +375,10 @@ class _CalibrationCallbackBase:
             epochs is not None and epoch + 1 >= int(epochs))
         if logs is None:
             logs = {}
+        if self._check_deferred:  # built by its first batch; a due epoch converts anyway
+            self._check_deferred = False
+            if not due:
+                self._check_model()
         digest = _weights_digest(self.model)  # ~0.16 s per 100 MB of weights
         self._last_digest = digest
         self._epoch_of_digest.setdefault(digest, epoch)
@@ -468,6 +468,7 @@ class _CalibrationCallbackBase:
         blob = None
         if self.validation_data is not None or self.filepath is not None:
             blob = self._convert(calib)
+            self._trialled = True  # it converts: no trial needed on the next fit
             lap("convert")
         if self.validation_data is not None:
             metrics = self._evaluate(blob)
@@ -502,6 +503,15 @@ class _CalibrationCallbackBase:
             raise e.with_remedy(
                 'Pass convert_options={"allow_float": True} to the CalibrationCallback to keep '
                 'them in float.') from None
+
+    def _check_model(self) -> None:
+        """Reads and checks the data against the model; trial-converts once per model."""
+        rep = self._calibration_rep()
+        if self.validation_data is not None:
+            self._validation_set()
+        if not self._trialled and (self.validation_data is not None or self.filepath is not None):
+            self._trial_convert(rep)
+            self._trialled = True
 
     def _trial_convert(self, rep: RepresentativeDataset) -> None:
         """Converts on a few calibration samples: a model the int8 path cannot take fails now."""
