@@ -309,11 +309,6 @@ def finish_as_converter(model: bytes) -> bytes:
     return write_model(_tf_util.populate_conversion_metadata(parsed, metadata))
 
 
-def io_types() -> tuple[np.dtype, ...]:
-    """The dtypes `quantize` accepts for model inputs and outputs."""
-    return tuple(_IO_TYPES)
-
-
 def read_model(model: bytes) -> "schema.ModelT":
     """Parses a `.tflite` flatbuffer into the mutable object API (`ModelT`)."""
     return _fb_utils.read_model_from_bytearray(bytearray(model))
@@ -322,11 +317,6 @@ def read_model(model: bytes) -> "schema.ModelT":
 def write_model(model: "schema.ModelT") -> bytes:
     """Serializes a `ModelT` back into flatbuffer bytes."""
     return bytes(_fb_utils.convert_object_to_bytearray(model))
-
-
-def has_tflite_identifier(model: bytes) -> bool:
-    """True if the bytes carry the `TFL3` flatbuffer file identifier."""
-    return len(model) >= 8 and bytes(model[4:8]) == b"TFL3"
 
 
 def tensor_type_name(tensor_type: int) -> str:

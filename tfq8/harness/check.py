@@ -572,10 +572,6 @@ def _named(outputs: list[TensorIO], names: list[str]) -> list[TensorIO]:
     return outputs
 
 
-def _short(name: str) -> str:
-    return name.removeprefix("serving_default_").split(":")[0]
-
-
 def _match(ours: Sequence[TensorIO], theirs: Sequence[TensorIO]) -> list[int]:
     """For each of `ours`, the index in `theirs` with the same name (else same position)."""
     names = [t.key for t in theirs]

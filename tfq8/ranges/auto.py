@@ -133,9 +133,9 @@ class AutoReport:
                    "leave minmax" if 0 < self.scored < MIN_SAMPLES_TO_CHOOSE else "") + ")")
 
 
-def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = None,
-           **quant: Any) -> dict[int, tuple[float, float]]:
-    """Ranges chosen by `auto` for every calibrated tensor.
+def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = None,
+                        **quant: Any) -> tuple[dict[int, tuple[float, float]], bytes | None]:
+    """Ranges chosen by `auto` for every calibrated tensor, and the int8 model built with them.
 
     Args:
         calib: The `Calibration`.
@@ -143,20 +143,11 @@ def choose(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = 
         **quant: Quantization options (`per_channel`, `input_type`, `output_type`).
 
     Returns:
-        Tensor index -> (min, max). The measurements are logged and stored on
-        `calib.last_auto` as an `AutoReport`.
-    """
-    return choose_and_quantize(calib, overrides=overrides, **quant)[0]
-
-
-def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = None,
-                        **quant: Any) -> tuple[dict[int, tuple[float, float]], bytes | None]:
-    """`choose`, plus the int8 model `auto` already built for the chosen ranges.
-
-    Returns:
-        (ranges, model): the model is the scored candidate's, byte-identical to
-        quantizing the calibrated model with those ranges; None where `auto`
-        scored nothing (a calibration without kept samples).
+        (ranges, model): tensor index -> (min, max), and the scored candidate's
+        model, byte-identical to quantizing the calibrated model with those
+        ranges; None where `auto` scored nothing (a calibration without kept
+        samples). The measurements are logged and stored on `calib.last_auto`
+        as an `AutoReport`.
     """
     overrides = dict(overrides or {})
     proposals = {m: calib.ranges(m) for m in CANDIDATES}
@@ -434,5 +425,5 @@ def _threads() -> int:
     return os.cpu_count() or 1
 
 
-__all__ = ["AutoReport", "CANDIDATES", "bootstrap_weights", "choose", "choose_and_quantize",
+__all__ = ["AutoReport", "CANDIDATES", "bootstrap_weights", "choose_and_quantize",
            "clearly_better", "corrupted_frames", "early_columns", "total_sqnr_db"]

@@ -215,7 +215,7 @@ def search(score, lo_max: float, hi_max: float, *, coarse: int = 24, fine: int =
     Returns:
         The best `(lo, hi)`.
     """
-    ratios = np.concatenate([np.geomspace(min_ratio, 1.0, coarse)])
+    ratios = np.geomspace(min_ratio, 1.0, coarse)
     lo_c = lo_max * ratios if lo_max < 0 else np.zeros(1)
     hi_c = hi_max * ratios if hi_max > 0 else np.zeros(1)
 
