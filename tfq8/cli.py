@@ -458,6 +458,7 @@ def _parse_method_options(items: list[str]) -> dict[str, Any]:
 
 def _check(tflite_path: str) -> tuple[dict, str, int]:
     import tfq8  # noqa: PLC0415
+    from tfq8.data import short_name  # noqa: PLC0415
 
     p = _Progress("check")
     if not _F.data:
@@ -465,7 +466,7 @@ def _check(tflite_path: str) -> tuple[dict, str, int]:
                          "Received: no --data")
     info = tfq8.inspect(tflite_path)
     data, labels = _load_data(_F.data, [t.shape for t in info.inputs],
-                              [_short(t.name) for t in info.inputs])
+                              [short_name(t.name) for t in info.inputs])
     if _F.labels:
         labels = _load_labels(_F.labels)
     output: int | str = _F["label-output"].value
@@ -520,10 +521,6 @@ _COMMAND_FUNCS = {"convert": _convert, "check": _check, "bench": _bench, "inspec
 
 
 # --------------------------------------------------------------------- data files
-def _short(name: str) -> str:
-    return name.removeprefix("serving_default_").split(":")[0]
-
-
 def _default_output(model_path: str) -> str:
     base = os.path.normpath(model_path)
     for ext in (".keras", ".h5", ".hdf5"):

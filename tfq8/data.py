@@ -155,6 +155,17 @@ def fixed_batch(signatures: Sequence[Sequence[int]]) -> int | None:
     return sizes[0]
 
 
+def short_name(tensor_name: str) -> str:
+    """A TFLite input or output tensor's name as users know it: without the
+    `serving_default_` prefix of a SavedModel signature and the `:0` suffix.
+
+    Example:
+        >>> short_name("serving_default_image:0")
+        'image'
+    """
+    return tensor_name.removeprefix("serving_default_").split(":")[0]
+
+
 def representative_dataset(
     data: Any,
     *,

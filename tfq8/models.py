@@ -29,7 +29,7 @@ import tensorflow as tf
 from tfq8 import _tflite
 from tfq8.errors import UnsupportedOpError
 from tfq8 import qat as _qat
-from tfq8.data import InputSpec
+from tfq8.data import InputSpec, short_name
 
 _log = logging.getLogger("tfq8")
 
@@ -441,8 +441,7 @@ def specs_from_tflite(model: bytes) -> list[InputSpec]:
         if shape:
             shape = (None,) + shape[1:]
         name = t.Name()
-        name = (name.decode() if isinstance(name, bytes) else str(name)).removeprefix(
-            "serving_default_").split(":")[0]
+        name = short_name(name.decode() if isinstance(name, bytes) else str(name))
         dtype = {"FLOAT32": np.float32, "INT32": np.int32, "INT64": np.int64,
                  "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}.get(
                      _tflite.tensor_type_name(t.Type()), np.float32)

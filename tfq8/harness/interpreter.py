@@ -32,7 +32,7 @@ import numpy as np
 
 from tfq8 import _args, _tflite
 from tfq8.errors import first_line
-from tfq8.data import InputSpec, fixed_batch
+from tfq8.data import InputSpec, fixed_batch, short_name
 from tfq8.harness.litert import BACKENDS, new_interpreter, size_inputs
 from tfq8.harness.litert import allocate as allocate_tensors
 
@@ -405,7 +405,7 @@ class TensorIO:
         return cls(d["name"], int(d["index"]), tuple(int(v) for v in d["shape"]),
                    tuple(int(v) for v in d.get("shape_signature", d["shape"])),
                    np.dtype(d["dtype"]), scales, zps, int(qp.get("quantized_dimension", 0)),
-                   _short_name(d["name"]))
+                   short_name(d["name"]))
 
     @property
     def quantized(self) -> bool:
@@ -599,7 +599,3 @@ def _signature_names(parsed: Any) -> dict[int, str]:
             name = tm.name.decode() if isinstance(tm.name, bytes) else str(tm.name)
             out[int(tm.tensorIndex)] = name
     return out
-
-
-def _short_name(name: str) -> str:
-    return name.removeprefix("serving_default_").split(":")[0]
