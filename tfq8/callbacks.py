@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import logging
 import math
 import os
@@ -51,7 +50,7 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from tfq8 import _args
+from tfq8 import _args, _tflite
 from tfq8.calibration import Calibration, atomic_write, check_output_path
 from tfq8.pipeline import (CALIBRATION_ATTR, FEW_SAMPLES, calibrate, check_convert_options,
                            convert)
@@ -60,7 +59,7 @@ from tfq8.errors import UnsupportedOpError
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_int8,
                                is_tf_keras_model, keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
-from tfq8.harness.interpreter import make_interpreter
+from tfq8.models import load_model, sublayers, weights_fingerprint
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS, Histogram
 
 _log = logging.getLogger("tfq8.callbacks")
@@ -298,10 +297,9 @@ class _CalibrationCallbackBase:
         self.saved: list[str] = []
         self.timings: list[float] = []
         self.phase_timings: list[dict[str, float]] = []
-        self._digest: str | None = None  # of the weights self.calibration describes
         self._last_epoch: int | None = None
         self._last_logs: dict[str, Any] = {}
-        # Weights digest at each epoch's end (first epoch of a digest), that epoch's logs,
+        # Weights fingerprint at each epoch's end (first epoch of one), that epoch's logs,
         # the epochs calibrated and the file exported per epoch: on_train_end tells the
         # last epoch's weights from restored ones, and which epoch these are.
         self._last_digest: str | None = None
@@ -379,11 +377,11 @@ class _CalibrationCallbackBase:
             self._check_deferred = False
             if not due:
                 self._check_model()
-        digest = _weights_digest(self.model)  # ~0.16 s per 100 MB of weights
+        digest = weights_fingerprint(self.model)  # hashes every weight
         self._last_digest = digest
         self._epoch_of_digest.setdefault(digest, epoch)
         if due:
-            self._run(epoch, logs, digest)
+            self._run(epoch, logs)
         self._last_logs = dict(logs)
         self._epoch_logs[epoch] = self._last_logs
 
@@ -403,13 +401,13 @@ class _CalibrationCallbackBase:
         """
         if self._last_epoch is None:
             return
-        digest = _weights_digest(self.model)
-        if self.calibration is not None and self._digest == digest:
+        digest = weights_fingerprint(self.model)
+        if self.calibration is not None and self.calibration.fingerprint == digest:
             return
         if digest == self._last_digest:  # the last epoch's weights, not calibrated yet
             merged = dict(self._last_logs)
             merged.update(logs or {})
-            self._run(self._last_epoch, merged, digest)
+            self._run(self._last_epoch, merged)
             history = getattr(getattr(self.model, "history", None), "history", None)
             if isinstance(history, dict) and not any(k.startswith("val_int8_")
                                                      for k in self._last_logs):
@@ -423,9 +421,9 @@ class _CalibrationCallbackBase:
                 _log.info("The weights were restored to those of epoch %d after epoch %d: "
                           "calibrating them as epoch %d.", epoch + 1, self._last_epoch + 1,
                           epoch + 1)
-            self._run(epoch, dict(self._epoch_logs[epoch]), digest)
+            self._run(epoch, dict(self._epoch_logs[epoch]))
             return
-        self._calibrate(digest)
+        self._calibrate()
         if epoch is None:
             _log.warning(
                 "CalibrationCallback: the weights changed after epoch %d and are no epoch's "
@@ -439,15 +437,15 @@ class _CalibrationCallbackBase:
                       f"is {path}" if path else "was not exported at that epoch")
 
     # ------------------------------------------------------------- work
-    def _calibrate(self, digest: str) -> Calibration:
-        """Calibrates the current weights (of digest `digest`) and attaches the statistics."""
+    def _calibrate(self) -> Calibration:
+        """Calibrates the current weights and attaches the statistics (their
+        `fingerprint` is the weights')."""
         calib = calibrate(self.model, self._calibration_rep(), max_bins=self.max_bins)
         self.calibration = calib
         setattr(self.model, CALIBRATION_ATTR, calib)
-        self._digest = digest
         return calib
 
-    def _run(self, epoch: int, logs: dict[str, Any], digest: str) -> None:
+    def _run(self, epoch: int, logs: dict[str, Any]) -> None:
         phases: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -457,7 +455,7 @@ class _CalibrationCallbackBase:
             phases[name] = now - clock
             clock = now
 
-        calib = self._calibrate(digest)
+        calib = self._calibrate()
         self._calibrated_epochs.add(epoch)
         lap("calibrate")
         self._diagnose(epoch, calib)
@@ -525,8 +523,6 @@ class _CalibrationCallbackBase:
     def _model_specs(self) -> list:
         """The model's input specs in TFLite's order (for several inputs this costs a conversion)."""
         if self._specs is None:
-            from tfq8.models import load_model  # noqa: PLC0415
-
             self._specs = load_model(self.model).specs
         return self._specs
 
@@ -577,8 +573,8 @@ class _CalibrationCallbackBase:
 
     # ------------------------------------------------------- diagnostics
     def _diagnose(self, epoch: int, calib: Calibration) -> None:
-        layers = _layer_names(self.model)
-        outputs = _output_tensor_names(calib.model, self.model)
+        layers = {layer.name for layer in sublayers(self.model)}
+        outputs = _output_tensor_names(calib.model)
         q = self.outlier_percentile / 100.0
         for t in calib.tensors:
             h = t.histogram
@@ -748,27 +744,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-# ------------------------------------------------------------- helpers: model
-def _weights_digest(model: Any) -> str:
-    h = hashlib.sha1()
-    for w in model.weights:
-        v = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
-        h.update(str(v.shape).encode())
-        h.update(np.ascontiguousarray(v).tobytes())
-    return h.hexdigest()
-
-
 # ------------------------------------------------------- helpers: diagnostics
-def _layer_names(model: Any) -> set[str]:
-    names: set[str] = set()
-    stack = list(getattr(model, "layers", []))
-    while stack:
-        layer = stack.pop()
-        names.add(layer.name)
-        stack.extend(getattr(layer, "layers", []) or [])
-    return names
-
-
 def _layer_of(tensor: str, layers: set[str], model_name: str | None = None) -> str | None:
     """The Keras layer a TFLite tensor name belongs to, if recognisable.
 
@@ -790,18 +766,15 @@ def _layer_of(tensor: str, layers: set[str], model_name: str | None = None) -> s
     return None
 
 
-def _output_tensor_names(tflite_model: bytes, model: Any) -> dict[int, str]:
-    """Graph output tensor index -> 'output <name>' (their names say nothing)."""
-    try:
-        interpreter = make_interpreter(tflite_model)
-        sig = interpreter.get_signature_list()
-        if len(sig) != 1:
-            return {}
-        runner = interpreter.get_signature_runner(next(iter(sig)))
-        return {int(d["index"]): f"output {name!r}"
-                for name, d in runner.get_output_details().items()}
-    except Exception:  # noqa: BLE001 - names are cosmetic
+def _output_tensor_names(tflite_model: bytes) -> dict[int, str]:
+    """Graph output tensor index -> 'output <name>' (their tensor names say nothing),
+    from the model's one signature (read in place: no interpreter, no object-API copy)."""
+    root = _tflite.schema.Model.GetRootAs(tflite_model, 0)
+    if root.SignatureDefsLength() != 1:
         return {}
+    sig = root.SignatureDefs(0)
+    outputs = (sig.Outputs(k) for k in range(sig.OutputsLength()))
+    return {int(o.TensorIndex()): f"output {(o.Name() or b'').decode()!r}" for o in outputs}
 
 
 def _abs_quantile(h: Histogram, q: float) -> float:

@@ -57,6 +57,16 @@ def is_keras_model(obj: Any) -> bool:
     return tfk is not None and isinstance(obj, tfk.Model)
 
 
+def weights_fingerprint(model: Any) -> str:
+    """SHA-256 of a Keras model's weights, their shapes and values (`ModelHandle.fingerprint`)."""
+    h = hashlib.sha256()
+    for w in model.weights:
+        v = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+        h.update(str(v.shape).encode())
+        h.update(np.ascontiguousarray(v).tobytes())
+    return h.hexdigest()
+
+
 class ModelHandle:
     """A model tfq8 can convert: a live Keras model or a SavedModel folder.
 
@@ -87,13 +97,9 @@ class ModelHandle:
 
     def fingerprint(self) -> str:
         """SHA-256 of the weights (Keras) or of the SavedModel's files."""
-        h = hashlib.sha256()
         if self.keras_model is not None:
-            for w in self.keras_model.weights:
-                v = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
-                h.update(str(v.shape).encode())
-                h.update(np.ascontiguousarray(v).tobytes())
-            return h.hexdigest()
+            return weights_fingerprint(self.keras_model)
+        h = hashlib.sha256()
         for root, dirs, files in os.walk(self.saved_model_dir):
             dirs.sort()
             for name in sorted(files):
@@ -288,7 +294,7 @@ def load_model(model: Any) -> ModelHandle:
 def _check_keras_model(model: Any) -> None:
     """Refuses tfmot models tfq8 cannot convert and models that compute in half precision."""
     _qat.check_model(model)
-    half = [layer for layer in _sublayers(model)
+    half = [layer for layer in sublayers(model)
             if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None)
             in ("float16", "bfloat16")]
     if half:
@@ -307,7 +313,7 @@ def _embedding_limits(model: Any) -> dict[int, tuple[str, int]]:
     """Keras input index -> (name, input_dim) of the Embedding layer taking that input."""
     inputs = list(getattr(model, "inputs", None) or [])
     limits = {}
-    for layer in _sublayers(model):
+    for layer in sublayers(model):
         if type(layer).__name__ != "Embedding" or not hasattr(layer, "input_dim"):
             continue
         try:
@@ -320,10 +326,10 @@ def _embedding_limits(model: Any) -> dict[int, tuple[str, int]]:
     return limits
 
 
-def _sublayers(model: Any) -> list[Any]:
+def sublayers(model: Any) -> list[Any]:
     """The layers of a model, recursively through nested models."""
     return [sub for layer in getattr(model, "layers", [])
-            for sub in [layer, *_sublayers(layer)]]
+            for sub in [layer, *sublayers(layer)]]
 
 
 def _check_file_format(path: str) -> None:
