@@ -42,7 +42,7 @@ import numpy as np
 
 from tfq8 import _args, _tflite
 from tfq8.data import InputSpec, RepresentativeDataset, labelled_samples, representative_dataset
-from tfq8.harness.interpreter import ModelRunner, TensorIO, read_model_bytes, verify_model
+from tfq8.harness.interpreter import ModelRunner, TensorIO, is_constant, read_model_bytes
 
 _log = logging.getLogger("tfq8")
 
@@ -511,9 +511,7 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
         return reference.model, "calibration", None
     if isinstance(reference, (bytes, bytearray, memoryview)) or (
             isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".tflite")):
-        blob = read_model_bytes(reference, arg="reference")
-        verify_model(blob, arg="reference")
-        return blob, "tflite", None
+        return read_model_bytes(reference, arg="reference"), "tflite", None  # ModelRunner verifies
     if isinstance(reference, ModelHandle) or is_keras_model(reference) or isinstance(
             reference, (str, os.PathLike)):
         try:
@@ -593,14 +591,10 @@ def _reorder(arrays: Sequence[np.ndarray], ours: Sequence[TensorIO],
 def _tensor_pairs(q: ModelRunner, f: ModelRunner) -> list[tuple[TensorIO, int, tuple[int, ...]]]:
     """(int8 tensor, float tensor index, per-sample shape) for tensors matched by name."""
     def activations(r: ModelRunner) -> dict[str, tuple[int, Any]]:
-        sg = r.parsed.subgraphs[0]
-        buffers = r.parsed.buffers or []
         out = {}
-        for i, t in enumerate(sg.tensors):
-            buf = buffers[t.buffer] if t.buffer < len(buffers) else None
-            if buf is not None and ((buf.data is not None and len(buf.data)) or buf.offset > 1):
-                continue
-            out.setdefault(_tflite.tensor_name(t), (i, t))
+        for i, t in enumerate(r.parsed.subgraphs[0].tensors):
+            if not is_constant(t, r.parsed.buffers):
+                out.setdefault(_tflite.tensor_name(t), (i, t))
         return out
 
     fq = activations(f)

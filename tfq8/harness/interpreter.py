@@ -198,7 +198,7 @@ def _check_semantics(m: Any, size: int) -> None:
             idx(op.intermediates, f"op {o}'s intermediate")
             for i in (op.inputs if op.inputs is not None else []):
                 i = int(i)
-                if i >= 0 and i not in available and not _is_constant(tensors[i], buffers) and not (
+                if i >= 0 and i not in available and not is_constant(tensors[i], buffers) and not (
                         tensors[i].isVariable) and math.prod(int(d) for d in (
                             tensors[i].shape if tensors[i].shape is not None else [1])) != 0:
                     bad(f"subgraph {s} op {o} reads tensor {i}, which no earlier op writes and "
@@ -210,7 +210,9 @@ def _check_semantics(m: Any, size: int) -> None:
                     bad(f"subgraph {s} op {o}: {name}={value}, only {len(m.subgraphs)} subgraphs")
 
 
-def _is_constant(t: Any, buffers: list) -> bool:
+def is_constant(t: Any, buffers: list) -> bool:
+    """Whether tensor `t` (a `TensorT`) holds constant data: bytes in its buffer, or
+    bytes outside the flatbuffer (a model over 2 GB)."""
     buf = buffers[t.buffer] if 0 <= t.buffer < len(buffers) else None
     return buf is not None and ((buf.data is not None and len(buf.data) > 0) or buf.offset > 1)
 
