@@ -32,8 +32,8 @@ import keras
 import numpy as np
 
 from tfq8 import _tflite
-from tfq8.data import (RepresentativeDataset, StreamBudget, _is_pydataset, pydataset_batches,
-                       representative_dataset)
+from tfq8.data import (RepresentativeDataset, StreamBudget, _is_pydataset, _is_tensor,
+                       pydataset_batches, representative_dataset)
 from tfq8.errors import first_line
 from tfq8.harness.interpreter import ModelRunner
 
@@ -264,15 +264,6 @@ def _check_class_labels(name: str, labels: np.ndarray, units: int | None) -> Non
             f"validation_data labels for output {name!r} must be class indices in 0..{units - 1} "
             f"(the output has {units} units) or one-hot rows of {units}. "
             f"Received: labels {low:g}..{high:g}")
-
-
-def _is_tensor(x: Any) -> bool:
-    try:
-        import tensorflow as tf  # noqa: PLC0415
-
-        return tf.is_tensor(x)
-    except ImportError:  # pragma: no cover
-        return False
 
 
 def _collect_stream(data: Any, model: Any, specs: Sequence[Any], steps: int | None = None):

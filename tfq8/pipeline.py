@@ -28,7 +28,7 @@ from tfq8.calibration import (Calibration, atomic_write, check_output_path, rang
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.errors import UnsupportedOpError
 from tfq8.harness.inspect import inspect
-from tfq8.models import ModelHandle, load_model
+from tfq8.models import ModelHandle, load_model, specs_from_tflite
 from tfq8.ranges import auto as _auto
 from tfq8.ranges import available_methods, check_options
 from tfq8.stats.collect import BackgroundCollect, collect
@@ -102,7 +102,7 @@ def calibrate(
     # The histogram pass runs in a worker process beside TFLite's calibrator where it can.
     with BackgroundCollect(rep, max_bins=max_bins, batch_size=batch_size, track=kept) as bg:
         calibrated = _tflite.calibrate_only(handle.converter(), rep, on_float_model=bg.submit)
-        _check_input_order(calibrated, handle)
+        _check_input_count(calibrated, handle)
         tensors = bg.result(calibrated)
     if tensors is None:
         tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
@@ -391,8 +391,7 @@ def check_integer(blob: bytes, *, allow_float: bool, info: Any = None) -> None:
     info = info if info is not None else inspect(blob)
     if info.full_integer:
         return
-    culprits = [op for op in info.float_ops if op.name not in ("QUANTIZE", "DEQUANTIZE")]
-    culprits = culprits or list(info.float_ops)
+    culprits = info.culprits
     first = culprits[0]
     names = sorted({op.name for op in culprits})
     where = first.outputs[0].name if first.outputs else ""
@@ -475,9 +474,9 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
     return attached
 
 
-def _check_input_order(calibrated: bytes, handle: ModelHandle) -> None:
-    from tfq8.models import specs_from_tflite  # noqa: PLC0415
-
+def _check_input_count(calibrated: bytes, handle: ModelHandle) -> None:
+    """Refuses a calibrated model with another number of inputs than the specs the
+    samples were read for."""
     got = [s.name for s in specs_from_tflite(calibrated)]
     want = [s.name for s in handle.specs]
     if len(got) != len(want):

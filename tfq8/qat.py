@@ -86,6 +86,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tfq8 import _tflite
+from tfq8.errors import first_line
 
 _log = logging.getLogger("tfq8")
 
@@ -212,7 +213,7 @@ def load_keras_file(path: str) -> Any:
     except Exception as e:  # noqa: BLE001 - an incompatible tfmot raises more than ImportError
         raise ImportError(
             f"tensorflow-model-optimization is needed for tfmot models and cannot be imported "
-            f"({type(e).__name__}: {_first_line(e)})") from None
+            f"({type(e).__name__}: {first_line(e)})") from None
     try:
         with tfmot.quantization.keras.quantize_scope():
             return tf_keras.models.load_model(path, compile=False)
@@ -220,7 +221,7 @@ def load_keras_file(path: str) -> Any:
         if not (path.endswith(".keras") and "variables" in str(e)):
             raise
         raise QATReloadError(
-            f"{_first_line(e)} (tfmot {getattr(tfmot, '__version__', '?')} with tf_keras "
+            f"{first_line(e)} (tfmot {getattr(tfmot, '__version__', '?')} with tf_keras "
             f"{tf_keras.__version__} cannot reload QAT models saved as .keras; save with "
             "model.save('model.h5') or as a SavedModel)") from None
 
@@ -270,8 +271,7 @@ def try_convert(
     blob = _tflite.convert_qat(handle.converter(), input_type=input_type, output_type=output_type)
     info = inspect(blob)
     if not info.full_integer:
-        ops = [op for op in info.float_ops if op.name not in ("QUANTIZE", "DEQUANTIZE")]
-        ops = ops or list(info.float_ops)
+        ops = info.culprits
         names = ", ".join(sorted({op.name for op in ops}))
         where = ops[0].outputs[0].name if ops[0].outputs else ""
         if not have_data:
@@ -326,8 +326,3 @@ def pinned_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
         _log.info("Keeping QAT's range on %d float copy(ies) of QAT tensors (DEQUANTIZE "
                   "outputs) so that the next op's bias matches its int8 input.", len(pinned))
     return pinned
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e)
-    return text.splitlines()[0] if text else ""

@@ -111,6 +111,12 @@ class ModelInfo:
         return tuple(out)
 
     @property
+    def culprits(self) -> tuple[OpInfo, ...]:
+        """The float ops to name: `float_ops` without QUANTIZE and DEQUANTIZE (which
+        only wrap the others), or all of them where there is nothing else."""
+        return tuple(op for op in self.float_ops if op.name not in _BOUNDARY_OPS) or self.float_ops
+
+    @property
     def full_integer(self) -> bool:
         """True if every op computes in integers."""
         return not self.float_ops
