@@ -13,6 +13,7 @@ import pytest
 import factories
 import tfq8
 from tfq8 import callbacks as cbmod
+from tfq8 import diagnostics
 from tfq8 import int8_metrics
 from tfq8.pipeline import CALIBRATION_ATTR
 from tfq8.models import load_model
@@ -503,18 +504,18 @@ def test_validation_labels_checked_against_a_subclassed_models_outputs():
 
 def test_abs_quantile_and_layer_names():
     h = Histogram().update(np.concatenate([np.linspace(-1, 1, 9999), [0.0] * 500, [50.0]]))
-    p = cbmod._abs_quantile(h, 0.999)
+    p = diagnostics._abs_quantile(h, 0.999)
     assert 0.95 < p <= 1.01
-    assert cbmod._abs_quantile(h, 1.0) == pytest.approx(50.0, rel=1e-3)
+    assert diagnostics._abs_quantile(h, 1.0) == pytest.approx(50.0, rel=1e-3)
     layers = {"dense", "dense_1", "re_lu", "conv2d_1"}
     # Keras 3 export: every scope carries a _1 suffix (model 'sequential').
-    assert cbmod._layer_of("sequential_1/dense_1/MatMul;sequential_1/dense_1/BiasAdd",
-                           layers, "sequential") == "dense"
-    assert cbmod._layer_of("sequential_1/conv2d_1_1/Relu", layers, "sequential") == "conv2d_1"
+    assert diagnostics._layer_of("sequential_1/dense_1/MatMul;sequential_1/dense_1/BiasAdd",
+                                 layers, "sequential") == "dense"
+    assert diagnostics._layer_of("sequential_1/conv2d_1_1/Relu", layers, "sequential") == "conv2d_1"
     # tf_keras: scopes are the layer names.
-    assert cbmod._layer_of("sequential/re_lu/Relu;sequential/conv2d/Conv2D", layers,
-                           "sequential") == "re_lu"
-    assert cbmod._layer_of("StatefulPartitionedCall:0", layers, "sequential") is None
+    assert diagnostics._layer_of("sequential/re_lu/Relu;sequential/conv2d/Conv2D", layers,
+                                 "sequential") == "re_lu"
+    assert diagnostics._layer_of("StatefulPartitionedCall:0", layers, "sequential") is None
 
 
 def _two_output_model(seed=0):

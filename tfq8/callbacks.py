@@ -10,8 +10,8 @@ the epoch logs, so they show in the progress bar, `History`, `CSVLogger` and
 (atomically), optionally only on improvement of `monitor`, the way
 `keras.callbacks.ModelCheckpoint` does. Per calibration it records, for every
 activation tensor of the TFLite graph, its range and an outlier ratio, and
-warns once per tensor that becomes hostile to int8. The int8 evaluation itself
-is `tfq8.int8_metrics`.
+warns once per tensor that becomes hostile to int8 (`tfq8.diagnostics`). The
+int8 evaluation itself is `tfq8.int8_metrics`.
 
 Place the callback *before* `CSVLogger` and `TensorBoard` in the `callbacks`
 list so that they see the int8 keys (Keras runs callbacks in list order).
@@ -37,7 +37,6 @@ a `tf_keras.callbacks.Callback`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import math
@@ -50,7 +49,7 @@ from typing import Any, Mapping
 import keras
 import numpy as np
 
-from tfq8 import _args, _tflite
+from tfq8 import _args
 from tfq8.calibration import Calibration, atomic_write, check_output_path
 from tfq8.pipeline import (CALIBRATION_ATTR, FEW_SAMPLES, calibrate, check_convert_options,
                            convert)
@@ -59,8 +58,9 @@ from tfq8.errors import UnsupportedOpError
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_int8,
                                is_tf_keras_model, keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
-from tfq8.models import load_model, sublayers, weights_fingerprint
-from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS, Histogram
+from tfq8.diagnostics import SUGGESTION, TensorDiagnostics, diagnose
+from tfq8.models import load_model, weights_fingerprint
+from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS
 
 _log = logging.getLogger("tfq8.callbacks")
 
@@ -96,43 +96,6 @@ def _silent_unless_verbose(hook: Any) -> Any:
 _INT8_MONITOR = re.compile(r"^val_int8_[A-Za-z0-9_.\-]+$")
 _CONVERT_OPTIONS = ("method_options", "ranges", "per_channel", "input_type", "output_type",
                     "allow_float")
-_SUGGESTION = (
-    "Bound it during training: a clipped activation (ReLU6, keras.layers.ReLU(max_value=...)), "
-    "clipping (keras.ops.clip), a BatchNormalization before the activation, or weight decay; "
-    "or let tfq8 clip its range (method='mse', 'kl' or 'percentile')."
-)
-
-
-@dataclasses.dataclass(frozen=True)
-class TensorDiagnostics:
-    """Quantization-relevant figures of one activation tensor at one calibration.
-
-    Attributes:
-        epoch: The 1-based epoch after which the statistics were taken.
-        tensor: Tensor name in the TFLite graph.
-        layer: The Keras layer (or output) it belongs to, if known.
-        producer: The TFLite op writing it (such as `CONV_2D`), or `INPUT`.
-        min: Smallest value seen.
-        max: Largest value seen.
-        abs_max: `max(|min|, |max|)`.
-        percentile_abs: The `outlier_percentile` of the non-zero `|x|`.
-        outlier_ratio: `abs_max / percentile_abs` (1 for well-behaved tensors; a
-            ratio r leaves the bulk of the values about 1/r of the int8 grid).
-        hostile: Whether the callback judged the tensor hostile to int8.
-    """
-
-    epoch: int
-    tensor: str
-    layer: str | None
-    producer: str
-    min: float
-    max: float
-    abs_max: float
-    percentile_abs: float
-    outlier_ratio: float
-    hostile: bool = False
-
-
 class _CalibrationCallbackBase:
     """Framework-independent logic shared by the Keras 3 and tf_keras callbacks."""
 
@@ -573,42 +536,18 @@ class _CalibrationCallbackBase:
 
     # ------------------------------------------------------- diagnostics
     def _diagnose(self, epoch: int, calib: Calibration) -> None:
-        layers = {layer.name for layer in sublayers(self.model)}
-        outputs = _output_tensor_names(calib.model)
-        q = self.outlier_percentile / 100.0
-        for t in calib.tensors:
-            h = t.histogram
-            abs_max = max(abs(h.min), abs(h.max))
-            p = _abs_quantile(h, q)
-            # p = 0: (nearly) no non-zero values, such as a dead ReLU; exact in int8.
-            ratio = abs_max / p if p > 0 else 1.0
-            layer = outputs.get(t.index) or _layer_of(t.name, layers, getattr(self.model, "name", None))
-            history = self.diagnostics.setdefault(t.name, [])
-            reasons = []
-            if t.producer != "INPUT":
-                if ratio > self.outlier_ratio:
-                    reasons.append(
-                        f"max|x| = {abs_max:.4g} is {ratio:.1f}x its {self.outlier_percentile:g}th "
-                        f"percentile of |x| ({p:.4g}), so most values use about 1/{ratio:.0f} of "
-                        "the int8 grid")
-                if history:
-                    first = history[0]
-                    growth = abs_max / first.abs_max if first.abs_max > 0 else 1.0
-                    if growth > self.range_growth and ratio >= 2.0 * first.outlier_ratio:
-                        reasons.append(
-                            f"its range grew {growth:.1f}x since epoch {first.epoch} and faster than "
-                            f"the bulk of its values (outlier ratio {first.outlier_ratio:.1f} -> "
-                            f"{ratio:.1f})")
-            record = TensorDiagnostics(epoch + 1, t.name, layer, t.producer, float(h.min),
-                                       float(h.max), float(abs_max), float(p), float(ratio),
-                                       bool(reasons))
-            history.append(record)
-            if reasons and t.name not in self.hostile:
-                self.hostile[t.name] = "; ".join(reasons)
-                where = f"layer {layer!r}, " if layer else ""
+        hostile = diagnose(calib, self.model, epoch=epoch + 1, history=self.diagnostics,
+                           outlier_ratio=self.outlier_ratio,
+                           outlier_percentile=self.outlier_percentile,
+                           range_growth=self.range_growth)
+        for name, why in hostile.items():
+            if name not in self.hostile:  # once per tensor and fit
+                self.hostile[name] = why
+                record = self.diagnostics[name][-1]
+                where = f"layer {record.layer!r}, " if record.layer else ""
                 _log.warning(
                     "tfq8: activation %r (%s%s) is hostile to int8 after epoch %d: %s. %s",
-                    t.name, where, t.producer, epoch + 1, self.hostile[t.name], _SUGGESTION)
+                    name, where, record.producer, epoch + 1, why, SUGGESTION)
 
     # -------------------------------------------------------- evaluation
     def _evaluate(self, blob: bytes) -> dict[str, float]:
@@ -742,57 +681,3 @@ def __getattr__(name: str) -> Any:
     if name == "TFKerasCalibrationCallback":
         return _tf_keras_class()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-# ------------------------------------------------------- helpers: diagnostics
-def _layer_of(tensor: str, layers: set[str], model_name: str | None = None) -> str | None:
-    """The Keras layer a TFLite tensor name belongs to, if recognisable.
-
-    A fused op's name lists its parts separated by ';', the final op first (for
-    example `seq/re_lu_1/Relu;seq/batch_normalization_1/...`). Keras 3's export
-    traces the model a second time, so its name scopes carry a `_1` suffix the
-    layer names lack (layer `dense` -> scope `dense_1`); tf_keras's do not. The
-    model's own scope (the first component) tells which is the case.
-    """
-    parts = [p.split("/") for p in tensor.split(";")]
-    suffixed = bool(model_name) and parts[0][0] != model_name and re.sub(
-        r"_\d+$", "", parts[0][0]) == model_name
-    for components in parts:
-        for component in reversed(components[1:-1] or components[:-1]):
-            candidates = [re.sub(r"_\d+$", "", component), component] if suffixed else [component]
-            for name in candidates:
-                if name in layers:
-                    return name
-    return None
-
-
-def _output_tensor_names(tflite_model: bytes) -> dict[int, str]:
-    """Graph output tensor index -> 'output <name>' (their tensor names say nothing),
-    from the model's one signature (read in place: no interpreter, no object-API copy)."""
-    root = _tflite.schema.Model.GetRootAs(tflite_model, 0)
-    if root.SignatureDefsLength() != 1:
-        return {}
-    sig = root.SignatureDefs(0)
-    outputs = (sig.Outputs(k) for k in range(sig.OutputsLength()))
-    return {int(o.TensorIndex()): f"output {(o.Name() or b'').decode()!r}" for o in outputs}
-
-
-def _abs_quantile(h: Histogram, q: float) -> float:
-    """Quantile `q` of the non-zero |x| of a histogram (values uniform per bin)."""
-    if h.count == 0:
-        return 0.0
-    edges, counts = h.density(drop_zeros=True)
-    lo = np.abs(edges[:-1])
-    hi = np.abs(edges[1:])
-    a, b = np.minimum(lo, hi), np.maximum(lo, hi)
-    order = np.argsort(a, kind="stable")
-    a, b, c = a[order], b[order], np.clip(counts[order], 0, None)
-    total = c.sum()
-    if total <= 0:
-        return 0.0
-    cum = np.cumsum(c)
-    i = int(np.searchsorted(cum, q * total, side="left"))
-    i = min(i, len(c) - 1)
-    before = cum[i] - c[i]
-    frac = (q * total - before) / c[i] if c[i] > 0 else 1.0
-    return float(a[i] + min(max(frac, 0.0), 1.0) * (b[i] - a[i]))
