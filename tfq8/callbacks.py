@@ -96,6 +96,54 @@ def _silent_unless_verbose(hook: Any) -> Any:
 _INT8_MONITOR = re.compile(r"^val_int8_[A-Za-z0-9_.\-]+$")
 _CONVERT_OPTIONS = ("method_options", "ranges", "per_channel", "input_type", "output_type",
                     "allow_float")
+
+
+def _check_filepath(filepath: Any, validation_data: Any) -> str:
+    """`filepath` as a str, checked: a `.tflite` path whose named fields format with
+    an int epoch and float logs (`val_int8_*` only with validation data), in a place
+    that can be written.
+
+    Raises:
+        ValueError: Naming filepath, what was expected and what was received.
+    """
+    if not isinstance(filepath, (str, os.PathLike)):
+        raise ValueError(
+            "filepath must be a string or path ending in '.tflite'. "
+            f"Received: filepath={filepath!r}")
+    filepath = os.fspath(filepath)
+    if not filepath.endswith(".tflite"):
+        raise ValueError(
+            "filepath must end in '.tflite' (the callback exports int8 TFLite "
+            f"models). Received: filepath={filepath!r}")
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(filepath) if f is not None]
+    except ValueError as e:
+        raise ValueError(
+            f"filepath is not a valid format string ({e}). Received: filepath={filepath!r}"
+        ) from None
+    if any(f == "" or f.isdigit() for f in fields):
+        raise ValueError(
+            "filepath may only use named fields such as {epoch:02d} or "
+            f"{{val_int8_accuracy:.3f}}. Received: filepath={filepath!r}")
+    names = {re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields}
+    if validation_data is None and any(n.startswith("val_int8_") for n in names):
+        raise ValueError(
+            "filepath names int8 metrics, which are computed on validation_data: pass "
+            "validation_data=(x_val, y_val) or use only {epoch} and model.fit's own logs. "
+            f"Received: filepath={filepath!r}, validation_data=None")
+    values = dict.fromkeys(names, 0.0)  # Keras logs are floats
+    values["epoch"] = 1
+    try:
+        filepath.format(**values)
+    except (ValueError, TypeError, IndexError, AttributeError) as e:
+        raise ValueError(
+            "filepath must format with epoch (an int) and the logs (floats), such as "
+            "'model-{epoch:02d}-{val_int8_accuracy:.3f}.tflite'. "
+            f"Received: filepath={filepath!r} ({e})") from None
+    check_output_path(filepath.format(**values), arg="filepath")  # a writable place
+    return filepath
+
+
 class _CalibrationCallbackBase:
     """Framework-independent logic shared by the Keras 3 and tf_keras callbacks."""
 
@@ -127,41 +175,7 @@ class _CalibrationCallbackBase:
         _args.integer("every_n_epochs", every_n_epochs, optional=True,
                       hint=", or None to calibrate only when training ends")
         if filepath is not None:
-            if not isinstance(filepath, (str, os.PathLike)):
-                raise ValueError(
-                    "filepath must be a string or path ending in '.tflite'. "
-                    f"Received: filepath={filepath!r}")
-            filepath = os.fspath(filepath)
-            if not filepath.endswith(".tflite"):
-                raise ValueError(
-                    "filepath must end in '.tflite' (the callback exports int8 TFLite "
-                    f"models). Received: filepath={filepath!r}")
-            try:
-                fields = [f for _, f, _, _ in string.Formatter().parse(filepath) if f is not None]
-            except ValueError as e:
-                raise ValueError(
-                    f"filepath is not a valid format string ({e}). Received: filepath={filepath!r}"
-                ) from None
-            if any(f == "" or f.isdigit() for f in fields):
-                raise ValueError(
-                    "filepath may only use named fields such as {epoch:02d} or "
-                    f"{{val_int8_accuracy:.3f}}. Received: filepath={filepath!r}")
-            names = {re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields}
-            if validation_data is None and any(n.startswith("val_int8_") for n in names):
-                raise ValueError(
-                    "filepath names int8 metrics, which are computed on validation_data: pass "
-                    "validation_data=(x_val, y_val) or use only {epoch} and model.fit's own logs. "
-                    f"Received: filepath={filepath!r}, validation_data=None")
-            values = dict.fromkeys(names, 0.0)  # Keras logs are floats
-            values["epoch"] = 1
-            try:
-                filepath.format(**values)
-            except (ValueError, TypeError, IndexError, AttributeError) as e:
-                raise ValueError(
-                    "filepath must format with epoch (an int) and the logs (floats), such as "
-                    "'model-{epoch:02d}-{val_int8_accuracy:.3f}.tflite'. "
-                    f"Received: filepath={filepath!r} ({e})") from None
-            check_output_path(filepath.format(**values), arg="filepath")  # a writable place
+            filepath = _check_filepath(filepath, validation_data)
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name. Received: monitor={monitor!r}")
         if "int8" in monitor:
