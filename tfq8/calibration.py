@@ -242,7 +242,7 @@ class Calibration:
                     found = header.get("format") if isinstance(header, dict) else header
                     raise ValueError(f"format is {found!r}, expected {FORMAT!r}")
                 model = bytes(z["model"])
-                _tflite.read_model(model)  # a truncated or foreign model fails here, not later
+                parsed = _tflite.read_model(model)  # a truncated or foreign model fails here
                 tensors = []
                 for i, t in enumerate(header["tensors"]):
                     h = Histogram.from_arrays(
@@ -253,7 +253,7 @@ class Calibration:
                 kept = int(header.get("num_kept_inputs", 0))
                 samples = [np.array(z[f"sample{k}"]) for k in range(kept)] or None
                 if samples is not None:
-                    _check_kept_samples(model, samples)
+                    _check_kept_samples(parsed, samples)
                 num_samples = int(header["num_samples"])
                 fingerprint = header.get("fingerprint")
         except FileNotFoundError:
@@ -271,9 +271,9 @@ class Calibration:
         return cls(model, tensors, num_samples, fingerprint, samples)
 
 
-def _check_kept_samples(model: bytes, samples: list[np.ndarray]) -> None:
-    """Refuses kept samples that the calibrated model's inputs cannot take."""
-    sg = _tflite.read_model(model).subgraphs[0]
+def _check_kept_samples(parsed: Any, samples: list[np.ndarray]) -> None:
+    """Refuses kept samples that the calibrated model (parsed) cannot take as inputs."""
+    sg = parsed.subgraphs[0]
     inputs = [sg.tensors[int(i)] for i in sg.inputs]
     if len(samples) != len(inputs) or len({len(a) for a in samples}) != 1:
         raise ValueError(f"its kept samples are {len(samples)} arrays of lengths "
