@@ -56,10 +56,10 @@ from tfq8.pipeline import (CALIBRATION_ATTR, FEW_SAMPLES, calibrate, check_conve
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.errors import UnsupportedOpError
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_int8,
-                               is_tf_keras_model, keras_order_to_dict, readable)
+                               keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
 from tfq8.diagnostics import SUGGESTION, TensorDiagnostics, diagnose
-from tfq8.models import load_model, weights_fingerprint
+from tfq8.models import is_tf_keras_model, load_model, weights_fingerprint
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS
 
 _log = logging.getLogger("tfq8.callbacks")

@@ -36,6 +36,7 @@ from tfq8.data import (RepresentativeDataset, StreamBudget, _is_pydataset, _is_t
                        pydataset_batches, representative_dataset)
 from tfq8.errors import first_line
 from tfq8.harness.interpreter import ModelRunner
+from tfq8.models import is_tf_keras_model
 
 # The callback's logger: these messages explain int8 keys missing from its logs.
 _log = logging.getLogger("tfq8.callbacks")
@@ -79,15 +80,6 @@ def evaluate_int8(blob: bytes, model: Any, val: "ValidationSet", *,
 
 
 # ------------------------------------------------------------------ model
-def is_tf_keras_model(model: Any) -> bool:
-    """True for a `tf_keras` (Keras 2) model."""
-    try:
-        import tf_keras  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - tf_keras is a dependency
-        return False
-    return isinstance(model, tf_keras.Model)
-
-
 def _keras_input_names(model: Any) -> list[str]:
     inputs = getattr(model, "inputs", None) or []
     names = getattr(model, "input_names", None)

@@ -51,8 +51,11 @@ def _tf_keras():
 
 def is_keras_model(obj: Any) -> bool:
     """True for Keras 3 and tf_keras models."""
-    if isinstance(obj, _keras3().Model):
-        return True
+    return isinstance(obj, _keras3().Model) or is_tf_keras_model(obj)
+
+
+def is_tf_keras_model(obj: Any) -> bool:
+    """True for a `tf_keras` (Keras 2) model."""
     tfk = _tf_keras()
     return tfk is not None and isinstance(obj, tfk.Model)
 
