@@ -353,8 +353,25 @@ class _Builder:
             ) from None
         warn_at = UNSIZED_WARNING_SAMPLES if not hasattr(data, "__len__") else float("inf")
         self.one_shot = iterator is data  # a generator or iterator: it yields only once
-        budget = self._budget(data, endless=not hasattr(data, "__len__"))
-        for item in iterator:
+        self._read(iterator, self._budget(data, endless=not hasattr(data, "__len__")),
+                   warn_at=warn_at)
+        return None
+
+    def _consume_dataset(self, ds) -> None:
+        tf = _tf_or_none()
+        if ds.cardinality() == tf.data.INFINITE_CARDINALITY and self.limit is None:
+            raise ValueError(
+                "data is an infinite tf.data.Dataset: pass num_samples to say how many "
+                "samples to calibrate with. Received: num_samples=None"
+            )
+        self._read(ds.as_numpy_iterator(),
+                   self._budget(ds, endless=ds.cardinality() == tf.data.UNKNOWN_CARDINALITY))
+
+    def _read(self, items: Iterator[Any], budget: StreamBudget, *,
+              warn_at: float = float("inf")) -> None:
+        """Adds the items of a stream until `num_samples` are read, within `budget`;
+        warns past `warn_at` samples (and each tenfold) when nothing caps them."""
+        for item in items:
             if self.full:
                 break
             before, size_before = self.count, self.nbytes
@@ -365,22 +382,6 @@ class _Builder:
                     "reading: every sample is kept in memory. Pass num_samples to cap it (a "
                     "few hundred samples calibrate well).", self.count)
                 warn_at *= 10
-            budget.add(samples=self.count - before, nbytes=self.nbytes - size_before)
-        return None
-
-    def _consume_dataset(self, ds) -> None:
-        tf = _tf_or_none()
-        if ds.cardinality() == tf.data.INFINITE_CARDINALITY and self.limit is None:
-            raise ValueError(
-                "data is an infinite tf.data.Dataset: pass num_samples to say how many "
-                "samples to calibrate with. Received: num_samples=None"
-            )
-        budget = self._budget(ds, endless=ds.cardinality() == tf.data.UNKNOWN_CARDINALITY)
-        for item in ds.as_numpy_iterator():
-            if self.full:
-                break
-            before, size_before = self.count, self.nbytes
-            self._add(self._structure(item))
             budget.add(samples=self.count - before, nbytes=self.nbytes - size_before)
 
     def _budget(self, source: Any, *, endless: bool) -> StreamBudget:
