@@ -646,7 +646,7 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         saved: Paths of the exported models, in order.
         best: Best `monitor` value seen (for `save_best_only`), kept across `fit`
             calls on the same model.
-        timings: Seconds spent per calibration (calibrate + convert + evaluate + export).
+        timings: Seconds spent per calibration (calibrate, diagnose, convert, evaluate, export).
         phase_timings: The same split by phase, one dict per calibration.
 
     Raises:
