@@ -500,9 +500,12 @@ def _with_positions(specs: list[InputSpec], keras_specs: list[InputSpec] | None
 
 def _reference_model(reference: Any, rep: RepresentativeDataset
                      ) -> tuple[bytes | None, str, list[str] | None]:
-    """(float .tflite, kind of reference, the Keras model's output names or None)."""
+    """(float .tflite, kind of reference, the Keras model's output names or None).
+
+    A Keras model or model path arrives loaded, as the `ModelHandle` `_keras_handle` made.
+    """
     from tfq8.calibration import Calibration  # noqa: PLC0415
-    from tfq8.models import ModelHandle, is_keras_model, load_model  # noqa: PLC0415
+    from tfq8.models import ModelHandle  # noqa: PLC0415
     from tfq8.qat import is_qat  # noqa: PLC0415
 
     if reference is None:
@@ -512,12 +515,8 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
     if isinstance(reference, (bytes, bytearray, memoryview)) or (
             isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".tflite")):
         return read_model_bytes(reference, arg="reference"), "tflite", None  # ModelRunner verifies
-    if isinstance(reference, ModelHandle) or is_keras_model(reference) or isinstance(
-            reference, (str, os.PathLike)):
-        try:
-            handle = load_model(reference)
-        except ValueError as e:
-            raise ValueError(f"reference: {e}") from None
+    if isinstance(reference, ModelHandle):
+        handle = reference
         if is_qat(handle):
             # The QAT float model as Keras runs it (FakeQuant simulated in float). Its
             # calibrated graph would not do: the converter has already made it int8
