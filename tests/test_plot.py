@@ -55,6 +55,8 @@ def test_named_tensors_and_methods(calib):
     assert len(figure.axes) == 2
     assert [len(_labels(ax)) for ax in figure.axes] == [3, 3]  # the histogram and two methods
     assert calib.tensors[-1].name in figure.axes[1].get_title().replace("\n", "")
+    one = tfq8.plot_ranges(calib, np.int64(calib.tensors[-1].index), methods=["kl"])  # numpy index
+    assert one.axes[0].get_title() == figure.axes[1].get_title()
 
 
 def test_display_bins_keep_every_count():

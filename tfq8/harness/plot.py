@@ -144,7 +144,7 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
 
 def _as_list(tensors: Sequence[str | int]) -> list[str | int]:
-    if isinstance(tensors, (str, int)):
+    if isinstance(tensors, (str, int, np.integer)):
         return [tensors]
     out = list(tensors)
     if not out:
