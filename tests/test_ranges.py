@@ -283,6 +283,15 @@ def test_kl_cost_matches_reference_definition():
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
 
 
+def test_kl_cost_does_not_depend_on_the_chunk():
+    h = _hist(CASES["laplace_outlier"])
+    rng = np.random.default_rng(5)
+    los, his = h.min * rng.uniform(0, 1, 70), h.max * rng.uniform(0, 1, 70)
+    want = kl_cost(h, chunk=70)(los, his)
+    for chunk in (1, 16, 64):
+        np.testing.assert_array_equal(kl_cost(h, chunk=chunk)(los, his), want)
+
+
 @pytest.mark.parametrize("name", ["asym", "laplace_outlier", "relu"])
 def test_kl_choice_near_best_of_reference_grid(name):
     h = _hist(CASES[name], max_bins=1024)
