@@ -265,10 +265,40 @@ def test_each_method_runs_once_per_calibration(model_and_data, monkeypatch):
     first = calib.ranges("kl")
     first[next(iter(first))] = (0.0, 0.0)  # the caller's own copy
     again = calib.ranges("kl")
-    assert len(calls) == len([t for t in calib.tensors if t.producer not in
-                              tfq8.calibration.FIXED_SCALE_OPS])  # once per tensor, one run
+    assert len(calls) == len({tfq8.calibration.histogram_key(t.histogram) for t in calib.tensors
+                              if t.producer not in tfq8.calibration.FIXED_SCALE_OPS})
     assert again != first and again == calib._run_method(kl, {})
     assert calib.ranges("percentile", percentile=99.0) != calib.ranges("percentile")
+
+
+def test_equal_histograms_run_a_method_once(model_and_data, monkeypatch):
+    from tfq8.ranges import registry
+    from tfq8.calibration import histogram_key
+    from tfq8.stats.histogram import Histogram
+
+    model, x = model_and_data
+    calib = tfq8.calibrate(model, x[:16])
+    a, b = calib.tensors[1], calib.tensors[2]
+    assert histogram_key(a.histogram) != histogram_key(b.histogram)
+    b.histogram = a.histogram.copy()  # as a RESHAPE's output repeats its input
+    assert histogram_key(a.histogram) == histogram_key(b.histogram)
+    b.histogram.counts[-1] += 0  # equal values, still the same key
+    calls = []
+    kl = registry.get_method("kl")
+    monkeypatch.setitem(registry._METHODS, "kl", lambda h, **o: calls.append(h) or kl(h, **o))
+    ranges = calib.ranges("kl")
+    assert ranges[b.index] == ranges[a.index] == kl(a.histogram)
+    assert sum(h == a.histogram for h in calls) == 1
+    assert {i: r for i, r in ranges.items() if i != b.index} == {
+        t.index: r for t, r in zip(calib.tensors, map(kl, (t.histogram for t in calib.tensors)))
+        if t.index != b.index}
+    moved = a.histogram.copy()
+    moved.zeros += 1
+    assert histogram_key(moved) != histogram_key(a.histogram)
+    signed = Histogram().update(np.array([0.0, 1.0]))
+    negative_zero = signed.copy()
+    negative_zero.min = -0.0
+    assert signed == negative_zero and histogram_key(signed) != histogram_key(negative_zero)
 
 
 def test_nan_activation_names_the_tensor_and_samples():

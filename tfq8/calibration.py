@@ -130,14 +130,18 @@ class Calibration:
 
     def _run_method(self, fn: Any, options: Mapping[str, Any]) -> dict[int, tuple[float, float]]:
         todo = [t for t in self.tensors if t.producer not in FIXED_SCALE_OPS]
-        hists = [t.histogram for t in todo]
+        # Tensors holding the same values (a RESHAPE's input and output, say) have equal
+        # histograms, and a method is a pure function of the histogram: one run each.
+        distinct = {histogram_key(t.histogram): t.histogram for t in todo}
+        hists = list(distinct.values())
         workers = min(len(hists), os.cpu_count() or 1)
         if workers > 1:  # the methods are numpy-bound and release the GIL
             with concurrent.futures.ThreadPoolExecutor(workers) as pool:
                 found = list(pool.map(lambda h: fn(h, **options), hists))
         else:
             found = [fn(h, **options) for h in hists]
-        chosen = {t.index: r for t, r in zip(todo, found)}
+        by_key = dict(zip(distinct, found))
+        chosen = {t.index: by_key[histogram_key(t.histogram)] for t in todo}
         return {t.index: chosen.get(t.index, (float(t.histogram.min), float(t.histogram.max)))
                 for t in self.tensors}
 
@@ -269,6 +273,18 @@ class Calibration:
                 f"written by Calibration.save): {reason}"
             ) from None
         return cls(model, tensors, num_samples, fingerprint, samples)
+
+
+def histogram_key(hist: Histogram) -> tuple:
+    """A hashable key that two histograms share exactly when they are equal (`==`)
+    down to the bits of their extremes (-0.0 and 0.0 differ), so a range method
+    gives both the same range.
+
+    Example:
+        >>> histogram_key(a) == histogram_key(b)  # a == b, extremes bit for bit
+    """
+    return (hist.max_bins, hist.exponent, hist.offset, hist.count, hist.zeros,
+            np.array([hist.min, hist.max], np.float64).tobytes(), hist.counts.tobytes())
 
 
 def _check_kept_samples(parsed: Any, samples: list[np.ndarray]) -> None:
