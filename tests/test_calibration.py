@@ -2,6 +2,7 @@
 
 import json
 import os
+import stat
 
 import numpy as np
 import pytest
@@ -191,6 +192,24 @@ def test_atomic_write_keeps_modes_and_links_and_names_the_argument(tmp_path):
     with pytest.raises(TypeError, match=r"output_path must be a file path.*Received: output_path=123"):
         atomic_write(123, b"x", arg="output_path")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tflite", "model.tflite"]
+
+
+def test_atomic_write_writes_into_a_pipe_or_device_instead_of_replacing_it(tmp_path):
+    """`--output /dev/null` once renamed a regular file onto /dev/null (as root)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # so that the write need not wait
+    try:
+        atomic_write(fifo, b"model bytes", arg="output_path")
+        assert os.read(reader, 100) == b"model bytes"
+    finally:
+        os.close(reader)
+    assert stat.S_ISFIFO(fifo.lstat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary file left
+    loop = tmp_path / "loop.tflite"
+    loop.symlink_to(loop.name)
+    with pytest.raises(ValueError, match=r"output_path is a symbolic link that loops"):
+        atomic_write(loop, b"x", arg="output_path")
 
 
 def test_a_failed_write_names_the_path_and_keeps_the_old_file(tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ import io
 import json
 import os
 import secrets
+import stat
 from typing import Any, Mapping
 
 import numpy as np
@@ -311,6 +312,8 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
     An existing file at `path` is replaced whole or left untouched, and keeps
     its permission bits; a new file gets the usual ones (0666 less the umask).
     A symbolic link at `path` stays a link: the file it points to is replaced.
+    Something other than a regular file at `path` (`/dev/null`, a named pipe)
+    is written to as it is, never replaced by a regular file.
 
     Args:
         path: Destination file.
@@ -336,9 +339,20 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
     except OSError as e:
         raise _write_error(e, arg, path) from None
     try:
-        mode = os.stat(target).st_mode & 0o777  # an existing file keeps its permissions
+        st = os.stat(target)
     except FileNotFoundError:
-        mode = None  # a new one gets what open() would give it (umask, default ACLs)
+        st = None
+    except OSError as e:  # a symbolic link loop, say
+        raise _write_error(e, arg, path) from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        # A device or pipe: renaming a file onto it would replace, say, /dev/null itself.
+        try:
+            with open(target, "wb") as f:
+                f.write(data)
+        except OSError as e:
+            raise _write_error(e, arg, path) from None
+        return
+    mode = None if st is None else st.st_mode & 0o777  # an existing file keeps its permissions
     try:
         fd, tmp = _create_temp(directory)
     except OSError as e:
@@ -397,6 +411,9 @@ def check_output_path(path: Any, *, arg: str = "path",
         raise ValueError(f"{arg} ends in a path separator; expected a file path. "
                          f"Received: {arg}={path!r}")
     target = os.path.realpath(path)
+    if os.path.islink(target):  # realpath stops at a link only when the links loop
+        raise ValueError(f"{arg} is a symbolic link that loops and reaches no file. "
+                         f"Received: {arg}={path!r}")
     if os.path.isdir(target):
         raise ValueError(f"{arg} is a directory; expected a file path inside it. "
                          f"Received: {arg}={path!r}")
