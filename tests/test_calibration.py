@@ -134,6 +134,48 @@ def test_save_replaces_atomically_and_load_reports_bad_files(full, tmp_path):
             tfq8.Calibration.load(tmp_path / "damaged.npz")
 
 
+def test_load_refuses_files_that_do_not_fit_their_model(full, tmp_path):
+    """Files that unzip but whose statistics do not fit the model failed later, deep in
+    numpy (a wrong number of peaks under auto) or math (a huge grid exponent), or gave a
+    pickle warning for a file that is no archive at all (JSON, a .tflite)."""
+    good, bad = tmp_path / "stats.npz", tmp_path / "bad.npz"
+    full.save(good)
+    with np.load(good, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    header = json.loads(bytes(arrays["header"]).decode())
+    first = header["tensors"][0]
+    meta = arrays["t0_meta"].copy()
+    meta[2] = 10 ** 6
+    for changes, match in (
+            ({"t0_peaks": np.zeros(3)}, r"tensor '.*' has peaks of float64\[3\]; expected 48"),
+            ({"t0_meta": meta}, r"finite extremes inside the bins' grid"),
+            ({"t0_extremes": np.array([-np.inf, np.inf])}, r"finite extremes inside"),
+            ({"t0_counts": arrays["t0_counts"].astype(np.float64)}, "integer meta values and counts"),
+            ({"tensors": [{**first, "index": 9999}]}, r"index 9999, which is not a calibrated"),
+            ({"tensors": [first, first]}, "listed twice"),
+            ({"tensors": [{**first, "name": "x"}]}, r"tensor 0 is named 'x'; its model names it"),
+            ({"tensors": [{**first, "index": "0"}]}, r"not a list of \{index \(int\)"),
+            ({"num_samples": -5}, r"num_samples is -5; expected a count of at least 48"),
+            ({"fingerprint": 5}, "fingerprint is 5"),
+            ({"model": np.frombuffer(bytes(100), np.uint8)}, "its model .* not a TFLite")):
+        edited = dict(arrays)
+        head = dict(header)
+        for key, value in changes.items():
+            if key in head:
+                head[key] = value
+            else:
+                edited[key] = value
+        edited["header"] = np.frombuffer(json.dumps(head).encode(), np.uint8)
+        np.savez(bad, **edited)
+        with pytest.raises(ValueError, match=r"Could not read a tfq8 calibration .*" + match):
+            tfq8.Calibration.load(bad)
+    for data, match in ((b'{"format": "tfq8.calibration/1"}', r"not an .npz archive \(it starts with b'\{"),
+                        (full.model, r"not an .npz archive"), (b"", r"not an .npz archive \(it is empty")):
+        bad.write_bytes(data)
+        with pytest.raises(ValueError, match=match):
+            tfq8.Calibration.load(bad)
+
+
 def _resave(src, dst, **changes):
     with np.load(src, allow_pickle=False) as z:
         arrays = {k: z[k] for k in z.files}

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tfq8 import _tflite, ranges as _ranges
+from tfq8.harness.interpreter import verify_model
 from tfq8.rewrite import as_mul
 from tfq8.stats.collect import TensorStats
 from tfq8.stats.histogram import Histogram
@@ -234,10 +235,15 @@ class Calibration:
             raise TypeError(f"path must be a file path (str or os.PathLike). Received: path={path!r}")
         path = os.fspath(path)
         try:
-            loaded = np.load(path, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy array
-                raise ValueError(f"it holds one {type(loaded).__name__}, not the .npz archive "
+            with open(path, "rb") as f:
+                head = f.read(6)
+            if head == b"\x93NUMPY":
+                raise ValueError("it holds one ndarray, not the .npz archive "
                                  "Calibration.save writes")
+            if head[:2] != b"PK":  # np.load would call anything else pickled data
+                raise ValueError("it is not an .npz archive (" + (
+                    f"it starts with {head!r}" if head else "it is empty") + ")")
+            loaded = np.load(path, allow_pickle=False)
             with loaded as z:
                 if "header" not in z.files:
                     raise ValueError(f"it holds the arrays {sorted(z.files)[:8]}, and no header: "
@@ -247,20 +253,29 @@ class Calibration:
                     found = header.get("format") if isinstance(header, dict) else header
                     raise ValueError(f"format is {found!r}, expected {FORMAT!r}")
                 model = bytes(z["model"])
-                parsed = _tflite.read_model(model)  # a truncated or foreign model fails here
+                parsed = verify_model(model, arg="its model")  # truncated or foreign: here
+                entries = header["tensors"]
+                if not isinstance(entries, list) or not all(
+                        isinstance(t, dict) and isinstance(t.get("index"), int)
+                        and isinstance(t.get("name"), str) and isinstance(t.get("producer"), str)
+                        for t in entries):
+                    raise ValueError("its header's tensors are not a list of {index (int), name, "
+                                     "producer}")
                 tensors = []
-                for i, t in enumerate(header["tensors"]):
+                for i, t in enumerate(entries):
                     h = Histogram.from_arrays(
                         {k: z[f"t{i}_{k}"] for k in ("counts", "meta", "extremes")})
                     peaks = np.array(z[f"t{i}_peaks"]) if f"t{i}_peaks" in z.files else None
-                    tensors.append(TensorStats(int(t["index"]), t["name"], h, t["producer"],
-                                               peaks))
-                kept = int(header.get("num_kept_inputs", 0))
+                    tensors.append(TensorStats(t["index"], t["name"], h, t["producer"], peaks))
+                kept = header.get("num_kept_inputs", 0)
+                if not isinstance(kept, int) or kept < 0:
+                    raise ValueError(f"num_kept_inputs is {kept!r}, not a count")
                 samples = [np.array(z[f"sample{k}"]) for k in range(kept)] or None
                 if samples is not None:
                     _check_kept_samples(parsed, samples)
-                num_samples = int(header["num_samples"])
+                num_samples = header["num_samples"]
                 fingerprint = header.get("fingerprint")
+                _check_contents(model, tensors, samples, num_samples, fingerprint)
         except FileNotFoundError:
             raise ValueError(f"Could not read a tfq8 calibration from {path!r}: no such file") from None
         except (PermissionError, IsADirectoryError) as e:
@@ -286,6 +301,40 @@ def histogram_key(hist: Histogram) -> tuple:
     """
     return (hist.max_bins, hist.exponent, hist.offset, hist.count, hist.zeros,
             np.array([hist.min, hist.max], np.float64).tobytes(), hist.counts.tobytes())
+
+
+def _check_contents(model: bytes, tensors: list[TensorStats], samples: list[np.ndarray] | None,
+                    num_samples: Any, fingerprint: Any) -> None:
+    """Refuses statistics that do not fit the calibrated model they came with.
+
+    Such a file loads, but fails later, deep inside a range method or `auto`.
+    """
+    kept = 0 if samples is None else len(samples[0])
+    if isinstance(num_samples, bool) or not isinstance(num_samples, int) or not (
+            max(kept, 1) <= num_samples):
+        raise ValueError(f"num_samples is {num_samples!r}; expected a count of at least "
+                         f"{max(kept, 1)} (the samples it keeps)")
+    if fingerprint is not None and not isinstance(fingerprint, str):
+        raise ValueError(f"fingerprint is {fingerprint!r}; expected a hex digest or null")
+    calibrated = _tflite.calibrated_ranges(model)
+    names = _tflite.tensor_names(model)
+    seen = set()
+    for t in tensors:
+        if t.index not in calibrated or t.index in seen:
+            raise ValueError(f"tensor {t.name!r} has index {t.index}, which is "
+                             + ("listed twice" if t.index in seen else
+                                "not a calibrated tensor of its model"))
+        seen.add(t.index)
+        if names[t.index] != t.name:
+            raise ValueError(f"tensor {t.index} is named {t.name!r}; its model names it "
+                             f"{names[t.index]!r}")
+        if t.histogram.count == 0:
+            raise ValueError(f"tensor {t.name!r} has an empty histogram")
+        if t.peaks is not None and (t.peaks.shape != (kept,) or t.peaks.dtype.kind != "f"
+                                    or not np.isfinite(t.peaks).all()):
+            raise ValueError(f"tensor {t.name!r} has peaks of {t.peaks.dtype.name}"
+                             f"{list(t.peaks.shape)}; expected {kept} finite values, one per "
+                             "kept sample")
 
 
 def _check_kept_samples(parsed: Any, samples: list[np.ndarray]) -> None:

@@ -313,6 +313,9 @@ class Histogram:
                 f"Received: meta of size {meta.size}, extremes of size {extremes.size}, "
                 f"counts of shape {counts.shape}"
             )
+        if not (np.issubdtype(meta.dtype, np.integer) and np.issubdtype(counts.dtype, np.integer)):
+            raise ValueError(f"Histogram arrays must hold integer meta values and counts. "
+                             f"Received: meta of dtype {meta.dtype}, counts of dtype {counts.dtype}")
         max_bins, has_exp, exponent, offset, count, zeros = (int(v) for v in meta)
         h = cls(max_bins)
         h.exponent = exponent if has_exp == 1 else None
@@ -328,4 +331,21 @@ class Histogram:
                 f"{len(h.counts)} bins (max_bins={max_bins}) summing to {int(h.counts.sum())}, "
                 f"count={count}, zeros={zeros}, extremes=({h.min}, {h.max})"
             )
+        if count and not h._holds_extremes():
+            raise ValueError(
+                "Histogram arrays are inconsistent: expected finite extremes inside the bins' "
+                f"grid. Received: extremes=({h.min}, {h.max}), {len(h.counts)} bins of width "
+                f"2**{h.exponent} from bin {h.offset}")
         return h
+
+    def _holds_extremes(self) -> bool:
+        """Whether the extremes are finite and inside the grid (as every update keeps them)."""
+        if not (math.isfinite(self.min) and math.isfinite(self.max)) or not (
+                MIN_EXPONENT <= self.exponent <= 1100 and abs(self.offset) < 1 << 62):
+            return False
+        try:  # the grid's edges must be finite floats
+            math.ldexp(abs(self.offset) + len(self.counts), self.exponent)
+        except OverflowError:
+            return False
+        first, last = self._span(self.min, self.max, self.exponent)
+        return self.offset <= first and last < self.offset + len(self.counts)
