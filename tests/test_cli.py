@@ -284,6 +284,53 @@ def test_data_files_read_as_a_user_expects(files, capfd, tmp_path, caplog):
     assert json.loads(out)["num_samples"] == 3
 
 
+def test_unreadable_inputs_and_outputs_name_their_flag(files, capfd, tmp_path, monkeypatch):
+    """They were bare '[Errno 13] Permission denied: path' lines, and an unwritable --output
+    was called output_path. (Simulated: the suite may run as root, who may read anything.)"""
+    import tensorflow as tf
+
+    tfl = files / "model_int8.tflite"
+    if not tfl.exists():
+        pytest.skip("needs the model written by the console-script test")
+    for cls in ("a", "b"):
+        (tmp_path / "imgs" / cls).mkdir(parents=True)
+        tf.io.write_file(str(tmp_path / "imgs" / cls / "0.png"),
+                         tf.io.encode_png(np.zeros((16, 16, 3), np.uint8)))
+    shutil.copy(files / "calib.npy", tmp_path / "locked.npy")
+    (tmp_path / "ro").mkdir()
+    real_listdir, real_open, real_access = os.listdir, open, os.access
+    locked = {str(tmp_path / "imgs" / "b"), str(tmp_path / "locked.npy")}
+
+    def listdir(path="."):
+        if os.fspath(path) in locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_listdir(path)
+
+    def open_(path, *args, **kwargs):
+        if isinstance(path, (str, os.PathLike)) and os.fspath(path) in locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "listdir", listdir)
+    monkeypatch.setattr("builtins.open", open_)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: os.fspath(p) != str(tmp_path / "ro")
+                        and real_access(p, mode, **kw))
+    cases = [
+        (("check", tfl, "--data", tmp_path / "imgs"),
+         f"--data: cannot list the folder {tmp_path / 'imgs' / 'b'}: Permission denied"),
+        (("check", tfl, "--data", tmp_path / "locked.npy"),
+         f"--data: cannot read '{tmp_path / 'locked.npy'}': Permission denied"),
+        (("check", tfl, "--data", files / "calib.npy", "--labels", tmp_path / "locked.npy"),
+         "--labels: cannot read"),
+        (("convert", files / "model.keras", "--data", files / "calib.npy", "--output",
+          tmp_path / "ro" / "m.tflite"), "Cannot write --output '"),
+    ]
+    for argv, message in cases:
+        code, out, err = _run(capfd, *argv)
+        assert code == 1 and message in _one_error_line(err), (argv, err)
+        assert "output_path" not in err
+
+
 def test_convert_speaks_of_flags_for_a_float_op(tmp_path, capfd, caplog):
     keras.utils.set_random_seed(1)
     model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="elu"),

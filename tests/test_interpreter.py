@@ -28,8 +28,31 @@ def test_rejects_non_tflite_bytes_with_clear_errors(tmp_path):
         I.read_model_bytes(3)
     with pytest.raises(ValueError, match="no such file"):
         I.read_model_bytes(str(tmp_path / "missing.tflite"))
-    with pytest.raises(ValueError, match="no such file"):
+    with pytest.raises(ValueError, match="it is a folder"):
         I.ModelRunner(str(tmp_path))
+
+
+def test_an_unreadable_file_names_the_argument(tmp_path, monkeypatch):
+    """It was a bare PermissionError; the model loader saw h5py's 'accessible as hdf5'."""
+    locked = {str(tmp_path / "m.tflite"), str(tmp_path / "m.keras")}
+    for name in locked:
+        open(name, "wb").close()
+    real_open = open
+
+    def refuse(path, *args, **kwargs):
+        if os.fspath(path) in locked:
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", refuse)
+    with pytest.raises(ValueError, match=r"Could not read tflite_model: Permission denied. "
+                                         r"Received: tflite_model='.*m.tflite'"):
+        I.read_model_bytes(str(tmp_path / "m.tflite"))
+    from tfq8 import models  # noqa: PLC0415
+
+    with pytest.raises(ValueError, match=r"Could not read the model file: Permission denied. "
+                                         r"Received: model='.*m.keras'"):
+        models.load_model(str(tmp_path / "m.keras"))
 
 
 def test_truncations_are_rejected_before_litert(int8_model):

@@ -311,8 +311,8 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     read = {"MODEL": model_path, "--data": _F.data, "--calibration": _F.calibration}
     try:  # before calibrating; the message names the flags, not convert()'s arguments
         check_convert_options(**options, inputs=read)
-    except (ValueError, TypeError) as e:
-        raise type(e)(_as_flags(str(e))) from None
+    except (ValueError, TypeError, OSError) as e:
+        raise _in_flags(e) from None
     written = {**read, "--output": output}
     if _F["calibration-out"].value:
         check_output_path(_F["calibration-out"].value, arg="--calibration-out", inputs=written)
@@ -331,6 +331,11 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                              "--calibration were already taken. Received: --num-samples "
                              f"{_F['num-samples'].value} with --calibration {_F.calibration}")
         calib = tfq8.Calibration.load(_F.calibration)
+        if calib.fingerprint not in (None, handle.fingerprint()):
+            raise ValueError(f"--calibration {_F.calibration} holds statistics of another model, "
+                             f"or of {model_path} before its weights changed (their weight "
+                             "fingerprints differ), so tfq8 will not use them. Calibrate again "
+                             "with --data FILE (--calibration-out saves the new statistics).")
         p.step(f"reusing statistics of {calib.num_samples} samples; choosing ranges "
                f"({_F.method}) and quantizing")
     elif _F.data:
@@ -359,8 +364,8 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     logging.getLogger("tfq8").addFilter(flag_names)
     try:
         blob = tfq8.convert(handle, calibration=calib, **options)
-    except (ValueError, TypeError) as e:  # tfq8.UnsupportedOpError is a ValueError
-        raise type(e)(_as_flags(str(e))) from None
+    except (ValueError, TypeError, OSError) as e:  # tfq8.UnsupportedOpError is a ValueError
+        raise _in_flags(e) from None
     finally:
         logging.getLogger("tfq8").removeFilter(flag_names)
     num_samples = calib.num_samples if calib is not None else 0
@@ -403,6 +408,13 @@ class _FlagNames(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = _as_flags(record.getMessage()), ()
         return True
+
+
+def _in_flags(e: Exception) -> Exception:
+    """`e` (from `convert()` or its checks) with its message in the command line's words."""
+    if isinstance(e, OSError) and e.errno is not None:  # a path that cannot be written
+        return type(e)(e.errno, _as_flags(e.strerror or str(e)))
+    return type(e)(_as_flags(str(e)))
 
 
 def _as_flags(message: str) -> str:
@@ -582,8 +594,12 @@ def _read_arrays(path: str, flag: str) -> Any:
 
     npz = path.lower().endswith(".npz")
     magic = b"PK" if npz else b"\x93NUMPY"
-    with open(path, "rb") as f:
-        head = f.read(len(magic))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(len(magic))
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot read {path!r}: {e.strerror or e}. "
+                         f"Received: {flag}={path}") from None
     if head != magic:
         raise ValueError(f"{flag}: {path!r} is not a numpy {'.npz' if npz else '.npy'} file (it "
                          f"does not start with numpy's header). Received: {flag}={path}")
@@ -607,13 +623,22 @@ def _load_images(folder: str, shapes: Sequence[Sequence[int | None]]) -> tuple[A
         raise ValueError("--data as a folder of images needs a model with one image input "
                          f"[N, H, W, C] of fixed size. Received: model input shapes {list(shapes)}")
     h, w, c = (int(d) for d in shapes[0][1:])
-    classes = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
+
+    def listing(directory: str) -> list[str]:
+        try:
+            return sorted(os.listdir(directory))
+        except OSError as e:
+            raise ValueError(f"--data: cannot list the folder {directory}: "
+                             f"{e.strerror or e}") from None
+
+    top = listing(folder)
+    classes = [d for d in top if os.path.isdir(os.path.join(folder, d))]
     files: list[tuple[str, int]] = []
     for k, cls in enumerate(classes):
         sub = os.path.join(folder, cls)
-        files += [(os.path.join(sub, f), k) for f in sorted(os.listdir(sub))
+        files += [(os.path.join(sub, f), k) for f in listing(sub)
                   if f.lower().endswith(_IMAGE_EXTS)]
-    flat = [(os.path.join(folder, f), -1) for f in sorted(os.listdir(folder))
+    flat = [(os.path.join(folder, f), -1) for f in top
             if f.lower().endswith(_IMAGE_EXTS)]
     if files and flat:
         _log.warning("--data: %d image(s) at the top of %s are left out: beside class "

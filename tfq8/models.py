@@ -339,6 +339,12 @@ def _check_file_format(path: str) -> None:
     """Refuses a `.keras` file that is not a zip archive and an `.h5` file HDF5 cannot open."""
     import h5py  # noqa: PLC0415 - a Keras dependency, needed only for files
 
+    try:  # zipfile and h5py would report an unreadable file as another format
+        with open(path, "rb"):
+            pass
+    except OSError as e:
+        raise ValueError(f"Could not read the model file: {e.strerror or e}. "
+                         f"Received: model={path!r}") from None
     if zipfile.is_zipfile(path):
         return
     reason = "it is not a zip file" if path.endswith(".keras") else "it is not an HDF5 file"

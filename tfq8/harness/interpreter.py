@@ -72,17 +72,22 @@ def read_model_bytes(model: Any, *, arg: str = "tflite_model") -> bytes:
 
     Raises:
         TypeError: If `model` is neither bytes nor a path.
-        ValueError: If the path does not exist or is a folder.
+        ValueError: If the path does not exist, is a folder or cannot be read.
     """
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model)
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.isfile(path):
+            what = "it is a folder" if os.path.isdir(path) else "no such file"
             raise ValueError(f"{arg} must be .tflite bytes or the path of a .tflite file; "
-                             f"no such file. Received: {arg}={path!r}")
-        with open(path, "rb") as f:
-            return f.read()
+                             f"{what}. Received: {arg}={path!r}")
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            raise ValueError(f"Could not read {arg}: {e.strerror or e}. "
+                             f"Received: {arg}={path!r}") from None
     raise TypeError(f"{arg} must be .tflite bytes or a path to a .tflite file. "
                     f"Received: {arg} of type {type(model).__name__}")
 
