@@ -409,7 +409,6 @@ def test_missing_monitor_warns_once_listing_keys(tmp_path, caplog):
     dict(every_n_epochs=0),
     dict(every_n_epochs=1.5),
     dict(filepath="model.h5"),
-    dict(filepath=3),
     dict(filepath="m-{}.tflite"),
     dict(monitor="val_int8_accurcy!", validation_data=(np.zeros((2, 20)), np.zeros(2))),
     dict(monitor="val_int8_accuracy", filepath="m.tflite", save_best_only=True),
@@ -426,7 +425,6 @@ def test_missing_monitor_warns_once_listing_keys(tmp_path, caplog):
     dict(outlier_percentile=100),
     dict(range_growth=1),
     dict(batch_size=0),
-    dict(validation_data=42),
     dict(max_bins=0),
     dict(validation_steps=2),
     dict(validation_steps=0, validation_data=iter([])),
@@ -438,6 +436,40 @@ def test_bad_arguments_raise(kwargs):
     data = kwargs.pop("calibration_data", np.zeros((4, 20), np.float32))
     with pytest.raises(ValueError, match="Received:"):
         tfq8.CalibrationCallback(data, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(filepath=3), r"filepath must be a string or path .*Received: filepath=3"),
+    (dict(validation_data=42), r"validation_data must be .*Received: validation_data of type int"),
+    (dict(validation_data="val.npz"), r"not a file name: load the file first. Received: "
+                                      r"validation_data='val.npz'"),
+    (dict(calibration_data="calib.npy"), r"calibration_data must be samples .*not a file name.*"
+                                         r"Received: calibration_data='calib.npy'"),
+    (dict(calibration_data=5), r"calibration_data must be numpy arrays.*Received: int"),
+    (dict(convert_options=[("allow_float", True)]), r"convert_options must be a dict.*"
+                                                    r"Received: convert_options of type list"),
+])
+def test_wrong_kinds_raise_type_error_in_the_constructor(kwargs, match):
+    """A file name as validation_data failed in fit as 'must be numeric ... dtype <U1'; a
+    file name or number as calibration_data in fit, as 'data must ...'; a list as
+    convert_options as 'cannot convert dictionary update sequence element #0'."""
+    kwargs = dict(kwargs)
+    data = kwargs.pop("calibration_data", np.zeros((4, 20), np.float32))
+    with pytest.raises(TypeError, match=match):
+        tfq8.CalibrationCallback(data, **kwargs)
+    with pytest.raises(TypeError, match=r"for_model takes the Keras 3 or tf_keras model .*"
+                                        r"Received: model of type ndarray"):
+        tfq8.CalibrationCallback.for_model(np.zeros((4, 20)), np.zeros((4, 20)))
+
+
+def test_numpy_numbers_and_checked_booleans_in_the_constructor():
+    """range_growth=np.float32(2.0) was refused as not a number; save_best_only='yes' was
+    reported as a monitor problem."""
+    cb = tfq8.CalibrationCallback(np.zeros((4, 20), np.float32), range_growth=np.float32(2.0),
+                                  outlier_ratio=np.int64(4), outlier_percentile=np.float64(99.0))
+    assert (cb.range_growth, cb.outlier_ratio, cb.outlier_percentile) == (2.0, 4.0, 99.0)
+    with pytest.raises(ValueError, match=r"^save_best_only must be True or False"):
+        tfq8.CalibrationCallback(np.zeros((4, 20), np.float32), save_best_only="yes")
 
 
 @pytest.mark.parametrize("kwargs, match", [

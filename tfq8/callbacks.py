@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import numbers
 import os
 import re
 import string
@@ -53,7 +54,7 @@ from tfq8 import _args
 from tfq8.calibration import Calibration, atomic_write, check_output_path
 from tfq8.pipeline import (CALIBRATION_ATTR, FEW_SAMPLES, calibrate, check_convert_options,
                            convert)
-from tfq8.data import RepresentativeDataset, representative_dataset
+from tfq8.data import RepresentativeDataset, check_kind, representative_dataset
 from tfq8.errors import UnsupportedOpError
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_int8,
                                keras_order_to_dict, readable)
@@ -104,10 +105,11 @@ def _check_filepath(filepath: Any, validation_data: Any) -> str:
     that can be written.
 
     Raises:
+        TypeError: If `filepath` is not a string or path.
         ValueError: Naming filepath, what was expected and what was received.
     """
     if not isinstance(filepath, (str, os.PathLike)):
-        raise ValueError(
+        raise TypeError(
             "filepath must be a string or path ending in '.tflite'. "
             f"Received: filepath={filepath!r}")
     filepath = os.fspath(filepath)
@@ -172,10 +174,12 @@ class _CalibrationCallbackBase:
             raise ValueError(
                 "calibration_data must be samples like the model's inputs (arrays, (x, y), a "
                 "dict, a tf.data.Dataset, ...). Received: calibration_data=None")
+        check_kind(calibration_data, "calibration_data")
         _args.integer("every_n_epochs", every_n_epochs, optional=True,
                       hint=", or None to calibrate only when training ends")
         if filepath is not None:
             filepath = _check_filepath(filepath, validation_data)
+        save_best_only = _args.boolean("save_best_only", save_best_only)
         if not isinstance(monitor, str) or not monitor:
             raise ValueError(f"monitor must be a metric name. Received: monitor={monitor!r}")
         if "int8" in monitor:
@@ -191,7 +195,6 @@ class _CalibrationCallbackBase:
                     f"model.fit's own logs, such as 'loss' or 'val_loss'. Received: monitor={monitor!r}, validation_data=None")
         if mode not in ("auto", "min", "max"):
             raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
-        save_best_only = _args.boolean("save_best_only", save_best_only)
         if save_best_only and filepath is None:
             raise ValueError(
                 "save_best_only=True needs a filepath to export to. Received: filepath=None")
@@ -202,6 +205,10 @@ class _CalibrationCallbackBase:
                 f"method must be one of auto, {', '.join(available_methods())}. "
                 f"Received: method={method!r}")
         _args.integer("num_samples", num_samples, optional=True)
+        if convert_options is not None and not isinstance(convert_options, Mapping):
+            raise TypeError("convert_options must be a dict of tfq8.convert options, such as "
+                            "{'allow_float': True}. Received: convert_options of type "
+                            f"{type(convert_options).__name__}")
         convert_options = dict(convert_options or {})
         unknown = sorted(set(convert_options) - set(_CONVERT_OPTIONS))
         if unknown:
@@ -214,9 +221,9 @@ class _CalibrationCallbackBase:
             raise ValueError(f"convert_options: {e}") from None
         for name, value, low in (("outlier_ratio", outlier_ratio, 1.0),
                                  ("range_growth", range_growth, 1.0)):
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > low:
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > low:
                 raise ValueError(f"{name} must be a number > {low:g}. Received: {name}={value!r}")
-        if isinstance(outlier_percentile, bool) or not isinstance(outlier_percentile, (int, float)) \
+        if isinstance(outlier_percentile, bool) or not isinstance(outlier_percentile, numbers.Real) \
                 or not 50.0 < outlier_percentile < 100.0:
             raise ValueError(
                 "outlier_percentile must be in (50, 100). "
@@ -230,10 +237,14 @@ class _CalibrationCallbackBase:
                 f"Received: validation_steps={validation_steps!r}, validation_data=None")
         check_steps(validation_data, validation_steps)
         if validation_data is not None and not readable(validation_data):
-            raise ValueError(
+            if isinstance(validation_data, (str, bytes, os.PathLike)):
+                received = (f", not a file name: load the file first. "
+                            f"Received: validation_data={validation_data!r}")
+            else:
+                received = f". Received: validation_data of type {type(validation_data).__name__}"
+            raise TypeError(
                 "validation_data must be (x, y), (x, y, sample_weight), inputs x alone, or a "
-                "tf.data.Dataset / iterable of (x, y) batches. "
-                f"Received: validation_data of type {type(validation_data).__name__}")
+                "tf.data.Dataset / iterable of (x, y) batches" + received)
         super().__init__()
         self.calibration_data = calibration_data
         self.validation_data = validation_data
@@ -308,7 +319,17 @@ class _CalibrationCallbackBase:
         Example:
             >>> cb = tfq8.CalibrationCallback.for_model(tf_keras_model, x_train[:200])
             >>> tf_keras_model.fit(x_train, y_train, callbacks=[cb])
+
+        Raises:
+            TypeError: If `model` is not a Keras 3 or tf_keras model (the data
+                passed first, say).
         """
+        from tfq8.models import is_keras_model  # noqa: PLC0415
+
+        if not is_keras_model(model):
+            raise TypeError("for_model takes the Keras 3 or tf_keras model fit will be called on, "
+                            "then the callback's arguments. Received: model of type "
+                            f"{type(model).__name__}")
         if is_tf_keras_model(model):
             return _tf_keras_class()(*args, **kwargs)
         return CalibrationCallback(*args, **kwargs)

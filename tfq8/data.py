@@ -229,6 +229,38 @@ UNSIZED_WARNING_SAMPLES = 10_000
 UNSIZED_MAX_BYTES = 1 << 30
 
 
+def check_kind(data: Any, arg: str = "data") -> None:
+    """Refuses, without reading anything, data of a kind no adapter reads.
+
+    Args:
+        data: What the caller passed as samples.
+        arg: The argument's name, for the message.
+
+    Raises:
+        ValueError: If `data` is None.
+        TypeError: If `data` is a file name, or neither array-like, iterable nor callable
+            (a number, say).
+
+    Example:
+        >>> check_kind("calib.npy", "calibration_data")
+        Traceback (most recent call last):
+        ...
+        TypeError: calibration_data must be samples (...), not a file name: ...
+    """
+    if data is None:
+        raise ValueError(f"{arg} must not be None. Received: {arg}=None")
+    if isinstance(data, (str, bytes, os.PathLike)):
+        raise TypeError(
+            f"{arg} must be samples (numpy arrays, (x, y) pairs, a dict, a tf.data.Dataset, "
+            f"...), not a file name: load the file first, such as {arg}=np.load(path). "
+            f"Received: {arg}={data!r}")
+    if not (callable(data) or hasattr(data, "__iter__") or hasattr(data, "__getitem__")
+            or _is_tensor(data)):
+        raise TypeError(
+            f"{arg} must be numpy arrays, (x, y) pairs, a dict, a tf.data.Dataset, a "
+            f"keras.utils.PyDataset, an iterable or a callable. Received: {type(data).__name__}")
+
+
 def pydataset_batches(data: Any, arg: str) -> int | None:
     """How many batches a `keras.utils.PyDataset` (or tf_keras `Sequence`) holds;
     None for an endless one (Keras 3's `num_batches` is None).
@@ -306,13 +338,7 @@ class _Builder:
 
     # ---- source kinds
     def consume(self, data: Any) -> None:
-        if data is None:
-            raise ValueError("data must not be None. Received: data=None")
-        if isinstance(data, (str, bytes, os.PathLike)):
-            raise TypeError(
-                "data must be samples (numpy arrays, (x, y) pairs, a dict, a tf.data.Dataset, "
-                "...), not a file name: load the file first, such as data=np.load(path). "
-                f"Received: data={data!r}")
+        check_kind(data)
         tf = _tf_or_none()
         if tf is not None and isinstance(data, tf.data.Dataset):
             return self._consume_dataset(data)

@@ -112,7 +112,9 @@ def output_names(model: Any) -> list[str]:
 
 # ------------------------------------------------------- validation data
 def readable(data: Any) -> bool:
-    """Whether `data` is of a kind `ValidationSet.build` can read."""
+    """Whether `data` is of a kind `ValidationSet.build` can read (a file name is not)."""
+    if isinstance(data, (str, bytes, os.PathLike)):
+        return False
     if isinstance(data, (tuple, list, dict, np.ndarray)):
         return True
     try:
