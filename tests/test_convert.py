@@ -443,6 +443,10 @@ def test_output_path_never_overwrites_the_model_file_or_takes_a_bad_range(cnn_ca
         with pytest.raises(ValueError, match=r"ranges\['t'\] must be a \(min, max\) pair of "
                                              r"numbers"):
             tfq8.convert(model, x, ranges={"t": bad})
+    for key in (1.0, True, None):  # 1.0 and True set tensor 1's range (they equal its index)
+        with pytest.raises(TypeError, match=r"ranges keys must be tensor names \(str\) or "
+                                            r"indices \(int\). Received: "):
+            tfq8.convert(model, x, ranges={key: (-1, 1)})
 
 
 def test_output_path_is_written_atomically(cnn_case, tmp_path):

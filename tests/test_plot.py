@@ -90,6 +90,12 @@ def test_bad_arguments(calib, tmp_path):
         (dict(top=0), ValueError, "top must be"),
         (dict(path=tmp_path / "ranges.jpg"), ValueError, "path must end in .png, .svg, .pdf"),
         (dict(path=tmp_path), ValueError, "path is a directory"),
+        # 1.0 and True drew tensor 1 (they equal its index); a TensorStats gave a ValueError
+        # quoting its whole repr, peaks and all.
+        (dict(tensors=[float(calib.tensors[1].index)]), TypeError, r"tensors: A calibrated tensor "
+         r"is named by its name \(str\) or index \(int\). Received: \d+.0 of type float"),
+        (dict(tensors=[True]), TypeError, "Received: True of type bool"),
+        (dict(tensors=calib.tensors[:2]), TypeError, r"a TensorStats \(pass its .name or .index\)"),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):

@@ -94,7 +94,18 @@ class Calibration:
         return np.stack([t.peaks for t in self.tensors], axis=1)
 
     def tensor(self, key: int | str) -> TensorStats:
-        """A tensor's statistics by index or name."""
+        """A tensor's statistics by index or name.
+
+        Raises:
+            KeyError: If no calibrated tensor has that name or index.
+            TypeError: If `key` is neither a name nor an integer index (a float or
+                a bool would otherwise match the index it equals).
+        """
+        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+            what = (f"a TensorStats (pass its .name or .index)" if isinstance(key, TensorStats)
+                    else repr(key) + f" of type {type(key).__name__}")
+            raise TypeError(f"A calibrated tensor is named by its name (str) or index (int). "
+                            f"Received: {what}")
         if isinstance(key, str):
             if key in self._by_name:
                 return self._by_name[key]
@@ -519,6 +530,8 @@ def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[f
             t = calib.tensor(key)
         except KeyError:
             raise ValueError(_unknown_tensor(calib, key)) from None
+        except TypeError as e:
+            raise TypeError(f"ranges keys: {e}") from None
         out[t.index] = range_pair(key, value)
     return out
 

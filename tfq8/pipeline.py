@@ -300,6 +300,9 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
         raise ValueError("ranges must be a dict of tensor name (or index) -> (min, max). "
                          f"Received: ranges of type {type(ranges).__name__}")
     for key, value in (ranges or {}).items():  # the names are checked once calibrated
+        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+            raise TypeError("ranges keys must be tensor names (str) or indices (int). "
+                            f"Received: {key!r} of type {type(key).__name__}")
         range_pair(key, value)
     if method == "auto" and method_options:
         raise ValueError(

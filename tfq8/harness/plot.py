@@ -158,6 +158,8 @@ def _tensor(calibration: Calibration, key: str | int) -> Any:
         return calibration.tensor(key)
     except KeyError as e:
         raise ValueError(f"tensors: {e.args[0]}. Received: {key!r}") from None
+    except TypeError as e:
+        raise TypeError(f"tensors: {e}") from None
 
 
 def _most_disputed(calibration: Calibration, proposals: dict[str, dict[int, tuple[float, float]]],
