@@ -280,6 +280,10 @@ def finish_as_converter(model: bytes) -> bytes:
     Args:
         model: A `.tflite` flatbuffer from `quantize`.
 
+    Before both, the data of buffers nothing refers to is zeroed
+    (`clear_unreferenced_buffers`), so that the file depends on the model and
+    its ranges alone.
+
     Returns:
         The finished flatbuffer. Models that keep their buffers outside the
         flatbuffer (over 2 GB) are returned as they are, as the converter does.
@@ -288,6 +292,7 @@ def finish_as_converter(model: bytes) -> bytes:
     names = [root.Metadata(k).Name() for k in range(root.MetadataLength())]
     if b"buffer_location" in names:
         return model
+    model = clear_unreferenced_buffers(model)
     model = bytes(_tf_convert.deduplicate_readonly_buffers(model))
     field = _tf_util.CONVERSION_METADATA_FIELD_NAME.encode()
     if field not in names:
@@ -307,6 +312,39 @@ def finish_as_converter(model: bytes) -> bytes:
     parsed.metadata = parsed.metadata or None
     metadata.environment.modelHash = _tf_util.get_model_hash(parsed)
     return write_model(_tf_util.populate_conversion_metadata(parsed, metadata))
+
+
+def clear_unreferenced_buffers(model: bytes) -> bytes:
+    """`model` with zeros in every buffer that no tensor and no metadata refers to.
+
+    TFLite's quantizer leaves such buffers behind (two beside a fused
+    `UNIDIRECTIONAL_SEQUENCE_LSTM`), and their bytes depend on what it did
+    before in the same process: the first quantization of a tf_keras LSTM in a
+    process writes -10 and 16384 there, every later one 127 and 32767. Nothing
+    reads them; zeroing them in place (same sizes, same layout) makes the same
+    model and ranges give the same file in any process.
+
+    Args:
+        model: A `.tflite` flatbuffer whose buffers are inside it.
+
+    Returns:
+        The model, unchanged (the same object) if no such buffer holds data.
+    """
+    root = schema.Model.GetRootAs(model, 0)
+    used = {0}  # buffer 0 is the empty sentinel
+    for g in range(root.SubgraphsLength()):
+        sg = root.Subgraphs(g)
+        used.update(sg.Tensors(t).Buffer() for t in range(sg.TensorsLength()))
+    used.update(root.Metadata(k).Buffer() for k in range(root.MetadataLength()))
+    unused = [k for k in range(root.BuffersLength())
+              if k not in used and root.Buffers(k).DataLength()]
+    if not unused:
+        return model
+    out = bytearray(model)
+    root = schema.Model.GetRootAs(out, 0)
+    for k in unused:
+        root.Buffers(k).DataAsNumpy()[:] = 0  # a view into `out`
+    return bytes(out)
 
 
 def read_model(model: bytes) -> "schema.ModelT":

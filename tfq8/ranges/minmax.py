@@ -6,7 +6,9 @@ extremes from TFLite's own calibrator (see `tfq8.stats.collect`). The file is
 finished as the converter finishes it (`_tflite.finish_as_converter`), so on
 most models it is the converter's `.tflite` byte for byte. Exceptions: where
 tfq8 makes an op integer that the converter leaves float (`tfq8.rewrite`),
-and a fused LSTM, whose two unreferenced buffers hold other bytes.
+and a fused LSTM, whose two unreferenced buffers tfq8 zeroes (TFLite's
+quantizer fills them with bytes that depend on what it quantized before in
+the process; see `_tflite.clear_unreferenced_buffers`).
 
 Example:
     >>> minmax(Histogram().update(np.array([-1.0, 2.0])))
