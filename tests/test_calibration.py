@@ -79,6 +79,14 @@ def test_merge_refuses_another_graph(full):
     other = tfq8.calibrate(factories.mlp(), np.zeros((4, 20), np.float32))
     with pytest.raises(ValueError, match="same TFLite graph"):
         full.merge(other)
+    # The same architecture built twice: Keras numbers the layers, so the names differ.
+    # The message said only "the tensors differ"; it names the first that does.
+    twin = tfq8.calibrate(factories.cnn(), factories.images(8))
+    first = next(a for a, b in zip(full.tensors, twin.tensors) if a.name != b.name)
+    with pytest.raises(ValueError, match=r"layer names fix the tensor names.*This one has 5 "
+                                         r"calibrated tensors, the other 5; the first that "
+                                         rf"differs: tensor {first.index} '"):
+        full.merge(twin)
 
 
 def test_merge_refuses_the_same_graph_with_other_weights(model_and_data):

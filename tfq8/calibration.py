@@ -172,10 +172,20 @@ class Calibration:
         """
         if not isinstance(other, Calibration):
             raise TypeError(f"merge() takes another tfq8.Calibration. Received: {type(other).__name__}")
-        if [(t.index, t.name) for t in self.tensors] != [(t.index, t.name) for t in other.tensors]:
+        mine = [(t.index, t.name) for t in self.tensors]
+        theirs = [(t.index, t.name) for t in other.tensors]
+        if mine != theirs:
+            first = next((k for k, (a, b) in enumerate(zip(mine, theirs)) if a != b),
+                         min(len(mine), len(theirs)))
+
+            def show(ts: list[tuple[int, str]]) -> str:
+                return f"tensor {ts[first][0]} {ts[first][1]!r}" if first < len(ts) else "none"
+
             raise ValueError(
-                "Can only merge calibrations of the same TFLite graph; the tensors differ."
-            )
+                "Can only merge calibrations of the same TFLite graph (the same model, whose "
+                f"layer names fix the tensor names); the tensors differ. This one has "
+                f"{len(mine)} calibrated tensors, the other {len(theirs)}; the first that "
+                f"differs: {show(mine)}, received {show(theirs)}.")
         if None not in (self.fingerprint, other.fingerprint) and (
                 self.fingerprint != other.fingerprint):
             raise ValueError(
