@@ -248,6 +248,12 @@ def test_folder_of_images_with_class_subfolders(files, capfd, tmp_path):
     empty.mkdir()
     code, _, err = _run(capfd, "check", tfl, "--data", empty)
     assert code == 1 and "holds no images" in _one_error_line(err)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "cut.png").write_bytes((tmp_path / "a_first" / "0.png").read_bytes()[:60])
+    code, _, err = _run(capfd, "check", tfl, "--data", broken)
+    assert code == 1 and _one_error_line(err).endswith(  # no "[Op:DecodeImage] name:" tail
+        f"--data: cannot decode image {broken / 'cut.png'}: Invalid PNG data, size 60"), err
 
 
 def test_data_files_read_as_a_user_expects(files, capfd, tmp_path, caplog):

@@ -662,6 +662,7 @@ def _load_images(folder: str, shapes: Sequence[Sequence[int | None]]) -> tuple[A
             img = tf.io.decode_image(tf.io.read_file(f), channels=c, expand_animations=False)
         except (tf.errors.OpError, ValueError) as e:
             reason = re.sub(r"\{\{.*?\}\}\s*", "", _one_line(str(e)))  # TF's op-node tags
+            reason = re.sub(r"\s*\[Op:\w+\].*$", "", reason)  # and its "[Op:DecodeImage] name:"
             raise ValueError(f"--data: cannot decode image {f}: {reason[:120]}") from None
         img = tf.image.resize(tf.cast(img, tf.float32), (h, w))
         images[i] = img.numpy()
