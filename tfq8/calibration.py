@@ -102,7 +102,7 @@ class Calibration:
                 a bool would otherwise match the index it equals).
         """
         if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
-            what = (f"a TensorStats (pass its .name or .index)" if isinstance(key, TensorStats)
+            what = ("a TensorStats (pass its .name or .index)" if isinstance(key, TensorStats)
                     else repr(key) + f" of type {type(key).__name__}")
             raise TypeError(f"A calibrated tensor is named by its name (str) or index (int). "
                             f"Received: {what}")
@@ -164,6 +164,12 @@ class Calibration:
 
     def merge(self, other: "Calibration") -> "Calibration":
         """Statistics over the samples of both calibrations (same model graph).
+
+        The histograms, and so every per-tensor method's ranges, equal those of
+        one calibration over all the samples. The kept samples do not: the
+        merge keeps as many as the larger of the two kept, this one's first,
+        so `auto` (which scores on them) may choose otherwise than after one
+        calibration over all the data.
 
         Raises:
             ValueError: If the two describe different graphs, or the same graph

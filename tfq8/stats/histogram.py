@@ -314,8 +314,9 @@ class Histogram:
                 f"counts of shape {counts.shape}"
             )
         if not (np.issubdtype(meta.dtype, np.integer) and np.issubdtype(counts.dtype, np.integer)):
-            raise ValueError(f"Histogram arrays must hold integer meta values and counts. "
-                             f"Received: meta of dtype {meta.dtype}, counts of dtype {counts.dtype}")
+            raise ValueError("Histogram arrays must hold integer meta values and counts. "
+                             f"Received: meta of dtype {meta.dtype}, counts of dtype "
+                             f"{counts.dtype}")
         max_bins, has_exp, exponent, offset, count, zeros = (int(v) for v in meta)
         h = cls(max_bins)
         h.exponent = exponent if has_exp == 1 else None
