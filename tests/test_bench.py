@@ -79,8 +79,14 @@ def test_without_reference(setup):
     assert len(b.ops) == len(tfq8.inspect(blob).ops)
 
 
-def test_bad_arguments(setup):
+def test_bad_arguments(setup, tmp_path):
     _, _, blob = setup
+    (tmp_path / "bad.keras").write_bytes(b"garbage")  # as check() says it: "reference: ..."
+    with pytest.raises(ValueError, match=r"^reference: model file exists but is not a valid "
+                                         r"\.keras archive"):
+        tfq8.benchmark(blob, reference=tmp_path / "bad.keras", runs=1)
+    with pytest.raises(ValueError, match=r"^reference: model path does not exist"):
+        tfq8.benchmark(blob, reference=tmp_path / "missing.keras", runs=1)
     with pytest.raises(ValueError, match="backend must be one of"):
         tfq8.benchmark(blob, backend="gpu")
     with pytest.raises(ValueError, match="runs must be a positive integer"):
