@@ -122,8 +122,9 @@ def _level_counts(occupied: np.ndarray) -> np.ndarray:
 def kl(hist: Histogram) -> tuple[float, float]:
     """Returns the range minimising KL divergence between float and int8.
 
-    Candidates must span at least `MIN_BINS_PER_RANGE` histogram bins, so on a
-    histogram with fewer occupied bins than that (`max_bins` <= 256, or a tensor
+    Candidates must span at least `MIN_BINS_PER_RANGE` histogram bins of the
+    span the values occupy (exact zeros aside), so on a histogram with fewer
+    occupied bins than that (`max_bins` <= 256, or a tensor
     whose values occupy few bins) there is nothing to resolve and the result is
     the min/max range. Calibrate with the default `max_bins` for KL.
     """
@@ -132,10 +133,30 @@ def kl(hist: Histogram) -> tuple[float, float]:
     if hist.max <= hist.min or hist.count == hist.zeros:
         return float(hist.min), float(hist.max)
     min_width = MIN_BINS_PER_RANGE * hist.width
-    lo_max, hi_max = min(hist.min, 0.0), max(hist.max, 0.0)
-    if hi_max - lo_max <= min_width:
+    lo_data, hi_data = _value_span(hist)
+    if hi_data - lo_data <= min_width:
         return float(hist.min), float(hist.max)
-    return int8grid.search(
-        kl_cost(hist), lo_max, hi_max,
-        valid=lambda lo, hi: (hi - lo) >= min_width,
-    )
+
+    def valid(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        return np.minimum(hi, hi_data) - np.maximum(lo, lo_data) >= min_width
+
+    return int8grid.search(kl_cost(hist), min(lo_data, 0.0), max(hi_data, 0.0), valid=valid)
+
+
+def _value_span(hist: Histogram) -> tuple[float, float]:
+    """The span of the bins holding nonzero values, within `[hist.min, hist.max]`.
+
+    It is narrower than `[hist.min, hist.max]` where the extremes came from
+    another observer (`Histogram.set_extremes`): TFLite's calibrator records
+    the input of an in-place ADD after the ADD has overwritten it, so a
+    Rescaling's MUL whose values lie in [0, 2] carries the extremes [-1, 2].
+    A candidate that covers `MIN_BINS_PER_RANGE` bins of such an empty margin
+    but almost none of the values leaves them all in the clipped tail, whose
+    sub-bin Q matches exactly: a KL of 0, the best score, for a range that
+    clips every value.
+    """
+    edges, counts = hist.density()
+    held = np.flatnonzero(counts > 0)
+    if held.size == 0:  # only exact zeros
+        return float(hist.min), float(hist.max)
+    return float(edges[held[0]]), float(edges[held[-1] + 1])
