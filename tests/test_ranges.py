@@ -261,17 +261,6 @@ def test_expected_sq_error_matches_per_bin_integration():
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-12)
 
 
-def test_expected_sq_error_does_not_depend_on_the_chunk():
-    h = _hist(CASES["t2"])
-    edges, counts = h.density()
-    rng = np.random.default_rng(4)
-    los, his = h.min * rng.uniform(0, 1, 300), h.max * rng.uniform(0, 1, 300)
-    want = int8grid.expected_sq_error(edges, counts, los, his, chunk=300)
-    for chunk in (1, 16, 256):
-        got = int8grid.expected_sq_error(edges, counts, los, his, chunk=chunk)
-        np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)
-
-
 # ------------------------------------------------------------------------ kl
 def test_kl_cost_matches_reference_definition():
     x = CASES["asym"]
@@ -281,15 +270,6 @@ def test_kl_cost_matches_reference_definition():
     got = kl_cost(h)(los, his)
     want = [kl_reference(h, a, b) for a, b in zip(los, his)]
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
-
-
-def test_kl_cost_does_not_depend_on_the_chunk():
-    h = _hist(CASES["laplace_outlier"])
-    rng = np.random.default_rng(5)
-    los, his = h.min * rng.uniform(0, 1, 70), h.max * rng.uniform(0, 1, 70)
-    want = kl_cost(h, chunk=70)(los, his)
-    for chunk in (1, 16, 64):
-        np.testing.assert_array_equal(kl_cost(h, chunk=chunk)(los, his), want)
 
 
 @pytest.mark.parametrize("name", ["asym", "laplace_outlier", "relu"])

@@ -37,53 +37,41 @@ MIN_BINS_PER_RANGE = 256
 _EPS = 1e-10
 
 
-def kl_cost(hist: Histogram, *, chunk: int = 16, subbins: int = SUBBINS):
+def kl_cost(hist: Histogram, *, chunk: int = 64, subbins: int = SUBBINS):
     """Vectorized `(lo, hi) -> KL(P || Q)` on `hist` (see module docstring).
 
     Args:
         hist: The tensor's histogram.
-        chunk: Candidates evaluated at once. Each candidate's cost is the same
-            bit for bit whatever the chunk (every step works row by row); 16
-            keeps the work arrays in cache, which took 15% less time than 64.
+        chunk: Candidates evaluated at once (bounds memory).
         subbins: Sub-bins per int8 level (fewer: a cheaper, coarser estimate).
     """
     edges, counts = hist.density()
     at, total = int8grid.cdf(edges, counts)
     sub = (np.arange((int8grid.LEVELS + 1) * subbins + 1) - subbins / 2) / subbins
-    width = len(sub) - 1
 
     def cost(lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         lo = np.atleast_1d(lo)
         hi = np.atleast_1d(hi)
         out = np.empty(lo.shape)
-        scale, _, rep_lo, _ = int8grid.nudge(lo, hi)
-        rows = min(chunk, lo.size)  # work arrays, reused by every chunk
-        points_buf, p_buf, q_buf, terms_buf = (np.empty((rows, n)) for n in
-                                               (width + 1, width, width, width))
-        occupied_buf = np.empty((rows, width // subbins, subbins), bool)
-        positive_buf = np.empty((rows, width), bool)
         for start in range(0, lo.size, chunk):
             sl = slice(start, start + chunk)
-            n = len(scale[sl])
+            scale, _, rep_lo, _ = int8grid.nudge(lo[sl], hi[sl])
             # Sub-bin edges: level j spans rep_lo + (j -/+ 0.5) * scale.
-            points = np.multiply(sub[None, :], scale[sl, None], out=points_buf[:n])
-            points += rep_lo[sl, None]
+            points = np.multiply(sub[None, :], scale[:, None])
+            points += rep_lo[:, None]
             cum = at(points)
-            p = np.subtract(cum[:, 1:], cum[:, :-1], out=p_buf[:n])  # (n, 256 * subbins)
-            levels = p.reshape(n, -1, subbins)
-            occupied = np.greater(levels, _EPS * total, out=occupied_buf[:n])
-            mean = _level_sums(levels)
-            mean /= np.maximum(_level_counts(occupied), 1)
-            q = np.multiply(occupied, mean, out=q_buf[:n].reshape(levels.shape)).reshape(p.shape)
+            p = np.diff(cum, axis=1)  # (C, 256 * subbins)
+            levels = p.reshape(len(p), -1, subbins)
+            occupied = levels > _EPS * total
+            q = occupied * (_level_sums(levels) / np.maximum(_level_counts(occupied), 1))
+            q = q.reshape(p.shape)
             p[:, 0] += cum[:, 0]  # mass below the grid (Q above holds only the grid's own)
             p[:, -1] += total - cum[:, -1]  # mass above the grid
             p /= np.maximum(p.sum(axis=1, keepdims=True), _EPS)
             q /= np.maximum(q.sum(axis=1, keepdims=True), _EPS)
             np.maximum(q, _EPS, out=q)
             # sum of p * log(p / q) over p > 0 (a term of 1 where p <= 0 logs to 0)
-            terms = terms_buf[:n]
-            terms.fill(1.0)
-            np.divide(p, q, out=terms, where=np.greater(p, 0, out=positive_buf[:n]))
+            terms = np.where(p > 0, np.divide(p, q), 1.0)
             np.log(terms, out=terms)
             terms *= p
             out[sl] = terms.sum(axis=1)
