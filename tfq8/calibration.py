@@ -101,7 +101,7 @@ class Calibration:
             TypeError: If `key` is neither a name nor an integer index (a float or
                 a bool would otherwise match the index it equals).
         """
-        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+        if not is_tensor_key(key):
             what = ("a TensorStats (pass its .name or .index)" if isinstance(key, TensorStats)
                     else repr(key) + f" of type {type(key).__name__}")
             raise TypeError(f"A calibrated tensor is named by its name (str) or index (int). "
@@ -316,6 +316,12 @@ class Calibration:
                 f"written by Calibration.save): {reason}"
             ) from None
         return cls(model, tensors, num_samples, fingerprint, samples)
+
+
+def is_tensor_key(key: Any) -> bool:
+    """Whether `key` can name a calibrated tensor: a name (str) or an integer index
+    (not a bool or a float, which would match the index they equal)."""
+    return not isinstance(key, bool) and isinstance(key, (str, int, np.integer))
 
 
 def histogram_key(hist: Histogram) -> tuple:

@@ -23,8 +23,8 @@ import numpy as np
 from tfq8 import _args, _tflite
 from tfq8._quiet import quiet_native_stderr, quiet_stdout
 from tfq8 import qat as _qat
-from tfq8.calibration import (Calibration, atomic_write, check_output_path, range_pair,
-                              validate_overrides)
+from tfq8.calibration import (Calibration, atomic_write, check_output_path, is_tensor_key,
+                              range_pair, validate_overrides)
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.errors import UnsupportedOpError
 from tfq8.harness.inspect import inspect
@@ -300,7 +300,7 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
         raise ValueError("ranges must be a dict of tensor name (or index) -> (min, max). "
                          f"Received: ranges of type {type(ranges).__name__}")
     for key, value in (ranges or {}).items():  # the names are checked once calibrated
-        if isinstance(key, bool) or not isinstance(key, (str, int, np.integer)):
+        if not is_tensor_key(key):
             raise TypeError("ranges keys must be tensor names (str) or indices (int). "
                             f"Received: {key!r} of type {type(key).__name__}")
         range_pair(key, value)
