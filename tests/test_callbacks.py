@@ -595,6 +595,48 @@ def test_int8_metrics_reduce_as_keras_does():
     assert got["val_int8_accuracy"] == pytest.approx(keras_logs["accuracy"], abs=1e-6)
 
 
+
+def _top_k_by_index(scores, labels, k):
+    """Top-k accuracy as `tf.math.top_k` reads the top k: lower index first on ties."""
+    order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]
+    return float(np.mean((order == labels[:, None]).any(axis=1)))
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+def test_int8_top_k_counts_a_tie_once_as_top_k_reads_it(framework):
+    """Keras' top-k metrics count every class tied at the k-th score as a hit. int8 outputs
+    tie often (a softmax dequantized from int8 holds a few levels per row), so the int8 value
+    breaks ties toward the lower index, as `tf.math.top_k`; without ties it is Keras' own."""
+    x, y = _mlp_data(n=64, classes=8)
+    top2 = "SparseTopKCategoricalAccuracy"
+    if framework == "keras":
+        module = keras
+        model = factories.mlp(classes=8)
+        metrics = [keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2"),
+                   keras.metrics.sparse_top_k_categorical_accuracy]  # a function, k=5
+    else:
+        module = pytest.importorskip("tf_keras")
+        module.utils.set_random_seed(0)
+        model = module.Sequential([module.Input((20,)), module.layers.Dense(8)])
+        metrics = [module.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2"),
+                   "sparse_top_k_categorical_accuracy"]  # tf_keras: its function, k=5
+    model.compile("adam", module.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=metrics)
+    got, keras_logs = _int8_and_keras_logs(model, x, y)
+    assert got["val_int8_top2"] == pytest.approx(keras_logs["top2"], abs=1e-6)
+
+    val = int8_metrics.ValidationSet.build((x, y), model, load_model(model).specs)
+    names = int8_metrics.output_names(model)
+    floats = int8_metrics._predict_float(model, val.rep, names, 64)
+    levels = {n: np.round(v / 0.5).astype(np.float32) * 0.5 for n, v in floats.items()}
+    got = int8_metrics._int8_metrics(model, names, floats, levels, val.y, val.weights)
+    scores = levels[names[0]]
+    for key, k in (("val_int8_top2", 2), ("val_int8_sparse_top_k_categorical_accuracy", 5)):
+        metric = getattr(module.metrics, top2)(k=k)
+        metric.update_state(y, scores)
+        assert got[key] == pytest.approx(_top_k_by_index(scores, y, k), abs=1e-6)
+        assert got[key] < float(metric.result())  # the ties Keras counts as hits
+
 def mean_abs_logit(y_true, y_pred):
     """A custom metric function (Keras and tf_keras name it by its __name__)."""
     return keras.ops.mean(keras.ops.abs(y_pred), axis=-1)

@@ -676,6 +676,8 @@ def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
         if isinstance(obj, type):
             obj = obj()
         y_true = _like(y_true, y_pred)
+        if _is_top_k(module, obj):
+            y_pred = _ties_broken(y_pred)
         if hasattr(obj, "update_state"):
             obj = obj.__class__.from_config(obj.get_config())
             obj.update_state(y_true, y_pred, sample_weight=weights)
@@ -688,3 +690,34 @@ def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
         _skip(skipped, "metric", spec, e)
         return None, ""
 
+
+
+def _is_top_k(module: Any, obj: Any) -> bool:
+    """Whether a metric is Keras' (sparse) top-k categorical accuracy, on scores."""
+    classes = tuple(getattr(module, n) for n in ("TopKCategoricalAccuracy",
+                                                 "SparseTopKCategoricalAccuracy"))
+    functions = [getattr(module, n) for n in ("top_k_categorical_accuracy",
+                                              "sparse_top_k_categorical_accuracy")]
+    if isinstance(obj, classes):
+        return not getattr(obj, "from_sorted_ids", False)  # Keras 3: y_pred holds class ids
+    return any(obj is f for f in functions)
+
+
+def _ties_broken(scores: np.ndarray) -> np.ndarray:
+    """Scores in the same order with ties broken toward the lower class index.
+
+    Keras' top-k metrics count every class tied at the k-th score as a hit. Float
+    scores rarely tie, but int8 outputs do: a softmax dequantized from int8 holds a
+    few distinct values per row, so a true class that rounded to the same level as
+    many others would count as in the top k. An app reads the top k as
+    `tf.math.top_k` and `argmax` do, lower index first on ties; top-k metrics
+    depend only on the order, so ranks that keep it with the ties broken give the
+    int8 model's figure (and float scores without ties their own).
+    """
+    if scores.ndim < 2:
+        return scores
+    order = np.argsort(-scores, axis=-1, kind="stable")
+    classes = scores.shape[-1]
+    ranks = np.empty(order.shape, np.float32)
+    np.put_along_axis(ranks, order, np.arange(classes, 0, -1, dtype=np.float32), axis=-1)
+    return ranks
