@@ -6,7 +6,7 @@ import sys
 import threading
 import warnings
 
-from tfq8._quiet import quiet_native_stderr, quiet_stdout
+from tfq8._quiet import CHILD_LOGGERS, filtering, quiet_native_stderr, quiet_stdout
 
 
 def _fd2():
@@ -95,10 +95,40 @@ def test_tfq8_log_records_inside_are_handled_after_not_lost(capfd):
         with quiet_native_stderr():
             os.write(2, b"native chatter\n")
             log.warning("said while silenced")
+            logging.getLogger("tfq8.callbacks").warning("and by a child logger")
             assert "said" not in capfd.readouterr().err
         err = capfd.readouterr().err
-        assert err == "said while silenced\n"          # the chatter stays silenced
+        # The chatter stays silenced; a child logger's record is held too, not lost.
+        assert err == "said while silenced\nand by a child logger\n"
         log.warning("said after")
         assert capfd.readouterr().err == "said after\n"  # and nothing is held back any more
     finally:
         log.removeHandler(handler)
+
+
+def test_filtering_applies_to_tfq8s_child_loggers_while_inside(caplog):
+    class Upper(logging.Filter):
+        def filter(self, record):
+            record.msg = str(record.msg).upper()
+            return True
+
+    child = logging.getLogger("tfq8.cli")
+    with caplog.at_level(logging.INFO, logger="tfq8"):
+        with filtering(Upper()):
+            logging.getLogger("tfq8").info("parent")
+            child.info("child")  # a filter on "tfq8" alone never sees this record
+        child.info("after")
+    assert [r.getMessage() for r in caplog.records] == ["PARENT", "CHILD", "after"]
+    assert not logging.getLogger("tfq8").filters and not child.filters
+
+
+def test_every_child_logger_tfq8_names_is_known_to_the_filters():
+    import re
+    root = os.path.join(os.path.dirname(__file__), "..", "tfq8")
+    named = set()
+    for folder, _, files in os.walk(root):
+        for name in files:
+            if name.endswith(".py"):
+                with open(os.path.join(folder, name), encoding="utf-8") as f:
+                    named.update(re.findall(r'getLogger\("(tfq8\.[\w.]+)"\)', f.read()))
+    assert named and named <= set(CHILD_LOGGERS)

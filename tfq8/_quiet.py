@@ -38,6 +38,36 @@ class _Deferred(logging.Filter):
         return False
 
 
+
+#: tfq8's child loggers (its modules log on `tfq8` or on one of these).
+CHILD_LOGGERS = ("tfq8.callbacks", "tfq8.cli")
+
+
+def tfq8_loggers() -> list[logging.Logger]:
+    """The `tfq8` logger and its children.
+
+    A logger's filters see only the records logged on that very logger, not those
+    its children pass up, so a filter meant for all of tfq8's records goes on each.
+    The known children are created here if need be, so a module first imported
+    while a filter is on still has it.
+    """
+    names = {"tfq8", *CHILD_LOGGERS}
+    names.update(n for n in logging.root.manager.loggerDict if n.startswith("tfq8."))
+    return [logging.getLogger(n) for n in sorted(names)]
+
+
+@contextlib.contextmanager
+def filtering(log_filter: logging.Filter) -> Iterator[None]:
+    """Applies `log_filter` to all of tfq8's log records while inside."""
+    loggers = tfq8_loggers()
+    for logger in loggers:
+        logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(log_filter)
+
 _deferred: _Deferred | None = None
 
 
@@ -92,7 +122,8 @@ def quiet_native_stderr() -> Iterator[None]:
     with _lock:
         if _depth == 0:
             _deferred = _Deferred()
-            logging.getLogger("tfq8").addFilter(_deferred)
+            for logger in tfq8_loggers():
+                logger.addFilter(_deferred)
             try:
                 saved = os.dup(2)
             except OSError:  # no file descriptor 2: nothing to silence
@@ -113,7 +144,8 @@ def quiet_native_stderr() -> Iterator[None]:
                     os.dup2(_saved_fd, 2)
                     os.close(_saved_fd)
                     _saved_fd = None
-                logging.getLogger("tfq8").removeFilter(_deferred)
+                for logger in tfq8_loggers():
+                    logger.removeFilter(_deferred)
                 held, _deferred = _deferred.records, None
         for record in held:  # outside the lock: a handler may log again
             logging.getLogger(record.name).handle(record)

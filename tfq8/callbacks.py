@@ -51,6 +51,7 @@ import keras
 import numpy as np
 
 from tfq8 import _args
+from tfq8._quiet import filtering
 from tfq8.calibration import Calibration, atomic_write, check_output_path
 from tfq8.pipeline import (CALIBRATION_ATTR, FEW_SAMPLES, calibrate, check_convert_options,
                            convert)
@@ -84,12 +85,8 @@ def _silent_unless_verbose(hook: Any) -> Any:
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
         if self.verbose:
             return hook(self, *args, **kwargs)
-        logger, quiet = logging.getLogger("tfq8"), _WarningsOnly()
-        logger.addFilter(quiet)
-        try:
+        with filtering(_WarningsOnly()):
             return hook(self, *args, **kwargs)
-        finally:
-            logger.removeFilter(quiet)
 
     return wrapper
 

@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterator, Sequence
 
 from absl import app, flags
 
+from tfq8._quiet import filtering
+
 FLAGS = flags.FLAGS
 _log = logging.getLogger("tfq8.cli")
 _F = flags.FlagValues()  # the running command's flags (see `_define`)
@@ -360,14 +362,11 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     else:
         p.step("quantization-aware-trained model: converting with the ranges QAT learned")
     # The model goes along with saved statistics too: convert() refuses another model's.
-    flag_names = _FlagNames()
-    logging.getLogger("tfq8").addFilter(flag_names)
     try:
-        blob = tfq8.convert(handle, calibration=calib, **options)
+        with filtering(_FlagNames()):
+            blob = tfq8.convert(handle, calibration=calib, **options)
     except (ValueError, TypeError, OSError) as e:  # tfq8.UnsupportedOpError is a ValueError
         raise _in_flags(e) from None
-    finally:
-        logging.getLogger("tfq8").removeFilter(flag_names)
     num_samples = calib.num_samples if calib is not None else 0
     info = tfq8.inspect(blob)
     result = {"output": os.path.abspath(output), "size_bytes": len(blob), "method": _F.method,
