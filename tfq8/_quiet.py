@@ -38,7 +38,6 @@ class _Deferred(logging.Filter):
         return False
 
 
-
 #: tfq8's child loggers (its modules log on `tfq8` or on one of these).
 CHILD_LOGGERS = ("tfq8.callbacks", "tfq8.cli")
 
@@ -67,6 +66,7 @@ def filtering(log_filter: logging.Filter) -> Iterator[None]:
     finally:
         for logger in loggers:
             logger.removeFilter(log_filter)
+
 
 _deferred: _Deferred | None = None
 

@@ -691,7 +691,6 @@ def _metric(module: Any, spec: Any, y_true: np.ndarray, y_pred: np.ndarray,
         return None, ""
 
 
-
 def _is_top_k(module: Any, obj: Any) -> bool:
     """Whether a metric is Keras' (sparse) top-k categorical accuracy, on scores."""
     classes = tuple(getattr(module, n) for n in ("TopKCategoricalAccuracy",
