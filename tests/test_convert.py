@@ -469,11 +469,11 @@ def test_auto_scores_in_batches_that_fit_its_memory_budget(cnn_case, monkeypatch
     scores = dict(calib.last_auto.scores)
     from tfq8.harness import interpreter
 
-    monkeypatch.setattr(interpreter, "_BATCH_BYTES", 1)       # one sample per invoke
+    monkeypatch.setattr(auto, "_SCORE_BATCH_BYTES", 1)       # one sample per invoke
     assert auto._Scorer(calib, {}).batch == 1
     assert tfq8.convert(calibration=calib) == whole and calib.last_auto.scores == scores
     per_sample = interpreter.tensor_bytes_per_sample(_tflite.read_model(calib.model), calib.samples)
-    monkeypatch.setattr(interpreter, "_BATCH_BYTES", 24 * per_sample)  # 64: 3 batches of 22
+    monkeypatch.setattr(auto, "_SCORE_BATCH_BYTES", 24 * per_sample)  # 64: 3 batches of 22
     assert auto._Scorer(calib, {}).batch == 22
     assert tfq8.convert(calibration=calib) == whole and calib.last_auto.scores == scores
 
