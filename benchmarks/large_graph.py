@@ -11,7 +11,7 @@ on the weights' values):
   rescaling layers, so 0-255 data), `resnet50` (96x96, 25.6M weights) from
   `keras.applications` with `weights=None`;
 * `transformer`: token ids into an Embedding and two attention blocks with
-  LayerNorm (sequence 64), a sub-2-second conversion.
+  LayerNorm (sequence 64), about 2 s for the converter.
 
 Per model it prints each round's converter and `tfq8.convert` (`auto`,
 statistics included) times side by side, their medians and ratio, and the
