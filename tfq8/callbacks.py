@@ -669,6 +669,8 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
 
     Raises:
         ValueError: On invalid arguments (the message ends with `Received: ...`).
+        TypeError: On arguments of the wrong kind, such as a file name as
+            `calibration_data` or `validation_data`, or a list as `convert_options`.
 
     Example:
         >>> cb = tfq8.CalibrationCallback(x_train[:256], validation_data=(x_val, y_val),
