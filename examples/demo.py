@@ -1,12 +1,14 @@
 """tfq8 end to end on scikit-learn's digits (offline; the data ships in the wheel).
 
 1. Train a small Keras CNN with `tfq8.CalibrationCallback` collecting
-   activation statistics (and int8 validation accuracy every few epochs).
+   activation statistics (and int8 validation accuracy every `--epochs` // 2 epochs
+   and after the last: epochs 10 and 20 by default).
 2. `tfq8.convert(model)`: full-integer int8 `.tflite` from those statistics.
 3. TFLite's own int8 conversion of the same model and samples, for comparison.
 4. `tfq8.check` both against float on the held-out test digits.
 5. `tfq8.benchmark` the int8 model against float (single thread).
-6. Write `digits_int8.tflite`, `report.txt` and `report.json` to --output_dir.
+6. Write `digits_int8.tflite`, `report.txt`, `report.json` and `ranges.png`
+   (`tfq8.plot_ranges`) to --output_dir.
 
 Run: `make demo` (or `python examples/demo.py --output_dir=out`).
 """
