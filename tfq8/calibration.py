@@ -331,6 +331,7 @@ def histogram_key(hist: Histogram) -> tuple:
 
     Example:
         >>> histogram_key(a) == histogram_key(b)  # a == b, extremes bit for bit
+        True
     """
     return (hist.max_bins, hist.exponent, hist.offset, hist.count, hist.zeros,
             np.array([hist.min, hist.max], np.float64).tobytes(), hist.counts.tobytes())
@@ -480,6 +481,7 @@ def check_output_path(path: Any, *, arg: str = "path",
 
     Example:
         >>> check_output_path("out/model_int8.tflite", arg="output_path")
+        '/.../out/model_int8.tflite'
     """
     if not isinstance(path, (str, os.PathLike)) or isinstance(os.fspath(path), bytes):
         raise TypeError(f"{arg} must be a file path (str or os.PathLike). "

@@ -283,6 +283,7 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
 
     Example:
         >>> check_convert_options(method="percentile", method_options={"percentile": 99.9})
+        (dtype('int8'), dtype('int8'), True, False)
     """
     normalized = (io_type("input_type", input_type), io_type("output_type", output_type),
                   _args.boolean("per_channel", per_channel),  # 1/0 and numpy's bools as bool
