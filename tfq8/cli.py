@@ -134,8 +134,13 @@ def run(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: Command line including the program name (default: `sys.argv`).
 
+    Raises:
+        SystemExit: Always, with the command's exit status (0 on success).
+
     Example:
-        >>> run(["tfq8", "inspect", "model_int8.tflite", "--json"])
+        >>> run(["tfq8", "inspect", "model_int8.tflite", "--json"])  # prints JSON
+        Traceback (most recent call last):
+        SystemExit: 0
     """
     argv = list(sys.argv if argv is None else argv)
     args = argv[1:]
