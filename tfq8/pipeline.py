@@ -184,7 +184,11 @@ def convert(
 
     Raises:
         ValueError: On bad arguments or data, or stale or missing statistics.
-        UnsupportedOpError: If an op stays float and `allow_float` is False.
+        TypeError: On arguments of the wrong kind, such as a file name as
+            `data`, a `ranges` key that is neither a name nor an index, or a
+            `calibration` that is not a `tfq8.Calibration`.
+        UnsupportedOpError: If an op stays float and `allow_float` is False
+            (a `ValueError`).
 
     Example:
         >>> blob = tfq8.convert(model, x_train[:500], method="kl")
