@@ -363,6 +363,20 @@ def test_unsupported_op_message_names_the_op():
     assert "do not cover: Svd." in str(only_op_line)
 
 
+def test_keras_argmax_is_named_with_its_layer_and_a_way_out():
+    # Keras 3's keras.ops.argmax of floats tests the sign bit with tf.BitwiseAnd, which
+    # TFLite has no builtin for: the error says which layer, and what converts instead.
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    top = keras.layers.Lambda(lambda t: keras.ops.argmax(t, axis=-1), name="top_class")
+    model = keras.Model(inp, top(keras.layers.Dense(3)(inp)))
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
+    with pytest.raises(tfq8.UnsupportedOpError,
+                       match=r"do not cover: BitwiseAnd \(in \S*top_class\S*\)\. .*Flex\) ops\. "
+                             r".*keras\.ops\.argmax.*tf\.math\.argmax"):
+        tfq8.convert(model, x)
+
+
 def test_dynamic_height_and_width_follow_the_data():
     import keras
 

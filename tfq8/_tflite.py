@@ -200,6 +200,32 @@ def convert_float(converter: tf.lite.TFLiteConverter) -> bytes:
         raise _unsupported(str(e)) from None
 
 
+# What to do about TensorFlow ops that Keras itself puts in a model, beyond "replace them".
+_UNSUPPORTED_OP_HINTS = {
+    "BitwiseAnd": "Keras 3's keras.ops.argmax and keras.ops.argmin of a float tensor test its "
+                  "sign bit with BitwiseAnd (TensorFlow backend): use tf.math.argmax(x, "
+                  "axis=-1, output_type=tf.int32) (or tf.math.argmin) in the Lambda layer "
+                  "instead (TFLite makes it an int8 ARG_MAX), or take the argmax of the "
+                  "model's scores outside the model.",
+}
+
+
+def _op_locations(message: str, most: int = 3) -> dict[str, list[str]]:
+    """Op type -> the layers (graph name scopes) where the converter's message places it.
+
+    The converter's MLIR locations read `fused["BitwiseAnd:",
+    "functional_1/lambda_1/BitwiseAnd@__inference_..."]`: the node's name, whose
+    scope is the Keras layer that made the op.
+    """
+    where: dict[str, list[str]] = {}
+    for op, node in re.findall(r'fused\["(\w+):", "([^"@]+)@', message):
+        scope = node.rsplit("/", 1)[0] if "/" in node else node
+        found = where.setdefault(op, [])
+        if scope not in found and len(found) < most:
+            found.append(scope)
+    return where
+
+
 def _unsupported(message: str) -> Exception:
     """A short `UnsupportedOpError` from the converter's long MLIR message."""
     # "Custom ops: Svd" on a line of its own; not "... implement custom ops: https://...".
@@ -217,10 +243,15 @@ def _unsupported(message: str) -> Exception:
             "dtype policy like 'mixed_float16', which TFLite's int8 conversion does not take. "
             + FLOAT32_REBUILD_HINT.format(setter=setter))
     if ops:
+        where = _op_locations(message)
+        listed = "; ".join(f"{op} (in {', '.join(where[op])})" if op in where else op
+                           for op in ops)
+        hints = "".join(f" {_UNSUPPORTED_OP_HINTS[op]}" for op in ops
+                        if op in _UNSUPPORTED_OP_HINTS)
         return UnsupportedOpError(
-            f"The model uses ops TFLite's builtin ops do not cover: {'; '.join(ops)}. "
+            f"The model uses ops TFLite's builtin ops do not cover: {listed}. "
             "Replace them (for example with keras.ops equivalents TFLite supports); "
-            "full-integer models cannot use TF Select (Flex) ops."
+            f"full-integer models cannot use TF Select (Flex) ops.{hints}"
         )
     first = next((ln for ln in message.splitlines() if "error" in ln.lower()), message[:300])
     hint = ""
