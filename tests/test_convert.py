@@ -588,6 +588,19 @@ def test_an_empty_intermediate_tensor_is_refused_before_the_calibrator():
     assert tfq8.calibrate(model, factories.images(4, shape=(6, 6, 3))).tensors
 
 
+def test_a_model_that_computes_nothing_is_refused_by_name():
+    # Activation("linear") and Dropout convert to no op at all: the graph has 0 operators,
+    # which TFLite's flatbuffer reader cannot iterate (a bare TypeError before).
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    model = keras.Model(inp, keras.layers.Dropout(0.5)(keras.layers.Activation("linear")(inp)))
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"model computes nothing: its TFLite graph has no ops.*"
+                                         r"Received: a model with 1 input\(s\) and 1 output\(s\) "
+                                         r"and 0 ops"):
+        tfq8.convert(model, x)
+
+
 def test_a_fixed_batch_size_model_converts_and_checks_every_sample():
     model = factories.fixed_batch_cnn(batch=4)
     x = factories.images(66, shape=(8, 8, 3))     # 16 whole batches and 2 samples over

@@ -103,6 +103,7 @@ def calibrate(
     with BackgroundCollect(rep, max_bins=max_bins, batch_size=batch_size, track=kept) as bg:
         calibrated = _tflite.calibrate_only(handle.converter(), rep, on_float_model=bg.submit)
         _check_input_count(calibrated, handle)
+        _check_has_ops(calibrated)
         tensors = bg.result(calibrated)
     if tensors is None:
         tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
@@ -480,6 +481,18 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
             "last calibration.)"
         )
     return attached
+
+
+def _check_has_ops(calibrated: bytes) -> None:
+    """Refuses a model whose TFLite graph computes nothing (its outputs are its inputs)."""
+    graph = _tflite.schema.Model.GetRootAs(calibrated, 0).Subgraphs(0)
+    if graph.OperatorsLength() == 0:
+        raise ValueError(
+            "model computes nothing: its TFLite graph has no ops, because every output is an "
+            "input unchanged (layers such as Activation('linear'), Dropout or Identity convert "
+            "to nothing), so there is nothing to quantize. Expected a model with at least one "
+            f"op. Received: a model with {graph.InputsLength()} input(s) and "
+            f"{graph.OutputsLength()} output(s) and 0 ops")
 
 
 def _check_input_count(calibrated: bytes, handle: ModelHandle) -> None:
