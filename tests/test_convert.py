@@ -335,6 +335,22 @@ def test_a_boolean_mask_cast_gets_its_own_hint():
     assert tfq8.inspect(tfq8.convert(model, x, method="minmax")).full_integer
 
 
+def test_an_argmax_of_an_output_gets_a_hint_and_an_argmax_alone_is_integer():
+    # TFLite quantizes ARG_MAX to int8, except when the scores it reads are a model output too.
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6,))
+    scores = keras.layers.Dense(3)(inp)
+    top = keras.layers.Lambda(lambda t: tf.math.argmax(t, axis=-1, output_type=tf.int32))(scores)
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype(np.float32)
+    with pytest.raises(tfq8.UnsupportedOpError,
+                       match=r"ARG_MAX .*also a model output.*"
+                             r"or only their argmax, which is int8"):
+        tfq8.convert(keras.Model(inp, [scores, top]), x, method="minmax")
+    assert tfq8.inspect(tfq8.convert(keras.Model(inp, top), x, method="minmax")).full_integer
+
+
 def test_bad_arguments(cnn_case):
     model, x, calib = cnn_case
     with pytest.raises(ValueError, match="auto, kl, minmax, mse, percentile.*Received: method='best'"):

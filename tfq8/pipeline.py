@@ -381,8 +381,9 @@ _FLOAT_OP_HINTS = {
     "CAST": "A CAST usually converts an integer model input (uint8 images before a "
             "Rescaling layer) to float: give the model a float input, and pass "
             "input_type='uint8' to feed it uint8.",
-    "ARG_MAX": "TFLite's int8 models compute ARG_MAX in float (TFLite's own converter "
-               "does the same): return the scores, and take their argmax outside the model.",
+    "ARG_MAX": "TFLite's quantizer leaves an ARG_MAX float when the tensor it reads is also a "
+               "model output (TFLite's own converter does the same): return either the scores "
+               "(and take their argmax outside the model) or only their argmax, which is int8.",
     "WHILE": "Control flow (tf.while_loop, a recurrent layer that is not unrolled) stays "
              "float in TFLite's int8 models, the converter's own too: unroll the loop, such "
              "as keras.layers.LSTM(..., unroll=True), to make it integer.",
