@@ -309,32 +309,6 @@ def test_a_uint8_model_input_gets_a_hint():
         tfq8.convert(model, x)
 
 
-def test_a_boolean_mask_cast_gets_its_own_hint():
-    # Embedding(mask_zero=True) -> GlobalAveragePooling1D casts the mask to float, and that
-    # CAST stays float (the converter's too): the hint is about the mask, not a uint8 input.
-    keras.utils.set_random_seed(0)
-    tokens = keras.Input((10,), dtype="int32")
-    emb = keras.layers.Embedding(20, 4, mask_zero=True)(tokens)
-    model = keras.Model(tokens, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(emb)))
-    x = np.random.default_rng(0).integers(0, 20, (16, 10)).astype(np.int32)
-    with pytest.raises(tfq8.UnsupportedOpError,
-                       match=r"CAST .*boolean mask.*keras\.ops\.where") as e:
-        tfq8.convert(model, x, method="minmax")
-    assert "give the model a float input" not in str(e.value)
-
-    def masked_mean(t):  # what the hint says to do instead
-        ids, vectors = t
-        mask = keras.ops.expand_dims(keras.ops.not_equal(ids, 0), -1)
-        total = keras.ops.sum(keras.ops.where(mask, vectors, 0.0), axis=1)
-        count = keras.ops.sum(keras.ops.where(mask, 1.0, 0.0), axis=1)
-        return total / keras.ops.maximum(count, 1.0)
-
-    emb = keras.layers.Embedding(20, 4)(tokens)
-    pooled = keras.layers.Lambda(masked_mean)([tokens, emb])
-    model = keras.Model(tokens, keras.layers.Dense(2)(pooled))
-    assert tfq8.inspect(tfq8.convert(model, x, method="minmax")).full_integer
-
-
 def test_an_argmax_of_an_output_gets_a_hint_and_an_argmax_alone_is_integer():
     # TFLite quantizes ARG_MAX to int8, except when the scores it reads are a model output too.
     import tensorflow as tf

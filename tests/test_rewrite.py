@@ -10,7 +10,7 @@ import tfq8
 from tfq8 import _tflite
 from tfq8.harness.interpreter import ModelRunner
 from tfq8.pipeline import converter_int8
-from tfq8.rewrite import as_mul
+from tfq8.rewrite import rewrite_for_int8
 
 
 def _layer_norm_model(seed: int = 0):
@@ -39,17 +39,17 @@ def _ops(blob: bytes) -> list[str]:
 
 
 @pytest.mark.parametrize("layers", list(_MODELS))
-def test_as_mul_computes_the_same_float_model(layers):
+def test_rewrite_for_int8_computes_the_same_float_model(layers):
     factory, shape, op = _MODELS[layers]
     model = factory()
     float_model = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     assert op in _ops(float_model)  # what the Keras layers lower to
-    rewritten = as_mul(float_model)
+    rewritten = rewrite_for_int8(float_model)
     assert op not in _ops(rewritten) and _ops(rewritten).count("MUL") > _ops(float_model).count("MUL")
     x = np.random.default_rng(0).normal(size=(32, *shape)).astype(np.float32)
     np.testing.assert_array_equal(ModelRunner(rewritten).run([x])[0],
                                   ModelRunner(float_model).run([x])[0])
-    assert as_mul(rewritten) is rewritten  # nothing left to rewrite: the same bytes
+    assert rewrite_for_int8(rewritten) is rewritten  # nothing left to rewrite: the same bytes
 
 
 def test_a_calibration_made_before_the_rewrite_gets_it():
@@ -76,3 +76,40 @@ def test_normalization_layers_quantize_to_a_full_integer_model(layers, method):
     # TFLite's own converter keeps the op in float between DEQUANTIZE and QUANTIZE.
     theirs = tfq8.check(converter_int8(model, x), reference=model, data=x).outputs[0].sqnr_db
     assert ours > 25 and ours > theirs - 0.5
+
+
+def _masked_models():
+    """Keras masking and a cast comparison: each lowers to a CAST of a boolean tensor."""
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((10,), dtype="int32")
+    emb = keras.layers.Embedding(20, 4, mask_zero=True)(tokens)
+    pooled = keras.Model(tokens, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(emb)))
+    inp = keras.Input((6,))
+    step = keras.layers.Lambda(lambda t: keras.ops.cast(t > 0.0, "float32"))(keras.layers.Dense(6)(inp))
+    stepped = keras.Model(inp, keras.layers.Dense(2)(step))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 20, (64, 10)).astype(np.int32)
+    ids[np.arange(10)[None, :] >= rng.integers(3, 11, (64, 1))] = 0  # padded sequences
+    return {"Embedding(mask_zero=True)": (pooled, ids),
+            "ops.cast(x > 0)": (stepped, rng.normal(size=(64, 6)).astype(np.float32))}
+
+
+@pytest.mark.parametrize("name", list(_masked_models()))
+def test_a_boolean_cast_becomes_an_int8_select(name):
+    model, x = _masked_models()[name]
+    float_model = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    assert "CAST" in _ops(float_model)
+    rewritten = rewrite_for_int8(float_model)
+    assert "CAST" not in _ops(rewritten)
+    assert _ops(rewritten).count("SELECT_V2") == _ops(float_model).count("SELECT_V2") + 1
+    np.testing.assert_array_equal(ModelRunner(rewritten).run([x])[0],
+                                  ModelRunner(float_model).run([x])[0])
+    # The converter's int8 model keeps the CAST float; tfq8's is full-integer, as accurate.
+    theirs = converter_int8(model, x)
+    assert "CAST" in _ops(theirs)
+    theirs_db = tfq8.check(theirs, reference=model, data=x).outputs[0].sqnr_db
+    for method in ("minmax", "auto"):
+        blob = tfq8.convert(model, x, method=method)
+        assert tfq8.inspect(blob).full_integer and "SELECT_V2" in _ops(blob)
+        ours_db = tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db
+        assert ours_db > 15 and ours_db > theirs_db - 0.5, (method, ours_db, theirs_db)

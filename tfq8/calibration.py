@@ -30,7 +30,7 @@ import numpy as np
 
 from tfq8 import _tflite, ranges as _ranges
 from tfq8.harness.interpreter import verify_model
-from tfq8.rewrite import as_mul
+from tfq8.rewrite import rewrite_for_int8
 from tfq8.stats.collect import TensorStats
 from tfq8.stats.histogram import Histogram
 
@@ -67,7 +67,7 @@ class Calibration:
     def __post_init__(self):
         # Same tensors, so the statistics still apply; more of the graph quantizes to int8
         # (also for calibrations saved before the rewrite existed).
-        model = as_mul(self.model)
+        model = rewrite_for_int8(self.model)
         if model is not self.model:  # the rewritten ops' outputs have new producers
             parsed = _tflite.read_model(model)
             ops = {int(o): _tflite.op_name(parsed, op)

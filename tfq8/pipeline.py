@@ -393,22 +393,6 @@ _FLOAT_OP_HINTS = {
 }
 
 
-_BOOL_CAST_HINT = (
-    "This CAST turns a boolean mask into float (Keras masking, such as Embedding(mask_zero=True) "
-    "or Masking read by a pooling, attention or recurrent layer), and TFLite's quantizer leaves "
-    "it float (the converter's int8 model too): build the model without the mask and apply "
-    "it with keras.ops.where(mask, x, 0.0) and keras.ops.where(mask, 1.0, 0.0) in a Lambda "
-    "layer, which quantize to int8 SELECT_V2.")
-
-
-def _float_op_hint(name: str, culprits: Any) -> str:
-    """What to do about the float op `name`; a CAST's depends on what it casts."""
-    if name == "CAST" and any(t.dtype == "BOOL" for op in culprits if op.name == "CAST"
-                              for t in op.inputs):
-        return _BOOL_CAST_HINT
-    return _FLOAT_OP_HINTS[name]
-
-
 def check_integer(blob: bytes, *, allow_float: bool, info: Any = None) -> None:
     """Raises `UnsupportedOpError` naming the float ops, unless allowed.
 
@@ -423,7 +407,7 @@ def check_integer(blob: bytes, *, allow_float: bool, info: Any = None) -> None:
     where = first.outputs[0].name if first.outputs else ""
     msg = (f"Op(s) {', '.join(names)} could not be quantized to integers and would stay "
            f"float (first: op #{first.index}, output {where!r}).")
-    msg += "".join(f" {_float_op_hint(n, culprits)}" for n in names if n in _FLOAT_OP_HINTS)
+    msg += "".join(f" {_FLOAT_OP_HINTS[n]}" for n in names if n in _FLOAT_OP_HINTS)
     if not allow_float:
         raise UnsupportedOpError(msg, remedy="Pass allow_float=True to keep them in float.")
     _log.warning("%s Kept in float (allow_float=True).", msg)

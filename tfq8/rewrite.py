@@ -15,13 +15,19 @@ quantizer does make int8:
   `UnitNormalization` (and `ops.square`) compute variances and norms with
   SQUARE; int8 MUL takes the same tensor twice, and the output keeps the range
   recorded for SQUARE's output.
+* `CAST(mask)` of a boolean tensor to float -> `SELECT_V2(mask, 1.0, 0.0)`.
+  Keras masking (`Embedding(mask_zero=True)`, `Masking`) turns its mask into
+  float with CAST before a pooling or an average, and so does
+  `ops.cast(x > 0, "float32")`; the quantizer leaves a CAST float but makes
+  SELECT_V2 int8, and 0 and 1 are exact on the output's grid ([0, 1] as
+  recorded for CAST's output).
 
 Tensor indices stay as they were (new constants are appended), so statistics
 collected on the calibrated model still apply. `Calibration` applies the
 rewrites to its model, so calibrations saved before them benefit too.
 
 Example:
-    >>> calibrated = as_mul(calibrated)      # before _tflite.quantize
+    >>> calibrated = rewrite_for_int8(calibrated)   # before _tflite.quantize
 """
 
 from __future__ import annotations
@@ -34,13 +40,14 @@ from tfq8 import _tflite
 
 _log = logging.getLogger("tfq8")
 
-__all__ = ["as_mul"]
+__all__ = ["rewrite_for_int8"]
 
-_REWRITTEN = ("NEG", "SQUARE")
+_REWRITTEN = ("NEG", "SQUARE", "CAST")
 
 
-def as_mul(model: bytes) -> bytes:
-    """`model` with every float `NEG` and `SQUARE` of subgraph 0 written as a `MUL`.
+def rewrite_for_int8(model: bytes) -> bytes:
+    """`model` with every float `NEG` and `SQUARE` of subgraph 0 written as a `MUL`,
+    and every `CAST` of a boolean tensor to float as a `SELECT_V2`.
 
     Args:
         model: A float (calibrated) `.tflite` flatbuffer.
@@ -57,14 +64,21 @@ def as_mul(model: bytes) -> bytes:
     parsed = _tflite.read_model(model)
     sg = parsed.subgraphs[0]
     found = [(op, _tflite.op_name(parsed, op)) for op in sg.operators]
-    found = [(op, name) for op, name in found if name in _REWRITTEN
-             and sg.tensors[op.inputs[0]].type == schema.TensorType.FLOAT32]
+    found = [(op, name) for op, name in found if name in _REWRITTEN and _rewritable(sg, op, name)]
     if not found:
         return model
     mul = _opcode(parsed, schema.BuiltinOperator.MUL)
     for op, name in found:
+        if name == "CAST":
+            op.inputs = np.array([op.inputs[0], _constant(parsed, sg, op, 1.0, "one"),
+                                  _constant(parsed, sg, op, 0.0, "zero")], np.int32)
+            op.opcodeIndex = _opcode(parsed, schema.BuiltinOperator.SELECT_V2)
+            op.builtinOptionsType = schema.BuiltinOptions.SelectV2Options
+            op.builtinOptions = schema.SelectV2OptionsT()
+            continue
         if name == "NEG":
-            op.inputs = np.array([op.inputs[0], _minus_one(parsed, sg, op)], np.int32)
+            op.inputs = np.array([op.inputs[0], _constant(parsed, sg, op, -1.0, "minus_one")],
+                                 np.int32)
         else:
             op.inputs = np.array([op.inputs[0], op.inputs[0]], np.int32)
         options = schema.MulOptionsT()
@@ -73,23 +87,34 @@ def as_mul(model: bytes) -> bytes:
         op.builtinOptionsType = schema.BuiltinOptions.MulOptions
         op.builtinOptions = options
     counts = {n: sum(1 for _, m in found if m == n) for n in _REWRITTEN}
-    how = {"NEG": "as MUL by -1", "SQUARE": "as MUL of x by x"}
+    how = {"NEG": "as MUL by -1", "SQUARE": "as MUL of x by x",
+           "CAST": "of a boolean mask as SELECT_V2 of 1 and 0"}
     _log.info("Rewrote %s, which TFLite quantizes to int8.",
               " and ".join(f"{k} {n} op(s) {how[n]}" for n, k in counts.items() if k))
     return _tflite.write_model(parsed)
 
 
-def _minus_one(parsed, sg, op) -> int:
-    """Index of a new constant -1.0 tensor for `op`'s MUL."""
+def _rewritable(sg, op, name: str) -> bool:
+    """NEG and SQUARE of a float tensor; CAST of a boolean one to float."""
+    schema = _tflite.schema
+    source = sg.tensors[op.inputs[0]].type
+    if name == "CAST":
+        return (source == schema.TensorType.BOOL
+                and sg.tensors[op.outputs[0]].type == schema.TensorType.FLOAT32)
+    return source == schema.TensorType.FLOAT32
+
+
+def _constant(parsed, sg, op, value: float, what: str) -> int:
+    """Index of a new scalar float constant `value` for `op`."""
     schema = _tflite.schema
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.array([-1.0], np.float32).tobytes(), np.uint8)
+    buffer.data = np.frombuffer(np.array([value], np.float32).tobytes(), np.uint8)
     parsed.buffers.append(buffer)
     const = schema.TensorT()
     const.shape = np.array([1], np.int32)
     const.type = schema.TensorType.FLOAT32
     const.buffer = len(parsed.buffers) - 1
-    const.name = (_tflite.tensor_name(sg.tensors[op.outputs[0]]) + "/tfq8_minus_one").encode()
+    const.name = (_tflite.tensor_name(sg.tensors[op.outputs[0]]) + f"/tfq8_{what}").encode()
     sg.tensors.append(const)
     return len(sg.tensors) - 1
 
