@@ -79,37 +79,38 @@ def test_normalization_layers_quantize_to_a_full_integer_model(layers, method):
 
 
 def _masked_models():
-    """Keras masking and a cast comparison: each lowers to a CAST of a boolean tensor."""
+    """Keras masking and a cast comparison: model, data and the float op it lowers to."""
     keras.utils.set_random_seed(0)
     tokens = keras.Input((10,), dtype="int32")
     emb = keras.layers.Embedding(20, 4, mask_zero=True)(tokens)
     pooled = keras.Model(tokens, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(emb)))
+    recurrent = keras.Model(tokens, keras.layers.Dense(2)(keras.layers.LSTM(4, unroll=True)(emb)))
     inp = keras.Input((6,))
     step = keras.layers.Lambda(lambda t: keras.ops.cast(t > 0.0, "float32"))(keras.layers.Dense(6)(inp))
     stepped = keras.Model(inp, keras.layers.Dense(2)(step))
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, 20, (64, 10)).astype(np.int32)
+    ids = rng.integers(1, 20, (64, 10)).astype(np.int32)
     ids[np.arange(10)[None, :] >= rng.integers(3, 11, (64, 1))] = 0  # padded sequences
-    return {"Embedding(mask_zero=True)": (pooled, ids),
-            "ops.cast(x > 0)": (stepped, rng.normal(size=(64, 6)).astype(np.float32))}
+    return {"Embedding(mask_zero=True), pooled": (pooled, ids, "CAST"),
+            "Embedding(mask_zero=True), LSTM": (recurrent, ids, "ZEROS_LIKE"),
+            "ops.cast(x > 0)": (stepped, rng.normal(size=(64, 6)).astype(np.float32), "CAST")}
 
 
 @pytest.mark.parametrize("name", list(_masked_models()))
-def test_a_boolean_cast_becomes_an_int8_select(name):
-    model, x = _masked_models()[name]
+def test_masking_ops_become_int8_ones(name):
+    model, x, op = _masked_models()[name]
     float_model = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
-    assert "CAST" in _ops(float_model)
+    assert op in _ops(float_model)
     rewritten = rewrite_for_int8(float_model)
-    assert "CAST" not in _ops(rewritten)
-    assert _ops(rewritten).count("SELECT_V2") == _ops(float_model).count("SELECT_V2") + 1
+    assert op not in _ops(rewritten)
     np.testing.assert_array_equal(ModelRunner(rewritten).run([x])[0],
                                   ModelRunner(float_model).run([x])[0])
-    # The converter's int8 model keeps the CAST float; tfq8's is full-integer, as accurate.
+    # The converter's int8 model keeps the op float; tfq8's is full-integer, as accurate.
     theirs = converter_int8(model, x)
-    assert "CAST" in _ops(theirs)
+    assert not tfq8.inspect(theirs).full_integer
     theirs_db = tfq8.check(theirs, reference=model, data=x).outputs[0].sqnr_db
     for method in ("minmax", "auto"):
         blob = tfq8.convert(model, x, method=method)
-        assert tfq8.inspect(blob).full_integer and "SELECT_V2" in _ops(blob)
+        assert tfq8.inspect(blob).full_integer
         ours_db = tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db
         assert ours_db > 15 and ours_db > theirs_db - 0.5, (method, ours_db, theirs_db)

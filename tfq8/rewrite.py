@@ -15,6 +15,9 @@ quantizer does make int8:
   `UnitNormalization` (and `ops.square`) compute variances and norms with
   SQUARE; int8 MUL takes the same tensor twice, and the output keeps the range
   recorded for SQUARE's output.
+* `ZEROS_LIKE(x)` -> `MUL(x, 0.0)`. A Keras recurrent layer reading a mask
+  starts from `zeros_like` of its first state and selects between them with
+  SELECT_V2, and both stay float otherwise.
 * `CAST(mask)` of a boolean tensor to float -> `SELECT_V2(mask, 1.0, 0.0)`.
   Keras masking (`Embedding(mask_zero=True)`, `Masking`) turns its mask into
   float with CAST before a pooling or an average, and so does
@@ -42,12 +45,12 @@ _log = logging.getLogger("tfq8")
 
 __all__ = ["rewrite_for_int8"]
 
-_REWRITTEN = ("NEG", "SQUARE", "CAST")
+_REWRITTEN = ("NEG", "SQUARE", "CAST", "ZEROS_LIKE")
 
 
 def rewrite_for_int8(model: bytes) -> bytes:
-    """`model` with every float `NEG` and `SQUARE` of subgraph 0 written as a `MUL`,
-    and every `CAST` of a boolean tensor to float as a `SELECT_V2`.
+    """`model` with every float `NEG`, `SQUARE` and `ZEROS_LIKE` of subgraph 0
+    written as a `MUL`, and every `CAST` of a boolean tensor to float as a `SELECT_V2`.
 
     Args:
         model: A float (calibrated) `.tflite` flatbuffer.
@@ -76,7 +79,9 @@ def rewrite_for_int8(model: bytes) -> bytes:
             op.builtinOptionsType = schema.BuiltinOptions.SelectV2Options
             op.builtinOptions = schema.SelectV2OptionsT()
             continue
-        if name == "NEG":
+        if name == "ZEROS_LIKE":
+            op.inputs = np.array([op.inputs[0], _constant(parsed, sg, op, 0.0, "zero")], np.int32)
+        elif name == "NEG":
             op.inputs = np.array([op.inputs[0], _constant(parsed, sg, op, -1.0, "minus_one")],
                                  np.int32)
         else:
@@ -87,7 +92,7 @@ def rewrite_for_int8(model: bytes) -> bytes:
         op.builtinOptionsType = schema.BuiltinOptions.MulOptions
         op.builtinOptions = options
     counts = {n: sum(1 for _, m in found if m == n) for n in _REWRITTEN}
-    how = {"NEG": "as MUL by -1", "SQUARE": "as MUL of x by x",
+    how = {"ZEROS_LIKE": "as MUL by 0", "NEG": "as MUL by -1", "SQUARE": "as MUL of x by x",
            "CAST": "of a boolean mask as SELECT_V2 of 1 and 0"}
     _log.info("Rewrote %s, which TFLite quantizes to int8.",
               " and ".join(f"{k} {n} op(s) {how[n]}" for n, k in counts.items() if k))
@@ -95,7 +100,7 @@ def rewrite_for_int8(model: bytes) -> bytes:
 
 
 def _rewritable(sg, op, name: str) -> bool:
-    """NEG and SQUARE of a float tensor; CAST of a boolean one to float."""
+    """NEG, SQUARE and ZEROS_LIKE of a float tensor; CAST of a boolean one to float."""
     schema = _tflite.schema
     source = sg.tensors[op.inputs[0]].type
     if name == "CAST":
