@@ -46,6 +46,8 @@ _log = logging.getLogger("tfq8")
 __all__ = ["rewrite_for_int8"]
 
 _REWRITTEN = ("NEG", "SQUARE", "CAST", "ZEROS_LIKE")
+# The MUL each becomes: by a new constant (its value and name), or by its own input (None).
+_MUL_BY = {"NEG": (-1.0, "minus_one"), "ZEROS_LIKE": (0.0, "zero"), "SQUARE": None}
 
 
 def rewrite_for_int8(model: bytes) -> bytes:
@@ -60,7 +62,7 @@ def rewrite_for_int8(model: bytes) -> bytes:
     """
     schema = _tflite.schema
     codes = {getattr(schema.BuiltinOperator, name) for name in _REWRITTEN}
-    root = schema.Model.GetRootAs(model, 0)  # a quick look first: most models have neither
+    root = schema.Model.GetRootAs(model, 0)  # a quick look first: most models have none
     if not any(max(root.OperatorCodes(k).BuiltinCode(), root.OperatorCodes(k).DeprecatedBuiltinCode())
                in codes for k in range(root.OperatorCodesLength())):
         return model
@@ -70,26 +72,21 @@ def rewrite_for_int8(model: bytes) -> bytes:
     found = [(op, name) for op, name in found if name in _REWRITTEN and _rewritable(sg, op, name)]
     if not found:
         return model
-    mul = _opcode(parsed, schema.BuiltinOperator.MUL)
     for op, name in found:
         if name == "CAST":
-            op.inputs = np.array([op.inputs[0], _constant(parsed, sg, op, 1.0, "one"),
-                                  _constant(parsed, sg, op, 0.0, "zero")], np.int32)
-            op.opcodeIndex = _opcode(parsed, schema.BuiltinOperator.SELECT_V2)
+            inputs = [op.inputs[0], _constant(parsed, sg, op, 1.0, "one"),
+                      _constant(parsed, sg, op, 0.0, "zero")]
+            code, options = schema.BuiltinOperator.SELECT_V2, schema.SelectV2OptionsT()
             op.builtinOptionsType = schema.BuiltinOptions.SelectV2Options
-            op.builtinOptions = schema.SelectV2OptionsT()
-            continue
-        if name == "ZEROS_LIKE":
-            op.inputs = np.array([op.inputs[0], _constant(parsed, sg, op, 0.0, "zero")], np.int32)
-        elif name == "NEG":
-            op.inputs = np.array([op.inputs[0], _constant(parsed, sg, op, -1.0, "minus_one")],
-                                 np.int32)
         else:
-            op.inputs = np.array([op.inputs[0], op.inputs[0]], np.int32)
-        options = schema.MulOptionsT()
-        options.fusedActivationFunction = schema.ActivationFunctionType.NONE
-        op.opcodeIndex = mul
-        op.builtinOptionsType = schema.BuiltinOptions.MulOptions
+            factor = _MUL_BY[name]
+            inputs = [op.inputs[0], op.inputs[0] if factor is None
+                      else _constant(parsed, sg, op, *factor)]
+            code, options = schema.BuiltinOperator.MUL, schema.MulOptionsT()
+            options.fusedActivationFunction = schema.ActivationFunctionType.NONE
+            op.builtinOptionsType = schema.BuiltinOptions.MulOptions
+        op.inputs = np.array(inputs, np.int32)
+        op.opcodeIndex = _opcode(parsed, code)
         op.builtinOptions = options
     counts = {n: sum(1 for _, m in found if m == n) for n in _REWRITTEN}
     how = {"ZEROS_LIKE": "as MUL by 0", "NEG": "as MUL by -1", "SQUARE": "as MUL of x by x",
