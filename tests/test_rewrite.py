@@ -88,10 +88,16 @@ def _masked_models():
     inp = keras.Input((6,))
     step = keras.layers.Lambda(lambda t: keras.ops.cast(t > 0.0, "float32"))(keras.layers.Dense(6)(inp))
     stepped = keras.Model(inp, keras.layers.Dense(2)(step))
+    frames = keras.Input((10, 3))
+    masked = keras.layers.Dense(4)(keras.layers.Masking()(frames))
+    padded = keras.Model(frames, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(masked)))
     rng = np.random.default_rng(0)
     ids = rng.integers(1, 20, (64, 10)).astype(np.int32)
     ids[np.arange(10)[None, :] >= rng.integers(3, 11, (64, 1))] = 0  # padded sequences
+    signals = rng.normal(size=(64, 10, 3)).astype(np.float32)
+    signals[ids == 0] = 0.0  # padded frames
     return {"Embedding(mask_zero=True), pooled": (pooled, ids, "CAST"),
+            "Masking, pooled": (padded, signals, "NOT_EQUAL"),
             "Embedding(mask_zero=True), LSTM": (recurrent, ids, "ZEROS_LIKE"),
             "ops.cast(x > 0)": (stepped, rng.normal(size=(64, 6)).astype(np.float32), "CAST")}
 

@@ -18,6 +18,10 @@ quantizer does make int8:
 * `ZEROS_LIKE(x)` -> `MUL(x, 0.0)`. A Keras recurrent layer reading a mask
   starts from `zeros_like` of its first state and selects between them with
   SELECT_V2, and both stay float otherwise.
+* `NOT_EQUAL(x, y)` of float tensors -> `LOGICAL_OR(LESS(x, y), GREATER(x, y))`.
+  Keras' `Masking` layer finds its padding with NOT_EQUAL, which the quantizer
+  leaves float, while it makes LESS and GREATER int8 (the same comparison on
+  the same int8 values; the new tensors are boolean and need no range).
 * `CAST(mask)` of a boolean tensor to float -> `SELECT_V2(mask, 1.0, 0.0)`.
   Keras masking (`Embedding(mask_zero=True)`, `Masking`) turns its mask into
   float with CAST before a pooling or an average, and so does
@@ -25,7 +29,7 @@ quantizer does make int8:
   SELECT_V2 int8, and 0 and 1 are exact on the output's grid ([0, 1] as
   recorded for CAST's output).
 
-Tensor indices stay as they were (new constants are appended), so statistics
+Tensor indices stay as they were (new tensors are appended), so statistics
 collected on the calibrated model still apply. `Calibration` applies the
 rewrites to its model, so calibrations saved before them benefit too.
 
@@ -45,14 +49,15 @@ _log = logging.getLogger("tfq8")
 
 __all__ = ["rewrite_for_int8"]
 
-_REWRITTEN = ("NEG", "SQUARE", "CAST", "ZEROS_LIKE")
+_REWRITTEN = ("NEG", "SQUARE", "CAST", "ZEROS_LIKE", "NOT_EQUAL")
 # The MUL each becomes: by a new constant (its value and name), or by its own input (None).
 _MUL_BY = {"NEG": (-1.0, "minus_one"), "ZEROS_LIKE": (0.0, "zero"), "SQUARE": None}
 
 
 def rewrite_for_int8(model: bytes) -> bytes:
     """`model` with every float `NEG`, `SQUARE` and `ZEROS_LIKE` of subgraph 0
-    written as a `MUL`, and every `CAST` of a boolean tensor to float as a `SELECT_V2`.
+    written as a `MUL`, every float `NOT_EQUAL` as `LESS` or `GREATER`, and every
+    `CAST` of a boolean tensor to float as a `SELECT_V2`.
 
     Args:
         model: A float (calibrated) `.tflite` flatbuffer.
@@ -73,6 +78,9 @@ def rewrite_for_int8(model: bytes) -> bytes:
     if not found:
         return model
     for op, name in found:
+        if name == "NOT_EQUAL":
+            _as_less_or_greater(parsed, sg, op)
+            continue
         if name == "CAST":
             inputs = [op.inputs[0], _constant(parsed, sg, op, 1.0, "one"),
                       _constant(parsed, sg, op, 0.0, "zero")]
@@ -89,7 +97,7 @@ def rewrite_for_int8(model: bytes) -> bytes:
         op.opcodeIndex = _opcode(parsed, code)
         op.builtinOptions = options
     counts = {n: sum(1 for _, m in found if m == n) for n in _REWRITTEN}
-    how = {"ZEROS_LIKE": "as MUL by 0", "NEG": "as MUL by -1", "SQUARE": "as MUL of x by x",
+    how = {"NOT_EQUAL": "as LESS or GREATER", "ZEROS_LIKE": "as MUL by 0", "NEG": "as MUL by -1", "SQUARE": "as MUL of x by x",
            "CAST": "of a boolean mask as SELECT_V2 of 1 and 0"}
     _log.info("Rewrote %s, which TFLite quantizes to int8.",
               " and ".join(f"{k} {n} op(s) {how[n]}" for n, k in counts.items() if k))
@@ -97,13 +105,46 @@ def rewrite_for_int8(model: bytes) -> bytes:
 
 
 def _rewritable(sg, op, name: str) -> bool:
-    """NEG, SQUARE and ZEROS_LIKE of a float tensor; CAST of a boolean one to float."""
+    """NEG, SQUARE, ZEROS_LIKE and NOT_EQUAL of a float tensor; CAST of a boolean one
+    to float."""
     schema = _tflite.schema
     source = sg.tensors[op.inputs[0]].type
     if name == "CAST":
         return (source == schema.TensorType.BOOL
                 and sg.tensors[op.outputs[0]].type == schema.TensorType.FLOAT32)
     return source == schema.TensorType.FLOAT32
+
+
+def _as_less_or_greater(parsed, sg, op) -> None:
+    """Writes `NOT_EQUAL(x, y)` as `LOGICAL_OR(LESS(x, y), GREATER(x, y))` in place."""
+    schema = _tflite.schema
+    out = sg.tensors[op.outputs[0]]
+    halves = []
+    for builtin, options, kind, what in (
+            (schema.BuiltinOperator.LESS, schema.LessOptionsT(), schema.BuiltinOptions.LessOptions,
+             "less"),
+            (schema.BuiltinOperator.GREATER, schema.GreaterOptionsT(),
+             schema.BuiltinOptions.GreaterOptions, "greater")):
+        half = schema.TensorT()
+        half.shape = None if out.shape is None else np.array(out.shape, np.int32)
+        half.shapeSignature = (None if out.shapeSignature is None
+                               else np.array(out.shapeSignature, np.int32))
+        half.type = schema.TensorType.BOOL
+        half.buffer = 0
+        half.name = (_tflite.tensor_name(out) + f"/tfq8_{what}").encode()
+        sg.tensors.append(half)
+        compare = schema.OperatorT()
+        compare.opcodeIndex = _opcode(parsed, builtin)
+        compare.inputs = np.array(op.inputs, np.int32)
+        compare.outputs = np.array([len(sg.tensors) - 1], np.int32)
+        compare.builtinOptionsType, compare.builtinOptions = kind, options
+        halves.append(compare)
+    position = sg.operators.index(op)
+    sg.operators[position:position] = halves
+    op.inputs = np.array([h.outputs[0] for h in halves], np.int32)
+    op.opcodeIndex = _opcode(parsed, schema.BuiltinOperator.LOGICAL_OR)
+    op.builtinOptionsType = schema.BuiltinOptions.LogicalOrOptions
+    op.builtinOptions = schema.LogicalOrOptionsT()
 
 
 def _constant(parsed, sg, op, value: float, what: str) -> int:
