@@ -28,6 +28,15 @@ quantizer does make int8:
   `ops.cast(x > 0, "float32")`; the quantizer leaves a CAST float but makes
   SELECT_V2 int8, and 0 and 1 are exact on the output's grid ([0, 1] as
   recorded for CAST's output).
+* `ONE_HOT(i, depth, on, off)` with float values ->
+  `SELECT_V2(ONE_HOT(i, depth, true, false), on, off)`. `keras.ops.one_hot`
+  (and `CategoryEncoding(output_mode="one_hot")`) lower to a float ONE_HOT. The
+  quantizer makes it int8 but quantizes `on` and `off` each on its own grid,
+  not on the output's, and the kernel copies their codes as they are: 0.0 is
+  code 0 on its one-value grid but 0.502 on the output's [0, 1] grid (zero
+  point -128), so every "0" of TFLite's own int8 one-hot reads as 0.5. With a
+  boolean ONE_HOT (the new tensor needs no range) the quantizer puts `on` and
+  `off` on the output's grid, as for any SELECT_V2.
 
 Tensor indices stay as they were (new tensors are appended), so statistics
 collected on the calibrated model still apply. `Calibration` applies the
@@ -49,15 +58,16 @@ _log = logging.getLogger("tfq8")
 
 __all__ = ["rewrite_for_int8"]
 
-_REWRITTEN = ("NEG", "SQUARE", "CAST", "ZEROS_LIKE", "NOT_EQUAL")
+_REWRITTEN = ("NEG", "SQUARE", "CAST", "ZEROS_LIKE", "NOT_EQUAL", "ONE_HOT")
 # The MUL each becomes: by a new constant (its value and name), or by its own input (None).
 _MUL_BY = {"NEG": (-1.0, "minus_one"), "ZEROS_LIKE": (0.0, "zero"), "SQUARE": None}
 
 
 def rewrite_for_int8(model: bytes) -> bytes:
     """`model` with every float `NEG`, `SQUARE` and `ZEROS_LIKE` of subgraph 0
-    written as a `MUL`, every float `NOT_EQUAL` as `LESS` or `GREATER`, and every
-    `CAST` of a boolean tensor to float as a `SELECT_V2`.
+    written as a `MUL`, every float `NOT_EQUAL` as `LESS` or `GREATER`, every
+    `CAST` of a boolean tensor to float as a `SELECT_V2`, and every float
+    `ONE_HOT` as a `SELECT_V2` of a boolean one.
 
     Args:
         model: A float (calibrated) `.tflite` flatbuffer.
@@ -81,6 +91,9 @@ def rewrite_for_int8(model: bytes) -> bytes:
         if name == "NOT_EQUAL":
             _as_less_or_greater(parsed, sg, op)
             continue
+        if name == "ONE_HOT":
+            _as_select_of_bool_one_hot(parsed, sg, op)
+            continue
         if name == "CAST":
             inputs = [op.inputs[0], _constant(parsed, sg, op, 1.0, "one"),
                       _constant(parsed, sg, op, 0.0, "zero")]
@@ -98,7 +111,8 @@ def rewrite_for_int8(model: bytes) -> bytes:
         op.builtinOptions = options
     counts = {n: sum(1 for _, m in found if m == n) for n in _REWRITTEN}
     how = {"NOT_EQUAL": "as LESS or GREATER", "ZEROS_LIKE": "as MUL by 0", "NEG": "as MUL by -1", "SQUARE": "as MUL of x by x",
-           "CAST": "of a boolean mask as SELECT_V2 of 1 and 0"}
+           "CAST": "of a boolean mask as SELECT_V2 of 1 and 0",
+           "ONE_HOT": "as SELECT_V2 of a boolean ONE_HOT"}
     _log.info("Rewrote %s, which TFLite quantizes to int8.",
               " and ".join(f"{k} {n} op(s) {how[n]}" for n, k in counts.items() if k))
     return _tflite.write_model(parsed)
@@ -106,8 +120,10 @@ def rewrite_for_int8(model: bytes) -> bytes:
 
 def _rewritable(sg, op, name: str) -> bool:
     """NEG, SQUARE, ZEROS_LIKE and NOT_EQUAL of a float tensor; CAST of a boolean one
-    to float."""
+    to float; ONE_HOT to float."""
     schema = _tflite.schema
+    if name == "ONE_HOT":
+        return sg.tensors[op.outputs[0]].type == schema.TensorType.FLOAT32
     source = sg.tensors[op.inputs[0]].type
     if name == "CAST":
         return (source == schema.TensorType.BOOL
@@ -147,15 +163,44 @@ def _as_less_or_greater(parsed, sg, op) -> None:
     op.builtinOptions = schema.LogicalOrOptionsT()
 
 
-def _constant(parsed, sg, op, value: float, what: str) -> int:
-    """Index of a new scalar float constant `value` for `op`."""
+def _as_select_of_bool_one_hot(parsed, sg, op) -> None:
+    """Writes `ONE_HOT(i, depth, on, off)` as `SELECT_V2(ONE_HOT(i, depth, true, false), on, off)`
+    in place."""
+    schema = _tflite.schema
+    out = sg.tensors[op.outputs[0]]
+    mask = schema.TensorT()
+    mask.shape = None if out.shape is None else np.array(out.shape, np.int32)
+    mask.shapeSignature = (None if out.shapeSignature is None
+                           else np.array(out.shapeSignature, np.int32))
+    mask.type = schema.TensorType.BOOL
+    mask.buffer = 0
+    mask.name = (_tflite.tensor_name(out) + "/tfq8_mask").encode()
+    sg.tensors.append(mask)
+    mask_index = len(sg.tensors) - 1
+    one_hot = schema.OperatorT()
+    one_hot.opcodeIndex = op.opcodeIndex
+    one_hot.inputs = np.array([op.inputs[0], op.inputs[1],
+                               _constant(parsed, sg, op, True, "true", bool, ()),
+                               _constant(parsed, sg, op, False, "false", bool, ())], np.int32)
+    one_hot.outputs = np.array([mask_index], np.int32)
+    one_hot.builtinOptionsType, one_hot.builtinOptions = op.builtinOptionsType, op.builtinOptions
+    sg.operators.insert(sg.operators.index(op), one_hot)
+    op.inputs = np.array([mask_index, op.inputs[2], op.inputs[3]], np.int32)
+    op.opcodeIndex = _opcode(parsed, schema.BuiltinOperator.SELECT_V2)
+    op.builtinOptionsType = schema.BuiltinOptions.SelectV2Options
+    op.builtinOptions = schema.SelectV2OptionsT()
+
+
+def _constant(parsed, sg, op, value: float, what: str, dtype=np.float32, shape=(1,)) -> int:
+    """Index of a new constant `value` (float, or `dtype` bool) of one element for `op`
+    (`shape` () for a scalar, as ONE_HOT wants)."""
     schema = _tflite.schema
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.array([value], np.float32).tobytes(), np.uint8)
+    buffer.data = np.frombuffer(np.array([value], dtype).tobytes(), np.uint8)
     parsed.buffers.append(buffer)
     const = schema.TensorT()
-    const.shape = np.array([1], np.int32)
-    const.type = schema.TensorType.FLOAT32
+    const.shape = np.array(shape, np.int32)
+    const.type = schema.TensorType.BOOL if dtype is bool else schema.TensorType.FLOAT32
     const.buffer = len(parsed.buffers) - 1
     const.name = (_tflite.tensor_name(sg.tensors[op.outputs[0]]) + f"/tfq8_{what}").encode()
     sg.tensors.append(const)
