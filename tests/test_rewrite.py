@@ -164,3 +164,42 @@ def test_one_hot_keeps_its_zeros_in_int8(name):
         assert tfq8.inspect(blob).full_integer
         ours_db = tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db
         assert ours_db > 30 and theirs_db < 15, (method, ours_db, theirs_db)
+
+
+def _float_mask_models():
+    """A float mask (1s and 0s) that Keras casts to bool: model, data (a list, in the Keras
+    model's input order)."""
+    keras.utils.set_random_seed(0)
+    frames, mask = keras.Input((10, 8), name="frames"), keras.Input((10,), name="mask")
+    pairs = keras.layers.Lambda(lambda t: keras.ops.expand_dims(t, 1))(mask)
+    attended = keras.layers.MultiHeadAttention(2, 4)(frames, frames, attention_mask=pairs)
+    attention = keras.Model([frames, mask], keras.layers.Dense(2)(
+        keras.layers.GlobalAveragePooling1D()(attended)))
+    kept = keras.layers.Lambda(lambda t: keras.ops.where(keras.ops.expand_dims(t[1], -1), t[0], 0.0))(
+        [keras.layers.Dense(4)(frames), mask])
+    pooled = keras.Model([frames, mask], keras.layers.Dense(2)(keras.layers.GlobalAveragePooling1D()(kept)))
+    rng = np.random.default_rng(0)
+    valid = (np.arange(10)[None, :] < rng.integers(3, 11, (64, 1))).astype(np.float32)
+    signals = rng.normal(size=(64, 10, 8)).astype(np.float32) * valid[..., None]
+    return {"MultiHeadAttention(attention_mask=float input)": (attention, [signals, valid]),
+            "ops.where(float mask)": (pooled, [signals, valid])}
+
+
+@pytest.mark.parametrize("name", list(_float_mask_models()))
+def test_a_float_mask_cast_to_bool_becomes_int8_comparisons(name):
+    model, x = _float_mask_models()[name]
+    float_model = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    assert "CAST" in _ops(float_model)
+    rewritten = rewrite_for_int8(float_model)
+    assert "CAST" not in _ops(rewritten) and {"LESS", "GREATER", "LOGICAL_OR"} <= set(_ops(rewritten))
+    names = [d["name"] for d in tf.lite.Interpreter(model_content=float_model).get_input_details()]
+    data = [x[1] if "mask" in n else x[0] for n in names]  # the TFLite model's order
+    np.testing.assert_array_equal(ModelRunner(rewritten).run(data)[0],
+                                  ModelRunner(float_model).run(data)[0])
+    theirs = converter_int8(model, x)
+    assert [op.name for op in tfq8.inspect(theirs).culprits] == ["CAST"]
+    theirs_db = tfq8.check(theirs, reference=model, data=x).outputs[0].sqnr_db
+    blob = tfq8.convert(model, x, method="minmax")
+    assert tfq8.inspect(blob).full_integer
+    # The same comparison on the same int8 values: the converter's accuracy, to rounding.
+    assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db == pytest.approx(theirs_db, abs=0.05)

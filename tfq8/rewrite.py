@@ -28,6 +28,10 @@ quantizer does make int8:
   `ops.cast(x > 0, "float32")`; the quantizer leaves a CAST float but makes
   SELECT_V2 int8, and 0 and 1 are exact on the output's grid ([0, 1] as
   recorded for CAST's output).
+* `CAST(x)` of a float tensor to bool -> `LOGICAL_OR(LESS(x, 0.0), GREATER(x, 0.0))`,
+  as for NOT_EQUAL. Keras' `MultiHeadAttention` and `Attention` cast a float
+  mask (an `attention_mask` model input of 1s and 0s, say) to bool so, and so
+  does `ops.where` with a float condition. 0.0 is exact on any int8 grid.
 * `ONE_HOT(i, depth, on, off)` with float values ->
   `SELECT_V2(ONE_HOT(i, depth, true, false), on, off)`. `keras.ops.one_hot`
   (and `CategoryEncoding(output_mode="one_hot")`) lower to a float ONE_HOT. The
@@ -66,8 +70,9 @@ _MUL_BY = {"NEG": (-1.0, "minus_one"), "ZEROS_LIKE": (0.0, "zero"), "SQUARE": No
 def rewrite_for_int8(model: bytes) -> bytes:
     """`model` with every float `NEG`, `SQUARE` and `ZEROS_LIKE` of subgraph 0
     written as a `MUL`, every float `NOT_EQUAL` as `LESS` or `GREATER`, every
-    `CAST` of a boolean tensor to float as a `SELECT_V2`, and every float
-    `ONE_HOT` as a `SELECT_V2` of a boolean one.
+    `CAST` of a boolean tensor to float as a `SELECT_V2` (of a float one to bool
+    as `LESS` or `GREATER` than 0), and every float `ONE_HOT` as a `SELECT_V2`
+    of a boolean one.
 
     Args:
         model: A float (calibrated) `.tflite` flatbuffer.
@@ -89,7 +94,10 @@ def rewrite_for_int8(model: bytes) -> bytes:
         return model
     for op, name in found:
         if name == "NOT_EQUAL":
-            _as_less_or_greater(parsed, sg, op)
+            _as_less_or_greater(parsed, sg, op, op.inputs)
+            continue
+        if name == "CAST" and sg.tensors[op.inputs[0]].type == schema.TensorType.FLOAT32:
+            _as_less_or_greater(parsed, sg, op, [op.inputs[0], _constant(parsed, sg, op, 0.0, "zero")])
             continue
         if name == "ONE_HOT":
             _as_select_of_bool_one_hot(parsed, sg, op)
@@ -111,7 +119,7 @@ def rewrite_for_int8(model: bytes) -> bytes:
         op.builtinOptions = options
     counts = {n: sum(1 for _, m in found if m == n) for n in _REWRITTEN}
     how = {"NOT_EQUAL": "as LESS or GREATER", "ZEROS_LIKE": "as MUL by 0", "NEG": "as MUL by -1", "SQUARE": "as MUL of x by x",
-           "CAST": "of a boolean mask as SELECT_V2 of 1 and 0",
+           "CAST": "of a boolean mask as SELECT_V2 of 1 and 0 (to bool: as LESS or GREATER than 0)",
            "ONE_HOT": "as SELECT_V2 of a boolean ONE_HOT"}
     _log.info("Rewrote %s, which TFLite quantizes to int8.",
               " and ".join(f"{k} {n} op(s) {how[n]}" for n, k in counts.items() if k))
@@ -120,19 +128,20 @@ def rewrite_for_int8(model: bytes) -> bytes:
 
 def _rewritable(sg, op, name: str) -> bool:
     """NEG, SQUARE, ZEROS_LIKE and NOT_EQUAL of a float tensor; CAST of a boolean one
-    to float; ONE_HOT to float."""
+    to float or of a float one to bool; ONE_HOT to float."""
     schema = _tflite.schema
     if name == "ONE_HOT":
         return sg.tensors[op.outputs[0]].type == schema.TensorType.FLOAT32
     source = sg.tensors[op.inputs[0]].type
     if name == "CAST":
-        return (source == schema.TensorType.BOOL
-                and sg.tensors[op.outputs[0]].type == schema.TensorType.FLOAT32)
+        return {source, sg.tensors[op.outputs[0]].type} == {schema.TensorType.BOOL,
+                                                             schema.TensorType.FLOAT32}
     return source == schema.TensorType.FLOAT32
 
 
-def _as_less_or_greater(parsed, sg, op) -> None:
-    """Writes `NOT_EQUAL(x, y)` as `LOGICAL_OR(LESS(x, y), GREATER(x, y))` in place."""
+def _as_less_or_greater(parsed, sg, op, inputs) -> None:
+    """Writes `op` (`NOT_EQUAL(x, y)`, or `CAST(x)` to bool with `inputs` x and 0) as
+    `LOGICAL_OR(LESS(x, y), GREATER(x, y))` in place."""
     schema = _tflite.schema
     out = sg.tensors[op.outputs[0]]
     halves = []
@@ -151,7 +160,7 @@ def _as_less_or_greater(parsed, sg, op) -> None:
         sg.tensors.append(half)
         compare = schema.OperatorT()
         compare.opcodeIndex = _opcode(parsed, builtin)
-        compare.inputs = np.array(op.inputs, np.int32)
+        compare.inputs = np.array(inputs, np.int32)
         compare.outputs = np.array([len(sg.tensors) - 1], np.int32)
         compare.builtinOptionsType, compare.builtinOptions = kind, options
         halves.append(compare)
