@@ -53,6 +53,7 @@ Example:
 from __future__ import annotations
 
 import logging
+from typing import Any, Callable
 
 import numpy as np
 
@@ -62,17 +63,14 @@ _log = logging.getLogger("tfq8")
 
 __all__ = ["rewrite_for_int8"]
 
-_REWRITTEN = ("NEG", "SQUARE", "CAST", "ZEROS_LIKE", "NOT_EQUAL", "ONE_HOT")
+_REWRITTEN = ("NEG", "SQUARE", "ZEROS_LIKE", "NOT_EQUAL", "CAST", "ONE_HOT")
 # The MUL each becomes: by a new constant (its value and name), or by its own input (None).
 _MUL_BY = {"NEG": (-1.0, "minus_one"), "ZEROS_LIKE": (0.0, "zero"), "SQUARE": None}
 
 
 def rewrite_for_int8(model: bytes) -> bytes:
-    """`model` with every float `NEG`, `SQUARE` and `ZEROS_LIKE` of subgraph 0
-    written as a `MUL`, every float `NOT_EQUAL` as `LESS` or `GREATER`, every
-    `CAST` of a boolean tensor to float as a `SELECT_V2` (of a float one to bool
-    as `LESS` or `GREATER` than 0), and every float `ONE_HOT` as a `SELECT_V2`
-    of a boolean one.
+    """`model` with the ops of subgraph 0 that TFLite's quantizer leaves float
+    rewritten as ops it makes int8 (see the module's list).
 
     Args:
         model: A float (calibrated) `.tflite` flatbuffer.
@@ -88,116 +86,126 @@ def rewrite_for_int8(model: bytes) -> bytes:
         return model
     parsed = _tflite.read_model(model)
     sg = parsed.subgraphs[0]
-    found = [(op, _tflite.op_name(parsed, op)) for op in sg.operators]
-    found = [(op, name) for op, name in found if name in _REWRITTEN and _rewritable(sg, op, name)]
+    found = [(op, name, _rewriter(sg, op, name)) for op, name in
+             ((op, _tflite.op_name(parsed, op)) for op in sg.operators) if name in _REWRITTEN]
+    found = [(op, name, how) for op, name, how in found if how is not None]
     if not found:
         return model
-    for op, name in found:
-        if name == "NOT_EQUAL":
-            _as_less_or_greater(parsed, sg, op, op.inputs)
-            continue
-        if name == "CAST" and sg.tensors[op.inputs[0]].type == schema.TensorType.FLOAT32:
-            _as_less_or_greater(parsed, sg, op, [op.inputs[0], _constant(parsed, sg, op, 0.0, "zero")])
-            continue
-        if name == "ONE_HOT":
-            _as_select_of_bool_one_hot(parsed, sg, op)
-            continue
-        if name == "CAST":
-            inputs = [op.inputs[0], _constant(parsed, sg, op, 1.0, "one"),
-                      _constant(parsed, sg, op, 0.0, "zero")]
-            code, options = schema.BuiltinOperator.SELECT_V2, schema.SelectV2OptionsT()
-            op.builtinOptionsType = schema.BuiltinOptions.SelectV2Options
-        else:
-            factor = _MUL_BY[name]
-            inputs = [op.inputs[0], op.inputs[0] if factor is None
-                      else _constant(parsed, sg, op, *factor)]
-            code, options = schema.BuiltinOperator.MUL, schema.MulOptionsT()
-            options.fusedActivationFunction = schema.ActivationFunctionType.NONE
-            op.builtinOptionsType = schema.BuiltinOptions.MulOptions
-        op.inputs = np.array(inputs, np.int32)
-        op.opcodeIndex = _opcode(parsed, code)
-        op.builtinOptions = options
-    counts = {n: sum(1 for _, m in found if m == n) for n in _REWRITTEN}
-    how = {"NOT_EQUAL": "as LESS or GREATER", "ZEROS_LIKE": "as MUL by 0", "NEG": "as MUL by -1", "SQUARE": "as MUL of x by x",
-           "CAST": "of a boolean mask as SELECT_V2 of 1 and 0 (to bool: as LESS or GREATER than 0)",
-           "ONE_HOT": "as SELECT_V2 of a boolean ONE_HOT"}
+    for op, _, (rewrite, _) in found:
+        rewrite(parsed, sg, op)
+    done: dict[str, int] = {}
+    for _, name, (_, what) in found:
+        key = f"{name} op(s) {what}"
+        done[key] = done.get(key, 0) + 1
     _log.info("Rewrote %s, which TFLite quantizes to int8.",
-              " and ".join(f"{k} {n} op(s) {how[n]}" for n, k in counts.items() if k))
+              " and ".join(f"{k} {key}" for key, k in done.items()))
     return _tflite.write_model(parsed)
 
 
-def _rewritable(sg, op, name: str) -> bool:
-    """NEG, SQUARE, ZEROS_LIKE and NOT_EQUAL of a float tensor; CAST of a boolean one
-    to float or of a float one to bool; ONE_HOT to float."""
-    schema = _tflite.schema
-    if name == "ONE_HOT":
-        return sg.tensors[op.outputs[0]].type == schema.TensorType.FLOAT32
-    source = sg.tensors[op.inputs[0]].type
-    if name == "CAST":
-        return {source, sg.tensors[op.outputs[0]].type} == {schema.TensorType.BOOL,
-                                                             schema.TensorType.FLOAT32}
-    return source == schema.TensorType.FLOAT32
+_Rewrite = Callable[[Any, Any, Any], None]
+
+
+def _rewriter(sg, op, name: str) -> tuple[_Rewrite, str] | None:
+    """How to rewrite `op` (a `name` op) and what that does, or None if it stays."""
+    types = _tflite.schema.TensorType
+    source, result = sg.tensors[op.inputs[0]].type, sg.tensors[op.outputs[0]].type
+    if name in _MUL_BY and source == types.FLOAT32:
+        factor = _MUL_BY[name]
+        return _as_mul, "as MUL of x by x" if factor is None else f"as MUL by {factor[0]:g}"
+    if name == "NOT_EQUAL" and source == types.FLOAT32:
+        return _not_equal_as_less_or_greater, "as LESS or GREATER"
+    if name == "CAST" and (source, result) == (types.BOOL, types.FLOAT32):
+        return _bool_as_select, "of a boolean mask as SELECT_V2 of 1 and 0"
+    if name == "CAST" and (source, result) == (types.FLOAT32, types.BOOL):
+        return _float_as_bool, "to bool as LESS or GREATER than 0"
+    if name == "ONE_HOT" and result == types.FLOAT32:
+        return _as_select_of_bool_one_hot, "as SELECT_V2 of a boolean ONE_HOT"
+    return None
+
+
+# ------------------------------------------------------------------ rewrites
+def _as_mul(parsed, sg, op) -> None:
+    """NEG, SQUARE, ZEROS_LIKE -> MUL by a constant or by the input itself."""
+    factor = _MUL_BY[_tflite.op_name(parsed, op)]
+    second = op.inputs[0] if factor is None else _constant(parsed, sg, op, *factor)
+    options = _tflite.schema.MulOptionsT()
+    options.fusedActivationFunction = _tflite.schema.ActivationFunctionType.NONE
+    _become(parsed, op, "MUL", [op.inputs[0], second], options)
+
+
+def _bool_as_select(parsed, sg, op) -> None:
+    """CAST(mask) to float -> SELECT_V2(mask, 1.0, 0.0)."""
+    inputs = [op.inputs[0], _constant(parsed, sg, op, 1.0, "one"),
+              _constant(parsed, sg, op, 0.0, "zero")]
+    _become(parsed, op, "SELECT_V2", inputs, _tflite.schema.SelectV2OptionsT())
+
+
+def _not_equal_as_less_or_greater(parsed, sg, op) -> None:
+    _as_less_or_greater(parsed, sg, op, op.inputs)
+
+
+def _float_as_bool(parsed, sg, op) -> None:
+    """CAST(x) to bool -> x != 0."""
+    _as_less_or_greater(parsed, sg, op, [op.inputs[0], _constant(parsed, sg, op, 0.0, "zero")])
 
 
 def _as_less_or_greater(parsed, sg, op, inputs) -> None:
-    """Writes `op` (`NOT_EQUAL(x, y)`, or `CAST(x)` to bool with `inputs` x and 0) as
-    `LOGICAL_OR(LESS(x, y), GREATER(x, y))` in place."""
+    """`op` -> `LOGICAL_OR(LESS(x, y), GREATER(x, y))` of `inputs` x and y."""
     schema = _tflite.schema
-    out = sg.tensors[op.outputs[0]]
-    halves = []
-    for builtin, options, kind, what in (
-            (schema.BuiltinOperator.LESS, schema.LessOptionsT(), schema.BuiltinOptions.LessOptions,
-             "less"),
-            (schema.BuiltinOperator.GREATER, schema.GreaterOptionsT(),
-             schema.BuiltinOptions.GreaterOptions, "greater")):
-        half = schema.TensorT()
-        half.shape = None if out.shape is None else np.array(out.shape, np.int32)
-        half.shapeSignature = (None if out.shapeSignature is None
-                               else np.array(out.shapeSignature, np.int32))
-        half.type = schema.TensorType.BOOL
-        half.buffer = 0
-        half.name = (_tflite.tensor_name(out) + f"/tfq8_{what}").encode()
-        sg.tensors.append(half)
-        compare = schema.OperatorT()
-        compare.opcodeIndex = _opcode(parsed, builtin)
-        compare.inputs = np.array(inputs, np.int32)
-        compare.outputs = np.array([len(sg.tensors) - 1], np.int32)
-        compare.builtinOptionsType, compare.builtinOptions = kind, options
-        halves.append(compare)
+    halves = [_new_op(parsed, "LESS", inputs, _bool_like(sg, op, "less"), schema.LessOptionsT()),
+              _new_op(parsed, "GREATER", inputs, _bool_like(sg, op, "greater"),
+                      schema.GreaterOptionsT())]
     position = sg.operators.index(op)
     sg.operators[position:position] = halves
-    op.inputs = np.array([h.outputs[0] for h in halves], np.int32)
-    op.opcodeIndex = _opcode(parsed, schema.BuiltinOperator.LOGICAL_OR)
-    op.builtinOptionsType = schema.BuiltinOptions.LogicalOrOptions
-    op.builtinOptions = schema.LogicalOrOptionsT()
+    _become(parsed, op, "LOGICAL_OR", [h.outputs[0] for h in halves], schema.LogicalOrOptionsT())
 
 
 def _as_select_of_bool_one_hot(parsed, sg, op) -> None:
-    """Writes `ONE_HOT(i, depth, on, off)` as `SELECT_V2(ONE_HOT(i, depth, true, false), on, off)`
-    in place."""
-    schema = _tflite.schema
-    out = sg.tensors[op.outputs[0]]
-    mask = schema.TensorT()
-    mask.shape = None if out.shape is None else np.array(out.shape, np.int32)
-    mask.shapeSignature = (None if out.shapeSignature is None
-                           else np.array(out.shapeSignature, np.int32))
-    mask.type = schema.TensorType.BOOL
-    mask.buffer = 0
-    mask.name = (_tflite.tensor_name(out) + "/tfq8_mask").encode()
-    sg.tensors.append(mask)
-    mask_index = len(sg.tensors) - 1
-    one_hot = schema.OperatorT()
+    """`ONE_HOT(i, depth, on, off)` -> `SELECT_V2(ONE_HOT(i, depth, true, false), on, off)`."""
+    mask = _bool_like(sg, op, "mask")
+    one_hot = _tflite.schema.OperatorT()
     one_hot.opcodeIndex = op.opcodeIndex
     one_hot.inputs = np.array([op.inputs[0], op.inputs[1],
                                _constant(parsed, sg, op, True, "true", bool, ()),
                                _constant(parsed, sg, op, False, "false", bool, ())], np.int32)
-    one_hot.outputs = np.array([mask_index], np.int32)
+    one_hot.outputs = np.array([mask], np.int32)
     one_hot.builtinOptionsType, one_hot.builtinOptions = op.builtinOptionsType, op.builtinOptions
     sg.operators.insert(sg.operators.index(op), one_hot)
-    op.inputs = np.array([mask_index, op.inputs[2], op.inputs[3]], np.int32)
-    op.opcodeIndex = _opcode(parsed, schema.BuiltinOperator.SELECT_V2)
-    op.builtinOptionsType = schema.BuiltinOptions.SelectV2Options
-    op.builtinOptions = schema.SelectV2OptionsT()
+    _become(parsed, op, "SELECT_V2", [mask, op.inputs[2], op.inputs[3]],
+            _tflite.schema.SelectV2OptionsT())
+
+
+# ------------------------------------------------------------------ pieces
+def _become(parsed, op, builtin: str, inputs, options) -> None:
+    """Turns `op` in place into a `builtin` op on `inputs` (its outputs stay)."""
+    schema = _tflite.schema
+    op.inputs = np.array(inputs, np.int32)
+    op.opcodeIndex = _opcode(parsed, getattr(schema.BuiltinOperator, builtin))
+    op.builtinOptionsType = getattr(schema.BuiltinOptions, type(options).__name__[:-1])
+    op.builtinOptions = options
+
+
+def _new_op(parsed, builtin: str, inputs, output: int, options):
+    """A new `builtin` op on `inputs` writing tensor `output`."""
+    new = _tflite.schema.OperatorT()
+    new.outputs = np.array([output], np.int32)
+    _become(parsed, new, builtin, inputs, options)
+    return new
+
+
+def _bool_like(sg, op, what: str) -> int:
+    """Index of a new boolean tensor shaped like `op`'s output (no buffer, no range)."""
+    schema = _tflite.schema
+    out = sg.tensors[op.outputs[0]]
+    tensor = schema.TensorT()
+    tensor.shape = None if out.shape is None else np.array(out.shape, np.int32)
+    tensor.shapeSignature = (None if out.shapeSignature is None
+                             else np.array(out.shapeSignature, np.int32))
+    tensor.type = schema.TensorType.BOOL
+    tensor.buffer = 0
+    tensor.name = (_tflite.tensor_name(out) + f"/tfq8_{what}").encode()
+    sg.tensors.append(tensor)
+    return len(sg.tensors) - 1
 
 
 def _constant(parsed, sg, op, value: float, what: str, dtype=np.float32, shape=(1,)) -> int:
