@@ -329,3 +329,21 @@ def test_a_branch_squeezed_by_a_concatenations_shared_grid_is_named():
     assert f"note: {squeezed[0].name} takes the grid of the CONCATENATION output {concat.name}" in text
     assert text.count("note:") == 1  # not the big branch, whose own range fits the grid
     assert report.to_dict()["tensors"][0]["shares_grid_with"] == concat.name
+
+
+def test_all_zero_tensors_and_huge_values_do_not_break_the_figures():
+    """logsumexp computes x - x (all zeros in float; a rounding's worth in int8): its SQNR is
+    -inf, once crashing the ranking with a math domain error; it now goes last. Values
+    over 1e19 overflow float32 sums of squares: the figures stay finite."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    h = keras.layers.Dense(6)(inp)
+    lse = keras.layers.Lambda(lambda t: keras.ops.logsumexp(t, axis=-1, keepdims=True))(h)
+    huge = keras.layers.Lambda(lambda t: t * 1e20)(keras.layers.Dense(4)(inp))
+    model = keras.Model(inp, [keras.layers.Dense(2)(lse), huge])
+    x = np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32)
+    report = tfq8.check(tfq8.convert(model, x, method="minmax"), reference=model, data=x)
+    silent = [t for t in report.tensors if t.sqnr_db == -np.inf]
+    assert silent and report.tensors[-len(silent):] == tuple(silent)
+    assert all(np.isfinite(o.sqnr_db) and o.sqnr_db > 15 for o in report.outputs)
+    assert "-inf" in str(report)

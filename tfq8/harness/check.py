@@ -361,10 +361,16 @@ class _Accum:
         if not q.size:
             return
         err = q - ref
-        self.ss_ref += float(np.dot(ref, ref))
-        self.ss_err += float(np.dot(err, err))
-        self.ss_q += float(np.dot(q, q))
-        self.dot += float(np.dot(q, ref))
+        with np.errstate(over="ignore"):
+            sums = [np.dot(ref, ref), np.dot(err, err), np.dot(q, q), np.dot(q, ref)]
+        if not np.all(np.isfinite(sums)):  # float32 overflows beyond 3.4e38 (values over 1e19)
+            ref, q = ref.astype(np.float64), q.astype(np.float64)
+            err = q - ref
+            sums = [np.dot(ref, ref), np.dot(err, err), np.dot(q, q), np.dot(q, ref)]
+        self.ss_ref += float(sums[0])
+        self.ss_err += float(sums[1])
+        self.ss_q += float(sums[2])
+        self.dot += float(sums[3])
         self.max_abs = max(self.max_abs, float(err.max()), -float(err.min()))
         if grid is not None and self.track_range:
             scale, zp = np.float32(grid.scales[0]), np.float32(grid.zero_points[0])
@@ -376,13 +382,16 @@ class _Accum:
             v -= zp
             v *= scale
             v -= ref
-            self.ss_grid += float(np.dot(v, v))
+            with np.errstate(over="ignore"):
+                grid_err = np.dot(v, v)
+            self.ss_grid += float(grid_err if np.isfinite(grid_err) else
+                                  np.dot(v.astype(np.float64), v.astype(np.float64)))
 
     @staticmethod
     def _sqnr(signal: float, noise: float) -> float:
         if noise <= 0:
             return math.inf
-        if signal <= 0:
+        if signal <= 0 or not math.isfinite(noise):  # an all-zero reference with errors
             return -math.inf
         return 10.0 * math.log10(signal / noise)
 
@@ -429,7 +438,10 @@ def _rank(q: ModelRunner, pairs: list, accs: list[_Accum]) -> tuple[ErrorStats, 
                               local_sqnr_db=local, inherited_range=inherited,
                               shares_grid_with=shared(qt)))
     # Worst first; near-ties (within 0.05 dB) go to the earlier op, where the error enters.
-    rows.sort(key=lambda r: (round(r.local_sqnr_db, 1), r.op_index))
+    # A tensor whose float values are all zero has no SQNR to rank by (any error is -inf
+    # dB): it goes last.
+    silent = {qt.index for (qt, _, _), acc in zip(pairs, accs) if acc.ss_ref == 0}
+    rows.sort(key=lambda r: (r.index in silent, round(r.local_sqnr_db, 1), r.op_index))
     return tuple(rows)
 
 
