@@ -309,6 +309,22 @@ def test_a_uint8_model_input_gets_a_hint():
         tfq8.convert(model, x)
 
 
+
+def test_a_quantizer_failure_says_what_the_quantizer_said():
+    # TFLite's quantizer raises an empty RuntimeError and explains itself on stderr only,
+    # which tfq8 silences: the message is read back from there.
+    keras.utils.set_random_seed(0)
+    tokens = keras.Input((12,), dtype="int32")
+    emb = keras.layers.Embedding(30, 8, mask_zero=True)(tokens)
+    model = keras.Model(tokens, keras.layers.Dense(3)(keras.layers.SimpleRNN(8, unroll=True)(emb)))
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, 30, (64, 12)).astype(np.int32)
+    x[np.arange(12)[None] >= rng.integers(4, 13, (64, 1))] = 0  # padded, of several lengths
+    with pytest.raises(tfq8.UnsupportedOpError,
+                       match=r"quantizer failed on \S*simple_rnn\S*SelectV2\S*: .*same scale "
+                             r"constraint.*without the mask"):
+        tfq8.convert(model, x, method="minmax")
+
 def test_an_argmax_of_an_output_gets_a_hint_and_an_argmax_alone_is_integer():
     # TFLite quantizes ARG_MAX to int8, except when the scores it reads are a model output too.
     import tensorflow as tf

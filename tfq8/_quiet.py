@@ -17,13 +17,15 @@ import io
 import logging
 import os
 import sys
+import tempfile
 import threading
 import warnings
-from typing import Iterator
+from typing import Callable, Iterator
 
 _lock = threading.Lock()
 _depth = 0  # threads inside quiet_native_stderr
 _saved_fd: int | None = None
+_sink = None  # the file descriptor 2 points at while redirected
 
 
 class _Deferred(logging.Filter):
@@ -109,16 +111,20 @@ def quiet_stdout() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Points file descriptor 2 at /dev/null while any thread is inside.
+def quiet_native_stderr() -> Iterator[Callable[[], str]]:
+    """Points file descriptor 2 at a temporary file while any thread is inside.
 
     This silences native code (which writes to the descriptor directly) and,
     for that time, anything else written to the process' stderr, Python's
     included. tfq8's own log records are held back meanwhile and handled when
     the last thread leaves, so none is lost. Nested and concurrent uses share
     one redirection: the first in redirects, the last out restores.
+
+    Yields:
+        A function returning what was written to the descriptor since this
+        block began (TFLite's quantizer explains its failures only there).
     """
-    global _depth, _saved_fd, _deferred
+    global _depth, _saved_fd, _deferred, _sink
     with _lock:
         if _depth == 0:
             _deferred = _Deferred()
@@ -129,12 +135,26 @@ def quiet_native_stderr() -> Iterator[None]:
             except OSError:  # no file descriptor 2: nothing to silence
                 saved = None
             if saved is not None:
-                with open(os.devnull, "wb") as devnull:
-                    os.dup2(devnull.fileno(), 2)
+                try:
+                    _sink = tempfile.TemporaryFile()
+                except OSError:  # no writable temporary folder: silence only
+                    _sink = open(os.devnull, "wb")  # noqa: SIM115 - closed on the way out
+                os.dup2(_sink.fileno(), 2)
             _saved_fd = saved
+        start = _sink_size()
         _depth += 1
+
+    def said() -> str:
+        with _lock:
+            if _sink is None:
+                return ""
+            end = _sink_size()
+            if end <= start:
+                return ""
+            return os.pread(_sink.fileno(), end - start, start).decode("utf-8", "replace")
+
     try:
-        yield
+        yield said
     finally:
         with _lock:
             _depth -= 1
@@ -144,8 +164,21 @@ def quiet_native_stderr() -> Iterator[None]:
                     os.dup2(_saved_fd, 2)
                     os.close(_saved_fd)
                     _saved_fd = None
+                if _sink is not None:
+                    _sink.close()
+                    _sink = None
                 for logger in tfq8_loggers():
                     logger.removeFilter(_deferred)
                 held, _deferred = _deferred.records, None
         for record in held:  # outside the lock: a handler may log again
             logging.getLogger(record.name).handle(record)
+
+
+def _sink_size() -> int:
+    """Bytes written to the redirected descriptor so far (0 when not redirected)."""
+    if _sink is None:
+        return 0
+    try:
+        return os.fstat(_sink.fileno()).st_size
+    except OSError:
+        return 0

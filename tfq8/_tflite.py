@@ -285,16 +285,40 @@ def quantize(
     # requested types; for uint8 / float32 I/O the quantizer needs False (what
     # TFLiteConverter itself passes) and then inserts the boundary ops.
     fully = np.dtype(input_type) == np.int8 and np.dtype(output_type) == np.int8
-    with quiet_stdout(), quiet_native_stderr():
-        return bytes(
-            _tf_convert.mlir_quantize(
-                calibrated,
-                disable_per_channel=not per_channel,
-                fully_quantize=fully,
-                input_data_type=_IO_TYPES[np.dtype(input_type)],
-                output_data_type=_IO_TYPES[np.dtype(output_type)],
+    with quiet_stdout(), quiet_native_stderr() as said:
+        try:
+            return bytes(
+                _tf_convert.mlir_quantize(
+                    calibrated,
+                    disable_per_channel=not per_channel,
+                    fully_quantize=fully,
+                    input_data_type=_IO_TYPES[np.dtype(input_type)],
+                    output_data_type=_IO_TYPES[np.dtype(output_type)],
+                )
             )
-        )
+        except RuntimeError as e:
+            if str(e).strip():
+                raise
+            raise _quantizer_failed(said()) from None
+
+
+def _quantizer_failed(stderr: str) -> Exception:
+    """An `UnsupportedOpError` from what TFLite's quantizer wrote to stderr when it
+    failed: its Python exception is empty."""
+    # loc("functional_1/simple_rnn_1/SelectV2_1"): error: 'tfl.select_v2' op quantization ...
+    found = re.search(r'loc\("([^"]+)"\): error: (.+)', stderr)
+    if found is None:
+        line = next((ln.strip() for ln in stderr.splitlines() if "error" in ln.lower()), "")
+        return UnsupportedOpError("TFLite's quantizer failed on the model"
+                                  + (f": {line}" if line else " without saying why."))
+    where, what = found.groups()
+    hint = ""
+    if "same scale constraint" in what:
+        hint = (" The op needs its inputs on one int8 grid, and the quantizer could not give "
+                "them one (TFLite's own converter fails alike). Keras masking in a SimpleRNN "
+                "is one such case, its SELECT_V2 picking the old or the new state: build "
+                "that layer without the mask.")
+    return UnsupportedOpError(f"TFLite's quantizer failed on {where}: {what.strip()}.{hint}")
 
 
 def finish_as_converter(model: bytes) -> bytes:
