@@ -147,8 +147,8 @@ def test_one_hot_keeps_its_zeros_in_int8(name):
     assert _ops(rewritten).count("ONE_HOT") == _ops(float_model).count("ONE_HOT") == 1
     assert "SELECT_V2" in _ops(rewritten) and "SELECT_V2" not in _ops(float_model)
     data = x if isinstance(x, list) else [x]
-    if len(data) > 1:  # the TFLite model orders its inputs its own way
-        names = [d["name"] for d in tf.lite.Interpreter(model_content=float_model).get_input_details()]
+    if len(data) > 1:  # the runner orders the inputs its own way
+        names = [t.name for t in ModelRunner(float_model).inputs]
         data = [data[0] if "category" in n else data[1] for n in names]
     np.testing.assert_array_equal(ModelRunner(rewritten).run(data)[0],
                                   ModelRunner(float_model).run(data)[0])
@@ -192,8 +192,8 @@ def test_a_float_mask_cast_to_bool_becomes_int8_comparisons(name):
     assert "CAST" in _ops(float_model)
     rewritten = rewrite_for_int8(float_model)
     assert "CAST" not in _ops(rewritten) and {"LESS", "GREATER", "LOGICAL_OR"} <= set(_ops(rewritten))
-    names = [d["name"] for d in tf.lite.Interpreter(model_content=float_model).get_input_details()]
-    data = [x[1] if "mask" in n else x[0] for n in names]  # the TFLite model's order
+    names = [t.name for t in ModelRunner(float_model).inputs]
+    data = [x[1] if "mask" in n else x[0] for n in names]  # the runner's order
     np.testing.assert_array_equal(ModelRunner(rewritten).run(data)[0],
                                   ModelRunner(float_model).run(data)[0])
     theirs = converter_int8(model, x)
