@@ -203,3 +203,25 @@ def test_a_float_mask_cast_to_bool_becomes_int8_comparisons(name):
     assert tfq8.inspect(blob).full_integer
     # The same comparison on the same int8 values: the converter's accuracy, to rounding.
     assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db == pytest.approx(theirs_db, abs=0.05)
+
+
+@pytest.mark.parametrize("backend", ["builtin", "xnnpack"])
+def test_an_elu_runs_in_int8_between_its_neighbours(backend):
+    """TFLite's quantizer leaves ELU float (DEQUANTIZE -> ELU -> QUANTIZE), in its own
+    model too; LiteRT's ELU takes int8 (a lookup table from the two grids)."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, activation="elu")(inp)
+    h = keras.layers.Dense(16, activation="elu")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inp, keras.layers.Dense(3)(h))
+    rng = np.random.default_rng(0)
+    x, held = (rng.normal(size=(n, 8, 8, 3)).astype(np.float32) for n in (64, 200))
+    theirs = converter_int8(model, x)
+    assert _ops(theirs).count("DEQUANTIZE") == 2 and not tfq8.inspect(theirs).full_integer
+    theirs_db = tfq8.check(theirs, reference=model, data=held, backend=backend).outputs[0].sqnr_db
+    for method in ("minmax", "auto"):
+        blob = tfq8.convert(model, x, method=method)  # no allow_float needed
+        assert tfq8.inspect(blob).full_integer and _ops(blob).count("ELU") == 2
+        assert "DEQUANTIZE" not in _ops(blob) and "QUANTIZE" not in _ops(blob)[1:]
+        ours_db = tfq8.check(blob, reference=model, data=held, backend=backend).outputs[0].sqnr_db
+        assert ours_db > 25 and ours_db > theirs_db - 0.3, (method, ours_db, theirs_db)

@@ -32,6 +32,7 @@ from tfq8.models import ModelHandle, load_model, specs_from_tflite
 from tfq8.ranges import auto as _auto
 from tfq8.ranges import available_methods, check_options
 from tfq8.stats.collect import BackgroundCollect, collect
+from tfq8.rewrite import int8_islands
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS
 
 _log = logging.getLogger("tfq8")
@@ -227,7 +228,7 @@ def convert(
         chosen.update(overrides)
     if blob is None:
         blob = quantize_with_ranges(calib, chosen, **quant)
-    blob = _tflite.finish_as_converter(blob)
+    blob = _tflite.finish_as_converter(int8_islands(blob))
     info = inspect(blob)
     _warn_unapplied(calib, {i: r for i, r in overrides.items() if i not in pinned}, io_in, info)
     return _finish(blob, allow_float=allow_float, output_path=output_path, info=info)
@@ -387,8 +388,9 @@ _FLOAT_OP_HINTS = {
     "WHILE": "Control flow (tf.while_loop, a recurrent layer that is not unrolled) stays "
              "float in TFLite's int8 models, the converter's own too: unroll the loop, such "
              "as keras.layers.LSTM(..., unroll=True), to make it integer.",
-    "ELU": "TFLite's quantizer leaves ELU float (the converter's int8 model too): an "
-           "activation it quantizes, such as 'relu', 'gelu', 'swish' or 'selu', keeps the "
+    "ELU": "TFLite's quantizer leaves ELU float (the converter's int8 model too), and tfq8 "
+           "runs it in int8 only between int8 tensors, not on a float32 model input or output: "
+           "an activation it quantizes, such as 'relu', 'gelu', 'swish' or 'selu', keeps the "
            "model integer.",
 }
 

@@ -42,6 +42,11 @@ quantizer does make int8:
   boolean ONE_HOT (the new tensor needs no range) the quantizer puts `on` and
   `off` on the output's grid, as for any SELECT_V2.
 
+After quantizing, `int8_islands` closes the float islands of ops that TFLite
+runs in int8 but its quantizer leaves float: `DEQUANTIZE -> ELU -> QUANTIZE`
+becomes one int8 ELU (a lookup table built from its input's and output's
+grids, which the two tensors already have).
+
 Tensor indices stay as they were (new tensors are appended), so statistics
 collected on the calibrated model still apply. `Calibration` applies the
 rewrites to its model, so calibrations saved before them benefit too.
@@ -61,7 +66,7 @@ from tfq8 import _tflite
 
 _log = logging.getLogger("tfq8")
 
-__all__ = ["rewrite_for_int8"]
+__all__ = ["int8_islands", "rewrite_for_int8"]
 
 _REWRITTEN = ("NEG", "SQUARE", "ZEROS_LIKE", "NOT_EQUAL", "CAST", "ONE_HOT")
 # The MUL each becomes: by a new constant (its value and name), or by its own input (None).
@@ -99,6 +104,59 @@ def rewrite_for_int8(model: bytes) -> bytes:
         done[key] = done.get(key, 0) + 1
     _log.info("Rewrote %s, which TFLite quantizes to int8.",
               " and ".join(f"{k} {key}" for key, k in done.items()))
+    return _tflite.write_model(parsed)
+
+
+# Ops TFLite runs in int8 (LiteRT's kernels take int8 at the op's version 1) that its
+# quantizer leaves float.
+_INT8_KERNELS = ("ELU",)
+
+
+def int8_islands(model: bytes) -> bytes:
+    """`model` (quantized) with each `DEQUANTIZE -> op -> QUANTIZE` of an op in
+    `_INT8_KERNELS` replaced by the op itself on the int8 tensors.
+
+    Args:
+        model: A quantized `.tflite` flatbuffer.
+
+    Returns:
+        The model without those islands, or `model` itself (the same bytes).
+    """
+    schema = _tflite.schema
+    codes = {getattr(schema.BuiltinOperator, name) for name in _INT8_KERNELS}
+    root = schema.Model.GetRootAs(model, 0)
+    if not any(max(root.OperatorCodes(k).BuiltinCode(), root.OperatorCodes(k).DeprecatedBuiltinCode())
+               in codes for k in range(root.OperatorCodesLength())):
+        return model
+    parsed = _tflite.read_model(model)
+    sg = parsed.subgraphs[0]
+    names = [_tflite.op_name(parsed, op) for op in sg.operators]
+    producer = {int(t): k for k, op in enumerate(sg.operators) for t in op.outputs}
+    readers: dict[int, list[int]] = {}
+    for k, op in enumerate(sg.operators):
+        for t in op.inputs:
+            readers.setdefault(int(t), []).append(k)
+    outputs = {int(t) for t in sg.outputs}
+    int8 = schema.TensorType.INT8
+    dropped: set[int] = set()
+    for k, op in enumerate(sg.operators):
+        if names[k] not in _INT8_KERNELS:
+            continue
+        before, after = int(op.inputs[0]), int(op.outputs[0])
+        d, q = producer.get(before), readers.get(after, [])
+        if (d is None or names[d] != "DEQUANTIZE" or readers.get(before) != [k]
+                or len(q) != 1 or names[q[0]] != "QUANTIZE" or {before, after} & outputs):
+            continue
+        source, target = int(sg.operators[d].inputs[0]), int(sg.operators[q[0]].outputs[0])
+        if sg.tensors[source].type != int8 or sg.tensors[target].type != int8:
+            continue
+        op.inputs, op.outputs = np.array([source], np.int32), np.array([target], np.int32)
+        dropped.update((d, q[0]))
+    if not dropped:
+        return model
+    sg.operators = [op for k, op in enumerate(sg.operators) if k not in dropped]
+    _log.info("Ran %d op(s) in int8 that the quantizer left float (%s).", len(dropped) // 2,
+              ", ".join(sorted({n for n in names if n in _INT8_KERNELS})))
     return _tflite.write_model(parsed)
 
 
