@@ -83,11 +83,7 @@ def rewrite_for_int8(model: bytes) -> bytes:
     Returns:
         The rewritten model, or `model` itself (the same bytes) without such ops.
     """
-    schema = _tflite.schema
-    codes = {getattr(schema.BuiltinOperator, name) for name in _REWRITTEN}
-    root = schema.Model.GetRootAs(model, 0)  # a quick look first: most models have none
-    if not any(max(root.OperatorCodes(k).BuiltinCode(), root.OperatorCodes(k).DeprecatedBuiltinCode())
-               in codes for k in range(root.OperatorCodesLength())):
+    if not _uses_any(model, _REWRITTEN):  # a quick look first: most models have none
         return model
     parsed = _tflite.read_model(model)
     sg = parsed.subgraphs[0]
@@ -122,12 +118,9 @@ def int8_islands(model: bytes) -> bytes:
     Returns:
         The model without those islands, or `model` itself (the same bytes).
     """
-    schema = _tflite.schema
-    codes = {getattr(schema.BuiltinOperator, name) for name in _INT8_KERNELS}
-    root = schema.Model.GetRootAs(model, 0)
-    if not any(max(root.OperatorCodes(k).BuiltinCode(), root.OperatorCodes(k).DeprecatedBuiltinCode())
-               in codes for k in range(root.OperatorCodesLength())):
+    if not _uses_any(model, _INT8_KERNELS):
         return model
+    schema = _tflite.schema
     parsed = _tflite.read_model(model)
     sg = parsed.subgraphs[0]
     names = [_tflite.op_name(parsed, op) for op in sg.operators]
@@ -280,6 +273,15 @@ def _constant(parsed, sg, op, value: float, what: str, dtype=np.float32, shape=(
     const.name = (_tflite.tensor_name(sg.tensors[op.outputs[0]]) + f"/tfq8_{what}").encode()
     sg.tensors.append(const)
     return len(sg.tensors) - 1
+
+
+def _uses_any(model: bytes, names: tuple[str, ...]) -> bool:
+    """Whether `model` has an operator code for any of the builtin ops `names` (no parsing)."""
+    schema = _tflite.schema
+    codes = {getattr(schema.BuiltinOperator, name) for name in names}
+    root = schema.Model.GetRootAs(model, 0)
+    return any(max(root.OperatorCodes(k).BuiltinCode(), root.OperatorCodes(k).DeprecatedBuiltinCode())
+               in codes for k in range(root.OperatorCodesLength()))
 
 
 def _opcode(parsed, builtin: int) -> int:
