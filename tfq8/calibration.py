@@ -302,7 +302,7 @@ class Calibration:
                     _check_kept_samples(parsed, samples)
                 num_samples = header["num_samples"]
                 fingerprint = header.get("fingerprint")
-                _check_contents(model, tensors, samples, num_samples, fingerprint)
+                _check_contents(model, parsed, tensors, samples, num_samples, fingerprint)
         except FileNotFoundError:
             raise ValueError(f"Could not read a tfq8 calibration from {path!r}: no such file") from None
         except (PermissionError, IsADirectoryError) as e:
@@ -337,8 +337,8 @@ def histogram_key(hist: Histogram) -> tuple:
             np.array([hist.min, hist.max], np.float64).tobytes(), hist.counts.tobytes())
 
 
-def _check_contents(model: bytes, tensors: list[TensorStats], samples: list[np.ndarray] | None,
-                    num_samples: Any, fingerprint: Any) -> None:
+def _check_contents(model: bytes, parsed: Any, tensors: list[TensorStats],
+                    samples: list[np.ndarray] | None, num_samples: Any, fingerprint: Any) -> None:
     """Refuses statistics that do not fit the calibrated model they came with.
 
     Such a file loads, but fails later, deep inside a range method or `auto`.
@@ -351,7 +351,7 @@ def _check_contents(model: bytes, tensors: list[TensorStats], samples: list[np.n
     if fingerprint is not None and not isinstance(fingerprint, str):
         raise ValueError(f"fingerprint is {fingerprint!r}; expected a hex digest or null")
     calibrated = _tflite.calibrated_ranges(model)
-    names = _tflite.tensor_names(model)
+    names = [_tflite.tensor_name(t) for t in parsed.subgraphs[0].tensors]  # `model`, parsed
     seen = set()
     for t in tensors:
         if t.index not in calibrated or t.index in seen:
