@@ -116,22 +116,28 @@ def calibrate_only(
             before the calibrator starts on it (the converter's private
             `_quantize` step receives it; this converter instance only).
 
+    The calibrator gets the float model with its WHILE loops' pass-through
+    variables split apart (`rewrite.split_loop_passthroughs`): on the model as
+    the converter made it, TFLite's calibrator crashes the process.
+
     Returns:
         The calibrated float `.tflite` flatbuffer; each activation tensor carries
         `quantization.min/max` as observed by TFLite's calibrator.
     """
     check_tf_version()
+    from tfq8.rewrite import split_loop_passthroughs  # pylint: disable=import-outside-toplevel
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = sample_gen
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
-    if on_float_model is not None:
-        quantize = converter._quantize  # pylint: disable=protected-access
+    quantize = converter._quantize  # pylint: disable=protected-access
 
-        def hooked(model: bytes, *args: Any, **kwargs: Any) -> bytes:
-            on_float_model(bytes(model))
-            return quantize(model, *args, **kwargs)
+    def hooked(model: bytes, *args: Any, **kwargs: Any) -> bytes:
+        model = split_loop_passthroughs(bytes(model))  # or the calibrator may crash
+        if on_float_model is not None:
+            on_float_model(model)
+        return quantize(model, *args, **kwargs)
 
-        converter._quantize = hooked  # pylint: disable=protected-access
+    converter._quantize = hooked  # pylint: disable=protected-access
     try:
         return convert_float(converter)  # calibrated, since _experimental_calibrate_only is set
     except RuntimeError as e:  # raised by the calibrator's interpreter while it runs the samples
@@ -149,9 +155,8 @@ def calibrate_only(
             f"{what}. The usual cause is data the model cannot take (for example "
             "token ids outside an Embedding's vocabulary)."
         ) from None
-    finally:
-        if on_float_model is not None:  # no converter -> hook -> converter cycle left behind
-            del converter._quantize  # pylint: disable=protected-access
+    finally:  # no converter -> hook -> converter cycle left behind
+        del converter._quantize  # pylint: disable=protected-access
 
 
 def convert_qat(

@@ -1,4 +1,5 @@
-"""Graph rewrites that let TFLite's quantizer make more ops integer.
+"""Graph rewrites that let TFLite's quantizer make more ops integer (and its
+calibrator run WHILE loops).
 
 TFLite's quantizer leaves a few float ops in float even when asked for a
 full-integer model, and TFLite's own converter does so silently: its "int8"
@@ -47,6 +48,18 @@ runs in int8 but its quantizer leaves float: `DEQUANTIZE -> ELU -> QUANTIZE`
 becomes one int8 ELU (a lookup table built from its input's and output's
 grids, which the two tensors already have).
 
+TFLite's calibrator crashes the process (a segmentation fault, tensorflow
+issue 75140, since TF 2.14) on a WHILE loop whose body returns one of its loop
+variables unchanged, as the loop of every Keras recurrent layer that is not
+unrolled does with its input sequence: the WHILE kernel then shares that
+output with its input, and the calibrator reads the shared tensor's freed
+buffer. `split_loop_passthroughs` gives each such output a tensor of its own
+(a RESHAPE to the same shape) before the calibrator runs. The quantizer folds
+that RESHAPE away again, so the int8 model passes the variable through as
+before. Such loops stay float all the same (the WHILE op carries float
+tensors in TFLite's int8 models), but the model now converts with
+`allow_float=True` where the converter crashes.
+
 Tensor indices stay as they were (new tensors are appended), so statistics
 collected on the calibrated model still apply. `Calibration` applies the
 rewrites to its model, so calibrations saved before them benefit too.
@@ -66,7 +79,7 @@ from tfq8 import _tflite
 
 _log = logging.getLogger("tfq8")
 
-__all__ = ["int8_islands", "rewrite_for_int8"]
+__all__ = ["int8_islands", "rewrite_for_int8", "split_loop_passthroughs"]
 
 _REWRITTEN = ("NEG", "SQUARE", "ZEROS_LIKE", "NOT_EQUAL", "CAST", "ONE_HOT")
 # The MUL each becomes: by a new constant (its value and name), or by its own input (None).
@@ -151,6 +164,53 @@ def int8_islands(model: bytes) -> bytes:
     _log.info("Ran %d op(s) in int8 that the quantizer left float (%s).", len(dropped) // 2,
               ", ".join(sorted({n for n in names if n in _INT8_KERNELS})))
     return _tflite.write_model(parsed)
+
+
+
+def split_loop_passthroughs(model: bytes) -> bytes:
+    """`model` with each loop variable that a WHILE body returns unchanged written
+    by a RESHAPE to its own shape, so the body's output is a tensor of its own.
+
+    Args:
+        model: A float `.tflite` flatbuffer.
+
+    Returns:
+        The model with the copies, or `model` itself (the same bytes) without
+        such loops.
+    """
+    if not _uses_any(model, ("WHILE",)):
+        return model
+    schema = _tflite.schema
+    parsed = _tflite.read_model(model)
+    split = 0
+    for body in _loop_bodies(parsed):
+        for k, (given, returned) in enumerate(zip(body.inputs, body.outputs)):
+            tensor = body.tensors[given]
+            static = tensor.shape is not None and (
+                tensor.shapeSignature is None or min(tensor.shapeSignature, default=0) >= 0)
+            if given != returned or not static:  # (a dynamic shape never reaches the calibrator)
+                continue
+            options = schema.ReshapeOptionsT()
+            options.newShape = [int(v) for v in tensor.shape]
+            reshape = _new_op(parsed, "RESHAPE", [given, given],
+                              _tensor_like(body, tensor, "passthrough", tensor.type), options)
+            reshape.inputs[1] = _constant(parsed, body, reshape, tensor.shape, "shape", np.int32,
+                                          (len(tensor.shape),))
+            body.operators.append(reshape)
+            body.outputs[k] = reshape.outputs[0]
+            split += 1
+    if not split:
+        return model
+    _log.debug("Gave %d loop variable(s) that a WHILE body passes through a tensor of their "
+               "own, as TFLite's calibrator crashes on them otherwise.", split)
+    return _tflite.write_model(parsed)
+
+
+def _loop_bodies(parsed) -> list:
+    """The body subgraphs of the model's WHILE ops, each once."""
+    found = {int(op.builtinOptions.bodySubgraphIndex) for sg in parsed.subgraphs
+             for op in sg.operators if _tflite.op_name(parsed, op) == "WHILE"}
+    return [parsed.subgraphs[k] for k in sorted(found)]
 
 
 _Rewrite = Callable[[Any, Any, Any], None]
@@ -246,29 +306,33 @@ def _new_op(parsed, builtin: str, inputs, output: int, options):
 
 def _bool_like(sg, op, what: str) -> int:
     """Index of a new boolean tensor shaped like `op`'s output (no buffer, no range)."""
-    schema = _tflite.schema
-    out = sg.tensors[op.outputs[0]]
-    tensor = schema.TensorT()
-    tensor.shape = None if out.shape is None else np.array(out.shape, np.int32)
-    tensor.shapeSignature = (None if out.shapeSignature is None
-                             else np.array(out.shapeSignature, np.int32))
-    tensor.type = schema.TensorType.BOOL
+    return _tensor_like(sg, sg.tensors[op.outputs[0]], what, _tflite.schema.TensorType.BOOL)
+
+
+def _tensor_like(sg, like, what: str, tensor_type: int) -> int:
+    """Index of a new `tensor_type` tensor shaped like tensor `like` (no buffer, no range)."""
+    tensor = _tflite.schema.TensorT()
+    tensor.shape = None if like.shape is None else np.array(like.shape, np.int32)
+    tensor.shapeSignature = (None if like.shapeSignature is None
+                             else np.array(like.shapeSignature, np.int32))
+    tensor.type = tensor_type
     tensor.buffer = 0
-    tensor.name = (_tflite.tensor_name(out) + f"/tfq8_{what}").encode()
+    tensor.name = (_tflite.tensor_name(like) + f"/tfq8_{what}").encode()
     sg.tensors.append(tensor)
     return len(sg.tensors) - 1
 
 
-def _constant(parsed, sg, op, value: float, what: str, dtype=np.float32, shape=(1,)) -> int:
-    """Index of a new constant `value` (float, or `dtype` bool) of one element for `op`
-    (`shape` () for a scalar, as ONE_HOT wants)."""
+def _constant(parsed, sg, op, value, what: str, dtype=np.float32, shape=(1,)) -> int:
+    """Index of a new constant `value` (`dtype` float32, bool or int32) for `op`, of
+    `shape` (one element by default; () for a scalar, as ONE_HOT wants)."""
     schema = _tflite.schema
     buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.array([value], dtype).tobytes(), np.uint8)
+    buffer.data = np.frombuffer(np.asarray(value, dtype).reshape(shape).tobytes(), np.uint8)
     parsed.buffers.append(buffer)
     const = schema.TensorT()
     const.shape = np.array(shape, np.int32)
-    const.type = schema.TensorType.BOOL if dtype is bool else schema.TensorType.FLOAT32
+    const.type = {np.dtype(bool): schema.TensorType.BOOL, np.dtype(np.int32): schema.TensorType.INT32,
+                  np.dtype(np.float32): schema.TensorType.FLOAT32}[np.dtype(dtype)]
     const.buffer = len(parsed.buffers) - 1
     const.name = (_tflite.tensor_name(sg.tensors[op.outputs[0]]) + f"/tfq8_{what}").encode()
     sg.tensors.append(const)
