@@ -564,11 +564,6 @@ def set_ranges(
     return RangeWriter(calibrated).write(ranges)
 
 
-def tensor_names(model: bytes) -> list[str]:
-    """Names of the tensors of subgraph 0, by index."""
-    return [tensor_name(t) for t in read_model(model).subgraphs[0].tensors]
-
-
 def tensor_types(model: bytes) -> dict[str, str]:
     """Tensor name -> element type name (such as `INT8`) in subgraph 0."""
     sg = schema.Model.GetRootAs(model, 0).Subgraphs(0)

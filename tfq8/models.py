@@ -294,6 +294,24 @@ def load_model(model: Any) -> ModelHandle:
     )
 
 
+def load_reference(reference: Any) -> ModelHandle | None:
+    """The loaded Keras model if `reference` (of `tfq8.check` or `tfq8.benchmark`) is one
+    or a path to one (any path but a `.tflite`), else None; errors name `reference`.
+
+    Example:
+        >>> load_reference("model.keras").specs[0].name
+        'image'
+    """
+    keras_path = isinstance(reference, (str, os.PathLike)) and not os.fspath(
+        reference).endswith(".tflite")
+    if not (keras_path or is_keras_model(reference)):
+        return None
+    try:
+        return load_model(reference)
+    except ValueError as e:
+        raise ValueError(f"reference: {e}") from None
+
+
 def _check_keras_model(model: Any) -> None:
     """Refuses tfmot models tfq8 cannot convert and models that compute in half precision."""
     _qat.check_model(model)

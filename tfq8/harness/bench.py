@@ -523,8 +523,7 @@ def _empty_model() -> bytes:
 
 def _reference_blob(reference: Any) -> bytes | None:
     from tfq8.calibration import Calibration  # noqa: PLC0415
-    from tfq8.harness.check import _keras_handle  # noqa: PLC0415 - check's loader and message
-    from tfq8.models import is_keras_model  # noqa: PLC0415
+    from tfq8.models import is_keras_model, load_reference  # noqa: PLC0415
 
     if reference is None:
         return None
@@ -536,7 +535,7 @@ def _reference_blob(reference: Any) -> bytes | None:
     if is_keras_model(reference) or isinstance(reference, (str, os.PathLike)):
         from tfq8.qat import is_qat  # noqa: PLC0415 (tfmot is imported lazily)
 
-        handle = _keras_handle(reference)  # a bad file's error names reference
+        handle = load_reference(reference)  # a bad file's error names reference
         if is_qat(handle):
             _log.warning(
                 "reference is a quantization-aware-trained model: its float TFLite graph still "

@@ -225,6 +225,8 @@ def check(
         ...                     data=x_test, labels=y_test)
         >>> report.tensors[0].name          # the layer to blame first
     """
+    from tfq8.models import load_reference  # noqa: PLC0415 (imports Keras)
+
     if data is None:
         raise ValueError("check() needs data: samples like the model's inputs. Received: data=None")
     threads = _args.integer("num_threads", num_threads, optional=True) or os.cpu_count() or 1
@@ -241,7 +243,7 @@ def check(
                for t in q.parsed.subgraphs[0].tensors):
         _log.warning("tflite_model has no quantized tensor: it is a float model, so check() "
                      "compares float with float. Pass the int8 model tfq8.convert() wrote.")
-    handle = _keras_handle(reference)
+    handle = load_reference(reference)
     # A Keras reference tells which input a list's arrays are (Keras order), as convert() reads it.
     specs = _with_positions(q.input_specs(), handle.specs if handle is not None else None)
     found = None
@@ -485,20 +487,6 @@ def _data_length(data: Any) -> int | None:
     return int(data.shape[0]) if hasattr(data, "shape") and len(data.shape) else None
 
 
-def _keras_handle(reference: Any) -> Any:
-    """The loaded Keras model (a `ModelHandle`) if `reference` is one or names one, else None."""
-    from tfq8.models import is_keras_model, load_model  # noqa: PLC0415
-
-    keras_path = isinstance(reference, (str, os.PathLike)) and not os.fspath(
-        reference).endswith(".tflite")
-    if not (keras_path or is_keras_model(reference)):
-        return None
-    try:
-        return load_model(reference)
-    except ValueError as e:
-        raise ValueError(f"reference: {e}") from None
-
-
 def _with_positions(specs: list[InputSpec], keras_specs: list[InputSpec] | None
                     ) -> list[InputSpec]:
     """`specs` (the int8 model's) with each input's Keras position, where the names match."""
@@ -514,7 +502,7 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
                      ) -> tuple[bytes | None, str, list[str] | None]:
     """(float .tflite, kind of reference, the Keras model's output names or None).
 
-    A Keras model or model path arrives loaded, as the `ModelHandle` `_keras_handle` made.
+    A Keras model or model path arrives loaded, as the `ModelHandle` `load_reference` made.
     """
     from tfq8.calibration import Calibration  # noqa: PLC0415
     from tfq8.models import ModelHandle  # noqa: PLC0415
