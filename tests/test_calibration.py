@@ -3,6 +3,7 @@
 import json
 import os
 import stat
+import time
 
 import numpy as np
 import pytest
@@ -111,6 +112,15 @@ def test_save_load_round_trip_without_pickle(full, tmp_path):
     assert all(a.histogram == b.histogram for a, b in zip(loaded.tensors, full.tensors))
     assert all(np.array_equal(a, b) for a, b in zip(loaded.samples, full.samples))
     np.testing.assert_array_equal(loaded.sample_peaks, full.sample_peaks)
+    # The same file a day later (np.savez dates its zip entries 1980-01-01), and from
+    # the loaded calibration.
+    later = time.time() + 86400
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(time, "time", lambda: later)
+        full.save(tmp_path / "again.npz")
+    loaded.save(tmp_path / "loaded.npz")
+    assert (tmp_path / "again.npz").read_bytes() == path.read_bytes()
+    assert (tmp_path / "loaded.npz").read_bytes() == path.read_bytes()
 
 
 def test_save_replaces_atomically_and_load_reports_bad_files(full, tmp_path):
@@ -397,3 +407,27 @@ def test_max_bins_has_a_ceiling_and_specs_a_type(model_and_data):
     with pytest.raises(TypeError, match=r"specs must be a list of tfq8.data.InputSpec .*"
                                         r"Received: specs='abc'"):
         tfq8.representative_dataset(x, specs="abc")
+
+
+def test_merge_keeps_samples_from_both_in_proportion_with_their_peaks(model_and_data):
+    model, x = model_and_data
+    a = tfq8.calibrate(model, x[:40], keep_samples=20)
+    b = tfq8.calibrate(model, x[40:], keep_samples=8)
+    merged = a.merge(b)
+    kept = merged.samples[0]
+    assert len(kept) == 20  # as many as the larger of the two kept
+    from_a = sum(any(np.array_equal(k, s) for s in a.samples[0]) for k in kept)
+    from_b = sum(any(np.array_equal(k, s) for s in b.samples[0]) for k in kept)
+    assert (from_a, from_b) == (round(20 * 40 / 48), 20 - round(20 * 40 / 48))
+    # Each kept sample keeps its own peaks: those a calibration on the kept samples records.
+    again = tfq8.calibrate(model, kept, keep_samples=len(kept))
+    for m, g in zip(merged.tensors, again.tensors):
+        if g.peaks is not None:
+            np.testing.assert_allclose(m.peaks, g.peaks, rtol=1e-5)
+
+
+def test_merged_picks_take_whole_batches_evenly_from_each():
+    from tfq8.calibration import _merged_picks
+    pick = _merged_picks([8, 4], [300, 100], 2)  # 6 of the first 8, 2 of the other 4
+    assert pick.tolist() == [0, 1, 4, 5, 6, 7, 8, 9]  # batches 0, 2, 3 of 4; batch 0 of 2
+    assert _merged_picks([0, 4], [10, 10], 1).tolist() == [0, 1, 2, 3]

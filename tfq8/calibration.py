@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from tfq8 import _tflite, ranges as _ranges
+from tfq8.data import fixed_batch
 from tfq8.harness.interpreter import verify_model
 from tfq8.rewrite import rewrite_for_int8
 from tfq8.stats.collect import TensorStats
@@ -166,9 +167,11 @@ class Calibration:
         """Statistics over the samples of both calibrations (same model graph).
 
         The histograms, and so every per-tensor method's ranges, equal those of
-        one calibration over all the samples. The kept samples do not: the
-        merge keeps as many as the larger of the two kept, this one's first,
-        so `auto` (which scores on them) may choose otherwise than after one
+        one calibration over all the samples. The kept samples are close: the
+        merge keeps as many as the larger of the two kept, drawn from both in
+        proportion to the samples each calibrated on (evenly spaced within
+        each, whole batches for a model whose batch size is fixed), so `auto`
+        (which scores on them) may still choose otherwise than after one
         calibration over all the data.
 
         Raises:
@@ -199,13 +202,14 @@ class Calibration:
                 "with different weights (their weight fingerprints differ), so the merged "
                 "statistics would describe neither. Calibrate the model once on all the data.")
         merged = []
-        cap = max(len(self.samples[0]) if self.samples else 0,
-                  len(other.samples[0]) if other.samples else 0)
+        kept = [len(c.samples[0]) if c.samples else 0 for c in (self, other)]
+        pick = _merged_picks(kept, [self.num_samples, other.num_samples],
+                             _fixed_batch_of(self.model) or 1)
         for a, b in zip(self.tensors, other.tensors):
             h = a.histogram.copy().merge(b.histogram)
-            peaks = [p for p in (a.peaks, b.peaks) if p is not None]
+            peaks = [p for p in (a.peaks, b.peaks) if p is not None]  # one per kept sample
             merged.append(TensorStats(a.index, a.name, h, a.producer,
-                                      np.concatenate(peaks)[:cap] if peaks else None))
+                                      np.concatenate(peaks)[pick] if peaks else None))
         # Keep the calibrator's ranges consistent with the merged extremes; tensors
         # internal to fused ops (no histogram) take the union of both calibrators'.
         ranges = {t.index: (t.histogram.min, t.histogram.max) for t in merged}
@@ -216,13 +220,14 @@ class Calibration:
         fingerprint = self.fingerprint if self.fingerprint == other.fingerprint else None
         samples = self.samples
         if self.samples is not None and other.samples is not None:
-            samples = [np.concatenate([a, b])[:cap] for a, b in zip(self.samples, other.samples)]
+            samples = [np.concatenate([a, b])[pick] for a, b in zip(self.samples, other.samples)]
         return Calibration(model, merged, self.num_samples + other.num_samples, fingerprint,
                            samples or other.samples)
 
     # ------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the calibration to an `.npz` file, atomically.
+        """Writes the calibration to an `.npz` file, atomically; the same
+        calibration always gives the same bytes (no time stamps inside).
 
         Args:
             path: Destination; `.npz` is the expected suffix.
@@ -247,7 +252,7 @@ class Calibration:
         for k, a in enumerate(self.samples or []):
             arrays[f"sample{k}"] = a
         buf = io.BytesIO()
-        np.savez(buf, **arrays)
+        np.savez(buf, **arrays)  # its zip entries carry a fixed date, not the time
         atomic_write(path, buf.getvalue(), arg="path")
 
     @classmethod
@@ -387,6 +392,31 @@ def _check_kept_samples(parsed: Any, samples: list[np.ndarray]) -> None:
                              f"input {k} takes {kind}{want}")
         if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
             raise ValueError(f"kept sample {k} holds NaN or Inf")
+
+
+def _merged_picks(kept: list[int], seen: list[int], step: int) -> np.ndarray:
+    """Which of two calibrations' kept samples (indices into both, concatenated) a
+    merge keeps: as many as the larger of the two kept, shared in proportion to
+    the samples each calibration `seen`, evenly spaced within each, in whole
+    batches of `step`."""
+    (ka, kb), cap = kept, max(kept)
+    if ka == 0 or kb == 0:
+        return np.arange(ka + kb)
+    share = round(cap * seen[0] / max(sum(seen), 1) / step) * step
+    take_a = min(ka, max(cap - kb, share))
+
+    def evenly(n: int, take: int) -> np.ndarray:
+        blocks = np.linspace(0, n // step - 1, take // step).round().astype(np.int64) * step
+        return (blocks[:, None] + np.arange(step)).ravel()
+
+    return np.concatenate([evenly(ka, take_a), ka + evenly(kb, cap - take_a)])
+
+
+def _fixed_batch_of(model: bytes) -> int | None:
+    """The batch size the calibrated model's inputs are fixed at, or None."""
+    sg = _tflite.read_model(model).subgraphs[0]
+    return fixed_batch([list(t.shapeSignature if t.shapeSignature is not None else t.shape)
+                        for t in (sg.tensors[i] for i in sg.inputs)])
 
 
 def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> None:
