@@ -10,7 +10,7 @@ import tfq8
 from tfq8 import _tflite
 from tfq8.harness.interpreter import ModelRunner
 from tfq8.pipeline import converter_int8
-from tfq8.rewrite import rewrite_for_int8, split_loop_passthroughs
+from tfq8.rewrite import rewrite_for_int8
 
 
 def _layer_norm_model(seed: int = 0):
@@ -226,49 +226,3 @@ def test_an_elu_runs_in_int8_between_its_neighbours(backend):
         ours_db = tfq8.check(blob, reference=model, data=held, backend=backend).outputs[0].sqnr_db
         assert ours_db > 25 and ours_db > theirs_db - 0.3, (method, ours_db, theirs_db)
 
-
-def _rolled_gru(seed: int = 0):
-    """A GRU that is not unrolled, batch size fixed at 1: TFLite makes its loop a WHILE op
-    whose body passes the input sequence through, on which TFLite's calibrator crashes."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((6, 4), batch_size=1)
-    return keras.Model(inp, keras.layers.Dense(3)(keras.layers.GRU(8)(inp)))
-
-
-def _loop_body(blob: bytes):
-    parsed = _tflite.read_model(blob)
-    while_op = next(op for op in parsed.subgraphs[0].operators
-                    if _tflite.op_name(parsed, op) == "WHILE")
-    return parsed.subgraphs[while_op.builtinOptions.bodySubgraphIndex]
-
-
-def test_split_loop_passthroughs_gives_each_a_tensor_and_computes_the_same():
-    float_model = bytes(tf.lite.TFLiteConverter.from_keras_model(_rolled_gru()).convert())
-    body = _loop_body(float_model)
-    assert set(body.inputs) & set(body.outputs)  # the calibrator's crash needs this
-    split = split_loop_passthroughs(float_model)
-    body = _loop_body(split)
-    assert not set(body.inputs) & set(body.outputs)
-    x = np.random.default_rng(0).normal(size=(1, 6, 4)).astype(np.float32)
-    np.testing.assert_array_equal(ModelRunner(split).run([x])[0],
-                                  ModelRunner(float_model).run([x])[0])
-    assert split_loop_passthroughs(split) is split  # none left: the same bytes
-    no_loop = bytes(tf.lite.TFLiteConverter.from_keras_model(_layer_norm_model()).convert())
-    assert split_loop_passthroughs(no_loop) is no_loop
-
-
-def test_a_recurrent_layer_that_is_not_unrolled_converts_instead_of_crashing():
-    """TFLite's own converter kills the process here (a segmentation fault in its
-    calibrator, tensorflow issue 75140); if this test crashes, so does tfq8 again."""
-    model = _rolled_gru()
-    rng = np.random.default_rng(1)
-    x, held = (rng.normal(size=(n, 6, 4)).astype(np.float32) for n in (48, 64))
-    with pytest.raises(tfq8.UnsupportedOpError, match=r"WHILE.*unroll=True"):
-        tfq8.convert(model, x, method="minmax")  # the loop stays float, as in TFLite
-    blob = tfq8.convert(model, x, allow_float=True)
-    # The quantizer folds the copy away again: the body passes its input through as before.
-    body = _loop_body(blob)
-    assert set(body.inputs) & set(body.outputs)
-    assert not any(b"tfq8_passthrough" in t.name for t in body.tensors)
-    assert "FULLY_CONNECTED" in _ops(blob) and "QUANTIZE" in _ops(blob)  # int8 outside the loop
-    assert tfq8.check(blob, reference=model, data=held).outputs[0].sqnr_db > 20

@@ -117,7 +117,7 @@ def calibrate_only(
             `_quantize` step receives it; this converter instance only).
 
     The calibrator gets the float model with its WHILE loops' pass-through
-    variables split apart (`rewrite.split_loop_passthroughs`): on the model as
+    variables split apart (`loops.split_loop_passthroughs`): on the model as
     the converter made it, TFLite's calibrator crashes the process.
 
     Returns:
@@ -125,7 +125,7 @@ def calibrate_only(
         `quantization.min/max` as observed by TFLite's calibrator.
     """
     check_tf_version()
-    from tfq8.rewrite import split_loop_passthroughs  # pylint: disable=import-outside-toplevel
+    from tfq8.loops import split_loop_passthroughs  # pylint: disable=import-outside-toplevel
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = sample_gen
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access

@@ -32,6 +32,7 @@ from tfq8.models import ModelHandle, load_model, specs_from_tflite
 from tfq8.ranges import auto as _auto
 from tfq8.ranges import available_methods, check_options
 from tfq8.stats.collect import BackgroundCollect, collect
+from tfq8.loops import int8_loops
 from tfq8.rewrite import int8_islands
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS
 
@@ -228,7 +229,7 @@ def convert(
         chosen.update(overrides)
     if blob is None:
         blob = quantize_with_ranges(calib, chosen, **quant)
-    blob = _tflite.finish_as_converter(int8_islands(blob))
+    blob = _tflite.finish_as_converter(int8_islands(int8_loops(blob)))
     info = inspect(blob)
     _warn_unapplied(calib, {i: r for i, r in overrides.items() if i not in pinned}, io_in, info)
     return _finish(blob, allow_float=allow_float, output_path=output_path, info=info)
@@ -385,9 +386,12 @@ _FLOAT_OP_HINTS = {
     "ARG_MAX": "TFLite's quantizer leaves an ARG_MAX float when the tensor it reads is also a "
                "model output (TFLite's own converter does the same): return either the scores "
                "(and take their argmax outside the model) or only their argmax, which is int8.",
-    "WHILE": "Control flow (tf.while_loop, a recurrent layer that is not unrolled) stays "
-             "float in TFLite's int8 models, the converter's own too: unroll the loop, such "
-             "as keras.layers.LSTM(..., unroll=True), to make it integer.",
+    "WHILE": "TFLite's quantizer leaves the variables of a loop (tf.while_loop, a recurrent "
+             "layer that is not unrolled) float, the converter's own model too. tfq8 carries "
+             "them in int8 where the loop's body reads and writes them only through its "
+             "quantized ops, as in Keras' LSTM, GRU and SimpleRNN, and the loop's condition "
+             "reads only its counters; this loop has a variable that does not fit: unroll "
+             "it, such as keras.layers.LSTM(..., unroll=True), to make it integer.",
     "ELU": "TFLite's quantizer leaves ELU float (the converter's int8 model too), and tfq8 "
            "runs it in int8 only between int8 tensors, not on a float32 model input or output: "
            "an activation it quantizes, such as 'relu', 'gelu', 'swish' or 'selu', keeps the "
@@ -408,7 +412,7 @@ def check_integer(blob: bytes, *, allow_float: bool, info: Any = None) -> None:
     names = sorted({op.name for op in culprits})
     where = first.outputs[0].name if first.outputs else ""
     msg = (f"Op(s) {', '.join(names)} could not be quantized to integers and would stay "
-           f"float (first: op #{first.index}, output {where!r}).")
+           f"float (first: {first.where()}, output {where!r}).")
     msg += "".join(f" {_FLOAT_OP_HINTS[n]}" for n in names if n in _FLOAT_OP_HINTS)
     if not allow_float:
         raise UnsupportedOpError(msg, remedy="Pass allow_float=True to keep them in float.")

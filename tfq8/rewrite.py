@@ -1,5 +1,4 @@
-"""Graph rewrites that let TFLite's quantizer make more ops integer (and its
-calibrator run WHILE loops).
+"""Graph rewrites that let TFLite's quantizer make more ops integer.
 
 TFLite's quantizer leaves a few float ops in float even when asked for a
 full-integer model, and TFLite's own converter does so silently: its "int8"
@@ -48,18 +47,6 @@ runs in int8 but its quantizer leaves float: `DEQUANTIZE -> ELU -> QUANTIZE`
 becomes one int8 ELU (a lookup table built from its input's and output's
 grids, which the two tensors already have).
 
-TFLite's calibrator crashes the process (a segmentation fault, tensorflow
-issue 75140, since TF 2.14) on a WHILE loop whose body returns one of its loop
-variables unchanged, as the loop of every Keras recurrent layer that is not
-unrolled does with its input sequence: the WHILE kernel then shares that
-output with its input, and the calibrator reads the shared tensor's freed
-buffer. `split_loop_passthroughs` gives each such output a tensor of its own
-(a RESHAPE to the same shape) before the calibrator runs. The quantizer folds
-that RESHAPE away again, so the int8 model passes the variable through as
-before. Such loops stay float all the same (the WHILE op carries float
-tensors in TFLite's int8 models), but the model now converts with
-`allow_float=True` where the converter crashes.
-
 Tensor indices stay as they were (new tensors are appended), so statistics
 collected on the calibrated model still apply. `Calibration` applies the
 rewrites to its model, so calibrations saved before them benefit too.
@@ -75,11 +62,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfq8 import _tflite
+from tfq8 import _graph, _tflite
 
 _log = logging.getLogger("tfq8")
 
-__all__ = ["int8_islands", "rewrite_for_int8", "split_loop_passthroughs"]
+__all__ = ["int8_islands", "rewrite_for_int8"]
 
 _REWRITTEN = ("NEG", "SQUARE", "ZEROS_LIKE", "NOT_EQUAL", "CAST", "ONE_HOT")
 # The MUL each becomes: by a new constant (its value and name), or by its own input (None).
@@ -96,7 +83,7 @@ def rewrite_for_int8(model: bytes) -> bytes:
     Returns:
         The rewritten model, or `model` itself (the same bytes) without such ops.
     """
-    if not _uses_any(model, _REWRITTEN):  # a quick look first: most models have none
+    if not _graph.uses_any(model, _REWRITTEN):  # a quick look first: most models have none
         return model
     parsed = _tflite.read_model(model)
     sg = parsed.subgraphs[0]
@@ -123,7 +110,8 @@ _INT8_KERNELS = ("ELU",)
 
 def int8_islands(model: bytes) -> bytes:
     """`model` (quantized) with each `DEQUANTIZE -> op -> QUANTIZE` of an op in
-    `_INT8_KERNELS` replaced by the op itself on the int8 tensors.
+    `_INT8_KERNELS` replaced by the op itself on the int8 tensors, in every
+    subgraph (a loop's body too).
 
     Args:
         model: A quantized `.tflite` flatbuffer.
@@ -131,11 +119,20 @@ def int8_islands(model: bytes) -> bytes:
     Returns:
         The model without those islands, or `model` itself (the same bytes).
     """
-    if not _uses_any(model, _INT8_KERNELS):
+    if not _graph.uses_any(model, _INT8_KERNELS):
         return model
-    schema = _tflite.schema
     parsed = _tflite.read_model(model)
-    sg = parsed.subgraphs[0]
+    closed = sum(_close_islands(parsed, sg) for sg in parsed.subgraphs)
+    if not closed:
+        return model
+    _log.info("Ran %d op(s) in int8 that the quantizer left float (%s).", closed,
+              ", ".join(sorted({_tflite.op_name(parsed, op) for sg in parsed.subgraphs
+                                for op in sg.operators} & set(_INT8_KERNELS))))
+    return _tflite.write_model(parsed)
+
+
+def _close_islands(parsed, sg) -> int:
+    """Closes the islands of subgraph `sg` (see `int8_islands`); how many."""
     names = [_tflite.op_name(parsed, op) for op in sg.operators]
     producer = {int(t): k for k, op in enumerate(sg.operators) for t in op.outputs}
     readers: dict[int, list[int]] = {}
@@ -143,7 +140,7 @@ def int8_islands(model: bytes) -> bytes:
         for t in op.inputs:
             readers.setdefault(int(t), []).append(k)
     outputs = {int(t) for t in sg.outputs}
-    int8 = schema.TensorType.INT8
+    int8 = _tflite.schema.TensorType.INT8
     dropped: set[int] = set()
     for k, op in enumerate(sg.operators):
         if names[k] not in _INT8_KERNELS:
@@ -158,59 +155,8 @@ def int8_islands(model: bytes) -> bytes:
             continue
         op.inputs, op.outputs = np.array([source], np.int32), np.array([target], np.int32)
         dropped.update((d, q[0]))
-    if not dropped:
-        return model
     sg.operators = [op for k, op in enumerate(sg.operators) if k not in dropped]
-    _log.info("Ran %d op(s) in int8 that the quantizer left float (%s).", len(dropped) // 2,
-              ", ".join(sorted({n for n in names if n in _INT8_KERNELS})))
-    return _tflite.write_model(parsed)
-
-
-
-def split_loop_passthroughs(model: bytes) -> bytes:
-    """`model` with each loop variable that a WHILE body returns unchanged written
-    by a RESHAPE to its own shape, so the body's output is a tensor of its own.
-
-    Args:
-        model: A float `.tflite` flatbuffer.
-
-    Returns:
-        The model with the copies, or `model` itself (the same bytes) without
-        such loops.
-    """
-    if not _uses_any(model, ("WHILE",)):
-        return model
-    schema = _tflite.schema
-    parsed = _tflite.read_model(model)
-    split = 0
-    for body in _loop_bodies(parsed):
-        for k, (given, returned) in enumerate(zip(body.inputs, body.outputs)):
-            tensor = body.tensors[given]
-            static = tensor.shape is not None and (
-                tensor.shapeSignature is None or min(tensor.shapeSignature, default=0) >= 0)
-            if given != returned or not static:  # (a dynamic shape never reaches the calibrator)
-                continue
-            options = schema.ReshapeOptionsT()
-            options.newShape = [int(v) for v in tensor.shape]
-            reshape = _new_op(parsed, "RESHAPE", [given, given],
-                              _tensor_like(body, tensor, "passthrough", tensor.type), options)
-            reshape.inputs[1] = _constant(parsed, body, reshape, tensor.shape, "shape", np.int32,
-                                          (len(tensor.shape),))
-            body.operators.append(reshape)
-            body.outputs[k] = reshape.outputs[0]
-            split += 1
-    if not split:
-        return model
-    _log.debug("Gave %d loop variable(s) that a WHILE body passes through a tensor of their "
-               "own, as TFLite's calibrator crashes on them otherwise.", split)
-    return _tflite.write_model(parsed)
-
-
-def _loop_bodies(parsed) -> list:
-    """The body subgraphs of the model's WHILE ops, each once."""
-    found = {int(op.builtinOptions.bodySubgraphIndex) for sg in parsed.subgraphs
-             for op in sg.operators if _tflite.op_name(parsed, op) == "WHILE"}
-    return [parsed.subgraphs[k] for k in sorted(found)]
+    return len(dropped) // 2
 
 
 _Rewrite = Callable[[Any, Any, Any], None]
@@ -238,17 +184,17 @@ def _rewriter(sg, op, name: str) -> tuple[_Rewrite, str] | None:
 def _as_mul(parsed, sg, op) -> None:
     """NEG, SQUARE, ZEROS_LIKE -> MUL by a constant or by the input itself."""
     factor = _MUL_BY[_tflite.op_name(parsed, op)]
-    second = op.inputs[0] if factor is None else _constant(parsed, sg, op, *factor)
+    second = op.inputs[0] if factor is None else _graph.constant(parsed, sg, op, *factor)
     options = _tflite.schema.MulOptionsT()
     options.fusedActivationFunction = _tflite.schema.ActivationFunctionType.NONE
-    _become(parsed, op, "MUL", [op.inputs[0], second], options)
+    _graph.become(parsed, op, "MUL", [op.inputs[0], second], options)
 
 
 def _bool_as_select(parsed, sg, op) -> None:
     """CAST(mask) to float -> SELECT_V2(mask, 1.0, 0.0)."""
-    inputs = [op.inputs[0], _constant(parsed, sg, op, 1.0, "one"),
-              _constant(parsed, sg, op, 0.0, "zero")]
-    _become(parsed, op, "SELECT_V2", inputs, _tflite.schema.SelectV2OptionsT())
+    inputs = [op.inputs[0], _graph.constant(parsed, sg, op, 1.0, "one"),
+              _graph.constant(parsed, sg, op, 0.0, "zero")]
+    _graph.become(parsed, op, "SELECT_V2", inputs, _tflite.schema.SelectV2OptionsT())
 
 
 def _not_equal_as_less_or_greater(parsed, sg, op) -> None:
@@ -257,105 +203,33 @@ def _not_equal_as_less_or_greater(parsed, sg, op) -> None:
 
 def _float_as_bool(parsed, sg, op) -> None:
     """CAST(x) to bool -> x != 0."""
-    _as_less_or_greater(parsed, sg, op, [op.inputs[0], _constant(parsed, sg, op, 0.0, "zero")])
+    zero = _graph.constant(parsed, sg, op, 0.0, "zero")
+    _as_less_or_greater(parsed, sg, op, [op.inputs[0], zero])
 
 
 def _as_less_or_greater(parsed, sg, op, inputs) -> None:
     """`op` -> `LOGICAL_OR(LESS(x, y), GREATER(x, y))` of `inputs` x and y."""
     schema = _tflite.schema
-    halves = [_new_op(parsed, "LESS", inputs, _bool_like(sg, op, "less"), schema.LessOptionsT()),
-              _new_op(parsed, "GREATER", inputs, _bool_like(sg, op, "greater"),
-                      schema.GreaterOptionsT())]
+    halves = [_graph.new_op(parsed, "LESS", inputs, _graph.bool_like(sg, op, "less"),
+                            schema.LessOptionsT()),
+              _graph.new_op(parsed, "GREATER", inputs, _graph.bool_like(sg, op, "greater"),
+                            schema.GreaterOptionsT())]
     position = sg.operators.index(op)
     sg.operators[position:position] = halves
-    _become(parsed, op, "LOGICAL_OR", [h.outputs[0] for h in halves], schema.LogicalOrOptionsT())
+    _graph.become(parsed, op, "LOGICAL_OR", [h.outputs[0] for h in halves],
+                  schema.LogicalOrOptionsT())
 
 
 def _as_select_of_bool_one_hot(parsed, sg, op) -> None:
     """`ONE_HOT(i, depth, on, off)` -> `SELECT_V2(ONE_HOT(i, depth, true, false), on, off)`."""
-    mask = _bool_like(sg, op, "mask")
+    mask = _graph.bool_like(sg, op, "mask")
     one_hot = _tflite.schema.OperatorT()
     one_hot.opcodeIndex = op.opcodeIndex
     one_hot.inputs = np.array([op.inputs[0], op.inputs[1],
-                               _constant(parsed, sg, op, True, "true", bool, ()),
-                               _constant(parsed, sg, op, False, "false", bool, ())], np.int32)
+                               _graph.constant(parsed, sg, op, True, "true", bool, ()),
+                               _graph.constant(parsed, sg, op, False, "false", bool, ())], np.int32)
     one_hot.outputs = np.array([mask], np.int32)
     one_hot.builtinOptionsType, one_hot.builtinOptions = op.builtinOptionsType, op.builtinOptions
     sg.operators.insert(sg.operators.index(op), one_hot)
-    _become(parsed, op, "SELECT_V2", [mask, op.inputs[2], op.inputs[3]],
+    _graph.become(parsed, op, "SELECT_V2", [mask, op.inputs[2], op.inputs[3]],
             _tflite.schema.SelectV2OptionsT())
-
-
-# ------------------------------------------------------------------ pieces
-def _become(parsed, op, builtin: str, inputs, options) -> None:
-    """Turns `op` in place into a `builtin` op on `inputs` (its outputs stay)."""
-    schema = _tflite.schema
-    op.inputs = np.array(inputs, np.int32)
-    op.opcodeIndex = _opcode(parsed, getattr(schema.BuiltinOperator, builtin))
-    op.builtinOptionsType = getattr(schema.BuiltinOptions, type(options).__name__[:-1])
-    op.builtinOptions = options
-
-
-def _new_op(parsed, builtin: str, inputs, output: int, options):
-    """A new `builtin` op on `inputs` writing tensor `output`."""
-    new = _tflite.schema.OperatorT()
-    new.outputs = np.array([output], np.int32)
-    _become(parsed, new, builtin, inputs, options)
-    return new
-
-
-def _bool_like(sg, op, what: str) -> int:
-    """Index of a new boolean tensor shaped like `op`'s output (no buffer, no range)."""
-    return _tensor_like(sg, sg.tensors[op.outputs[0]], what, _tflite.schema.TensorType.BOOL)
-
-
-def _tensor_like(sg, like, what: str, tensor_type: int) -> int:
-    """Index of a new `tensor_type` tensor shaped like tensor `like` (no buffer, no range)."""
-    tensor = _tflite.schema.TensorT()
-    tensor.shape = None if like.shape is None else np.array(like.shape, np.int32)
-    tensor.shapeSignature = (None if like.shapeSignature is None
-                             else np.array(like.shapeSignature, np.int32))
-    tensor.type = tensor_type
-    tensor.buffer = 0
-    tensor.name = (_tflite.tensor_name(like) + f"/tfq8_{what}").encode()
-    sg.tensors.append(tensor)
-    return len(sg.tensors) - 1
-
-
-def _constant(parsed, sg, op, value, what: str, dtype=np.float32, shape=(1,)) -> int:
-    """Index of a new constant `value` (`dtype` float32, bool or int32) for `op`, of
-    `shape` (one element by default; () for a scalar, as ONE_HOT wants)."""
-    schema = _tflite.schema
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.asarray(value, dtype).reshape(shape).tobytes(), np.uint8)
-    parsed.buffers.append(buffer)
-    const = schema.TensorT()
-    const.shape = np.array(shape, np.int32)
-    const.type = {np.dtype(bool): schema.TensorType.BOOL, np.dtype(np.int32): schema.TensorType.INT32,
-                  np.dtype(np.float32): schema.TensorType.FLOAT32}[np.dtype(dtype)]
-    const.buffer = len(parsed.buffers) - 1
-    const.name = (_tflite.tensor_name(sg.tensors[op.outputs[0]]) + f"/tfq8_{what}").encode()
-    sg.tensors.append(const)
-    return len(sg.tensors) - 1
-
-
-def _uses_any(model: bytes, names: tuple[str, ...]) -> bool:
-    """Whether `model` has an operator code for any of the builtin ops `names` (no parsing)."""
-    schema = _tflite.schema
-    codes = {getattr(schema.BuiltinOperator, name) for name in names}
-    root = schema.Model.GetRootAs(model, 0)
-    return any(max(root.OperatorCodes(k).BuiltinCode(), root.OperatorCodes(k).DeprecatedBuiltinCode())
-               in codes for k in range(root.OperatorCodesLength()))
-
-
-def _opcode(parsed, builtin: int) -> int:
-    """Index of the operator code for `builtin`, added if the model has none."""
-    for k, code in enumerate(parsed.operatorCodes):
-        if max(int(code.builtinCode), int(code.deprecatedBuiltinCode)) == builtin:
-            return k
-    code = _tflite.schema.OperatorCodeT()
-    code.builtinCode = builtin
-    code.deprecatedBuiltinCode = min(builtin, 127)
-    code.version = 1
-    parsed.operatorCodes.append(code)
-    return len(parsed.operatorCodes) - 1

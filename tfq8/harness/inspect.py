@@ -65,6 +65,7 @@ class OpInfo:
     name: str
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
+    subgraph: int = 0
 
     @property
     def is_integer(self) -> bool:
@@ -87,19 +88,29 @@ class OpInfo:
                 "inputs": [t.to_dict() for t in self.inputs],
                 "outputs": [t.to_dict() for t in self.outputs]}
 
+    def where(self) -> str:
+        """`op #3`, or `op #3 of subgraph 2` (a loop's body)."""
+        return f"op #{self.index}" + (f" of subgraph {self.subgraph}" if self.subgraph else "")
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
-    """What `inspect` found."""
+    """What `inspect` found.
+
+    `ops` are those of the main graph (subgraph 0); `subgraph_ops` those of the
+    other subgraphs, which a WHILE or IF op runs (the body of a recurrent layer's loop).
+    """
 
     ops: tuple[OpInfo, ...]
     inputs: tuple[TensorInfo, ...]
     outputs: tuple[TensorInfo, ...]
     size_bytes: int
+    subgraph_ops: tuple[OpInfo, ...] = ()
 
     @property
     def float_ops(self) -> tuple[OpInfo, ...]:
-        """Ops computing in float, excluding QUANTIZE/DEQUANTIZE at float model I/O."""
+        """Ops computing in float, in any subgraph, excluding QUANTIZE/DEQUANTIZE at
+        float model I/O."""
         io = {t.index for t in self.inputs + self.outputs}
         out = []
         for op in self.ops:
@@ -108,7 +119,7 @@ class ModelInfo:
             if op.name in _BOUNDARY_OPS and any(t.index in io for t in op.inputs + op.outputs):
                 continue
             out.append(op)
-        return tuple(out)
+        return tuple(out) + tuple(op for op in self.subgraph_ops if not op.is_integer)
 
     @property
     def culprits(self) -> tuple[OpInfo, ...]:
@@ -123,18 +134,20 @@ class ModelInfo:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for `json.dumps`."""
-        flagged = {op.index for op in self.float_ops}
+        flagged = {op.index for op in self.float_ops if not op.subgraph}
         return {"full_integer": self.full_integer, "size_bytes": self.size_bytes,
                 "inputs": [t.to_dict() for t in self.inputs],
                 "outputs": [t.to_dict() for t in self.outputs],
                 "ops": [dict(op.to_dict(), flagged=op.index in flagged) for op in self.ops],
-                "float_ops": [op.index for op in self.float_ops]}
+                "float_ops": sorted(flagged),
+                "subgraph_float_ops": [{"subgraph": op.subgraph, "index": op.index,
+                                        "name": op.name} for op in self.float_ops if op.subgraph]}
 
     def __str__(self) -> str:
         def span(t: TensorInfo) -> str:
             return "" if t.range is None else f"[{t.range[0]:.4g}, {t.range[1]:.4g}]"
 
-        flagged = {op.index for op in self.float_ops}
+        flagged = {op.index for op in self.float_ops if not op.subgraph}
         rows = [("-", "(model input)", "", t, None) for t in self.inputs]
         for op in self.ops:
             ins = ", ".join(t.dtype for t in op.inputs if not t.constant)
@@ -152,9 +165,15 @@ class ModelInfo:
             elif op is not None and not op.is_integer:
                 line += "   (float model I/O)"
             lines.append(line.rstrip())
+        for sub in sorted({op.subgraph for op in self.subgraph_ops}):
+            ops = [op for op in self.subgraph_ops if op.subgraph == sub]
+            floats = [op.name for op in ops if not op.is_integer]
+            lines.append(f"   subgraph {sub}: {len(ops)} ops, " + (
+                f"{len(floats)} float: {', '.join(floats)}   <- float" if floats else "integer"))
         verdict = "full-integer" if self.full_integer else (
             f"NOT full-integer: {len(self.float_ops)} float op(s)")
-        lines.append(f"{len(self.ops)} ops, {self.size_bytes} bytes: {verdict}")
+        more = f" (+{len(self.subgraph_ops)} in other subgraphs)" if self.subgraph_ops else ""
+        lines.append(f"{len(self.ops)} ops{more}, {self.size_bytes} bytes: {verdict}")
         return "\n".join(lines)
 
 
@@ -183,9 +202,8 @@ def inspect(model: bytes | str | os.PathLike) -> ModelInfo:
         True
     """
     model, parsed = load_verified(model, arg="model")
-    sg = parsed.subgraphs[0]
 
-    def info(i: int) -> TensorInfo:
+    def info(sg, i: int) -> TensorInfo:
         t = sg.tensors[i]
         q = t.quantization
         buf = parsed.buffers[t.buffer] if t.buffer is not None and t.buffer < len(parsed.buffers) else None
@@ -202,15 +220,19 @@ def inspect(model: bytes | str | os.PathLike) -> ModelInfo:
                                                     else (t.shape if t.shape is not None else ()))),
         )
 
-    ops = tuple(
-        OpInfo(k, _tflite.op_name(parsed, op),
-               tuple(info(int(i)) for i in op.inputs if int(i) >= 0),
-               tuple(info(int(i)) for i in op.outputs))
-        for k, op in enumerate(sg.operators)
-    )
+    def ops(s: int) -> tuple[OpInfo, ...]:
+        sg = parsed.subgraphs[s]
+        return tuple(
+            OpInfo(k, _tflite.op_name(parsed, op),
+                   tuple(info(sg, int(i)) for i in op.inputs if int(i) >= 0),
+                   tuple(info(sg, int(i)) for i in op.outputs), s)
+            for k, op in enumerate(sg.operators))
+
+    main = parsed.subgraphs[0]
     return ModelInfo(
-        ops=ops,
-        inputs=tuple(info(int(i)) for i in sg.inputs),
-        outputs=tuple(info(int(i)) for i in sg.outputs),
+        ops=ops(0),
+        inputs=tuple(info(main, int(i)) for i in main.inputs),
+        outputs=tuple(info(main, int(i)) for i in main.outputs),
         size_bytes=len(model),
+        subgraph_ops=tuple(op for s in range(1, len(parsed.subgraphs)) for op in ops(s)),
     )

@@ -1,0 +1,294 @@
+"""WHILE loops (recurrent layers that are not unrolled): calibrated without a crash,
+carried in int8.
+
+A Keras `LSTM`, `GRU` or `SimpleRNN` that is not unrolled becomes, with a
+fixed batch size, a TFLite WHILE op whose body subgraph runs one time step.
+TFLite handles such loops badly in two ways, and tfq8 fixes both:
+
+1. **The calibrator crashes the process** (a segmentation fault, tensorflow
+   issue 75140, since TF 2.14) on a body that returns one of its loop
+   variables unchanged, as every Keras recurrent loop does with its input
+   sequence: the WHILE kernel then shares that output with its input, and the
+   calibrator reads the shared tensor's freed buffer.
+   `split_loop_passthroughs` gives each such output a tensor of its own (a
+   RESHAPE to the same shape) before the calibrator runs; the quantizer folds
+   that RESHAPE away again.
+2. **The quantizer leaves the loop float.** It quantizes the ops inside the
+   body but carries every float loop variable (the state, the output
+   sequence, the input sequence) across iterations in float:
+   `DEQUANTIZE -> WHILE -> QUANTIZE` outside, `QUANTIZE` at the top of the body
+   and `DEQUANTIZE` at its end, each time step. `int8_loops` carries those
+   variables in int8 instead, on the grid the body reads them with (the
+   quantizer gives a state the same grid where the body reads and writes it;
+   where the two differ, a requantizing QUANTIZE stays). The same
+   arithmetic, with a full-integer model.
+
+The body's own tensors keep the ranges TFLite's calibrator recorded over all
+time steps (tfq8's statistics cover subgraph 0).
+
+Example:
+    >>> blob = int8_loops(_tflite.quantize(calibrated))
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from tfq8 import _graph, _tflite
+
+_log = logging.getLogger("tfq8")
+
+__all__ = ["int8_loops", "split_loop_passthroughs"]
+
+
+def split_loop_passthroughs(model: bytes) -> bytes:
+    """`model` with each loop variable that a WHILE body returns unchanged written
+    by a RESHAPE to its own shape, so the body's output is a tensor of its own.
+
+    Args:
+        model: A float `.tflite` flatbuffer.
+
+    Returns:
+        The model with the copies, or `model` itself (the same bytes) without
+        such loops.
+    """
+    if not _graph.uses_any(model, ("WHILE",)):
+        return model
+    schema = _tflite.schema
+    parsed = _tflite.read_model(model)
+    split = 0
+    for body, _ in _loops(parsed):
+        for k, (given, returned) in enumerate(zip(body.inputs, body.outputs)):
+            tensor = body.tensors[given]
+            static = tensor.shape is not None and (
+                tensor.shapeSignature is None or min(tensor.shapeSignature, default=0) >= 0)
+            if given != returned or not static:  # (a dynamic shape never reaches the calibrator)
+                continue
+            options = schema.ReshapeOptionsT()
+            options.newShape = [int(v) for v in tensor.shape]
+            copy = _graph.tensor_like(body, tensor, "passthrough", tensor.type)
+            reshape = _graph.new_op(parsed, "RESHAPE", [given, given], copy, options)
+            reshape.inputs[1] = _graph.constant(parsed, body, reshape, tensor.shape, "shape",
+                                                np.int32, (len(tensor.shape),))
+            body.operators.append(reshape)
+            body.outputs[k] = copy
+            split += 1
+    if not split:
+        return model
+    _log.debug("Gave %d loop variable(s) that a WHILE body passes through a tensor of their "
+               "own, as TFLite's calibrator crashes on them otherwise.", split)
+    return _tflite.write_model(parsed)
+
+
+def int8_loops(model: bytes) -> bytes:
+    """`model` (quantized) with its WHILE loops' float variables carried in int8.
+
+    A variable moves to int8 when the body reads it only through QUANTIZE ops
+    (or not at all) and writes it through a DEQUANTIZE (or passes it through),
+    the loop condition does not read it, the value entering the loop is an
+    int8 tensor behind a DEQUANTIZE or a float constant, and what leaves the
+    loop is read only by QUANTIZE ops. Other variables, and loops whose
+    WHILE op is in a body itself, stay as they are.
+
+    Args:
+        model: A quantized `.tflite` flatbuffer.
+
+    Returns:
+        The model with int8 loop variables, or `model` itself (the same bytes)
+        if no variable qualifies.
+    """
+    if not _graph.uses_any(model, ("WHILE",)):
+        return model
+    parsed = _tflite.read_model(model)
+    carried = 0
+    for body, (sg, op) in _loops(parsed):
+        cond = parsed.subgraphs[op.builtinOptions.condSubgraphIndex]
+        loop = _Loop(parsed, sg, op, body, cond)
+        for j in range(len(op.inputs)):
+            grid = loop.int8_grid(j)
+            if grid is not None:
+                loop.carry_in_int8(j, grid)
+                carried += 1
+    if not carried:
+        return model
+    _float_inputs(parsed)
+    for sg in parsed.subgraphs:
+        _drop_unread(parsed, sg, ("QUANTIZE", "DEQUANTIZE"))
+    _graph.drop_unused_tensors(parsed)
+    _log.info("Carried %d loop variable(s) of WHILE loops in int8 (TFLite's quantizer "
+              "leaves them float).", carried)
+    return _tflite.write_model(parsed)
+
+
+def _loops(parsed) -> list:
+    """(body subgraph, (subgraph, WHILE op)) for each WHILE op of subgraph 0 whose body
+    no other WHILE op shares."""
+    found = [(parsed.subgraphs[int(op.builtinOptions.bodySubgraphIndex)], (sg, op))
+             for sg in parsed.subgraphs[:1] for op in sg.operators
+             if _tflite.op_name(parsed, op) == "WHILE"]
+    shared = [id(body) for body, _ in found]
+    return [(body, where) for body, where in found if shared.count(id(body)) == 1]
+
+
+class _Loop:
+    """One WHILE op with its body and condition subgraphs, and who reads what."""
+
+    def __init__(self, parsed, sg, op, body, cond) -> None:
+        self.parsed, self.sg, self.op, self.body, self.cond = parsed, sg, op, body, cond
+        self.float32 = _tflite.schema.TensorType.FLOAT32
+        self.int8 = _tflite.schema.TensorType.INT8
+
+    def name(self, op) -> str:
+        return _tflite.op_name(self.parsed, op)
+
+    def int8_grid(self, j: int):
+        """The int8 grid (a tensor carrying it) to carry variable `j` on, or None."""
+        sg, body, op = self.sg, self.body, self.op
+        given, returned = int(body.inputs[j]), int(body.outputs[j])
+        if sg.tensors[op.outputs[j]].type != self.float32 or _readers(self.cond,
+                                                                    self.cond.inputs[j]):
+            return None
+        reads = _readers(body, given)
+        if any(self.name(r) != "QUANTIZE" or body.tensors[r.outputs[0]].type != self.int8
+               for r in reads):
+            return None
+        grids = [body.tensors[r.outputs[0]] for r in reads]
+        if returned != given:
+            write = _producer(body, returned)
+            if (write is None or self.name(write) != "DEQUANTIZE" or _readers(body, returned)
+                    or returned in body.outputs[:j] or returned in body.outputs[j + 1:]):
+                return None
+            grids.append(body.tensors[write.inputs[0]])
+        entering = _producer(sg, op.inputs[j])
+        if entering is not None and self.name(entering) == "DEQUANTIZE":
+            grids.append(sg.tensors[entering.inputs[0]])
+        elif sg.tensors[op.inputs[j]].type == self.int8:  # an earlier loop's, carried in int8
+            grids.append(sg.tensors[op.inputs[j]])
+        elif entering is not None or not _is_constant(self.parsed, sg.tensors[op.inputs[j]]):
+            return None
+        leaving = int(op.outputs[j])
+        if leaving in sg.outputs or any(self.name(r) not in ("QUANTIZE", "WHILE")
+                                        for r in _readers(sg, leaving)):
+            return None  # (a later loop that stays float gets a DEQUANTIZE: _float_inputs)
+        return grids[0] if grids else None
+
+    def carry_in_int8(self, j: int, grid) -> None:
+        """Makes variable `j` int8 on `grid`'s scale and zero point, everywhere."""
+        sg, body, op = self.sg, self.body, self.op
+        given, returned = int(body.inputs[j]), int(body.outputs[j])
+        for tensor in (body.tensors[given], self.cond.tensors[self.cond.inputs[j]],
+                       sg.tensors[op.outputs[j]]):
+            _set_int8(tensor, grid)
+        for r in _readers(body, given):  # QUANTIZE on entry: gone where the grids agree
+            _replace_if_same_grid(body, r, given)
+        if returned != given:  # DEQUANTIZE on exit: a requantize, or gone
+            write = _producer(body, returned)
+            if _same_grid(body.tensors[write.inputs[0]], grid):
+                body.outputs[j] = write.inputs[0]
+            else:
+                _graph.become(self.parsed, write, "QUANTIZE", [write.inputs[0]],
+                              _tflite.schema.QuantizeOptionsT())
+                _set_int8(body.tensors[returned], grid)
+        entering = _producer(sg, op.inputs[j])
+        if sg.tensors[op.inputs[j]].type == self.int8:  # an earlier loop's output
+            source = int(op.inputs[j])
+        elif entering is not None:  # a DEQUANTIZE: its int8 input
+            source = int(entering.inputs[0])
+        else:
+            source = self._quantized_constant(int(op.inputs[j]), grid)
+        op.inputs[j] = source if _same_grid(sg.tensors[source], grid) else self._requantized(
+            source, grid)
+        for r in _readers(sg, int(op.outputs[j])):  # QUANTIZE after the loop (or a WHILE)
+            if self.name(r) == "QUANTIZE":
+                _replace_if_same_grid(sg, r, int(op.outputs[j]))
+
+    def _requantized(self, source: int, grid) -> int:
+        """A new tensor: `source` requantized to `grid` by a QUANTIZE before the loop."""
+        sg = self.sg
+        target = _graph.tensor_like(sg, sg.tensors[source], "requantized", self.int8)
+        _set_int8(sg.tensors[target], grid)
+        quantize = _graph.new_op(self.parsed, "QUANTIZE", [source], target,
+                                 _tflite.schema.QuantizeOptionsT())
+        sg.operators.insert(sg.operators.index(self.op), quantize)
+        return target
+
+    def _quantized_constant(self, const: int, grid) -> int:
+        """A new int8 constant: float constant `const` on `grid`."""
+        sg, parsed = self.sg, self.parsed
+        tensor = sg.tensors[const]
+        values = np.frombuffer(bytes(np.asarray(parsed.buffers[tensor.buffer].data, np.uint8)),
+                               np.float32)
+        scale, zero = float(grid.quantization.scale[0]), int(grid.quantization.zeroPoint[0])
+        codes = np.clip(np.round(values / scale) + zero, -128, 127).astype(np.int8)
+        target = _graph.tensor_like(sg, tensor, "int8", self.int8)
+        _set_int8(sg.tensors[target], grid)
+        buffer = _tflite.schema.BufferT()
+        buffer.data = np.frombuffer(codes.tobytes(), np.uint8)
+        parsed.buffers.append(buffer)
+        sg.tensors[target].buffer = len(parsed.buffers) - 1
+        return target
+
+
+def _float_inputs(parsed) -> None:
+    """Puts a DEQUANTIZE before each WHILE input that is int8 now (an earlier loop's
+    output) where the loop variable stayed float."""
+    sg, schema = parsed.subgraphs[0], _tflite.schema
+    for op in [op for op in sg.operators if _tflite.op_name(parsed, op) == "WHILE"]:
+        body = parsed.subgraphs[op.builtinOptions.bodySubgraphIndex]
+        for j, t in enumerate(op.inputs):
+            if (sg.tensors[t].type == schema.TensorType.INT8
+                    and body.tensors[body.inputs[j]].type == schema.TensorType.FLOAT32):
+                value = _graph.tensor_like(sg, sg.tensors[t], "float", schema.TensorType.FLOAT32)
+                sg.operators.insert(sg.operators.index(op), _graph.new_op(
+                    parsed, "DEQUANTIZE", [int(t)], value, schema.DequantizeOptionsT()))
+                op.inputs[j] = value
+
+
+def _readers(sg, tensor) -> list:
+    return [op for op in sg.operators if int(tensor) in {int(t) for t in op.inputs}]
+
+
+def _producer(sg, tensor):
+    return next((op for op in sg.operators if int(tensor) in {int(t) for t in op.outputs}), None)
+
+
+def _is_constant(parsed, tensor) -> bool:
+    data = parsed.buffers[tensor.buffer].data if tensor.buffer else None
+    return data is not None and len(data) > 0
+
+
+def _same_grid(tensor, grid) -> bool:
+    q, g = tensor.quantization, grid.quantization
+    return (tensor.type == grid.type and q is not None and q.scale is not None
+            and len(q.scale) == 1 and float(q.scale[0]) == float(g.scale[0])
+            and int(q.zeroPoint[0]) == int(g.zeroPoint[0]))
+
+
+def _set_int8(tensor, grid) -> None:
+    q = _tflite.schema.QuantizationParametersT()
+    q.scale = np.array(grid.quantization.scale, np.float32)
+    q.zeroPoint = np.array(grid.quantization.zeroPoint, np.int64)
+    tensor.type, tensor.quantization = _tflite.schema.TensorType.INT8, q
+
+
+def _replace_if_same_grid(sg, quantize, tensor: int) -> None:
+    """Has `quantize`'s readers read `tensor` (int8 now) itself where the grids agree;
+    else `quantize` stays, requantizing."""
+    out = int(quantize.outputs[0])
+    if not _same_grid(sg.tensors[out], sg.tensors[tensor]) or out in sg.outputs:
+        return
+    for op in sg.operators:
+        op.inputs = np.array([tensor if int(t) == out else int(t) for t in op.inputs], np.int32)
+
+
+def _drop_unread(parsed, sg, kinds: tuple[str, ...]) -> None:
+    """Removes ops of `kinds` whose outputs nothing reads, until none is left."""
+    while True:
+        read = {int(t) for op in sg.operators for t in op.inputs} | {int(t) for t in sg.outputs}
+        keep = [op for op in sg.operators if _tflite.op_name(parsed, op) not in kinds
+                or any(int(t) in read for t in op.outputs)]
+        if len(keep) == len(sg.operators):
+            return
+        sg.operators = keep
