@@ -287,16 +287,6 @@ def test_a_while_loop_of_ones_own_carries_its_variable_in_int8():
     assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 25  # 32.6 dB
 
 
-def test_a_recurrent_layer_that_is_not_unrolled_gets_a_hint():
-    import keras
-
-    keras.utils.set_random_seed(0)
-    model = keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(8), keras.layers.Dense(2)])
-    x = np.random.default_rng(0).normal(size=(8, 5, 4)).astype(np.float32)
-    with pytest.raises(tfq8.UnsupportedOpError, match=r"not unrolled.*unroll=True"):
-        tfq8.convert(model, x, method="minmax")
-
-
 def test_a_uint8_model_input_gets_a_hint():
     import keras
 

@@ -97,3 +97,24 @@ def test_a_loop_whose_condition_reads_a_float_stays_float_and_says_where():
     assert not info.full_integer
     assert {op.subgraph for op in info.float_ops} > {0}  # the loop's body and condition too
     assert "subgraph 2:" in str(info) and "in other subgraphs" in str(info)
+
+
+def test_a_free_batch_size_is_fixed_at_one_where_the_loop_needs_it(caplog):
+    """Keras 3 models have a free batch size, with which TFLite's converter cannot lower
+    a recurrent layer's loop at all (its TensorList); with the batch size fixed at 1 it can."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((5, 4)), keras.layers.LSTM(8), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(40, 5, 4)).astype(np.float32)
+    with pytest.raises(tfq8.UnsupportedOpError, match="TensorList"):  # the converter alone
+        _tflite.convert_float(tf.lite.TFLiteConverter.from_keras_model(model))
+    with caplog.at_level("INFO", logger="tfq8"):
+        blob = tfq8.convert(model, x, method="minmax")
+    assert sum("batch size fixed at 1" in r.getMessage() for r in caplog.records) == 1
+    info = tfq8.inspect(blob)
+    assert info.full_integer and info.inputs[0].shape_signature == (1, 5, 4)
+    assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
+    # TFLite's own int8 conversion, for comparison, no longer crashes on the loop either;
+    # its loop carries float.
+    theirs = tfq8.pipeline.converter_int8(model, x)
+    assert not tfq8.inspect(theirs).full_integer
+    assert "WHILE" in {op.name for op in tfq8.inspect(theirs).float_ops}

@@ -29,11 +29,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
 import struct
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -117,27 +118,22 @@ def calibrate_only(
             `_quantize` step receives it; this converter instance only).
 
     The calibrator gets the float model with its WHILE loops' pass-through
-    variables split apart (`loops.split_loop_passthroughs`): on the model as
-    the converter made it, TFLite's calibrator crashes the process.
+    variables split apart (`loop_safe`).
 
     Returns:
         The calibrated float `.tflite` flatbuffer; each activation tensor carries
         `quantization.min/max` as observed by TFLite's calibrator.
     """
     check_tf_version()
-    from tfq8.loops import split_loop_passthroughs  # pylint: disable=import-outside-toplevel
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = sample_gen
     converter._experimental_calibrate_only = True  # pylint: disable=protected-access
-    quantize = converter._quantize  # pylint: disable=protected-access
+    with loop_safe(converter, on_float_model=on_float_model):
+        return _calibrated(converter)
 
-    def hooked(model: bytes, *args: Any, **kwargs: Any) -> bytes:
-        model = split_loop_passthroughs(bytes(model))  # or the calibrator may crash
-        if on_float_model is not None:
-            on_float_model(model)
-        return quantize(model, *args, **kwargs)
 
-    converter._quantize = hooked  # pylint: disable=protected-access
+def _calibrated(converter: tf.lite.TFLiteConverter) -> bytes:
+    """`convert_float` of a converter set up to calibrate only, its errors explained."""
     try:
         return convert_float(converter)  # calibrated, since _experimental_calibrate_only is set
     except RuntimeError as e:  # raised by the calibrator's interpreter while it runs the samples
@@ -155,6 +151,35 @@ def calibrate_only(
             f"{what}. The usual cause is data the model cannot take (for example "
             "token ids outside an Embedding's vocabulary)."
         ) from None
+
+
+@contextlib.contextmanager
+def loop_safe(converter: tf.lite.TFLiteConverter, *,
+              on_float_model: Callable[[bytes], None] | None = None) -> Iterator[None]:
+    """While inside, `converter`'s calibrator gets the float model with its WHILE
+    loops' pass-through variables split apart (`loops.split_loop_passthroughs`):
+    on the model as the converter made it, TFLite's calibrator crashes the process.
+
+    Hooks the converter's private `_quantize` step, which receives the float
+    model before calibrating (this converter instance only).
+
+    Args:
+        converter: A `tf.lite.TFLiteConverter` set up to quantize.
+        on_float_model: Called with that float model, split, before the calibrator
+            starts on it.
+    """
+    from tfq8.loops import split_loop_passthroughs  # pylint: disable=import-outside-toplevel
+    quantize = converter._quantize  # pylint: disable=protected-access
+
+    def hooked(model: bytes, *args: Any, **kwargs: Any) -> bytes:
+        model = split_loop_passthroughs(bytes(model))
+        if on_float_model is not None:
+            on_float_model(model)
+        return quantize(model, *args, **kwargs)
+
+    converter._quantize = hooked  # pylint: disable=protected-access
+    try:
+        yield
     finally:  # no converter -> hook -> converter cycle left behind
         del converter._quantize  # pylint: disable=protected-access
 
@@ -262,7 +287,9 @@ def _unsupported(message: str) -> Exception:
     hint = ""
     if "TensorList" in message:  # Keras 3 LSTM/GRU/RNN loops keep their steps in a TensorList
         hint = (" (a recurrent layer that is not unrolled: TFLite's converter cannot lower its "
-                "TensorList; build it with unroll=True)")
+                "TensorList while the batch size is free, and tfq8 fixes it at 1 only for "
+                "Keras models of one input; build the layer with unroll=True, or the model "
+                "with keras.Input(..., batch_size=1))")
     return UnsupportedOpError(f"TFLite's converter rejected the model{hint}: {first.strip()}")
 
 

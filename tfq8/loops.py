@@ -42,6 +42,11 @@ _log = logging.getLogger("tfq8")
 
 __all__ = ["int8_loops", "split_loop_passthroughs"]
 
+# Ops that only move values (int8 in, the same grid out): after a loop, TFLite's
+# quantizer may leave one on a loop's float output, before its QUANTIZE.
+_MOVES = ("STRIDED_SLICE", "SLICE", "RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE",
+          "GATHER", "REVERSE_V2")
+
 
 def split_loop_passthroughs(model: bytes) -> bytes:
     """`model` with each loop variable that a WHILE body returns unchanged written
@@ -169,8 +174,9 @@ class _Loop:
         elif entering is not None or not _is_constant(self.parsed, sg.tensors[op.inputs[j]]):
             return None
         leaving = int(op.outputs[j])
-        if leaving in sg.outputs or any(self.name(r) not in ("QUANTIZE", "WHILE")
-                                        for r in _readers(sg, leaving)):
+        if leaving in sg.outputs or not all(
+                self.name(r) in ("QUANTIZE", "WHILE") or self._moves_to_quantize(r, leaving)
+                for r in _readers(sg, leaving)):
             return None  # (a later loop that stays float gets a DEQUANTIZE: _float_inputs)
         return grids[0] if grids else None
 
@@ -200,9 +206,21 @@ class _Loop:
             source = self._quantized_constant(int(op.inputs[j]), grid)
         op.inputs[j] = source if _same_grid(sg.tensors[source], grid) else self._requantized(
             source, grid)
-        for r in _readers(sg, int(op.outputs[j])):  # QUANTIZE after the loop (or a WHILE)
+        for r in _readers(sg, int(op.outputs[j])):  # after the loop: QUANTIZE, WHILE, a slice
             if self.name(r) == "QUANTIZE":
                 _replace_if_same_grid(sg, r, int(op.outputs[j]))
+            elif self.name(r) in _MOVES:  # now on the int8 values, and on their grid
+                moved = int(r.outputs[0])
+                _set_int8(sg.tensors[moved], grid)
+                for q in _readers(sg, moved):
+                    _replace_if_same_grid(sg, q, moved)
+
+    def _moves_to_quantize(self, op, tensor: int) -> bool:
+        """Whether `op` only moves `tensor`'s values (a slice, say) into QUANTIZE ops."""
+        moved = int(op.outputs[0])
+        return (self.name(op) in _MOVES and int(op.inputs[0]) == tensor
+                and tensor not in [int(t) for t in op.inputs[1:]] and moved not in self.sg.outputs
+                and all(self.name(q) == "QUANTIZE" for q in _readers(self.sg, moved)))
 
     def _requantized(self, source: int, grid) -> int:
         """A new tensor: `source` requantized to `grid` by a QUANTIZE before the loop."""

@@ -16,10 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
 import re
+import weakref
 import zipfile
 from typing import Any, Sequence
 
@@ -83,6 +85,8 @@ class ModelHandle:
         self.keras_model = keras_model
         self.saved_model_dir = saved_model_dir
         self._specs: list[InputSpec] | None = None
+        self._batch_one: Any = None  # the model with its batch size fixed at 1, if it needs it
+        self._batch_checked = False
 
     @property
     def specs(self) -> list[InputSpec]:
@@ -93,10 +97,38 @@ class ModelHandle:
         return self._specs
 
     def converter(self) -> tf.lite.TFLiteConverter:
-        """A fresh TFLite converter for the model."""
+        """A fresh TFLite converter for the model (see `batch_fixed_at_one`)."""
         if self.keras_model is not None:
-            return tf.lite.TFLiteConverter.from_keras_model(self.keras_model)
+            return tf.lite.TFLiteConverter.from_keras_model(
+                self._batch_one if self.batch_fixed_at_one else self.keras_model)
         return tf.lite.TFLiteConverter.from_saved_model(self.saved_model_dir)
+
+    @property
+    def batch_fixed_at_one(self) -> bool:
+        """Whether the model converts with its batch size fixed at 1.
+
+        TFLite's converter cannot lower the loop of a recurrent layer that is not
+        unrolled (its TensorList of time steps) while the batch size is free,
+        which it is in a Keras model by default: a Keras 3 `LSTM`, `GRU` or
+        `SimpleRNN`, or a tf_keras `GRU`. With the batch size fixed at 1 the
+        loop becomes a WHILE op, which tfq8 quantizes to int8 (`tfq8.loops`).
+        So a one-input Keras model with such a layer and a free batch size,
+        which the converter refuses as it is, converts as a model of batch size
+        1, one sample per run, as on a phone (logged). The converter is tried
+        on the model as it is first, so models it takes (a tf_keras LSTM, which
+        becomes TFLite's fused LSTM) keep their free batch size.
+        """
+        if not self._batch_checked:
+            self._batch_checked = True
+            model = self.keras_model
+            try:  # the converter is tried once per model object
+                needed = _NEEDS_BATCH_ONE[model]
+            except (KeyError, TypeError):  # not tried yet, or not weakly referable
+                needed = _needs_batch_one(model)
+                with contextlib.suppress(TypeError):
+                    _NEEDS_BATCH_ONE[model] = needed
+            self._batch_one = _with_batch_one(model) if needed else None
+        return self._batch_one is not None
 
     def fingerprint(self) -> str:
         """SHA-256 of the weights (Keras) or of the SavedModel's files."""
@@ -310,6 +342,46 @@ def load_reference(reference: Any) -> ModelHandle | None:
         return load_model(reference)
     except ValueError as e:
         raise ValueError(f"reference: {e}") from None
+
+
+# Keras model -> whether it converts only with its batch size fixed at 1 (a bool: a value
+# holding the model would keep the key alive).
+_NEEDS_BATCH_ONE: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _needs_batch_one(model: Any) -> bool:
+    """Whether `model` has a loop that converts only with a fixed batch size (see
+    `ModelHandle.batch_fixed_at_one`), which it does not have."""
+    inputs = getattr(model, "inputs", None) or []
+    if (not _loop_layers(model) or len(inputs) != 1 or inputs[0].shape[0] is not None
+            or isinstance(getattr(model, "input", None), dict)):
+        return False
+    try:
+        _tflite.convert_float(tf.lite.TFLiteConverter.from_keras_model(model))
+        return False
+    except UnsupportedOpError as e:
+        if "TensorList" not in str(e):
+            return False  # the conversion says why, as it will again
+    _log.info("Recurrent layer(s) %s are not unrolled: TFLite's converter lowers their loops "
+              "only with a fixed batch size, so the model converts with its batch size fixed "
+              "at 1 (one sample per run). Build them with unroll=True for a free batch size.",
+              _loop_layers(model))
+    return True
+
+
+def _loop_layers(model: Any) -> list[str]:
+    """Names of the model's recurrent layers that are not unrolled."""
+    return [layer.name for layer in sublayers(model) if getattr(layer, "unroll", None) is False
+            or getattr(getattr(layer, "forward_layer", None), "unroll", None) is False]
+
+
+def _with_batch_one(model: Any) -> Any:
+    """`model` called on an input of batch size 1 (one-input Keras models)."""
+    k = _tf_keras() if is_tf_keras_model(model) else _keras3()
+    source = model.inputs[0]
+    inp = k.Input(batch_shape=(1, *source.shape[1:]), dtype=_dtype_name(source.dtype),
+                  name=_keras_name(source))
+    return k.Model(inp, model(inp))
 
 
 def _check_keras_model(model: Any) -> None:

@@ -339,7 +339,10 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
     Exactly what TFLite's documentation shows: `Optimize.DEFAULT`, a
     representative dataset yielding one sample at a time (one batch for a
     fixed batch size), int8 builtin ops and int8 inputs and outputs by
-    default; the converter chooses every range (min/max). `tfq8.convert(...,
+    default; the converter chooses every range (min/max). One thing is
+    tfq8's: on a model with WHILE loops the calibrator gets them with their
+    pass-through variables split (`_tflite.loop_safe`), as TFLite's own
+    calibrator crashes the process on them; the quantizer folds the split away. `tfq8.convert(...,
     method="minmax")` gives its scales and zero points, and on most models
     this file byte for byte (see `tfq8.ranges.minmax`).
 
@@ -368,7 +371,7 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.as_dtype(io_in)
     converter.inference_output_type = tf.as_dtype(io_out)
-    with quiet_stdout(), quiet_native_stderr():
+    with quiet_stdout(), quiet_native_stderr(), _tflite.loop_safe(converter):
         return bytes(converter.convert())
 
 
