@@ -22,13 +22,16 @@ SELF_CONTAINED = [
     "tfq8.ranges.auto.clearly_better",
     "tfq8.ranges.auto.corrupted_frames",
     "tfq8.ranges.auto.total_sqnr_db",
+    "tfq8.shared_grid.tie_ranges",
 ]
+# Modules whose own examples need a model: only the functions listed above run.
+_BY_FUNCTION = ("tfq8.ranges.auto.", "tfq8.shared_grid.")
 
 
 def _tests(name):
-    module_name, _, attr = name.partition(".ranges.auto.")
-    if attr:
-        module = importlib.import_module("tfq8.ranges.auto")
+    if name.startswith(_BY_FUNCTION):
+        module_name, _, attr = name.rpartition(".")
+        module = importlib.import_module(module_name)
         return doctest.DocTestFinder().find(getattr(module, attr), name=name, module=module)
     return [t for t in doctest.DocTestFinder().find(importlib.import_module(name)) if t.examples]
 

@@ -334,6 +334,21 @@ def quantize(
             raise _quantizer_failed(said()) from None
 
 
+class SameScaleError(UnsupportedOpError):
+    """TFLite's quantizer refused a model because an op's value inputs and output, which
+    it needs on one int8 grid ("same scale constraint"), carry different ones.
+
+    `tfq8.shared_grid` catches it and gives such ops' tensors one range.
+
+    Attributes:
+        op: The op the quantizer named (its location in the graph).
+    """
+
+    def __init__(self, problem: str, *, op: str = ""):
+        super().__init__(problem)
+        self.op = op
+
+
 def _quantizer_failed(stderr: str) -> Exception:
     """An `UnsupportedOpError` from what TFLite's quantizer wrote to stderr when it
     failed: its Python exception is empty."""
@@ -344,13 +359,14 @@ def _quantizer_failed(stderr: str) -> Exception:
         return UnsupportedOpError("TFLite's quantizer failed on the model"
                                   + (f": {line}" if line else " without saying why."))
     where, what = found.groups()
-    hint = ""
     if "same scale constraint" in what:
-        hint = (" The op needs its inputs on one int8 grid, and the quantizer could not give "
-                "them one (TFLite's own converter fails alike). Keras masking in a SimpleRNN "
-                "is one such case, its SELECT_V2 picking the old or the new state: build "
-                "that layer without the mask.")
-    return UnsupportedOpError(f"TFLite's quantizer failed on {where}: {what.strip()}.{hint}")
+        return SameScaleError(
+            f"TFLite's quantizer failed on {where}: {what.strip()}. The op needs its value "
+            "inputs and output on one int8 grid, and the quantizer could not give them one "
+            "(TFLite's own converter fails alike): it does not requantize a tensor of fixed "
+            "scale, the output of a TANH, LOGISTIC or SOFTMAX, that two or more such ops read "
+            "on grids of their own.", op=where)
+    return UnsupportedOpError(f"TFLite's quantizer failed on {where}: {what.strip()}.")
 
 
 def finish_as_converter(model: bytes) -> bytes:
@@ -589,6 +605,11 @@ def set_ranges(
         The edited flatbuffer.
     """
     return RangeWriter(calibrated).write(ranges)
+
+
+def tensor_names(model: bytes) -> list[str]:
+    """Names of the tensors of subgraph 0, by index."""
+    return [tensor_name(t) for t in read_model(model).subgraphs[0].tensors]
 
 
 def tensor_types(model: bytes) -> dict[str, str]:

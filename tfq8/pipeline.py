@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 
@@ -34,6 +34,7 @@ from tfq8.ranges import available_methods, check_options
 from tfq8.stats.collect import BackgroundCollect, collect
 from tfq8.loops import int8_loops
 from tfq8.rewrite import int8_islands
+from tfq8.shared_grid import Quantizer
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS
 
 _log = logging.getLogger("tfq8")
@@ -228,7 +229,7 @@ def convert(
         chosen = calib.ranges(method, **dict(method_options or {}))
         chosen.update(overrides)
     if blob is None:
-        blob = quantize_with_ranges(calib, chosen, **quant)
+        blob = quantize_with_ranges(calib, chosen, fixed=overrides, **quant)
     blob = _tflite.finish_as_converter(int8_islands(int8_loops(blob)))
     info = inspect(blob)
     _warn_unapplied(calib, {i: r for i, r in overrides.items() if i not in pinned}, io_in, info)
@@ -261,8 +262,8 @@ def _warn_unapplied(calib: Calibration, overrides: Mapping[int, tuple[float, flo
             _log.warning(
                 "ranges[%r] = (%g, %g) was not applied: TFLite's quantizer gave this tensor "
                 "(output of %s) the int8 scale %g, so its range is [%g, %g] (a scale fixed by "
-                "the op, such as SOFTMAX's 1/256, or a range too narrow for it).", stats.name,
-                lo, hi, stats.producer, t.scale[0], *t.range)
+                "the op, such as SOFTMAX's 1/256, a grid shared with other tensors, or a range "
+                "too narrow for it).", stats.name, lo, hi, stats.producer, t.scale[0], *t.range)
         elif lo > 0 or hi < 0:
             _log.warning("ranges[%r] = (%g, %g) became (%g, %g): TFLite's int8 grid always "
                          "holds 0 exactly, so a range is widened to include it.", stats.name,
@@ -375,10 +376,12 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
         return bytes(converter.convert())
 
 
-def quantize_with_ranges(calib: Calibration, chosen: Mapping[int, tuple[float, float]],
-                         **quant: Any) -> bytes:
-    """Writes `chosen` into the calibrated model and quantizes it."""
-    return _tflite.quantize(_tflite.set_ranges(calib.model, chosen), **quant)
+def quantize_with_ranges(calib: Calibration, chosen: Mapping[int, tuple[float, float]], *,
+                         fixed: Collection[int] = (), **quant: Any) -> bytes:
+    """Writes `chosen` into the calibrated model and quantizes it, with one range for
+    the tensors that must share an int8 grid where the quantizer needs it
+    (`tfq8.shared_grid`; the ranges of `fixed` tensors are kept)."""
+    return Quantizer(calib.model, fixed=fixed, **quant)(chosen)[0]
 
 
 # What to do about the ops users meet most, beyond allow_float.

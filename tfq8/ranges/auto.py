@@ -9,7 +9,10 @@ matter. So `auto` measures instead of guessing:
    range for every tensor, from the histograms alone.
 2. Each proposal is quantized into a full int8 model and run in LiteRT on the
    calibration samples the `Calibration` kept (`Calibration.samples`, up to 256
-   by default), next to the calibrated float model.
+   by default), next to the calibrated float model. Where TFLite's quantizer
+   refuses a proposal because tensors that must share one int8 grid carry
+   different ranges (a masked SimpleRNN), their union is what is quantized and
+   scored (`tfq8.shared_grid`).
 3. The score of a proposal is the output SQNR in dB over those samples, with
    signal and error energy summed over all of them (the figure users measure
    on a test set), averaged over the model's outputs. Summing energies, not
@@ -61,11 +64,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any, Mapping
+from typing import Any, Collection, Mapping
 
 import numpy as np
 
 from tfq8 import _tflite
+from tfq8.shared_grid import Quantizer
 
 _log = logging.getLogger("tfq8")
 
@@ -152,9 +156,10 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
     Returns:
         (ranges, model): tensor index -> (min, max), and the scored candidate's
         model, byte-identical to quantizing the calibrated model with those
-        ranges; None where `auto` scored nothing (a calibration without kept
-        samples). The measurements are logged and stored on `calib.last_auto`
-        as an `AutoReport`.
+        ranges (the chosen ones, tied where the quantizer needs one range for
+        tensors that share an int8 grid: `tfq8.shared_grid`); None where `auto`
+        scored nothing (a calibration without kept samples). The measurements
+        are logged and stored on `calib.last_auto` as an `AutoReport`.
     """
     overrides = dict(overrides or {})
     proposals = {m: calib.ranges(m) for m in CANDIDATES}
@@ -167,9 +172,9 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
                                      method=FALLBACK, ranges=chosen)
         return chosen, None
 
-    scorer = _Scorer(calib, quant)
-    scored = {m: scorer(p) for m, p in proposals.items()}  # method -> (noise, model)
-    noise = {m: n for m, (n, _) in scored.items()}
+    scorer = _Scorer(calib, quant, fixed=overrides)
+    scored = {m: scorer(p) for m, p in proposals.items()}  # method -> (noise, model, ranges)
+    noise = {m: n for m, (n, _, _) in scored.items()}
     scores = {m: scorer.score(n) for m, n in noise.items()}
     rank = sorted(CANDIDATES, key=lambda m: (-scores[m], CANDIDATES.index(m)))
     eligible = [m for m in rank if m != "minmax"
@@ -178,7 +183,7 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
     second = next(m for m in rank if m != best)
     chosen = dict(proposals[best])
     choice = _choice(chosen, best, overrides)
-    current, model = scored[best]
+    current, model, used = scored[best]
     del scored
 
     # Per-tensor refinement: try the runner-up's range where the two differ most.
@@ -194,9 +199,9 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
     for i in todo:
         trial = dict(chosen)
         trial[i] = proposals[second][i]
-        trial_noise, trial_model = scorer(trial)
+        trial_noise, trial_model, trial_used = scorer(trial)
         if scorer.clearly_better(trial_noise, current, REFINE_MIN_GAIN_DB):
-            chosen, current, model, misses = trial, trial_noise, trial_model, 0
+            chosen, current, model, used, misses = trial, trial_noise, trial_model, trial_used, 0
             choice[i] = second
         else:
             misses += 1
@@ -204,12 +209,12 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
                 break
     score = scorer.score(current)
     calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded), best,
-                                 len(scorer.keep), dict(chosen))
+                                 len(scorer.keep), used)
     _log.info("auto: output SQNR (dB) on %d calibration samples %s; chose %s, %d tensor(s) "
               "from %s; final %.2f dB.", len(scorer.keep),
               {m: round(s, 2) for m, s in scores.items()}, best,
               sum(1 for m in choice.values() if m == second), second, score)
-    return chosen, model
+    return used, model
 
 
 def _choice(ranges: Mapping[int, Any], method: str, fixed: Mapping[int, Any]) -> dict[int, str]:
@@ -224,11 +229,10 @@ class _Scorer:
     into the calibrated model's bytes, not rebuilt.
     """
 
-    def __init__(self, calib: Any, quant: Mapping[str, Any]):
+    def __init__(self, calib: Any, quant: Mapping[str, Any], fixed: Collection[int] = ()):
         from tfq8.harness.interpreter import batch_for  # noqa: PLC0415 (cycle)
 
-        self.writer = _tflite.RangeWriter(calib.model)
-        self.quant = dict(quant)
+        self.quantize = Quantizer(calib.model, fixed=fixed, **quant)
         self.samples = list(calib.samples)
         n = len(self.samples[0])
         most = batch_for(_tflite.read_model(calib.model), _SCORE_BATCH_BYTES, n, self.samples)
@@ -249,12 +253,15 @@ class _Scorer:
                       "tell a gain from luck, so the converter's own ranges (minmax) stay.",
                       len(self.keep), MIN_SAMPLES_TO_CHOOSE)
 
-    def __call__(self, ranges: Mapping[int, tuple[float, float]]) -> tuple[np.ndarray, bytes]:
-        """Error energy per output and sample of the int8 model with `ranges`, and that model."""
-        blob = _tflite.quantize(self.writer.write(ranges), **self.quant)
+    def __call__(self, ranges: Mapping[int, tuple[float, float]]
+                 ) -> tuple[np.ndarray, bytes, dict[int, tuple[float, float]]]:
+        """Error energy per output and sample of the int8 model with `ranges`, that
+        model, and the ranges it was quantized with (`ranges`, or their tie where the
+        quantizer needs one: `tfq8.shared_grid`)."""
+        blob, used = self.quantize(ranges)
         outputs = _run(blob, self.samples, self.batch)
         return np.stack([_energy(o.astype(np.float64) - r.astype(np.float64))
-                         for o, r in zip(outputs, self.reference)]), blob
+                         for o, r in zip(outputs, self.reference)]), blob, used
 
     def score(self, noise: np.ndarray) -> float:
         """Output SQNR (dB) over the scored samples."""

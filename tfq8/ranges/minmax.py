@@ -8,7 +8,10 @@ most models it is the converter's `.tflite` byte for byte. Exceptions: where
 tfq8 makes an op integer that the converter leaves float (`tfq8.rewrite`),
 and a fused LSTM, whose two unreferenced buffers tfq8 zeroes (TFLite's
 quantizer fills them with bytes that depend on what it quantized before in
-the process; see `_tflite.clear_unreferenced_buffers`).
+the process; see `_tflite.clear_unreferenced_buffers`). Where the converter
+fails because its quantizer refuses the ranges of tensors that must share one
+int8 grid (a masked SimpleRNN), tfq8 gives those tensors the union of their
+ranges (`tfq8.shared_grid`), and there is no converter model to match.
 
 Example:
     >>> minmax(Histogram().update(np.array([-1.0, 2.0])))
