@@ -39,8 +39,6 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
 
-import tfq8  # noqa: E402
-from tfq8.pipeline import converter_int8  # noqa: E402
 
 
 def _transformer(x: np.ndarray, y: np.ndarray):
@@ -103,33 +101,7 @@ def main() -> None:
     y = suite._read_idx(files.replace("images-idx3", "labels-idx1")).astype(np.int64)
     for name in names:
         model = suite._cached(f"fmnist_{name}", lambda: MODELS[name](x[:55000], y[:55000]))
-        _report(name, model, case)
-
-
-def _report(name: str, model, case) -> None:
-    float_acc = None
-    print(f"\n{name}")
-    print(f"{'calibration':<12} {'model':<18} {'integer':>8} {'float ops':>9} {'top-1':>7} "
-          f"{'agree %':>8} {'SQNR dB':>8} {'latency / converter':>20}")
-    for scenario in ("clean", "corrupt"):
-        calib_x = suite.scenario(case, scenario)
-        theirs = converter_int8(model, calib_x)
-        calib = tfq8.calibrate(model, calib_x)
-        blobs = {"TFLite converter": theirs,
-                 "tfq8 minmax": tfq8.convert(model, calibration=calib, method="minmax"),
-                 "tfq8 auto": tfq8.convert(model, calibration=calib, method="auto")}
-        for label, blob in blobs.items():
-            info = tfq8.inspect(blob)
-            report = tfq8.check(blob, reference=model, data=case.x_test, labels=case.y_test,
-                                per_tensor=False)
-            float_acc = report.reference_accuracy
-            ratio = 1.0 if blob is theirs else 1 / tfq8.benchmark(
-                blob, reference=theirs, num_threads=1, per_op=False).speedup
-            print(f"{scenario:<12} {label:<18} {str(info.full_integer):>8} "
-                  f"{len(info.float_ops):>9} {100 * report.accuracy:>7.2f} "
-                  f"{100 * report.agreement:>8.2f} {report.outputs[0].sqnr_db:>8.2f} "
-                  f"{ratio:>20.3f}")
-    print(f"float model top-1: {100 * float_acc:.2f}")
+        suite.compare_int8(name, model, case)
 
 
 if __name__ == "__main__":

@@ -93,9 +93,12 @@ def int8_loops(model: bytes) -> bytes:
     A variable moves to int8 when the body reads it only through QUANTIZE ops
     (or not at all) and writes it through a DEQUANTIZE (or passes it through),
     the loop condition does not read it, the value entering the loop is an
-    int8 tensor behind a DEQUANTIZE or a float constant, and what leaves the
-    loop is read only by QUANTIZE ops. Other variables, and loops whose
-    WHILE op is in a body itself, stay as they are.
+    int8 tensor behind a DEQUANTIZE, a float constant or an earlier loop's
+    int8 variable, and what leaves the loop is read only by QUANTIZE ops,
+    later loops, or ops that only move values (`_MOVES`) into QUANTIZE ops.
+    Other variables, and loops whose WHILE op is in a body itself, stay as
+    they are (a later loop's float variable reading an int8 one gets a
+    DEQUANTIZE).
 
     Args:
         model: A quantized `.tflite` flatbuffer.
