@@ -27,8 +27,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
 
@@ -84,24 +82,7 @@ MODELS = {"transformer": _transformer, "groupnorm": _groupnorm}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="transformer,groupnorm",
-                        help=f"comma-separated, of {', '.join(MODELS)}")
-    args = parser.parse_args()
-    names = args.models.split(",")
-    unknown = sorted(set(names) - set(MODELS))
-    if unknown:
-        parser.error(f"--models: unknown {unknown}; expected some of {', '.join(MODELS)}")
-    logging.basicConfig(level=logging.WARNING)
-    case = suite.fmnist("cnn")  # the data; the model is trained here
-    if case is None:
-        return
-    files = os.path.join(suite.FMNIST, "train-images-idx3-ubyte.gz")
-    x = suite._read_idx(files).astype(np.float32)[..., None] / 255.0
-    y = suite._read_idx(files.replace("images-idx3", "labels-idx1")).astype(np.int64)
-    for name in names:
-        model = suite._cached(f"fmnist_{name}", lambda: MODELS[name](x[:55000], y[:55000]))
-        suite.compare_int8(name, model, case)
+    suite.compare_fmnist_models(MODELS, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

@@ -242,3 +242,29 @@ def compare_int8(name: str, model, case: Case) -> None:
                   f"{100 * report.agreement:>8.2f} {report.outputs[0].sqnr_db:>8.2f} "
                   f"{ratio:>20.3f}")
     print(f"float model top-1: {100 * float_acc:.2f}")
+
+
+def compare_fmnist_models(models: dict[str, Callable[[np.ndarray, np.ndarray], object]],
+                          description: str, *, cache_suffix: str = "") -> None:
+    """A benchmark's `main`: trains (or loads from the cache) the `--models` chosen of
+    `models` (name -> trainer on 55,000 Fashion-MNIST training images and labels)
+    and prints `compare_int8` for each, on the F-MNIST case's data."""
+    import argparse  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--models", default=",".join(models),
+                        help=f"comma-separated, of {', '.join(models)}")
+    names = parser.parse_args().models.split(",")
+    unknown = sorted(set(names) - set(models))
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; expected some of {', '.join(models)}")
+    logging.basicConfig(level=logging.WARNING)
+    case = fmnist("cnn")  # the data; the models are trained here
+    if case is None:
+        return
+    files = os.path.join(FMNIST, "train-images-idx3-ubyte.gz")
+    x = _read_idx(files).astype(np.float32)[..., None] / 255.0
+    y = _read_idx(files.replace("images-idx3", "labels-idx1")).astype(np.int64)
+    for name in names:
+        model = _cached(f"fmnist_{name}{cache_suffix}", lambda: models[name](x[:55000], y[:55000]))
+        compare_int8(name, model, case)
