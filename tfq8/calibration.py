@@ -31,7 +31,7 @@ import numpy as np
 from tfq8 import _tflite, ranges as _ranges
 from tfq8.data import fixed_batch
 from tfq8.harness.interpreter import verify_model
-from tfq8.rewrite import rewrite_for_int8
+from tfq8.rewrite import mask_fills, rewrite_for_int8
 from tfq8.stats.collect import TensorStats
 from tfq8.stats.histogram import Histogram
 
@@ -77,6 +77,7 @@ class Calibration:
                             for t in self.tensors]
             self.model = model
         self._by_name = {t.name: t for t in self.tensors}
+        self._fills = mask_fills(self.model)  # masked softmax scores: (scores, fill)
         self.last_auto = None  # set by method="auto": what it measured
         self._ranges: dict[tuple, dict[int, tuple[float, float]]] = {}  # ranges() by method
 
@@ -123,6 +124,9 @@ class Calibration:
         The outputs of ops whose int8 scale TFLite fixes whatever the range
         (`FIXED_SCALE_OPS`: LOGISTIC, TANH, SOFTMAX, LOG_SOFTMAX) get their
         min/max without running the method: no range changes their grid.
+        The masked scores of a masked softmax (`tfq8.rewrite.mask_fills`) get
+        the range from their fill value to the method's upper end for the
+        scores, so that no method clips the mask away.
 
         The methods are pure functions of the histograms, so each (method,
         options) runs once per calibration: `auto`, a loop over methods and
@@ -156,8 +160,12 @@ class Calibration:
             found = [fn(h, **options) for h in hists]
         by_key = dict(zip(distinct, found))
         chosen = {t.index: by_key[histogram_key(t.histogram)] for t in todo}
-        return {t.index: chosen.get(t.index, (float(t.histogram.min), float(t.histogram.max)))
-                for t in self.tensors}
+        chosen = {t.index: chosen.get(t.index, (float(t.histogram.min), float(t.histogram.max)))
+                  for t in self.tensors}
+        for out, (scores, fill) in self._fills.items():  # the scores' range, down to the fill
+            if out in chosen and scores in chosen:
+                chosen[out] = (fill, chosen[scores][1])
+        return chosen
 
     def converter_ranges(self) -> dict[int, tuple[float, float]]:
         """The ranges TFLite's converter itself would use (its calibrator's)."""

@@ -1,4 +1,5 @@
-"""Graph rewrites that let TFLite's quantizer make more ops integer.
+"""Graph rewrites that let TFLite's quantizer make more ops integer, and masked
+softmaxes accurate.
 
 TFLite's quantizer leaves a few float ops in float even when asked for a
 full-integer model, and TFLite's own converter does so silently: its "int8"
@@ -41,6 +42,16 @@ quantizer does make int8:
   point -128), so every "0" of TFLite's own int8 one-hot reads as 0.5. With a
   boolean ONE_HOT (the new tensor needs no range) the quantizer puts `on` and
   `off` on the output's grid, as for any SELECT_V2.
+* `SELECT(mask, scores, -2.4e38)` before a SOFTMAX ->
+  `SELECT(mask, scores, lo - ln(512 * keys))`, with `lo` the least score the
+  calibrator saw. Keras' masked softmax (`MultiHeadAttention` with an
+  `attention_mask` or `use_causal_mask=True`) fills masked scores with -0.7 times
+  float32's largest value; the output's int8 grid then spans 3.4e38 and every
+  real score rounds to one code, in the converter's model too. With the
+  moderate fill the masked keys of a row still take at most 1/512 of the
+  softmax together (half its int8 step), and the grid spans the scores and
+  the fill. `Calibration.ranges` gives such outputs the range from the fill to
+  the scores' upper end, whatever the method (`mask_fills`).
 
 After quantizing, `int8_islands` closes the float islands of ops that TFLite
 runs in int8 but its quantizer leaves float: `DEQUANTIZE -> ELU -> QUANTIZE`
@@ -66,9 +77,10 @@ from tfq8 import _graph, _tflite
 
 _log = logging.getLogger("tfq8")
 
-__all__ = ["int8_islands", "rewrite_for_int8"]
+__all__ = ["int8_islands", "mask_fills", "rewrite_for_int8"]
 
-_REWRITTEN = ("NEG", "SQUARE", "ZEROS_LIKE", "NOT_EQUAL", "CAST", "ONE_HOT")
+_REWRITTEN = ("NEG", "SQUARE", "ZEROS_LIKE", "NOT_EQUAL", "CAST", "ONE_HOT", "SELECT_V2",
+              "SELECT")
 # The MUL each becomes: by a new constant (its value and name), or by its own input (None).
 _MUL_BY = {"NEG": (-1.0, "minus_one"), "ZEROS_LIKE": (0.0, "zero"), "SQUARE": None}
 
@@ -87,7 +99,7 @@ def rewrite_for_int8(model: bytes) -> bytes:
         return model
     parsed = _tflite.read_model(model)
     sg = parsed.subgraphs[0]
-    found = [(op, name, _rewriter(sg, op, name)) for op, name in
+    found = [(op, name, _rewriter(parsed, sg, op, name)) for op, name in
              ((op, _tflite.op_name(parsed, op)) for op in sg.operators) if name in _REWRITTEN]
     found = [(op, name, how) for op, name, how in found if how is not None]
     if not found:
@@ -162,9 +174,12 @@ def _close_islands(parsed, sg) -> int:
 _Rewrite = Callable[[Any, Any, Any], None]
 
 
-def _rewriter(sg, op, name: str) -> tuple[_Rewrite, str] | None:
+def _rewriter(parsed, sg, op, name: str) -> tuple[_Rewrite, str] | None:
     """How to rewrite `op` (a `name` op) and what that does, or None if it stays."""
     types = _tflite.schema.TensorType
+    if name in ("SELECT", "SELECT_V2"):
+        return ((_moderate_fill, "filling masked scores with a moderate value")
+                if _huge_fill(parsed, sg, op) else None)
     source, result = sg.tensors[op.inputs[0]].type, sg.tensors[op.outputs[0]].type
     if name in _MUL_BY and source == types.FLOAT32:
         factor = _MUL_BY[name]
@@ -181,6 +196,72 @@ def _rewriter(sg, op, name: str) -> tuple[_Rewrite, str] | None:
 
 
 # ------------------------------------------------------------------ rewrites
+_HUGE = 1e9  # a mask's fill at or below -_HUGE stands for minus infinity
+_FILL = "fill"  # the name ending of a moderate fill's constant
+
+
+def _huge_fill(parsed, sg, op) -> int | None:
+    """The position (1 or 2) of a SELECT's value input that is a constant of -1e9 or less
+    (Keras' masked softmax fills masked scores with -0.7 times float32's largest value),
+    where the other is a calibrated float tensor and SOFTMAX alone reads the output."""
+    out = int(op.outputs[0])
+    readers = [o for o in sg.operators if out in {int(t) for t in o.inputs}]
+    if (not readers or any(_tflite.op_name(parsed, o) != "SOFTMAX" for o in readers)
+            or sg.tensors[out].quantization is None or sg.tensors[out].quantization.min is None):
+        return None
+    for k in (1, 2):
+        const, other = sg.tensors[op.inputs[k]], sg.tensors[op.inputs[3 - k]]
+        data = parsed.buffers[const.buffer].data if const.buffer else None
+        q = other.quantization
+        if (data is None or not len(data) or const.type != _tflite.schema.TensorType.FLOAT32
+                or q is None or q.min is None or not len(q.min)):
+            continue
+        if float(np.frombuffer(bytes(np.asarray(data, np.uint8)), np.float32).max()) <= -_HUGE:
+            return k
+    return None
+
+
+def _moderate_fill(parsed, sg, op) -> None:
+    """SELECT(mask, scores, -huge) -> SELECT(mask, scores, lo - ln(512 * keys)).
+
+    Masked scores then sit ln(512 * keys) below the least score the calibrator saw,
+    so all the masked keys of a row together take at most 1/512 of the softmax,
+    half its int8 output step; the output's int8 grid spans the scores and that
+    one value instead of 3.4e38.
+    """
+    k = _huge_fill(parsed, sg, op)
+    scores, out = sg.tensors[op.inputs[3 - k]], sg.tensors[op.outputs[0]]
+    keys = int(out.shape[-1]) if out.shape is not None and len(out.shape) else 1
+    fill = float(scores.quantization.min[0]) - float(np.log(512.0 * max(keys, 1)))
+    shape = tuple(int(d) for d in (sg.tensors[op.inputs[k]].shape if sg.tensors[op.inputs[k]].shape is not None else ()))
+    op.inputs[k] = _graph.constant(parsed, sg, op, np.full(shape, fill, np.float32), _FILL,
+                                   shape=shape)
+    out.quantization.min = np.array([fill], np.float32)
+
+
+def mask_fills(model: bytes) -> dict[int, tuple[int, float]]:
+    """Output tensor -> (scores tensor, fill value) of each SELECT whose masked scores
+    `rewrite_for_int8` filled with a moderate value (subgraph 0).
+
+    Their int8 range must reach the fill: `Calibration.ranges` gives them
+    (fill, the scores' upper end).
+    """
+    if not _graph.uses_any(model, ("SELECT_V2", "SELECT")):
+        return {}
+    parsed = _tflite.read_model(model)
+    sg = parsed.subgraphs[0]
+    found = {}
+    for op in sg.operators:
+        if _tflite.op_name(parsed, op) not in ("SELECT", "SELECT_V2"):
+            continue
+        for k in (1, 2):
+            const = sg.tensors[op.inputs[k]]
+            if _tflite.tensor_name(const).endswith(f"/tfq8_{_FILL}") and const.buffer:
+                value = np.frombuffer(bytes(np.asarray(parsed.buffers[const.buffer].data,
+                                                       np.uint8)), np.float32)
+                found[int(op.outputs[0])] = (int(op.inputs[3 - k]), float(value.reshape(-1)[0]))
+    return found
+
 def _as_mul(parsed, sg, op) -> None:
     """NEG, SQUARE, ZEROS_LIKE -> MUL by a constant or by the input itself."""
     factor = _MUL_BY[_tflite.op_name(parsed, op)]
