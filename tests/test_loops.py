@@ -118,3 +118,20 @@ def test_a_free_batch_size_is_fixed_at_one_where_the_loop_needs_it(caplog):
     theirs = tfq8.pipeline.converter_int8(model, x)
     assert not tfq8.inspect(theirs).full_integer
     assert "WHILE" in {op.name for op in tfq8.inspect(theirs).float_ops}
+
+
+def test_a_loop_model_of_several_outputs_keeps_its_signature():
+    """Carrying a loop's variables in int8 drops the float tensors they leave; the signature,
+    by which LiteRT and tfq8.check name the outputs, still names the right tensors."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 4))
+    sequence, state = keras.layers.GRU(8, return_sequences=True, return_state=True)(inp)
+    model = keras.Model(inp, [sequence, keras.layers.Dense(2)(state)])
+    x = np.random.default_rng(0).normal(size=(32, 6, 4)).astype(np.float32)
+    blob = tfq8.convert(model, x, method="minmax")
+    parsed = _tflite.read_model(blob)
+    signature, sg = parsed.signatureDefs[0], parsed.subgraphs[0]
+    assert sorted(int(t.tensorIndex) for t in signature.outputs) == sorted(sg.outputs)
+    report = tfq8.check(blob, reference=model, data=x)
+    assert [o.shape for o in report.outputs] == [(6, 8), (2,)]
+    assert min(o.sqnr_db for o in report.outputs) > 20

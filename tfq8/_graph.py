@@ -94,9 +94,9 @@ def opcode(parsed, builtin: int) -> int:
 
 def drop_unused_tensors(parsed) -> None:
     """Removes the tensors that no op, subgraph input or output refers to, in every
-    subgraph (renumbering the rest), and the data of buffers no tensor refers to
-    after that (buffer indices stay)."""
-    for sg in parsed.subgraphs:
+    subgraph (renumbering the rest, in the signatures too), and the data of buffers no
+    tensor refers to after that (buffer indices stay)."""
+    for s, sg in enumerate(parsed.subgraphs):
         lists = [op.inputs for op in sg.operators] + [op.outputs for op in sg.operators] + [
             op.intermediates for op in sg.operators if op.intermediates is not None] + [
             sg.inputs, sg.outputs]
@@ -114,6 +114,10 @@ def drop_unused_tensors(parsed) -> None:
                 op.intermediates = renumber(op.intermediates)
         sg.inputs, sg.outputs = renumber(sg.inputs), renumber(sg.outputs)
         sg.tensors = [sg.tensors[i] for i in used]
+        for signature in parsed.signatureDefs or []:  # by name, its inputs and outputs
+            if signature.subgraphIndex == s:
+                for t in [*(signature.inputs or []), *(signature.outputs or [])]:
+                    t.tensorIndex = new[int(t.tensorIndex)]
     referenced = {0} | {t.buffer for sg in parsed.subgraphs for t in sg.tensors} | {
         m.buffer for m in parsed.metadata or []}
     for k, buffer in enumerate(parsed.buffers):
