@@ -135,3 +135,25 @@ def test_a_loop_model_of_several_outputs_keeps_its_signature():
     report = tfq8.check(blob, reference=model, data=x)
     assert [o.shape for o in report.outputs] == [(6, 8), (2,)]
     assert min(o.sqnr_db for o in report.outputs) > 20
+
+
+def test_a_time_axis_of_any_length_calibrates_and_runs_at_other_lengths():
+    """keras.Input((None, 4)): the loop's input sequence has a dynamic shape, which the
+    calibrator crashed on (a segmentation fault) unless it too gets a tensor of its own."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, 4))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GRU(8)(inp)))
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(32, 6, 4)).astype(np.float32)
+    calib = tfq8.calibrate(model, x)
+    blob = tfq8.convert(calibration=calib, method="minmax")
+    info = tfq8.inspect(blob)
+    assert info.full_integer and info.inputs[0].shape_signature == (1, -1, 4)
+    assert not any(b"tfq8_passthrough" in t.name for t in _loop_body(blob).tensors)
+    theirs = _tflite.finish_as_converter(_tflite.quantize(_tflite.set_ranges(
+        calib.model, calib.ranges("minmax"))))
+    held = rng.normal(size=(16, 6, 4)).astype(np.float32)
+    ours_db = tfq8.check(blob, reference=model, data=held).outputs[0].sqnr_db
+    assert ours_db > 20 and ours_db == pytest.approx(
+        tfq8.check(theirs, reference=model, data=held).outputs[0].sqnr_db, abs=0.05)
+    assert tfq8.check(blob, reference=model, data=held[:, :3]).outputs[0].sqnr_db > 15

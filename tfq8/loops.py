@@ -11,8 +11,9 @@ TFLite handles such loops badly in two ways, and tfq8 fixes both:
    sequence: the WHILE kernel then shares that output with its input, and the
    calibrator reads the shared tensor's freed buffer.
    `split_loop_passthroughs` gives each such output a tensor of its own (a
-   RESHAPE to the same shape) before the calibrator runs; the quantizer folds
-   that RESHAPE away again.
+   RESHAPE to the same shape, -1 for a dynamic time axis) before the
+   calibrator runs; the quantizer folds that RESHAPE away again, and where it
+   keeps one (a dynamic shape), `int8_loops` removes it.
 2. **The quantizer leaves the loop float.** It quantizes the ops inside the
    body but carries every float loop variable (the state, the output
    sequence, the input sequence) across iterations in float:
@@ -52,6 +53,9 @@ def split_loop_passthroughs(model: bytes) -> bytes:
     """`model` with each loop variable that a WHILE body returns unchanged written
     by a RESHAPE to its own shape, so the body's output is a tensor of its own.
 
+    A shape with one dynamic dimension (the time axis of `keras.Input((None, 8))`)
+    is written with -1 there; the calibrator crashes on those too.
+
     Args:
         model: A float `.tflite` flatbuffer.
 
@@ -67,16 +71,15 @@ def split_loop_passthroughs(model: bytes) -> bytes:
     for body, _ in _loops(parsed):
         for k, (given, returned) in enumerate(zip(body.inputs, body.outputs)):
             tensor = body.tensors[given]
-            static = tensor.shape is not None and (
-                tensor.shapeSignature is None or min(tensor.shapeSignature, default=0) >= 0)
-            if given != returned or not static:  # (a dynamic shape never reaches the calibrator)
+            shape = _reshape_target(tensor)
+            if given != returned or shape is None:
                 continue
             options = schema.ReshapeOptionsT()
-            options.newShape = [int(v) for v in tensor.shape]
+            options.newShape = shape
             copy = _graph.tensor_like(body, tensor, "passthrough", tensor.type)
             reshape = _graph.new_op(parsed, "RESHAPE", [given, given], copy, options)
-            reshape.inputs[1] = _graph.constant(parsed, body, reshape, tensor.shape, "shape",
-                                                np.int32, (len(tensor.shape),))
+            reshape.inputs[1] = _graph.constant(parsed, body, reshape, shape, "shape",
+                                                np.int32, (len(shape),))
             body.operators.append(reshape)
             body.outputs[k] = copy
             split += 1
@@ -98,18 +101,20 @@ def int8_loops(model: bytes) -> bytes:
     later loops, or ops that only move values (`_MOVES`) into QUANTIZE ops.
     Other variables, and loops whose WHILE op is in a body itself, stay as
     they are (a later loop's float variable reading an int8 one gets a
-    DEQUANTIZE).
+    DEQUANTIZE). A RESHAPE of `split_loop_passthroughs` that the quantizer
+    kept is removed first.
 
     Args:
         model: A quantized `.tflite` flatbuffer.
 
     Returns:
         The model with int8 loop variables, or `model` itself (the same bytes)
-        if no variable qualifies.
+        if no variable qualifies and no such RESHAPE is left.
     """
     if not _graph.uses_any(model, ("WHILE",)):
         return model
     parsed = _tflite.read_model(model)
+    joined = _join_passthroughs(parsed)
     carried = 0
     for body, (sg, op) in _loops(parsed):
         cond = parsed.subgraphs[op.builtinOptions.condSubgraphIndex]
@@ -119,7 +124,7 @@ def int8_loops(model: bytes) -> bytes:
             if grid is not None:
                 loop.carry_in_int8(j, grid)
                 carried += 1
-    if not carried:
+    if not carried and not joined:
         return model
     _float_inputs(parsed)
     for sg in parsed.subgraphs:
@@ -128,6 +133,30 @@ def int8_loops(model: bytes) -> bytes:
     _log.info("Carried %d loop variable(s) of WHILE loops in int8 (TFLite's quantizer "
               "leaves them float).", carried)
     return _tflite.write_model(parsed)
+
+
+def _join_passthroughs(parsed) -> int:
+    """Undoes `split_loop_passthroughs` where the quantizer kept its RESHAPE (to a dynamic
+    shape, such as a time axis of any length), quantized or not: the body returns the
+    variable it was given again. Returns how many."""
+    joined = 0
+    for body, _ in _loops(parsed):
+        for k, (given, returned) in enumerate(zip(body.inputs, body.outputs)):
+            copy = _through(parsed, body, returned, "DEQUANTIZE")
+            reshape = _producer(body, copy)
+            if (reshape is not None and _tflite.op_name(parsed, reshape) == "RESHAPE"
+                    and _tflite.tensor_name(body.tensors[copy]).endswith("/tfq8_passthrough")
+                    and _through(parsed, body, reshape.inputs[0], "QUANTIZE") == int(given)):
+                body.outputs[k] = given
+                body.operators.remove(reshape)
+                joined += 1
+    return joined
+
+
+def _through(parsed, sg, tensor, kind: str) -> int:
+    """The input of `tensor`'s producer where that is a `kind` op, else `tensor`."""
+    op = _producer(sg, tensor)
+    return int(op.inputs[0]) if op is not None and _tflite.op_name(parsed, op) == kind else int(tensor)
 
 
 def _loops(parsed) -> list:
@@ -313,3 +342,14 @@ def _drop_unread(parsed, sg, kinds: tuple[str, ...]) -> None:
         if len(keep) == len(sg.operators):
             return
         sg.operators = keep
+
+
+def _reshape_target(tensor) -> list[int] | None:
+    """The RESHAPE shape that gives `tensor` back unchanged: its shape, with -1 for its one
+    dynamic dimension (the time axis of `keras.Input((None, 8))`); None for a tensor without
+    a shape or with several dynamic dimensions."""
+    if tensor.shape is None:
+        return None
+    shape = [int(v) for v in (tensor.shape if tensor.shapeSignature is None
+                              else tensor.shapeSignature)]
+    return shape if shape.count(-1) <= 1 and min(shape, default=0) >= -1 else None
