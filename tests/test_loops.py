@@ -157,3 +157,16 @@ def test_a_time_axis_of_any_length_calibrates_and_runs_at_other_lengths():
     assert ours_db > 20 and ours_db == pytest.approx(
         tfq8.check(theirs, reference=model, data=held).outputs[0].sqnr_db, abs=0.05)
     assert tfq8.check(blob, reference=model, data=held[:, :3]).outputs[0].sqnr_db > 15
+
+
+@pytest.mark.parametrize("unroll", [False, True])
+def test_a_recurrent_layer_with_dropout_converts(unroll):
+    """Keras 3 advances a recurrent layer's dropout seed even at inference: its TFLite graph
+    keeps VAR_HANDLE and ASSIGN_VARIABLE ops, which have no inputs or no outputs."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 4)), keras.layers.LSTM(
+        8, dropout=0.3, recurrent_dropout=0.3, unroll=unroll), keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(32, 6, 4)).astype(np.float32)
+    blob = tfq8.convert(model, x, method="minmax")
+    assert tfq8.inspect(blob).full_integer
+    assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20

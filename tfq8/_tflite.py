@@ -451,8 +451,19 @@ def clear_unreferenced_buffers(model: bytes) -> bytes:
 
 
 def read_model(model: bytes) -> "schema.ModelT":
-    """Parses a `.tflite` flatbuffer into the mutable object API (`ModelT`)."""
-    return _fb_utils.read_model_from_bytearray(bytearray(model))
+    """Parses a `.tflite` flatbuffer into the mutable object API (`ModelT`).
+
+    An op without inputs or outputs (VAR_HANDLE, ASSIGN_VARIABLE: the seed state a
+    Keras 3 recurrent layer with `dropout` advances even at inference) gets empty
+    ones, so that readers of the parsed model can iterate over every op's.
+    """
+    parsed = _fb_utils.read_model_from_bytearray(bytearray(model))
+    for sg in parsed.subgraphs or []:
+        for op in sg.operators or []:
+            for field in ("inputs", "outputs"):
+                if getattr(op, field) is None:
+                    setattr(op, field, np.zeros(0, np.int32))
+    return parsed
 
 
 def write_model(model: "schema.ModelT") -> bytes:
