@@ -170,3 +170,27 @@ def test_a_recurrent_layer_with_dropout_converts(unroll):
     blob = tfq8.convert(model, x, method="minmax")
     assert tfq8.inspect(blob).full_integer
     assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
+
+
+def test_a_model_of_two_inputs_converts_with_its_batch_size_fixed_at_one():
+    """The remedy the error names for a free batch size: keras.Input(..., batch_size=1).
+    Data for it comes, as for any model, in batches of any size."""
+    keras.utils.set_random_seed(0)
+
+    def inputs(batch_size):
+        return (keras.Input((6, 4), name="a", batch_size=batch_size),
+                keras.Input((3,), name="b", batch_size=batch_size))
+
+    def model_on(steps, extra):  # (TFLite orders the inputs b, a)
+        h = keras.layers.Concatenate()([keras.layers.GRU(8)(steps), extra])
+        return keras.Model([steps, extra], keras.layers.Dense(2)(h))
+
+    rng = np.random.default_rng(0)
+    x = [rng.normal(size=(32, 6, 4)).astype(np.float32),
+         rng.normal(size=(32, 3)).astype(np.float32)]  # in the Keras model's order
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"batch_size=1"):
+        tfq8.convert(model_on(*inputs(None)), x)
+    model = model_on(*inputs(1))
+    blob = tfq8.convert(model, x, method="minmax")
+    assert tfq8.inspect(blob).full_integer
+    assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20

@@ -476,8 +476,9 @@ class _Builder:
         for a, spec in zip(arrays, self.specs):
             if a.ndim not in (len(spec.shape), len(spec.shape) - 1):
                 return False
-            tail = spec.shape[-a.ndim :] if a.ndim else ()
-            if any(d is not None and d != s for d, s in zip(tail, a.shape)):
+            sample = spec.shape[1:]  # not the batch size, which may be fixed (at 1, say)
+            if any(d is not None and d != s
+                   for d, s in zip(sample, a.shape[a.ndim - len(sample):])):
                 return False
         return True
 
