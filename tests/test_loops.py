@@ -194,3 +194,44 @@ def test_a_model_of_two_inputs_converts_with_its_batch_size_fixed_at_one():
     blob = tfq8.convert(model, x, method="minmax")
     assert tfq8.inspect(blob).full_integer
     assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
+
+
+class _Block(keras.layers.Layer):
+    """A custom layer holding an LSTM."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.rnn = keras.layers.LSTM(8)
+
+    def call(self, x):
+        return self.rnn(x)
+
+
+class SubclassedGRU(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.rnn, self.head = keras.layers.GRU(8), keras.layers.Dense(3)
+
+    def call(self, x):
+        return self.head(self.rnn(x))
+
+
+@pytest.mark.parametrize("kind", ["custom_layer", "time_distributed", "subclassed"])
+def test_a_loop_anywhere_in_the_model_gets_the_batch_size_fixed_at_one(kind):
+    """A recurrent layer in a custom layer or a TimeDistributed, or a subclassed model,
+    which has no Input to read the shape from (it is built for its first call's)."""
+    keras.utils.set_random_seed(0)
+    shape = (3, 6, 4) if kind == "time_distributed" else (6, 4)
+    if kind == "subclassed":
+        model = SubclassedGRU()
+        model(np.zeros((2, *shape), np.float32))
+    else:
+        inner = (keras.layers.TimeDistributed(keras.layers.LSTM(8)) if kind == "time_distributed"
+                 else _Block())
+        model = keras.Sequential([keras.Input(shape), inner, keras.layers.Flatten(),
+                                  keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(32, *shape)).astype(np.float32)
+    blob = tfq8.convert(model, x, method="minmax")
+    info = tfq8.inspect(blob)
+    assert info.full_integer and info.inputs[0].shape_signature == (1, *shape)
+    assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20

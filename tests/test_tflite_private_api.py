@@ -151,3 +151,22 @@ def test_compiled_metric_objects_are_kept_where_compile_arguments_reads_them(fra
     model.compile("adam", "mse", metrics=[my_metric, "mae"])
     arguments = _tflite.compile_arguments(model)
     assert arguments is not None and arguments["metrics"][0] is my_metric, arguments
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+def test_keras_layers_finds_the_layers_inside_wrappers_and_custom_layers(framework):
+    keras_module = pytest.importorskip(framework)
+
+    class Block(keras_module.layers.Layer):
+        def __init__(self, **kwargs):
+            super().__init__(**kwargs)
+            self.rnn = keras_module.layers.GRU(4, name="inner_gru")
+
+        def call(self, x):
+            return self.rnn(x)
+
+    inp = keras_module.Input((5, 3))
+    h = keras_module.layers.TimeDistributed(keras_module.layers.Dense(3, name="td_dense"))(inp)
+    model = keras_module.Model(inp, Block()(h))
+    names = {layer.name for layer in _tflite.keras_layers(model)}
+    assert {"td_dense", "inner_gru"} <= names and model.name not in names

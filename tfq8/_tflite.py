@@ -15,8 +15,9 @@ Quantization-aware-trained models (`tfq8.qat`) take the public converter
 (`convert_qat`); where a partially annotated one is calibrated,
 `dequantized_ranges` pins the float copies of its QAT tensors.
 
-One private Keras attribute lives here too (`compile_arguments`: the objects
-`compile()` received, which Keras 3 and tf_keras both keep).
+Two private Keras attributes live here too (`compile_arguments`: the objects
+`compile()` received, which Keras 3 and tf_keras both keep; `keras_layers`: the
+layers inside custom layers).
 
 Everything here is pinned to the TensorFlow releases in
 `SUPPORTED_TF_VERSIONS`; `tests/test_tflite_private_api.py` fails loudly when a
@@ -655,6 +656,13 @@ def production_order(model: bytes) -> list[int]:
                 seen.add(o)
                 order.append(o)
     return order
+
+
+def keras_layers(model: Any) -> list[Any]:
+    """Every layer in a Keras model, at any depth: in nested models, in wrappers
+    (`Bidirectional`, `TimeDistributed`) and in custom layers, which no public Keras
+    API lists. Keras 3 and tf_keras both keep the private `_flatten_layers`."""
+    return list(model._flatten_layers(include_self=False, recursive=True))  # pylint: disable=protected-access
 
 
 def compile_arguments(model: Any) -> dict[str, Any] | None:

@@ -112,9 +112,11 @@ class ModelHandle:
         which it is in a Keras model by default: a Keras 3 `LSTM`, `GRU` or
         `SimpleRNN`, or a tf_keras `GRU`. With the batch size fixed at 1 the
         loop becomes a WHILE op, which tfq8 quantizes to int8 (`tfq8.loops`).
-        So a one-input Keras model with such a layer and a free batch size,
-        which the converter refuses as it is, converts as a model of batch size
-        1, one sample per run, as on a phone (logged). The converter is tried
+        So a one-input Keras model with such a layer (anywhere: in a
+        `TimeDistributed` or a custom layer too) and a free batch size, which
+        the converter refuses as it is, converts as a model of batch size 1,
+        one sample per run, as on a phone (logged). A subclassed model converts
+        so at the input shape it was built for. The converter is tried
         on the model as it is first, so models it takes (a tf_keras LSTM, which
         becomes TFLite's fused LSTM) keep their free batch size.
         """
@@ -352,9 +354,8 @@ _NEEDS_BATCH_ONE: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictio
 def _needs_batch_one(model: Any) -> bool:
     """Whether `model` has a loop that converts only with a fixed batch size (see
     `ModelHandle.batch_fixed_at_one`), which it does not have."""
-    inputs = getattr(model, "inputs", None) or []
-    if (not _loop_layers(model) or len(inputs) != 1 or inputs[0].shape[0] is not None
-            or isinstance(getattr(model, "input", None), dict)):
+    found = _one_input(model) if _loop_layers(model) else None
+    if found is None or found[0][0] is not None:
         return False
     try:
         _tflite.convert_float(tf.lite.TFLiteConverter.from_keras_model(model))
@@ -370,17 +371,33 @@ def _needs_batch_one(model: Any) -> bool:
 
 
 def _loop_layers(model: Any) -> list[str]:
-    """Names of the model's recurrent layers that are not unrolled."""
-    return [layer.name for layer in sublayers(model) if getattr(layer, "unroll", None) is False
-            or getattr(getattr(layer, "forward_layer", None), "unroll", None) is False]
+    """Names of the model's recurrent layers that are not unrolled, wherever they are (in
+    a `Bidirectional`, a `TimeDistributed`, a custom layer)."""
+    return [layer.name for layer in _tflite.keras_layers(model)
+            if getattr(layer, "unroll", None) is False]
+
+
+def _one_input(model: Any) -> tuple[tuple, str, str | None] | None:
+    """(shape, dtype, name) of the input of a one-input Keras model, or None. A subclassed
+    model has no `Input`: the shape it was built for, with a free batch size, float32."""
+    inputs = getattr(model, "inputs", None) or []
+    if inputs:
+        if len(inputs) != 1 or isinstance(getattr(model, "input", None), dict):
+            return None
+        return tuple(inputs[0].shape), _dtype_name(inputs[0].dtype), _keras_name(inputs[0])
+    config = model.get_build_config() if hasattr(model, "get_build_config") else None
+    shape = (config or {}).get("input_shape")
+    if not isinstance(shape, (list, tuple)) or not shape or not all(
+            d is None or isinstance(d, int) for d in shape):
+        return None  # (several inputs, or not built by a call)
+    return (None, *shape[1:]), "float32", None
 
 
 def _with_batch_one(model: Any) -> Any:
     """`model` called on an input of batch size 1 (one-input Keras models)."""
     k = _tf_keras() if is_tf_keras_model(model) else _keras3()
-    source = model.inputs[0]
-    inp = k.Input(batch_shape=(1, *source.shape[1:]), dtype=_dtype_name(source.dtype),
-                  name=_keras_name(source))
+    shape, dtype, name = _one_input(model)
+    inp = k.Input(batch_shape=(1, *shape[1:]), dtype=dtype, name=name)
     return k.Model(inp, model(inp))
 
 
