@@ -92,10 +92,36 @@ def opcode(parsed, builtin: int) -> int:
     return len(parsed.operatorCodes) - 1
 
 
-def drop_unused_tensors(parsed) -> None:
+def same_grid(tensor, grid) -> bool:
+    """Whether `tensor` is of `grid`'s type, on its one scale and zero point."""
+    q, g = tensor.quantization, grid.quantization
+    return (tensor.type == grid.type and q is not None and q.scale is not None
+            and len(q.scale) == 1 and float(q.scale[0]) == float(g.scale[0])
+            and int(q.zeroPoint[0]) == int(g.zeroPoint[0]))
+
+
+def set_int8(tensor, grid) -> None:
+    """Makes `tensor` int8 on `grid`'s (an int8 tensor's) scale and zero point."""
+    q = _tflite.schema.QuantizationParametersT()
+    q.scale = np.array(grid.quantization.scale, np.float32)
+    q.zeroPoint = np.array(grid.quantization.zeroPoint, np.int64)
+    tensor.type, tensor.quantization = _tflite.schema.TensorType.INT8, q
+
+
+def drop_unused(parsed) -> None:
     """Removes the tensors that no op, subgraph input or output refers to, in every
-    subgraph (renumbering the rest, in the signatures too), and the data of buffers no
-    tensor refers to after that (buffer indices stay)."""
+    subgraph (renumbering the rest, in the signatures too), then the buffers that no
+    tensor or metadata refers to, and lists the operator codes in the order ops first
+    use them, without unused ones: what is left depends on the graph alone, not on what
+    a quantizer made and an edit dropped (TFLite's quantizer is not deterministic)."""
+    codes = list(dict.fromkeys(int(op.opcodeIndex) for sg in parsed.subgraphs
+                               for op in sg.operators))
+    if codes != list(range(len(parsed.operatorCodes))):
+        new_code = {old: k for k, old in enumerate(codes)}
+        parsed.operatorCodes = [parsed.operatorCodes[k] for k in codes]
+        for sg in parsed.subgraphs:
+            for op in sg.operators:
+                op.opcodeIndex = new_code[int(op.opcodeIndex)]
     for s, sg in enumerate(parsed.subgraphs):
         lists = [op.inputs for op in sg.operators] + [op.outputs for op in sg.operators] + [
             op.intermediates for op in sg.operators if op.intermediates is not None] + [
@@ -118,8 +144,17 @@ def drop_unused_tensors(parsed) -> None:
             if signature.subgraphIndex == s:
                 for t in [*(signature.inputs or []), *(signature.outputs or [])]:
                     t.tensorIndex = new[int(t.tensorIndex)]
-    referenced = {0} | {t.buffer for sg in parsed.subgraphs for t in sg.tensors} | {
-        m.buffer for m in parsed.metadata or []}
-    for k, buffer in enumerate(parsed.buffers):
-        if k not in referenced and buffer.data is not None and len(buffer.data):
-            buffer.data = None
+    listed = [] if parsed.metadataBuffer is None else [int(k) for k in parsed.metadataBuffer]
+    referenced = sorted({0, *listed} | {t.buffer for sg in parsed.subgraphs for t in sg.tensors}
+                        | {m.buffer for m in parsed.metadata or []})
+    if len(referenced) == len(parsed.buffers):
+        return
+    new = {old: k for k, old in enumerate(referenced)}
+    parsed.buffers = [parsed.buffers[k] for k in referenced]
+    for sg in parsed.subgraphs:
+        for t in sg.tensors:
+            t.buffer = new[t.buffer]
+    for m in parsed.metadata or []:
+        m.buffer = new[m.buffer]
+    if parsed.metadataBuffer is not None:
+        parsed.metadataBuffer = np.array([new[k] for k in listed], np.int32)

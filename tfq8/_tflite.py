@@ -662,7 +662,8 @@ def keras_layers(model: Any) -> list[Any]:
     """Every layer in a Keras model, at any depth: in nested models, in wrappers
     (`Bidirectional`, `TimeDistributed`) and in custom layers, which no public Keras
     API lists. Keras 3 and tf_keras both keep the private `_flatten_layers`."""
-    return list(model._flatten_layers(include_self=False, recursive=True))  # pylint: disable=protected-access
+    flatten = model._flatten_layers  # pylint: disable=protected-access
+    return list(flatten(include_self=False, recursive=True))
 
 
 def compile_arguments(model: Any) -> dict[str, Any] | None:

@@ -129,7 +129,7 @@ def int8_loops(model: bytes) -> bytes:
     _float_inputs(parsed)
     for sg in parsed.subgraphs:
         _drop_unread(parsed, sg, ("QUANTIZE", "DEQUANTIZE"))
-    _graph.drop_unused_tensors(parsed)
+    _graph.drop_unused(parsed)
     _log.info("Carried %d loop variable(s) of WHILE loops in int8 (TFLite's quantizer "
               "leaves them float).", carried)
     return _tflite.write_model(parsed)
@@ -156,7 +156,8 @@ def _join_passthroughs(parsed) -> int:
 def _through(parsed, sg, tensor, kind: str) -> int:
     """The input of `tensor`'s producer where that is a `kind` op, else `tensor`."""
     op = _producer(sg, tensor)
-    return int(op.inputs[0]) if op is not None and _tflite.op_name(parsed, op) == kind else int(tensor)
+    found = op is not None and _tflite.op_name(parsed, op) == kind
+    return int(op.inputs[0]) if found else int(tensor)
 
 
 def _loops(parsed) -> list:
@@ -218,17 +219,20 @@ class _Loop:
         given, returned = int(body.inputs[j]), int(body.outputs[j])
         for tensor in (body.tensors[given], self.cond.tensors[self.cond.inputs[j]],
                        sg.tensors[op.outputs[j]]):
-            _set_int8(tensor, grid)
+            _graph.set_int8(tensor, grid)
         for r in _readers(body, given):  # QUANTIZE on entry: gone where the grids agree
             _replace_if_same_grid(body, r, given)
         if returned != given:  # DEQUANTIZE on exit: a requantize, or gone
             write = _producer(body, returned)
-            if _same_grid(body.tensors[write.inputs[0]], grid):
+            if _graph.same_grid(body.tensors[write.inputs[0]], grid):
                 body.outputs[j] = write.inputs[0]
             else:
                 _graph.become(self.parsed, write, "QUANTIZE", [write.inputs[0]],
                               _tflite.schema.QuantizeOptionsT())
-                _set_int8(body.tensors[returned], grid)
+                _graph.set_int8(body.tensors[returned], grid)
+                source = _tflite.tensor_name(body.tensors[write.inputs[0]])
+                body.tensors[returned].name = (  # not the quantizer's "tfl.dequantize<n>"
+                    source + "/tfq8_requantized").encode()
         entering = _producer(sg, op.inputs[j])
         if sg.tensors[op.inputs[j]].type == self.int8:  # an earlier loop's output
             source = int(op.inputs[j])
@@ -236,14 +240,14 @@ class _Loop:
             source = int(entering.inputs[0])
         else:
             source = self._quantized_constant(int(op.inputs[j]), grid)
-        op.inputs[j] = source if _same_grid(sg.tensors[source], grid) else self._requantized(
+        op.inputs[j] = source if _graph.same_grid(sg.tensors[source], grid) else self._requantized(
             source, grid)
         for r in _readers(sg, int(op.outputs[j])):  # after the loop: QUANTIZE, WHILE, a slice
             if self.name(r) == "QUANTIZE":
                 _replace_if_same_grid(sg, r, int(op.outputs[j]))
             elif self.name(r) in _MOVES:  # now on the int8 values, and on their grid
                 moved = int(r.outputs[0])
-                _set_int8(sg.tensors[moved], grid)
+                _graph.set_int8(sg.tensors[moved], grid)
                 for q in _readers(sg, moved):
                     _replace_if_same_grid(sg, q, moved)
 
@@ -258,7 +262,7 @@ class _Loop:
         """A new tensor: `source` requantized to `grid` by a QUANTIZE before the loop."""
         sg = self.sg
         target = _graph.tensor_like(sg, sg.tensors[source], "requantized", self.int8)
-        _set_int8(sg.tensors[target], grid)
+        _graph.set_int8(sg.tensors[target], grid)
         quantize = _graph.new_op(self.parsed, "QUANTIZE", [source], target,
                                  _tflite.schema.QuantizeOptionsT())
         sg.operators.insert(sg.operators.index(self.op), quantize)
@@ -273,7 +277,7 @@ class _Loop:
         scale, zero = float(grid.quantization.scale[0]), int(grid.quantization.zeroPoint[0])
         codes = np.clip(np.round(values / scale) + zero, -128, 127).astype(np.int8)
         target = _graph.tensor_like(sg, tensor, "int8", self.int8)
-        _set_int8(sg.tensors[target], grid)
+        _graph.set_int8(sg.tensors[target], grid)
         buffer = _tflite.schema.BufferT()
         buffer.data = np.frombuffer(codes.tobytes(), np.uint8)
         parsed.buffers.append(buffer)
@@ -309,25 +313,11 @@ def _is_constant(parsed, tensor) -> bool:
     return data is not None and len(data) > 0
 
 
-def _same_grid(tensor, grid) -> bool:
-    q, g = tensor.quantization, grid.quantization
-    return (tensor.type == grid.type and q is not None and q.scale is not None
-            and len(q.scale) == 1 and float(q.scale[0]) == float(g.scale[0])
-            and int(q.zeroPoint[0]) == int(g.zeroPoint[0]))
-
-
-def _set_int8(tensor, grid) -> None:
-    q = _tflite.schema.QuantizationParametersT()
-    q.scale = np.array(grid.quantization.scale, np.float32)
-    q.zeroPoint = np.array(grid.quantization.zeroPoint, np.int64)
-    tensor.type, tensor.quantization = _tflite.schema.TensorType.INT8, q
-
-
 def _replace_if_same_grid(sg, quantize, tensor: int) -> None:
     """Has `quantize`'s readers read `tensor` (int8 now) itself where the grids agree;
     else `quantize` stays, requantizing."""
     out = int(quantize.outputs[0])
-    if not _same_grid(sg.tensors[out], sg.tensors[tensor]) or out in sg.outputs:
+    if not _graph.same_grid(sg.tensors[out], sg.tensors[tensor]) or out in sg.outputs:
         return
     for op in sg.operators:
         op.inputs = np.array([tensor if int(t) == out else int(t) for t in op.inputs], np.int32)

@@ -56,7 +56,8 @@ quantizer does make int8:
 After quantizing, `int8_islands` closes the float islands of ops that TFLite
 runs in int8 but its quantizer leaves float: `DEQUANTIZE -> ELU -> QUANTIZE`
 becomes one int8 ELU (a lookup table built from its input's and output's
-grids, which the two tensors already have).
+grids, which the two tensors already have), and likewise a SPLIT the quantizer
+left float on one grid.
 
 Tensor indices stay as they were (new tensors are appended), so statistics
 collected on the calibrated model still apply. `Calibration` applies the
@@ -116,14 +117,17 @@ def rewrite_for_int8(model: bytes) -> bytes:
 
 
 # Ops TFLite runs in int8 (LiteRT's kernels take int8 at the op's version 1) that its
-# quantizer leaves float.
-_INT8_KERNELS = ("ELU",)
+# quantizer leaves float -> (the index of their value input, whether their int8 kernel
+# needs the outputs on the input's grid). The quantizer leaves ELU float always, and now
+# and then (one run in six) one SPLIT of an unrolled LSTM in a model that also has a
+# WHILE loop, between a DEQUANTIZE and QUANTIZEs onto the same grid.
+_INT8_KERNELS = {"ELU": (0, False), "SPLIT": (1, True)}
 
 
 def int8_islands(model: bytes) -> bytes:
     """`model` (quantized) with each `DEQUANTIZE -> op -> QUANTIZE` of an op in
-    `_INT8_KERNELS` replaced by the op itself on the int8 tensors, in every
-    subgraph (a loop's body too).
+    `_INT8_KERNELS` (a QUANTIZE on each output) replaced by the op itself on the
+    int8 tensors, in every subgraph (a loop's body too).
 
     Args:
         model: A quantized `.tflite` flatbuffer.
@@ -134,17 +138,17 @@ def int8_islands(model: bytes) -> bytes:
     if not _graph.uses_any(model, _INT8_KERNELS):
         return model
     parsed = _tflite.read_model(model)
-    closed = sum(_close_islands(parsed, sg) for sg in parsed.subgraphs)
+    closed = [name for sg in parsed.subgraphs for name in _close_islands(parsed, sg)]
     if not closed:
         return model
-    _log.info("Ran %d op(s) in int8 that the quantizer left float (%s).", closed,
-              ", ".join(sorted({_tflite.op_name(parsed, op) for sg in parsed.subgraphs
-                                for op in sg.operators} & set(_INT8_KERNELS))))
+    _graph.drop_unused(parsed)
+    _log.info("Ran %d op(s) in int8 that the quantizer left float (%s).", len(closed),
+              ", ".join(sorted(set(closed))))
     return _tflite.write_model(parsed)
 
 
-def _close_islands(parsed, sg) -> int:
-    """Closes the islands of subgraph `sg` (see `int8_islands`); how many."""
+def _close_islands(parsed, sg) -> list[str]:
+    """Closes the islands of subgraph `sg` (see `int8_islands`); the names of their ops."""
     names = [_tflite.op_name(parsed, op) for op in sg.operators]
     producer = {int(t): k for k, op in enumerate(sg.operators) for t in op.outputs}
     readers: dict[int, list[int]] = {}
@@ -154,21 +158,33 @@ def _close_islands(parsed, sg) -> int:
     outputs = {int(t) for t in sg.outputs}
     int8 = _tflite.schema.TensorType.INT8
     dropped: set[int] = set()
+    closed = []
     for k, op in enumerate(sg.operators):
         if names[k] not in _INT8_KERNELS:
             continue
-        before, after = int(op.inputs[0]), int(op.outputs[0])
-        d, q = producer.get(before), readers.get(after, [])
+        value, keeps_grid = _INT8_KERNELS[names[k]]
+        before, after = int(op.inputs[value]), [int(t) for t in op.outputs]
+        d, q = producer.get(before), [readers.get(t, []) for t in after]
         if (d is None or names[d] != "DEQUANTIZE" or readers.get(before) != [k]
-                or len(q) != 1 or names[q[0]] != "QUANTIZE" or {before, after} & outputs):
+                or any(len(r) > 1 or r and names[r[0]] != "QUANTIZE" for r in q)
+                or not any(q) or {before, *after} & outputs):
+            continue  # (an output nothing reads, as a first step's forget gate, may stay so)
+        source = int(sg.operators[d].inputs[0])
+        targets = [int(sg.operators[r[0]].outputs[0]) if r else source for r in q]
+        if (any(sg.tensors[t].type != int8 for t in (source, *targets)) or set(targets) & outputs
+                or keeps_grid and not all(_graph.same_grid(sg.tensors[t], sg.tensors[source])
+                                          for t in targets)):
             continue
-        source, target = int(sg.operators[d].inputs[0]), int(sg.operators[q[0]].outputs[0])
-        if sg.tensors[source].type != int8 or sg.tensors[target].type != int8:
-            continue
-        op.inputs, op.outputs = np.array([source], np.int32), np.array([target], np.int32)
-        dropped.update((d, q[0]))
+        op.inputs[value] = source
+        for t, target in zip(after, targets):  # the op's own outputs, int8 on the targets' grids
+            _graph.set_int8(sg.tensors[t], sg.tensors[target])
+            for reader in sg.operators:
+                reader.inputs = np.array([t if int(i) == target != source else int(i)
+                                          for i in reader.inputs], np.int32)
+        dropped.update((d, *(r[0] for r in q if r)))
+        closed.append(names[k])
     sg.operators = [op for k, op in enumerate(sg.operators) if k not in dropped]
-    return len(dropped) // 2
+    return closed
 
 
 _Rewrite = Callable[[Any, Any, Any], None]
