@@ -235,3 +235,22 @@ def test_a_loop_anywhere_in_the_model_gets_the_batch_size_fixed_at_one(kind):
     info = tfq8.inspect(blob)
     assert info.full_integer and info.inputs[0].shape_signature == (1, *shape)
     assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
+
+
+def test_a_tf_keras_lstm_runs_every_sample_from_its_first_state():
+    """A tf_keras LSTM becomes TFLite's fused LSTM, whose state lives in variable tensors that
+    each run leaves holding its last state; with the batch size fixed at 1, each sample
+    started from the one before (10.6 dB against Keras' outputs, and check did not see it)."""
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(0)
+    model = tf_keras.Sequential([tf_keras.Input((6, 4)), tf_keras.layers.LSTM(8),
+                                 tf_keras.layers.Dense(3)])
+    x = np.random.default_rng(0).normal(size=(32, 6, 4)).astype(np.float32)
+    blob = tfq8.convert(model, x, method="minmax")
+    assert "UNIDIRECTIONAL_SEQUENCE_LSTM" in _subgraph_ops(blob)[0]
+    want = model.predict(x, verbose=0)
+    error = ModelRunner(blob).run([x])[0] - want
+    sqnr_db = 10 * np.log10(np.sum(want ** 2) / np.sum(error ** 2))
+    assert sqnr_db > 20
+    assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db == pytest.approx(
+        sqnr_db, abs=0.5)

@@ -117,8 +117,10 @@ class ModelHandle:
         the converter refuses as it is, converts as a model of batch size 1,
         one sample per run, as on a phone (logged). A subclassed model converts
         so at the input shape it was built for. The converter is tried
-        on the model as it is first, so models it takes (a tf_keras LSTM, which
-        becomes TFLite's fused LSTM) keep their free batch size.
+        on the model as it is first, so models it takes keep their free batch
+        size. (A tf_keras `LSTM` becomes TFLite's fused LSTM, whose state stays
+        from one run to the next: tfq8 resets it before each run,
+        `tfq8.harness.litert.invoke`, and so must an app.)
         """
         if not self._batch_checked:
             self._batch_checked = True

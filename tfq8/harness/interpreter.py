@@ -33,7 +33,7 @@ import numpy as np
 from tfq8 import _args, _tflite
 from tfq8.errors import first_line
 from tfq8.data import InputSpec, fixed_batch, short_name
-from tfq8.harness.litert import BACKENDS, new_interpreter, size_inputs
+from tfq8.harness.litert import BACKENDS, invoke, new_interpreter, size_inputs
 from tfq8.harness.litert import allocate as allocate_tensors
 
 _log = logging.getLogger("tfq8")
@@ -546,7 +546,7 @@ class ModelRunner:
                 part = pad_batch(a[start:stop], step) if self.fixed_batch else a[start:stop]
                 self.interpreter.set_tensor(t.index, np.ascontiguousarray(t.quantize(part)))
             try:
-                self.interpreter.invoke()
+                invoke(self.interpreter)
             except RuntimeError as e:
                 raise InvalidModelError(f"LiteRT failed to run {self.arg}: "
                                         f"{first_line(e)}") from None

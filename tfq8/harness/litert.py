@@ -83,3 +83,16 @@ def allocate(interpreter: Any) -> None:
     """
     with quiet_native_stderr():
         interpreter.allocate_tensors()
+
+
+def invoke(interpreter: Any) -> None:
+    """`interpreter.invoke()` from the model's first state, as Keras runs every batch.
+
+    TFLite's fused LSTM (`UNIDIRECTIONAL_SEQUENCE_LSTM`, what a tf_keras `LSTM`
+    becomes) keeps its state in variable tensors, which each run leaves holding
+    its last state: without a reset, each run (each sample, where the batch size
+    is fixed at 1) would start from the one before it. Other models have no
+    variable tensors, and the reset costs them nothing.
+    """
+    interpreter.reset_all_variables()
+    interpreter.invoke()

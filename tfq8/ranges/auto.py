@@ -69,6 +69,7 @@ from typing import Any, Collection, Mapping
 import numpy as np
 
 from tfq8 import _tflite
+from tfq8.harness.litert import invoke
 from tfq8.shared_grid import Quantizer
 
 _log = logging.getLogger("tfq8")
@@ -429,7 +430,7 @@ def _run_on(model: bytes, samples: list[np.ndarray], batch: int,
     for start in range(0, n, batch):
         for t, a in zip(ins, samples):
             interp.set_tensor(t.index, t.quantize(pad_batch(a[start : start + batch], batch)))
-        interp.invoke()
+        invoke(interp)
         for k, t in enumerate(outs):
             results[k].append(t.dequantize(interp.get_tensor(t.index))[: n - start])
     return [np.concatenate(r) for r in results]

@@ -25,7 +25,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from tfq8.data import fixed_batch
-from tfq8.harness.litert import allocate, new_interpreter, size_inputs
+from tfq8.harness.litert import allocate, invoke, new_interpreter, size_inputs
 from tfq8.stats.histogram import Histogram
 
 _log = logging.getLogger("tfq8")
@@ -130,7 +130,7 @@ def _run_batches(interpreter, inputs: Sequence[np.ndarray], batch: int,
             batch = n
         for d, a in zip(details, arrays):
             interpreter.set_tensor(d["index"], a)
-        interpreter.invoke()
+        invoke(interpreter)
 
         lo, hi = np.searchsorted(track, [done, done + n])
         rows = track[lo:hi] - done
