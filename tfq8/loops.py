@@ -19,10 +19,18 @@ TFLite handles such loops badly in two ways, and tfq8 fixes both:
    sequence, the input sequence) across iterations in float:
    `DEQUANTIZE -> WHILE -> QUANTIZE` outside, `QUANTIZE` at the top of the body
    and `DEQUANTIZE` at its end, each time step. `int8_loops` carries those
-   variables in int8 instead, on the grid the body reads them with (the
-   quantizer gives a state the same grid where the body reads and writes it;
-   where the two differ, a requantizing QUANTIZE stays). The same
-   arithmetic, with a full-integer model.
+   variables in int8 instead: on the grid the body writes them with where the
+   value entering the loop is exact on it (a recurrent layer's state starts at
+   zeros), so that what leaves the loop is what the body wrote, as in the
+   float loop; else on the grid the body reads them with. Where the body reads
+   a variable on another grid than it writes it (an LSTM's state: the range
+   of the states steps start from is not that of those they end with), a
+   requantizing QUANTIZE stays, at the top of the body or at its end. The
+   same arithmetic, with a full-integer model, but for TFLite's int8-to-int8
+   QUANTIZE, which rounds a few values one step off where the float loop's
+   float-to-int8 QUANTIZE rounds exactly; and for a loop whose entering value
+   is on a grid of its own (a `tf.while_loop` of a layer's output) and which
+   writes on another, the value leaving it is requantized once more.
 
 The body's own tensors keep the ranges TFLite's calibrator recorded over all
 time steps (tfq8's statistics cover subgraph 0).
@@ -193,17 +201,20 @@ class _Loop:
                for r in reads):
             return None
         grids = [body.tensors[r.outputs[0]] for r in reads]
+        written = None
         if returned != given:
             write = _producer(body, returned)
             if (write is None or self.name(write) != "DEQUANTIZE" or _readers(body, returned)
                     or returned in body.outputs[:j] or returned in body.outputs[j + 1:]):
                 return None
-            grids.append(body.tensors[write.inputs[0]])
+            written = body.tensors[write.inputs[0]]
+            grids.append(written)
         entering = _producer(sg, op.inputs[j])
+        start = None  # the grid of the value entering the loop, None for a constant
         if entering is not None and self.name(entering) == "DEQUANTIZE":
-            grids.append(sg.tensors[entering.inputs[0]])
+            start = sg.tensors[entering.inputs[0]]
         elif sg.tensors[op.inputs[j]].type == self.int8:  # an earlier loop's, carried in int8
-            grids.append(sg.tensors[op.inputs[j]])
+            start = sg.tensors[op.inputs[j]]
         elif entering is not None or not _is_constant(self.parsed, sg.tensors[op.inputs[j]]):
             return None
         leaving = int(op.outputs[j])
@@ -211,7 +222,10 @@ class _Loop:
                 self.name(r) in ("QUANTIZE", "WHILE") or self._moves_to_quantize(r, leaving)
                 for r in _readers(sg, leaving)):
             return None  # (a later loop that stays float gets a DEQUANTIZE: _float_inputs)
-        return grids[0] if grids else None
+        if written is not None and (_graph.same_grid(start, written) if start is not None
+                                    else _exact_on(self._values(int(op.inputs[j])), written)):
+            return written  # what leaves the loop is what the body wrote, as in the float loop
+        return grids[0] if grids else start
 
     def carry_in_int8(self, j: int, grid) -> None:
         """Makes variable `j` int8 on `grid`'s scale and zero point, everywhere."""
@@ -268,14 +282,16 @@ class _Loop:
         sg.operators.insert(sg.operators.index(self.op), quantize)
         return target
 
+    def _values(self, const: int) -> np.ndarray:
+        """The values of float constant `const` of the loop's subgraph."""
+        data = self.parsed.buffers[self.sg.tensors[const].buffer].data
+        return np.frombuffer(bytes(np.asarray(data, np.uint8)), np.float32)
+
     def _quantized_constant(self, const: int, grid) -> int:
         """A new int8 constant: float constant `const` on `grid`."""
         sg, parsed = self.sg, self.parsed
         tensor = sg.tensors[const]
-        values = np.frombuffer(bytes(np.asarray(parsed.buffers[tensor.buffer].data, np.uint8)),
-                               np.float32)
-        scale, zero = float(grid.quantization.scale[0]), int(grid.quantization.zeroPoint[0])
-        codes = np.clip(np.round(values / scale) + zero, -128, 127).astype(np.int8)
+        codes = np.clip(np.round(_steps(self._values(const), grid)), -128, 127).astype(np.int8)
         target = _graph.tensor_like(sg, tensor, "int8", self.int8)
         _graph.set_int8(sg.tensors[target], grid)
         buffer = _tflite.schema.BufferT()
@@ -306,6 +322,17 @@ def _readers(sg, tensor) -> list:
 
 def _producer(sg, tensor):
     return next((op for op in sg.operators if int(tensor) in {int(t) for t in op.outputs}), None)
+
+
+def _steps(values: np.ndarray, grid) -> np.ndarray:
+    """`values` in steps of `grid`'s scale from its zero point: their int8 codes, unrounded."""
+    return values / float(grid.quantization.scale[0]) + int(grid.quantization.zeroPoint[0])
+
+
+def _exact_on(values: np.ndarray, grid) -> bool:
+    """Whether `grid` holds each of `values` exactly (zeros, on any grid)."""
+    steps = _steps(values, grid)
+    return bool(np.array_equal(steps, np.round(steps)) and np.all((steps >= -128) & (steps <= 127)))
 
 
 def _is_constant(parsed, tensor) -> bool:
