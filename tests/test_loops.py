@@ -276,3 +276,13 @@ def test_the_states_a_loop_returns_are_the_ones_its_body_wrote():
     ours_db, theirs_db = ([o.sqnr_db for o in tfq8.check(b, reference=model, data=held).outputs]
                           for b in (blob, theirs))
     assert ours_db == pytest.approx(theirs_db, abs=0.05)
+
+
+def test_a_stateful_recurrent_layer_is_refused_saying_why():
+    """stateful=True keeps the state in a variable between runs, which stays float."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 4), batch_size=1),
+                              keras.layers.GRU(8, stateful=True), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(16, 6, 4)).astype(np.float32)
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"READ_VARIABLE.*stateful=False"):
+        tfq8.convert(model, x, method="minmax")

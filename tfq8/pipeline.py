@@ -398,6 +398,10 @@ _FLOAT_OP_HINTS = {
              "quantized ops, as in Keras' LSTM, GRU and SimpleRNN, and the loop's condition "
              "reads only its counters; this loop has a variable that does not fit: unroll "
              "it, such as keras.layers.LSTM(..., unroll=True), to make it integer.",
+    "READ_VARIABLE": "A variable the model reads and writes at run time, such as the state a "
+                     "recurrent layer built with stateful=True keeps between runs, stays float "
+                     "(TFLite's quantizer leaves it so): build the layer with stateful=False, and "
+                     "pass the state as a model input and output where it must last.",
     "ELU": "TFLite's quantizer leaves ELU float (the converter's int8 model too), and tfq8 "
            "runs it in int8 only between int8 tensors, not on a float32 model input or output: "
            "an activation it quantizes, such as 'relu', 'gelu', 'swish' or 'selu', keeps the "
