@@ -110,6 +110,7 @@ def test_a_free_batch_size_is_fixed_at_one_where_the_loop_needs_it(caplog):
     with caplog.at_level("INFO", logger="tfq8"):
         blob = tfq8.convert(model, x, method="minmax")
     assert sum("batch size fixed at 1" in r.getMessage() for r in caplog.records) == 1
+    assert tfq8.convert(model, x, method="minmax") == blob  # the same tensor names again
     info = tfq8.inspect(blob)
     assert info.full_integer and info.inputs[0].shape_signature == (1, 5, 4)
     assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
@@ -235,6 +236,7 @@ def test_a_loop_anywhere_in_the_model_gets_the_batch_size_fixed_at_one(kind):
     info = tfq8.inspect(blob)
     assert info.full_integer and info.inputs[0].shape_signature == (1, *shape)
     assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
+    assert tfq8.convert(model, x, method="minmax") == blob
 
 
 def test_a_tf_keras_lstm_runs_every_sample_from_its_first_state():

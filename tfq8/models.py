@@ -379,9 +379,10 @@ def _loop_layers(model: Any) -> list[str]:
             if getattr(layer, "unroll", None) is False]
 
 
-def _one_input(model: Any) -> tuple[tuple, str, str | None] | None:
+def _one_input(model: Any) -> tuple[tuple, str, str] | None:
     """(shape, dtype, name) of the input of a one-input Keras model, or None. A subclassed
-    model has no `Input`: the shape it was built for, with a free batch size, float32."""
+    model has no `Input`: the shape it was built for, with a free batch size, float32,
+    named "input"."""
     inputs = getattr(model, "inputs", None) or []
     if inputs:
         if len(inputs) != 1 or isinstance(getattr(model, "input", None), dict):
@@ -392,15 +393,17 @@ def _one_input(model: Any) -> tuple[tuple, str, str | None] | None:
     if not isinstance(shape, (list, tuple)) or not shape or not all(
             d is None or isinstance(d, int) for d in shape):
         return None  # (several inputs, or not built by a call)
-    return (None, *shape[1:]), "float32", None
+    return (None, *shape[1:]), "float32", "input"
 
 
 def _with_batch_one(model: Any) -> Any:
-    """`model` called on an input of batch size 1 (one-input Keras models)."""
+    """`model` called on an input of batch size 1 (one-input Keras models), under its own
+    name: the TFLite graph's tensor names start with it, and a name of Keras' choosing
+    (functional_2, functional_3, ...) would change them at each conversion."""
     k = _tf_keras() if is_tf_keras_model(model) else _keras3()
     shape, dtype, name = _one_input(model)
     inp = k.Input(batch_shape=(1, *shape[1:]), dtype=dtype, name=name)
-    return k.Model(inp, model(inp))
+    return k.Model(inp, model(inp), name=model.name)
 
 
 def _check_keras_model(model: Any) -> None:
