@@ -161,7 +161,7 @@ def test_dynamic_height_and_width_are_timed_at_the_shape_asked_for(dynamic, tmp_
     assert code != 0 and "--input-shape must be sizes separated by commas" in err
 
 
-def test_an_op_that_cannot_run_alone_is_left_out_of_the_total_and_the_json():
+def test_an_op_that_cannot_run_alone_is_left_out_of_the_total_and_the_json(caplog):
     import io
     import json
     from contextlib import redirect_stdout
@@ -170,13 +170,16 @@ def test_an_op_that_cannot_run_alone_is_left_out_of_the_total_and_the_json():
 
     @tf.function(input_signature=[tf.TensorSpec([1, 8], tf.float32)])
     def loop(x):
-        return tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, tf.nn.relu(v * 1.5)),
-                             [tf.constant(0), x])[1]
+        return tf.nn.relu(tf.while_loop(lambda i, v: i < 3, lambda i, v: (i + 1, v * 1.5),
+                                        [tf.constant(0), x])[1])
 
     with redirect_stdout(io.StringIO()):
         blob = tf.lite.TFLiteConverter.from_concrete_functions(
             [loop.get_concrete_function()], loop).convert()
     report = tfq8.benchmark(blob, runs=5, warmup=1, backend="builtin", op_time_budget_s=0.005)
-    assert [o.op for o in report.ops] == ["WHILE"] and not np.isfinite(report.ops[0].time_ms)
+    assert [o.op for o in report.ops] == ["WHILE", "RELU"]  # (RELU has no options)
+    assert not np.isfinite(report.ops[0].time_ms) and np.isfinite(report.ops[1].time_ms)
+    assert "Op 0 (WHILE) runs other subgraphs (a loop's body, a branch)" in caplog.text
+    assert "corrupted" not in caplog.text  # (what LiteRT said of the op alone)
     assert np.isfinite(report.ops_total_ms["int8"])
     json.dumps(report.to_dict(), allow_nan=False)

@@ -389,18 +389,25 @@ def _per_op(blob: bytes, parsed: Any, backend: str, num_threads: int, warmup: in
     values = _all_values(blob, rng, shapes)
     sg = parsed.subgraphs[0]
     rows = []
+
+    def sig(ids: Any) -> tuple[tuple[tuple[int, ...], str], ...]:
+        # The shapes the op ran at (the stored ones are placeholders where dynamic).
+        return tuple((tuple(int(d) for d in (values[int(i)].shape if int(i) in values
+                                             else sg.tensors[i].shape)),
+                      _tflite.tensor_type_name(sg.tensors[i].type)) for i in ids if int(i) >= 0)
+
     for k, op in enumerate(sg.operators):
         name = _tflite.op_name(parsed, op)
+        out_name = _tflite.tensor_name(sg.tensors[int(op.outputs[0])]) if len(op.outputs) else ""
+        options = vars(op.builtinOptions) if op.builtinOptions is not None else {}
+        if any(field.endswith("SubgraphIndex") for field in options):
+            _log.warning("Op %d (%s) runs other subgraphs (a loop's body, a branch), so it is not "
+                         "timed on its own and is left out of the per-op table; the whole "
+                         "model's latency includes it.", k, name)
+            rows.append([k, name, sig(op.inputs), sig(op.outputs), out_name, math.nan])
+            continue
         single, feeds = single_op_model(parsed, k)
-
-        def sig(ids: Any) -> tuple[tuple[tuple[int, ...], str], ...]:
-            # The shapes the op ran at (the stored ones are placeholders where dynamic).
-            return tuple((tuple(int(d) for d in (values[int(i)].shape if int(i) in values
-                                                 else sg.tensors[i].shape)),
-                          _tflite.tensor_type_name(sg.tensors[i].type)) for i in ids if int(i) >= 0)
-
-        try:
-            # Verified again: an op that refers to other subgraphs (WHILE, IF) cannot stand alone.
+        try:  # (verified again)
             it = make_interpreter(single, backend=backend, num_threads=num_threads,
                                   arg=f"op {k} ({name}) alone", allocate=False)
             size_inputs(it, [values[orig].shape if orig in values
@@ -413,7 +420,6 @@ def _per_op(blob: bytes, parsed: Any, backend: str, num_threads: int, warmup: in
             _log.warning("Op %d (%s) cannot run on its own, left out of the per-op table: %s",
                          k, name, e)
             ms = math.nan
-        out_name = _tflite.tensor_name(sg.tensors[int(op.outputs[0])]) if len(op.outputs) else ""
         rows.append([k, name, sig(op.inputs), sig(op.outputs), out_name, ms])
     total = sum(r[5] for r in rows if not math.isnan(r[5])) or 1.0
     return tuple(OpTiming(*r, share=(0.0 if math.isnan(r[5]) else r[5] / total)) for r in rows)
