@@ -70,6 +70,14 @@ def constant(parsed, sg, op, value, what: str, dtype=np.float32, shape=(1,)) -> 
     return len(sg.tensors) - 1
 
 
+def float_values(parsed, tensor) -> np.ndarray | None:
+    """The values of a float32 constant `tensor` (flat), or None if it holds no data."""
+    data = parsed.buffers[tensor.buffer].data if tensor.buffer else None
+    if data is None or not len(data) or tensor.type != _tflite.schema.TensorType.FLOAT32:
+        return None
+    return np.frombuffer(bytes(np.asarray(data, np.uint8)), np.float32)
+
+
 def uses_any(model: bytes, names: tuple[str, ...]) -> bool:
     """Whether `model` has an operator code for any of the builtin ops `names` (no parsing)."""
     schema = _tflite.schema

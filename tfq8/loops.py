@@ -215,7 +215,8 @@ class _Loop:
             start = sg.tensors[entering.inputs[0]]
         elif sg.tensors[op.inputs[j]].type == self.int8:  # an earlier loop's, carried in int8
             start = sg.tensors[op.inputs[j]]
-        elif entering is not None or not _is_constant(self.parsed, sg.tensors[op.inputs[j]]):
+        elif (entering is not None
+              or _graph.float_values(self.parsed, sg.tensors[op.inputs[j]]) is None):
             return None
         leaving = int(op.outputs[j])
         if leaving in sg.outputs or not all(
@@ -284,8 +285,7 @@ class _Loop:
 
     def _values(self, const: int) -> np.ndarray:
         """The values of float constant `const` of the loop's subgraph."""
-        data = self.parsed.buffers[self.sg.tensors[const].buffer].data
-        return np.frombuffer(bytes(np.asarray(data, np.uint8)), np.float32)
+        return _graph.float_values(self.parsed, self.sg.tensors[const])
 
     def _quantized_constant(self, const: int, grid) -> int:
         """A new int8 constant: float constant `const` on `grid`."""
@@ -333,11 +333,6 @@ def _exact_on(values: np.ndarray, grid) -> bool:
     """Whether `grid` holds each of `values` exactly (zeros, on any grid)."""
     steps = _steps(values, grid)
     return bool(np.array_equal(steps, np.round(steps)) and np.all((steps >= -128) & (steps <= 127)))
-
-
-def _is_constant(parsed, tensor) -> bool:
-    data = parsed.buffers[tensor.buffer].data if tensor.buffer else None
-    return data is not None and len(data) > 0
 
 
 def _replace_if_same_grid(sg, quantize, tensor: int) -> None:

@@ -226,13 +226,10 @@ def _huge_fill(parsed, sg, op) -> int | None:
             or sg.tensors[out].quantization is None or sg.tensors[out].quantization.min is None):
         return None
     for k in (1, 2):
-        const, other = sg.tensors[op.inputs[k]], sg.tensors[op.inputs[3 - k]]
-        data = parsed.buffers[const.buffer].data if const.buffer else None
-        q = other.quantization
-        if (data is None or not len(data) or const.type != _tflite.schema.TensorType.FLOAT32
-                or q is None or q.min is None or not len(q.min)):
-            continue
-        if float(np.frombuffer(bytes(np.asarray(data, np.uint8)), np.float32).max()) <= -_HUGE:
+        values = _graph.float_values(parsed, sg.tensors[op.inputs[k]])
+        q = sg.tensors[op.inputs[3 - k]].quantization
+        if (values is not None and q is not None and q.min is not None and len(q.min)
+                and float(values.max()) <= -_HUGE):
             return k
     return None
 
@@ -272,10 +269,9 @@ def mask_fills(model: bytes) -> dict[int, tuple[int, float]]:
             continue
         for k in (1, 2):
             const = sg.tensors[op.inputs[k]]
-            if _tflite.tensor_name(const).endswith(f"/tfq8_{_FILL}") and const.buffer:
-                value = np.frombuffer(bytes(np.asarray(parsed.buffers[const.buffer].data,
-                                                       np.uint8)), np.float32)
-                found[int(op.outputs[0])] = (int(op.inputs[3 - k]), float(value.reshape(-1)[0]))
+            values = _graph.float_values(parsed, const)
+            if _tflite.tensor_name(const).endswith(f"/tfq8_{_FILL}") and values is not None:
+                found[int(op.outputs[0])] = (int(op.inputs[3 - k]), float(values[0]))
     return found
 
 def _as_mul(parsed, sg, op) -> None:
