@@ -285,13 +285,16 @@ def _unsupported(message: str) -> Exception:
             f"full-integer models cannot use TF Select (Flex) ops.{hints}"
         )
     first = next((ln for ln in message.splitlines() if "error" in ln.lower()), message[:300])
-    hint = ""
     if "TensorList" in message:  # Keras 3 LSTM/GRU/RNN loops keep their steps in a TensorList
-        hint = (" (a recurrent layer that is not unrolled: TFLite's converter cannot lower its "
-                "TensorList while the batch size is free, and tfq8 fixes it at 1 only for "
-                "Keras models of one input; build the layer with unroll=True, or the model "
-                "with keras.Input(..., batch_size=1))")
-    return UnsupportedOpError(f"TFLite's converter rejected the model{hint}: {first.strip()}")
+        layers = sorted({scope for op, found in _op_locations(message).items()
+                         if op.startswith("TensorList") for scope in found})
+        return UnsupportedOpError(
+            "TFLite's converter rejected the model: a recurrent layer that is not unrolled"
+            + (f" ({', '.join(layers)})" if layers else "") + " keeps its steps in a "
+            "TensorList, which the converter lowers only with a fixed batch size, and tfq8 "
+            "fixes it at 1 only for Keras models of one input. Build the layer with "
+            "unroll=True, or the model with keras.Input(..., batch_size=1).")
+    return UnsupportedOpError(f"TFLite's converter rejected the model: {first.strip()}")
 
 
 def quantize(
