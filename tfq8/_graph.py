@@ -70,6 +70,16 @@ def constant(parsed, sg, op, value, what: str, dtype=np.float32, shape=(1,)) -> 
     return len(sg.tensors) - 1
 
 
+def readers(sg, tensor) -> list:
+    """The ops of subgraph `sg` that read tensor index `tensor`."""
+    return [op for op in sg.operators if int(tensor) in {int(t) for t in op.inputs}]
+
+
+def producer(sg, tensor):
+    """The op of subgraph `sg` that writes tensor index `tensor`, or None."""
+    return next((op for op in sg.operators if int(tensor) in {int(t) for t in op.outputs}), None)
+
+
 def float_values(parsed, tensor) -> np.ndarray | None:
     """The values of a float32 constant `tensor` (flat), or None if it holds no data."""
     data = parsed.buffers[tensor.buffer].data if tensor.buffer else None

@@ -151,7 +151,7 @@ def _join_passthroughs(parsed) -> int:
     for body, _ in _loops(parsed):
         for k, (given, returned) in enumerate(zip(body.inputs, body.outputs)):
             copy = _through(parsed, body, returned, "DEQUANTIZE")
-            reshape = _producer(body, copy)
+            reshape = _graph.producer(body, copy)
             if (reshape is not None and _tflite.op_name(parsed, reshape) == "RESHAPE"
                     and _tflite.tensor_name(body.tensors[copy]).endswith("/tfq8_passthrough")
                     and _through(parsed, body, reshape.inputs[0], "QUANTIZE") == int(given)):
@@ -163,7 +163,7 @@ def _join_passthroughs(parsed) -> int:
 
 def _through(parsed, sg, tensor, kind: str) -> int:
     """The input of `tensor`'s producer where that is a `kind` op, else `tensor`."""
-    op = _producer(sg, tensor)
+    op = _graph.producer(sg, tensor)
     found = op is not None and _tflite.op_name(parsed, op) == kind
     return int(op.inputs[0]) if found else int(tensor)
 
@@ -193,23 +193,23 @@ class _Loop:
         """The int8 grid (a tensor carrying it) to carry variable `j` on, or None."""
         sg, body, op = self.sg, self.body, self.op
         given, returned = int(body.inputs[j]), int(body.outputs[j])
-        if sg.tensors[op.outputs[j]].type != self.float32 or _readers(self.cond,
+        if sg.tensors[op.outputs[j]].type != self.float32 or _graph.readers(self.cond,
                                                                     self.cond.inputs[j]):
             return None
-        reads = _readers(body, given)
+        reads = _graph.readers(body, given)
         if any(self.name(r) != "QUANTIZE" or body.tensors[r.outputs[0]].type != self.int8
                for r in reads):
             return None
         grids = [body.tensors[r.outputs[0]] for r in reads]
         written = None
         if returned != given:
-            write = _producer(body, returned)
-            if (write is None or self.name(write) != "DEQUANTIZE" or _readers(body, returned)
+            write = _graph.producer(body, returned)
+            if (write is None or self.name(write) != "DEQUANTIZE" or _graph.readers(body, returned)
                     or returned in body.outputs[:j] or returned in body.outputs[j + 1:]):
                 return None
             written = body.tensors[write.inputs[0]]
             grids.append(written)
-        entering = _producer(sg, op.inputs[j])
+        entering = _graph.producer(sg, op.inputs[j])
         start = None  # the grid of the value entering the loop, None for a constant
         if entering is not None and self.name(entering) == "DEQUANTIZE":
             start = sg.tensors[entering.inputs[0]]
@@ -221,7 +221,7 @@ class _Loop:
         leaving = int(op.outputs[j])
         if leaving in sg.outputs or not all(
                 self.name(r) in ("QUANTIZE", "WHILE") or self._moves_to_quantize(r, leaving)
-                for r in _readers(sg, leaving)):
+                for r in _graph.readers(sg, leaving)):
             return None  # (a later loop that stays float gets a DEQUANTIZE: _float_inputs)
         if written is not None and (_graph.same_grid(start, written) if start is not None
                                     else _exact_on(self._values(int(op.inputs[j])), written)):
@@ -235,10 +235,10 @@ class _Loop:
         for tensor in (body.tensors[given], self.cond.tensors[self.cond.inputs[j]],
                        sg.tensors[op.outputs[j]]):
             _graph.set_int8(tensor, grid)
-        for r in _readers(body, given):  # QUANTIZE on entry: gone where the grids agree
+        for r in _graph.readers(body, given):  # QUANTIZE on entry: gone where the grids agree
             _replace_if_same_grid(body, r, given)
         if returned != given:  # DEQUANTIZE on exit: a requantize, or gone
-            write = _producer(body, returned)
+            write = _graph.producer(body, returned)
             if _graph.same_grid(body.tensors[write.inputs[0]], grid):
                 body.outputs[j] = write.inputs[0]
             else:
@@ -248,7 +248,7 @@ class _Loop:
                 source = _tflite.tensor_name(body.tensors[write.inputs[0]])
                 body.tensors[returned].name = (  # not the quantizer's "tfl.dequantize<n>"
                     source + "/tfq8_requantized").encode()
-        entering = _producer(sg, op.inputs[j])
+        entering = _graph.producer(sg, op.inputs[j])
         if sg.tensors[op.inputs[j]].type == self.int8:  # an earlier loop's output
             source = int(op.inputs[j])
         elif entering is not None:  # a DEQUANTIZE: its int8 input
@@ -257,13 +257,13 @@ class _Loop:
             source = self._quantized_constant(int(op.inputs[j]), grid)
         op.inputs[j] = source if _graph.same_grid(sg.tensors[source], grid) else self._requantized(
             source, grid)
-        for r in _readers(sg, int(op.outputs[j])):  # after the loop: QUANTIZE, WHILE, a slice
+        for r in _graph.readers(sg, int(op.outputs[j])):  # after the loop: QUANTIZE, WHILE, a slice
             if self.name(r) == "QUANTIZE":
                 _replace_if_same_grid(sg, r, int(op.outputs[j]))
             elif self.name(r) in _MOVES:  # now on the int8 values, and on their grid
                 moved = int(r.outputs[0])
                 _graph.set_int8(sg.tensors[moved], grid)
-                for q in _readers(sg, moved):
+                for q in _graph.readers(sg, moved):
                     _replace_if_same_grid(sg, q, moved)
 
     def _moves_to_quantize(self, op, tensor: int) -> bool:
@@ -271,7 +271,7 @@ class _Loop:
         moved = int(op.outputs[0])
         return (self.name(op) in _MOVES and int(op.inputs[0]) == tensor
                 and tensor not in [int(t) for t in op.inputs[1:]] and moved not in self.sg.outputs
-                and all(self.name(q) == "QUANTIZE" for q in _readers(self.sg, moved)))
+                and all(self.name(q) == "QUANTIZE" for q in _graph.readers(self.sg, moved)))
 
     def _requantized(self, source: int, grid) -> int:
         """A new tensor: `source` requantized to `grid` by a QUANTIZE before the loop."""
@@ -314,14 +314,6 @@ def _float_inputs(parsed) -> None:
                 sg.operators.insert(sg.operators.index(op), _graph.new_op(
                     parsed, "DEQUANTIZE", [int(t)], value, schema.DequantizeOptionsT()))
                 op.inputs[j] = value
-
-
-def _readers(sg, tensor) -> list:
-    return [op for op in sg.operators if int(tensor) in {int(t) for t in op.inputs}]
-
-
-def _producer(sg, tensor):
-    return next((op for op in sg.operators if int(tensor) in {int(t) for t in op.outputs}), None)
 
 
 def _steps(values: np.ndarray, grid) -> np.ndarray:

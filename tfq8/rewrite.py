@@ -221,7 +221,7 @@ def _huge_fill(parsed, sg, op) -> int | None:
     (Keras' masked softmax fills masked scores with -0.7 times float32's largest value),
     where the other is a calibrated float tensor and SOFTMAX alone reads the output."""
     out = int(op.outputs[0])
-    readers = [o for o in sg.operators if out in {int(t) for t in o.inputs}]
+    readers = _graph.readers(sg, out)
     if (not readers or any(_tflite.op_name(parsed, o) != "SOFTMAX" for o in readers)
             or sg.tensors[out].quantization is None or sg.tensors[out].quantization.min is None):
         return None
