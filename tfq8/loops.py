@@ -33,7 +33,12 @@ TFLite handles such loops badly in two ways, and tfq8 fixes both:
    writes on another, the value leaving it is requantized once more.
 
 The body's own tensors keep the ranges TFLite's calibrator recorded over all
-time steps (tfq8's statistics cover subgraph 0).
+time steps (tfq8's statistics cover subgraph 0), but for its accumulators
+(`loop_states`): one int8 grid serves every step, and an LSTM's cell state,
+which grows step by step, spans at its last steps a range that leaves its
+first steps a few codes. `auto` tries narrower ranges for each
+(`scale_loop_states`) and keeps one where the model's output is measurably
+closer to float.
 
 Example:
     >>> blob = int8_loops(_tflite.quantize(calibrated))
@@ -41,7 +46,9 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from typing import Mapping
 
 import numpy as np
 
@@ -49,7 +56,8 @@ from tfq8 import _graph, _tflite
 
 _log = logging.getLogger("tfq8")
 
-__all__ = ["int8_loops", "split_loop_passthroughs"]
+__all__ = ["LoopState", "int8_loops", "loop_states", "scale_loop_states",
+           "split_loop_passthroughs"]
 
 # Ops that only move values (int8 in, the same grid out): after a loop, TFLite's
 # quantizer may leave one on a loop's float output, before its QUANTIZE.
@@ -96,6 +104,117 @@ def split_loop_passthroughs(model: bytes) -> bytes:
     _log.debug("Gave %d loop variable(s) that a WHILE body passes through a tensor of their "
                "own, as TFLite's calibrator crashes on them otherwise.", split)
     return _tflite.write_model(parsed)
+
+
+# Ops through which a loop variable accumulates (an LSTM's cell state: c * f + i * g),
+# and those that pick its value (a masked step keeps the state it was given).
+_ACCUMULATE = ("ADD", "SUB", "MUL")
+_PICK = ("SELECT", "SELECT_V2")
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopState:
+    """A float variable that a WHILE loop's body carries forward through additions and
+    multiplications alone, such as an LSTM's cell state (`loop_states`).
+
+    Attributes:
+        name: Name of the body tensor that returns it.
+        body: Index of the body subgraph.
+        tensors: The body tensors on those paths, from the value a step reads to the
+            one it returns, both included (tensor indices in `body`).
+    """
+
+    name: str
+    body: int
+    tensors: tuple[int, ...]
+
+
+def loop_states(calibrated: bytes) -> list[LoopState]:
+    """The accumulators of a calibrated model's WHILE loops (subgraph 0's, not nested).
+
+    A loop variable is one when the body computes the value it returns from the
+    value it was given through ADD, SUB and MUL ops and ops that only move or pick
+    values (a masked step's SELECT), and every tensor on the way carries a
+    recorded float range. Its range is
+    that of its largest step; `scale_loop_states` narrows it.
+
+    Args:
+        calibrated: A calibrated float `.tflite` flatbuffer.
+
+    Returns:
+        One `LoopState` per accumulator, in loop and variable order; empty for a
+        model without loops.
+
+    Example:
+        >>> [s.name for s in loop_states(calib.model)]   # a Keras 3 LSTM
+        ['sequential/lstm/while/lstm_cell/add_1']
+    """
+    if not _graph.uses_any(calibrated, ("WHILE",)):
+        return []
+    parsed = _tflite.read_model(calibrated)
+    chain = set(_ACCUMULATE + _PICK + _MOVES)
+    states = []
+    for body, (_, op) in _loops(parsed):
+        index = int(op.builtinOptions.bodySubgraphIndex)
+        for given, returned in zip(body.inputs, body.outputs):
+            given, returned = int(given), int(returned)
+            ahead, behind = {given}, {returned}
+            for found, step in ((ahead, _readers_outputs), (behind, _producer_inputs)):
+                todo = list(found)
+                while todo:
+                    for t in step(parsed, body, todo.pop(), chain):
+                        if t not in found:
+                            found.add(t)
+                            todo.append(t)
+            path = ahead & behind
+            if (returned != given and returned in path
+                    and all(_recorded(body.tensors[t]) for t in path)
+                    and any(_tflite.op_name(parsed, _graph.producer(body, t)) in _ACCUMULATE
+                            for t in path if t != given)):
+                states.append(LoopState(_tflite.tensor_name(body.tensors[returned]), index,
+                                        tuple(sorted(path))))
+    return states
+
+
+def scale_loop_states(calibrated: bytes, scales: Mapping[LoopState, float]) -> bytes:
+    """`calibrated` with the recorded range of each loop state's tensors multiplied by
+    its scale (0.5: half as wide, around zero).
+
+    Args:
+        calibrated: The calibrated float `.tflite` flatbuffer the states were found in.
+        scales: `LoopState` -> factor in (0, 1].
+
+    Returns:
+        The edited flatbuffer, or `calibrated` itself when `scales` is empty.
+    """
+    if not scales:
+        return calibrated
+    parsed = _tflite.read_model(calibrated)
+    for state, scale in scales.items():
+        body = parsed.subgraphs[state.body]
+        for t in state.tensors:
+            q = body.tensors[t].quantization
+            q.min = (np.asarray(q.min, np.float32) * np.float32(scale)).astype(np.float32)
+            q.max = (np.asarray(q.max, np.float32) * np.float32(scale)).astype(np.float32)
+    return _tflite.write_model(parsed)
+
+
+def _recorded(tensor) -> bool:
+    q = tensor.quantization
+    return (tensor.type == _tflite.schema.TensorType.FLOAT32 and q is not None
+            and q.min is not None and len(q.min) == 1)
+
+
+def _readers_outputs(parsed, sg, tensor: int, kinds) -> list[int]:
+    return [int(t) for op in _graph.readers(sg, tensor) if _tflite.op_name(parsed, op) in kinds
+            for t in op.outputs]
+
+
+def _producer_inputs(parsed, sg, tensor: int, kinds) -> list[int]:
+    op = _graph.producer(sg, tensor)
+    if op is None or _tflite.op_name(parsed, op) not in kinds:
+        return []
+    return [int(t) for t in op.inputs if t >= 0]
 
 
 def int8_loops(model: bytes) -> bytes:

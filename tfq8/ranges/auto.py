@@ -44,6 +44,13 @@ matter. So `auto` measures instead of guessing:
    the same test with `REFINE_MIN_GAIN_DB`; the search stops after
    `REFINE_PATIENCE` tries in a row that are not.
 
+7. Last, each accumulator of a WHILE loop (an LSTM's cell state that is not
+   unrolled, `tfq8.loops.loop_states`) shares one int8 grid over all time
+   steps, so the range of its largest steps leaves its first steps few codes.
+   Its recorded range is tried narrower, `LOOP_SCALES` in turn, and each
+   narrowing is kept when clearly better by the same test; the search stops
+   after `REFINE_PATIENCE` tries in a row that are not.
+
 Ranges the user sets (`ranges=`) are in place in every candidate: `auto`
 chooses the other ranges around them and never changes them. A range that
 clips an output hard can leave every candidate with the same score, and then
@@ -70,6 +77,7 @@ import numpy as np
 
 from tfq8 import _tflite
 from tfq8.harness.litert import invoke
+from tfq8.loops import loop_states, scale_loop_states
 from tfq8.shared_grid import Quantizer
 
 _log = logging.getLogger("tfq8")
@@ -87,6 +95,7 @@ BOOTSTRAP = 1000
 REFINE_BUDGET = 4
 REFINE_PATIENCE = 2
 REFINE_MIN_GAIN_DB = MINMAX_MARGIN_DB
+LOOP_SCALES = tuple(2.0 ** (-k / 2) for k in range(1, 7))  # 0.71, 0.5, ..., 0.125
 _CAP_DB = 120.0
 # Tensor bytes (all tensors of the graph, 4 a value) per scoring batch. A scoring run
 # keeps only the live tensors (no preserve_all_tensors), so its batches can sum to
@@ -115,6 +124,8 @@ class AutoReport:
         scored: How many kept samples scored (after `excluded`).
         ranges: Tensor index -> the (min, max) the int8 model was quantized
             with (the chosen methods' ranges and the fixed ones).
+        loop_scales: Loop state (its tensor's name) -> the factor its recorded
+            range was narrowed by (step 7), for those narrowed.
     """
 
     scores: dict[str, float]
@@ -124,6 +135,7 @@ class AutoReport:
     method: str = ""
     scored: int = 0
     ranges: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
+    loop_scales: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         """One line: the choice and the scores behind it.
@@ -137,6 +149,8 @@ class AutoReport:
         refined = sum(1 for m in self.choice.values() if m not in (self.method, "fixed"))
         return (f"auto chose {self.method}"
                 + (f" ({refined} tensor(s) refined to another method)" if refined else "")
+                + (f" ({len(self.loop_scales)} loop state(s) narrowed)" if self.loop_scales
+                   else "")
                 + f": output SQNR {self.score:.2f} dB on the calibration samples ("
                 + ", ".join(f"{m} {s:.2f}" for m, s in self.scores.items())
                 + (f"; {len(self.excluded)} corrupted-looking sample(s) left out"
@@ -208,14 +222,46 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
             misses += 1
             if misses == REFINE_PATIENCE:
                 break
+    current, model, used, scales = _narrow_loop_states(calib, scorer, chosen, current, model,
+                                                       used)
     score = scorer.score(current)
     calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded), best,
-                                 len(scorer.keep), used)
+                                 len(scorer.keep), used,
+                                 {state.name: scale for state, scale in scales.items()})
     _log.info("auto: output SQNR (dB) on %d calibration samples %s; chose %s, %d tensor(s) "
               "from %s; final %.2f dB.", len(scorer.keep),
               {m: round(s, 2) for m, s in scores.items()}, best,
               sum(1 for m in choice.values() if m == second), second, score)
     return used, model
+
+
+def _narrow_loop_states(calib: Any, scorer: "_Scorer", ranges: Mapping[int, tuple[float, float]],
+                        current: np.ndarray, model: bytes, used: dict[int, tuple[float, float]]
+                        ) -> tuple[np.ndarray, bytes, dict[int, tuple[float, float]], dict]:
+    """Step 7: narrows each loop state's recorded range while that is clearly better.
+
+    Returns:
+        The error energy, the model and the ranges (subgraph 0) of the final
+        choice, and the kept scales (`LoopState` -> factor).
+    """
+    scales: dict = {}
+    if len(scorer.keep) < MIN_SAMPLES_TO_CHOOSE:
+        return current, model, used, scales
+    for state in loop_states(calib.model):
+        misses = 0
+        for scale in LOOP_SCALES:
+            trial = {**scales, state: scale}
+            noise, blob, trial_used = scorer(ranges, base=scale_loop_states(calib.model, trial))
+            if scorer.clearly_better(noise, current, REFINE_MIN_GAIN_DB):
+                scales, current, model, used, misses = trial, noise, blob, trial_used, 0
+            else:
+                misses += 1
+                if misses == REFINE_PATIENCE:
+                    break
+    if scales:
+        _log.info("auto: narrowed the range of %d loop state(s) (one int8 grid for every time "
+                  "step): %s.", len(scales), {s.name: round(f, 3) for s, f in scales.items()})
+    return current, model, used, scales
 
 
 def _choice(ranges: Mapping[int, Any], method: str, fixed: Mapping[int, Any]) -> dict[int, str]:
@@ -234,6 +280,7 @@ class _Scorer:
         from tfq8.harness.interpreter import batch_for  # noqa: PLC0415 (cycle)
 
         self.quantize = Quantizer(calib.model, fixed=fixed, **quant)
+        self.fixed, self.quant = fixed, quant
         self.samples = list(calib.samples)
         n = len(self.samples[0])
         most = batch_for(_tflite.read_model(calib.model), _SCORE_BATCH_BYTES, n, self.samples)
@@ -254,12 +301,15 @@ class _Scorer:
                       "tell a gain from luck, so the converter's own ranges (minmax) stay.",
                       len(self.keep), MIN_SAMPLES_TO_CHOOSE)
 
-    def __call__(self, ranges: Mapping[int, tuple[float, float]]
+    def __call__(self, ranges: Mapping[int, tuple[float, float]], *, base: bytes | None = None
                  ) -> tuple[np.ndarray, bytes, dict[int, tuple[float, float]]]:
         """Error energy per output and sample of the int8 model with `ranges`, that
         model, and the ranges it was quantized with (`ranges`, or their tie where the
-        quantizer needs one: `tfq8.shared_grid`)."""
-        blob, used = self.quantize(ranges)
+        quantizer needs one: `tfq8.shared_grid`). `base` replaces the calibrated model
+        (one with loop states narrowed)."""
+        quantize = self.quantize if base is None else Quantizer(base, fixed=self.fixed,
+                                                                  **self.quant)
+        blob, used = quantize(ranges)
         outputs = _run(blob, self.samples, self.batch)
         return np.stack([_energy(o.astype(np.float64) - r.astype(np.float64))
                          for o, r in zip(outputs, self.reference)]), blob, used
