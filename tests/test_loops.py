@@ -325,6 +325,24 @@ def test_loop_states_are_the_variables_a_body_accumulates(layer, found):
                                        [before.min[0] / 2, before.max[0] / 2], rtol=1e-6)
 
 
+def test_a_masked_lstm_state_is_found_through_the_select_that_keeps_it():
+    """A masked step keeps the state it was given: SELECT_V2(mask, new, given)."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 4))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.LSTM(8)(
+        keras.layers.Masking()(inp))))
+    x = np.random.default_rng(0).normal(size=(16, 6, 4)).astype(np.float32)
+    x[:, 4:] = 0.0
+    calib = tfq8.calibrate(model, x)
+    (state,) = loop_states(calib.model)
+    parsed = _tflite.read_model(calib.model)
+    body = parsed.subgraphs[state.body]
+    assert state.name.rsplit("/", 1)[-1].startswith("SelectV2")
+    producers = sorted(_tflite.op_name(parsed, op) for op in body.operators
+                       if set(int(o) for o in op.outputs) & set(state.tensors))
+    assert producers == ["ADD", "MUL", "SELECT_V2"]
+
+
 def test_auto_narrows_a_growing_cell_state_and_gains_on_held_out_data(monkeypatch):
     """One int8 grid serves every step of the loop; the range of the cell state's last,
     largest steps leaves its first steps few codes. auto narrows it where the output is
