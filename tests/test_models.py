@@ -189,8 +189,8 @@ def test_fingerprint_changes_with_weights(tmp_path):
 # ------------------------------------------------- input order end to end
 def _same_shape_inputs():
     """Two list inputs of the same shape whose names sort against Keras'
-    order: a swap would go unnoticed by any shape check. (With dict inputs
-    TFLite's own from_keras_model fails on this model.)"""
+    order: a swap would go unnoticed by any shape check. (Built on a dict, the
+    model is `_dict_model`'s, which TFLite's own from_keras_model fails on.)"""
     keras.utils.set_random_seed(0)
     z = keras.Input((4,), name="z")
     a = keras.Input((4,), name="a")
@@ -230,6 +230,96 @@ def test_samples_reach_the_right_graph_inputs(make, data, keras_list):
         for g in got:  # outputs may be ordered differently: match by shape and value
             assert any(g.shape[1:] == w.shape[1:] and np.allclose(g[0], w[i], atol=1e-5)
                        for w in want)
+
+
+# ------------------------------------------- dict inputs, keys not sorted
+def _dict_model(lib: str, shapes: dict[str, int]):
+    """A model built on a dict of inputs in `shapes`' key order, whose output changes
+    when two inputs of one shape are swapped: Dense(first) - 3 * second (+ Dense(third))."""
+    k = pytest.importorskip(lib)
+    k.utils.set_random_seed(0)
+    inputs = {name: k.Input((size,), name=name) for name, size in shapes.items()}
+    first, second, *rest = inputs.values()
+    out = k.layers.Dense(4)(first) - 3.0 * second
+    for x in rest:
+        out = out + k.layers.Dense(4)(x)
+    return k.Model(inputs, out)
+
+
+def _dict_data(shapes: dict[str, int], n: int = 64) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    return {name: rng.normal(size=(n, size)).astype(np.float32) for name, size in shapes.items()}
+
+
+def _run_by_name(blob: bytes, data: dict[str, np.ndarray]) -> np.ndarray:
+    """The int8 model's one output for `data`, fed through its signature by input name."""
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    runner = Interpreter(model_content=blob).get_signature_runner()
+    feed = {}
+    for name, d in runner.get_input_details().items():
+        scale, zero = d["quantization"]
+        feed[name] = np.clip(np.round(data[name] / scale + zero), -128, 127).astype(np.int8)
+    ((name, out),) = runner(**feed).items()
+    scale, zero = runner.get_output_details()[name]["quantization"]
+    return (out.astype(np.float32) - zero) * scale
+
+
+def _sqnr_db(want, got) -> float:
+    want, got = np.asarray(want, np.float64), np.asarray(got, np.float64)
+    return float(10 * np.log10(np.sum(want**2) / np.sum((want - got) ** 2)))
+
+
+@pytest.mark.parametrize("lib", ["keras", "tf_keras"])
+@pytest.mark.parametrize("shapes", [{"z": 4, "a": 4}, {"c": 4, "a": 4, "b": 3}],
+                         ids=["z4-a4", "c4-a4-b3"])
+def test_dict_inputs_sharing_a_shape_convert_by_name(lib, shapes):
+    """Keras 3 models built on a dict whose keys are not sorted, which TFLite's converter
+    fails on (`models._with_list_inputs`), convert; tf_keras ones still do. Each input
+    keeps its name in the signature and gets its own data: fed by name, the int8 model
+    matches Keras, and Keras with the two same-shape inputs swapped does not."""
+    model, data = _dict_model(lib, shapes), _dict_data(shapes)
+    blob = tfq8.convert(model, data, method="minmax")
+    assert blob == tfq8.convert(model, data, method="minmax")  # the same bytes again
+    from ai_edge_litert.interpreter import Interpreter  # noqa: PLC0415
+
+    (signature,) = Interpreter(model_content=blob).get_signature_list().values()
+    assert sorted(signature["inputs"]) == sorted(shapes)
+    want = np.asarray(model(data))
+    first, second = list(shapes)[:2]
+    swapped = np.asarray(model({**data, first: data[second], second: data[first]}))
+    got = _run_by_name(blob, data)
+    assert _sqnr_db(want, got) > 30, _sqnr_db(want, got)
+    assert _sqnr_db(want, swapped) < 5 and _sqnr_db(swapped, got) < 5
+    assert tfq8.inspect(blob).full_integer
+    # tfq8.check feeds dict data by name too (its Keras reference converts as the model).
+    assert tfq8.check(blob, reference=model, data=data).outputs[0].sqnr_db > 30
+
+
+def test_dict_inputs_of_a_functional_subclass_overriding_call():
+    """A functional subclass whose own `call` adds to the graph converts through that call."""
+
+    class Doubled(keras.Model):
+        def __init__(self):
+            z, a = keras.Input((4,), name="z"), keras.Input((4,), name="a")
+            super().__init__({"z": z, "a": a}, keras.layers.Dense(4)(z) - 3.0 * a)
+
+        def call(self, inputs, training=None, mask=None):
+            return 2.0 * super().call(inputs, training=training, mask=mask)
+
+    keras.utils.set_random_seed(0)
+    model, data = Doubled(), _dict_data({"z": 4, "a": 4})
+    assert models._with_list_inputs(model) is not model
+    blob = tfq8.convert(model, data, method="minmax")
+    assert blob == tfq8.convert(model, data, method="minmax")
+    assert _sqnr_db(model(data), _run_by_name(blob, data)) > 30
+
+
+def test_models_the_converter_takes_are_handed_to_it_as_they_are():
+    """Dict inputs with sorted keys, lists and tf_keras models are not rebuilt."""
+    for model in (factories.two_in_two_out(), _dict_model("tf_keras", {"z": 4, "a": 4}),
+                  _same_shape_inputs(), factories.mlp()):
+        assert models._with_list_inputs(model) is model
 
 
 def test_an_unregistered_custom_layer_is_named(tmp_path):

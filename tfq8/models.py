@@ -87,6 +87,7 @@ class ModelHandle:
         self._specs: list[InputSpec] | None = None
         self._batch_one: Any = None  # the model with its batch size fixed at 1, if it needs it
         self._batch_checked = False
+        self._list_inputs: Any = None  # the model with list inputs, or itself (`_with_list_inputs`)
 
     @property
     def specs(self) -> list[InputSpec]:
@@ -97,10 +98,14 @@ class ModelHandle:
         return self._specs
 
     def converter(self) -> tf.lite.TFLiteConverter:
-        """A fresh TFLite converter for the model (see `batch_fixed_at_one`)."""
+        """A fresh TFLite converter for the model (see `batch_fixed_at_one` and
+        `_with_list_inputs`)."""
         if self.keras_model is not None:
-            return tf.lite.TFLiteConverter.from_keras_model(
-                self._batch_one if self.batch_fixed_at_one else self.keras_model)
+            if self.batch_fixed_at_one:
+                return tf.lite.TFLiteConverter.from_keras_model(self._batch_one)
+            if self._list_inputs is None:
+                self._list_inputs = _with_list_inputs(self.keras_model)
+            return tf.lite.TFLiteConverter.from_keras_model(self._list_inputs)
         return tf.lite.TFLiteConverter.from_saved_model(self.saved_model_dir)
 
     @property
@@ -404,6 +409,47 @@ def _with_batch_one(model: Any) -> Any:
     shape, dtype, name = _one_input(model)
     inp = k.Input(batch_shape=(1, *shape[1:]), dtype=dtype, name=name)
     return k.Model(inp, model(inp), name=model.name)
+
+
+def _with_list_inputs(model: Any) -> Any:
+    """`model`, or where TFLite's converter would fail on it, a model of the same
+    layers that takes its inputs as a list.
+
+    For a Keras 3 model, the converter exports `model.__call__` on a list of
+    inputs: `model.inputs`, named as they are, in the order of their sorted dict
+    keys. A model built on a dict whose keys are not in sorted order
+    (`keras.Model({"z": z, "a": a}, ...)`) refuses a list, since Keras cannot
+    tell which array is which; the converter swallows that error, falls back to
+    its tf_keras path and fails there ("'NoneType' object is not callable"),
+    whatever the inputs' shapes. The model returned takes `model.inputs` as a
+    list, so each input keeps its name and its place in the graph, and the
+    `.tflite`'s signature names the inputs as the model does. A functional model
+    is rebuilt on its own graph (the same layers and tensor names: the same
+    `.tflite` as the model with its keys sorted); a functional subclass that
+    overrides `call` is called on the dict, by key, under its own name.
+
+    Returns:
+        `model` itself where the converter takes it (tf_keras models, list and
+        single inputs, dicts whose keys are sorted), else the list-input model.
+    """
+    keras = _keras3()
+    if not isinstance(model, keras.Model):
+        return model
+    try:
+        struct = model.input
+    except (AttributeError, ValueError):  # a subclassed model has no symbolic inputs
+        return model
+    if (not isinstance(struct, dict) or list(struct) == sorted(struct)
+            or not all(isinstance(t, keras.KerasTensor) for t in struct.values())):
+        return model
+    from keras.src.models.functional import Functional  # noqa: PLC0415 - not public API
+
+    keys = sorted(struct)  # the order of model.inputs, as Keras flattens a dict
+    if type(model).call is Functional.call:
+        return keras.Model([struct[k] for k in keys], model.output, name=model.name)
+    inputs = [keras.Input(batch_shape=struct[k].shape, dtype=struct[k].dtype,
+                          name=struct[k].name) for k in keys]
+    return keras.Model(inputs, model(dict(zip(keys, inputs))), name=model.name)
 
 
 def _check_keras_model(model: Any) -> None:
