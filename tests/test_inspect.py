@@ -105,3 +105,48 @@ def test_every_output_of_a_multi_output_op_gets_a_row():
     rows = [line for line in str(info).splitlines() if any(
         line.endswith(t.name) for t in split.outputs)]
     assert len(rows) == 2 and all("[" in row for row in rows)   # each with its range
+
+
+def test_a_float_model_without_ops_is_not_full_integer():
+    """The converter's float model of a model that computes nothing (its input is its
+    output) has no float op, and is still float: its input and output are."""
+    import keras
+
+    inp = keras.Input((4,), name="x")
+    info = tfq8.inspect(load_model(keras.Model(inp, inp)).to_float_tflite())
+    assert info.ops == () and info.float_ops == ()
+    assert not info.full_integer
+    assert [t.dtype for t in info.float_io] == ["FLOAT32"] and info.float_io[0] is info.inputs[0]
+    assert re.search(r"\(model input\) +FLOAT32 .*serving_default_x:0 +<- float", str(info))
+    assert str(info).endswith(
+        "NOT full-integer: float model input(s)/output(s) that no op converts: "
+        "'serving_default_x:0'")
+    d = json.loads(json.dumps(info.to_dict()))
+    assert d["full_integer"] is False and d["float_io"] == [info.inputs[0].index]
+
+
+def test_inputs_no_op_reads_stay_float_unless_float_io_was_asked(caplog):
+    """An unused input, or one passed through as an output, keeps the float32 TFLite's
+    quantizer found: not full-integer with int8 I/O (tfq8.convert says so), as asked with
+    float32 I/O (the QUANTIZE and DEQUANTIZE at the other inputs and outputs)."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    x, y = keras.Input((4,), name="x"), keras.Input((3,), name="y")
+    data = [np.ones((8, 4), np.float32), np.random.default_rng(0).normal(size=(8, 3))
+            .astype(np.float32)]
+    for outputs in (keras.layers.Dense(2)(y), [x, keras.layers.Dense(2)(y)]):
+        model = keras.Model([x, y], outputs)
+        with pytest.raises(tfq8.UnsupportedOpError,
+                           match=r"Model input\(s\)/output\(s\) 'serving_default_x:0' stay "
+                                 r"float32: no op reads.*Pass allow_float=True"):
+            tfq8.convert(model, data, method="minmax")
+        with caplog.at_level("WARNING", logger="tfq8"):
+            blob = tfq8.convert(model, data, method="minmax", allow_float=True)
+        assert "Kept in float (allow_float=True)" in caplog.text
+        info = tfq8.inspect(blob)
+        assert not info.full_integer and info.float_ops == ()
+        assert [t.name for t in info.float_io] == ["serving_default_x:0"]
+        floats = tfq8.convert(model, data, method="minmax", input_type="float32",
+                              output_type="float32")
+        assert tfq8.inspect(floats).full_integer

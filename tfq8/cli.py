@@ -379,8 +379,7 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
               "num_ops": len(info.ops),
               "calibration_out": _F["calibration-out"].value and os.path.abspath(
                   _F["calibration-out"].value)}
-    verdict = "full-integer" if info.full_integer else f"{len(info.float_ops)} float op(s)"
-    text = f"wrote {output}: {len(blob)} bytes, {len(info.ops)} ops, {verdict}"
+    text = f"wrote {output}: {len(blob)} bytes, {len(info.ops)} ops, {info.verdict()}"
     report = calib.last_auto if calib is not None and _F.method == "auto" else None
     if report is not None:
         result["auto"] = {"method": report.method, "score_db": _finite(report.score),

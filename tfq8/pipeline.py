@@ -178,8 +178,9 @@ def convert(
         per_channel: Per-channel weights (default) or per-tensor.
         input_type: `"int8"` (default), `"uint8"` or `"float32"`.
         output_type: `"int8"` (default), `"uint8"` or `"float32"`.
-        allow_float: Keep ops that cannot be quantized in float instead of
-            raising `UnsupportedOpError`.
+        allow_float: Keep ops that cannot be quantized in float, and model
+            inputs and outputs that no op converts (an unused input, one passed
+            through as an output) float, instead of raising `UnsupportedOpError`.
         num_samples: Use at most this many samples of `data`.
         output_path: Also write the model there (atomically).
 
@@ -191,8 +192,8 @@ def convert(
         TypeError: On arguments of the wrong kind, such as a file name as
             `data`, a `ranges` key that is neither a name nor an index, or a
             `calibration` that is not a `tfq8.Calibration`.
-        UnsupportedOpError: If an op stays float and `allow_float` is False
-            (a `ValueError`).
+        UnsupportedOpError: If an op, or a model input or output, stays float
+            and `allow_float` is False (a `ValueError`).
 
     Example:
         >>> blob = tfq8.convert(model, x_train[:500], method="kl")
@@ -410,20 +411,33 @@ _FLOAT_OP_HINTS = {
 
 
 def check_integer(blob: bytes, *, allow_float: bool, info: Any = None) -> None:
-    """Raises `UnsupportedOpError` naming the float ops, unless allowed.
+    """Raises `UnsupportedOpError` naming the float ops and the float model inputs and
+    outputs no op converts (`ModelInfo.float_io`), unless allowed.
 
     `info` is `inspect(blob)` where the caller has it already.
     """
     info = info if info is not None else inspect(blob)
     if info.full_integer:
         return
+    problems = []
     culprits = info.culprits
-    first = culprits[0]
-    names = sorted({op.name for op in culprits})
-    where = first.outputs[0].name if first.outputs else ""
-    msg = (f"Op(s) {', '.join(names)} could not be quantized to integers and would stay "
-           f"float (first: {first.where()}, output {where!r}).")
-    msg += "".join(f" {_FLOAT_OP_HINTS[n]}" for n in names if n in _FLOAT_OP_HINTS)
+    if culprits:
+        first = culprits[0]
+        names = sorted({op.name for op in culprits})
+        where = first.outputs[0].name if first.outputs else ""
+        problems.append(
+            f"Op(s) {', '.join(names)} could not be quantized to integers and would stay "
+            f"float (first: {first.where()}, output {where!r}).")
+        problems.extend(_FLOAT_OP_HINTS[n] for n in names if n in _FLOAT_OP_HINTS)
+    if info.float_io:
+        problems.append(
+            f"Model input(s)/output(s) {', '.join(repr(t.name) for t in info.float_io)} stay "
+            f"{'/'.join(sorted({t.dtype.lower() for t in info.float_io}))}: no op reads or "
+            "writes them, so TFLite's quantizer leaves them as they are (an input the model "
+            "does not use, or one passed through unchanged as an output). Remove such inputs "
+            "and outputs from the model, or pass input_type='float32' and "
+            "output_type='float32' for float I/O.")
+    msg = " ".join(problems)
     if not allow_float:
         raise UnsupportedOpError(msg, remedy="Pass allow_float=True to keep them in float.")
     _log.warning("%s Kept in float (allow_float=True).", msg)

@@ -1,8 +1,11 @@
 """Ops and dtypes of a `.tflite` model, and a checked full-integer verdict.
 
 An op is *integer* when none of its non-constant inputs or outputs is a float
-tensor. Float model inputs/outputs wrapped by a QUANTIZE/DEQUANTIZE op (what a
-model converted with float32 I/O has) are allowed and reported as such.
+tensor. A model is *full-integer* when every op is integer and every model input
+and output is integer, or float converted at the model's edge: read by a
+QUANTIZE, written by a DEQUANTIZE (what a model converted with float32 I/O has;
+those ops are reported as such). A float model is never full-integer, also one
+with no ops, whose float inputs pass through to its outputs.
 
 Example:
     >>> info = tfq8.inspect(open("model_int8.tflite", "rb").read())
@@ -128,9 +131,50 @@ class ModelInfo:
         return tuple(op for op in self.float_ops if op.name not in _BOUNDARY_OPS) or self.float_ops
 
     @property
+    def float_io(self) -> tuple[TensorInfo, ...]:
+        """Float model inputs and outputs that no op converts, where the model does not
+        convert float I/O at its edge either.
+
+        A QUANTIZE reading a float input, a DEQUANTIZE writing a float output, is the edge
+        of an integer graph with float I/O (`input_type="float32"`,
+        `output_type="float32"`); where one does, the model's other float inputs
+        (outputs) are float as asked: unused, or passed through. Where none does, a float
+        input or output that no op touches is float that nothing asked for: a float model
+        with no ops (its inputs are its outputs), or an input that no op reads, which
+        TFLite's quantizer leaves float32 in an int8 model. A tensor that a float op reads
+        or writes is not listed: the op is in `float_ops`.
+        """
+        converted_in = {t.index for op in self.ops if op.name == "QUANTIZE" for t in op.inputs}
+        converted_out = {t.index for op in self.ops if op.name == "DEQUANTIZE"
+                         for t in op.outputs}
+        in_float_ops = {t.index for op in self.float_ops if not op.subgraph
+                        for t in op.inputs + op.outputs}
+        found: dict[int, TensorInfo] = {}
+        for tensors, converted in ((self.inputs, converted_in), (self.outputs, converted_out)):
+            if any(t.index in converted for t in tensors):
+                continue  # float I/O asked for on this side
+            for t in tensors:
+                if t.dtype in _FLOAT_TYPES and t.index not in in_float_ops:
+                    found.setdefault(t.index, t)
+        return tuple(found.values())
+
+    @property
     def full_integer(self) -> bool:
-        """True if every op computes in integers."""
-        return not self.float_ops
+        """True if every op computes in integers and the model's inputs and outputs are
+        integer, or float that QUANTIZE and DEQUANTIZE convert at its edge (float32 I/O
+        asked for): neither `float_ops` nor `float_io`. A float model, with or without
+        ops, is not."""
+        return not self.float_ops and not self.float_io
+
+    def verdict(self) -> str:
+        """`full-integer`, or `NOT full-integer: ...` saying what is float."""
+        if self.full_integer:
+            return "full-integer"
+        found = [f"{len(self.float_ops)} float op(s)"] if self.float_ops else []
+        if self.float_io:
+            found.append("float model input(s)/output(s) that no op converts: "
+                         + ", ".join(repr(t.name) for t in self.float_io))
+        return "NOT full-integer: " + "; ".join(found)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for `json.dumps`."""
@@ -140,6 +184,7 @@ class ModelInfo:
                 "outputs": [t.to_dict() for t in self.outputs],
                 "ops": [dict(op.to_dict(), flagged=op.index in flagged) for op in self.ops],
                 "float_ops": sorted(flagged),
+                "float_io": [t.index for t in self.float_io],
                 "subgraph_float_ops": [{"subgraph": op.subgraph, "index": op.index,
                                         "name": op.name} for op in self.float_ops if op.subgraph]}
 
@@ -148,6 +193,7 @@ class ModelInfo:
             return "" if t.range is None else f"[{t.range[0]:.4g}, {t.range[1]:.4g}]"
 
         flagged = {op.index for op in self.float_ops if not op.subgraph}
+        unconverted = {t.index for t in self.float_io}
         rows = [("-", "(model input)", "", t, None) for t in self.inputs]
         for op in self.ops:
             ins = ", ".join(t.dtype for t in op.inputs if not t.constant)
@@ -162,6 +208,8 @@ class ModelInfo:
                     f"{span(out) if out else '':<22} {out.name if out else ''}")
             if op is not None and op.index in flagged:
                 line += f"   <- {op.kind}"
+            elif label == "-" and out.index in unconverted:
+                line += "   <- float"
             elif op is not None and not op.is_integer:
                 line += "   (float model I/O)"
             lines.append(line.rstrip())
@@ -170,10 +218,8 @@ class ModelInfo:
             floats = [op.name for op in ops if not op.is_integer]
             lines.append(f"   subgraph {sub}: {len(ops)} ops, " + (
                 f"{len(floats)} float: {', '.join(floats)}   <- float" if floats else "integer"))
-        verdict = "full-integer" if self.full_integer else (
-            f"NOT full-integer: {len(self.float_ops)} float op(s)")
         more = f" (+{len(self.subgraph_ops)} in other subgraphs)" if self.subgraph_ops else ""
-        lines.append(f"{len(self.ops)} ops{more}, {self.size_bytes} bytes: {verdict}")
+        lines.append(f"{len(self.ops)} ops{more}, {self.size_bytes} bytes: {self.verdict()}")
         return "\n".join(lines)
 
 
@@ -187,8 +233,9 @@ def inspect(model: bytes | str | os.PathLike) -> ModelInfo:
         model: `.tflite` bytes or a path to a `.tflite` file.
 
     Returns:
-        A `ModelInfo`; `info.full_integer` and `info.float_ops` give the verdict,
-        each op's `kind` says `integer`, `hybrid` or `float`.
+        A `ModelInfo`; `info.full_integer` gives the verdict, `info.float_ops`
+        and `info.float_io` what is float; each op's `kind` says `integer`,
+        `hybrid` or `float`.
 
     Raises:
         ValueError: If the model is malformed (`InvalidModelError`) or the path
