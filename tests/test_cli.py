@@ -356,3 +356,66 @@ def test_convert_speaks_of_flags_for_a_float_op(tmp_path, capfd, caplog):
     warning = caplog.text  # on stderr as "tfq8 convert: warning: ..." outside pytest
     assert "Op(s) ELU" in warning and "Kept in float (--allow-float)" in warning
     assert "allow_float" not in warning
+
+
+def test_run_from_python_leaves_logging_as_it_found_it(tmp_path, capfd, monkeypatch):
+    """Called from a notebook with logging.basicConfig()'s handler on the root logger,
+    `run` prints its warnings once, on one line, and afterwards, whether the command
+    succeeded, failed or was misused, the root logger's handlers and every level, absl's
+    formatter and verbosity, faulthandler and TF_CPP_MIN_LOG_LEVEL are as they were."""
+    import faulthandler
+    import logging
+
+    from absl import logging as absl_logging
+
+    import tfq8
+
+    x = np.random.default_rng(0).normal(size=(32, 20)).astype(np.float32)
+    (tmp_path / "m.tflite").write_bytes(tfq8.convert(F.mlp(), x, method="minmax"))
+    np.save(tmp_path / "far.npy", 100 * x)  # far outside the input's int8 grid: a warning
+    root, absl_handler = logging.getLogger(), absl_logging.get_absl_handler()
+    notebook = logging.StreamHandler(sys.stderr)  # what logging.basicConfig() adds
+    notebook.setFormatter(logging.Formatter("NOTEBOOK %(levelname)s %(message)s"))
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    saved_handlers, saved_level = list(root.handlers), root.level
+    if absl_handler in root.handlers:  # put there by an earlier test's run
+        root.removeHandler(absl_handler)
+    root.addHandler(notebook)
+    root.setLevel(logging.INFO)
+    shown: dict[str, list[str]] = {"absl": [], "notebook": []}  # what each handler formats
+
+    def seen_by(key, handler):
+        def record(r):
+            shown[key].append(handler.format(r))
+            return True
+        return record
+
+    probe = seen_by("absl", absl_handler)
+    absl_handler.addFilter(probe)
+    notebook.addFilter(seen_by("notebook", notebook))
+    try:
+        handlers, formatter = list(root.handlers), absl_handler.python_handler.formatter
+        names = ("", "tfq8", "tensorflow", "absl", "h5py")
+
+        def state():
+            return ([logging.getLogger(n).level for n in names], absl_logging.get_verbosity(),
+                    faulthandler.is_enabled(), os.environ.get("TF_CPP_MIN_LOG_LEVEL"))
+
+        before = state()
+        for argv, want in ([("check", tmp_path / "m.tflite", "--data", tmp_path / "far.npy"), 0],
+                           [("inspect", tmp_path / "missing.tflite"), 1],
+                           [("inspect", tmp_path / "m.tflite", "--no-such-flag"), 2]):
+            code, _, err = _run(capfd, *argv)
+            assert code == want, err
+            if argv[0] == "check":  # once, in the command's one-line form
+                assert [m[:27] for m in shown["absl"]] == ["tfq8 check: warning: Input "]
+                assert shown["notebook"] == []
+            assert root.handlers == handlers and state() == before, argv
+            assert absl_handler.python_handler.formatter is formatter
+        assert absl_handler not in root.handlers
+        logging.getLogger("tfq8").warning("after")  # the notebook's handler, its format
+        assert shown["notebook"] == ["NOTEBOOK WARNING after"]
+    finally:
+        absl_handler.removeFilter(probe)
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import faulthandler
 import json
 import logging
 import math
@@ -134,6 +135,11 @@ def run(argv: Sequence[str] | None = None) -> None:
     Args:
         argv: Command line including the program name (default: `sys.argv`).
 
+    Called from Python (a notebook, a test), it leaves the process as it found it:
+    the logging setup the command needs (absl's handler on the root logger, with
+    one-line warnings; quieter levels) lasts only while it runs (see
+    `_restoring_logging`).
+
     Raises:
         SystemExit: Always, with the command's exit status (0 on success).
 
@@ -142,7 +148,57 @@ def run(argv: Sequence[str] | None = None) -> None:
         Traceback (most recent call last):
         SystemExit: 0
     """
-    argv = list(sys.argv if argv is None else argv)
+    with _restoring_logging():
+        _run(list(sys.argv if argv is None else argv))
+
+
+@contextlib.contextmanager
+def _restoring_logging() -> Iterator[None]:
+    """Gives the command absl's logging handler, and puts back what it changed.
+
+    absl's `app.run` puts its handler on the root logger (taking off handlers
+    that write to stderr, such as `logging.basicConfig`'s) and enables
+    `faulthandler`, only on its first call in a process; `_main` sets the
+    handler's formatter, absl's verbosity, the levels of the root, `tfq8`,
+    `tensorflow`, `absl` and `h5py` loggers, and `TF_CPP_MIN_LOG_LEVEL`.
+    Inside, the root logger's handlers are what `app.run`'s first call makes
+    them, on every call; on the way out, by return or by exception (`run`
+    always exits with `SystemExit`), the handlers, the absl handler's
+    formatter, the verbosity, the levels, `faulthandler` and the environment
+    variable are as they were.
+    """
+    from absl import logging as absl_logging  # noqa: PLC0415
+
+    root = logging.getLogger()
+    handler = absl_logging.get_absl_handler()
+    handlers, formatter = list(root.handlers), handler.python_handler.formatter
+    levels = {name: logging.getLogger(name).level
+              for name in ("", "tfq8", "tensorflow", "absl", "h5py")}
+    verbosity, faults = absl_logging.get_verbosity(), faulthandler.is_enabled()
+    tf_log_level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    for h in handlers:  # as absl's use_absl_handler() does: its handler writes there
+        if isinstance(h, logging.StreamHandler) and h.stream == sys.stderr:
+            root.removeHandler(h)
+    if handler not in root.handlers:
+        root.addHandler(handler)
+    try:
+        yield
+    finally:
+        absl_logging.set_verbosity(verbosity)  # first: it sets levels of its own
+        root.handlers[:] = handlers
+        handler.setFormatter(formatter)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        if not faults:
+            faulthandler.disable()
+        if tf_log_level is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = tf_log_level
+
+
+def _run(argv: list[str]) -> None:
+    """`run`'s body, inside `_restoring_logging`."""
     args = argv[1:]
     if not args or args[0] in ("-h", "--help", "--helpfull", "--helpshort", "help"):
         sys.stdout.write(_usage())
