@@ -170,3 +170,17 @@ def test_keras_layers_finds_the_layers_inside_wrappers_and_custom_layers(framewo
     model = keras_module.Model(inp, Block()(h))
     names = {layer.name for layer in _tflite.keras_layers(model)}
     assert {"td_dense", "inner_gru"} <= names and model.name not in names
+
+
+def test_is_plain_functional_tells_keras_own_call_from_an_override():
+    import keras  # noqa: PLC0415
+
+    inp = keras.Input((3,))
+    out = keras.layers.Dense(2)(inp)
+
+    class Overriding(keras.Model):
+        def call(self, x):
+            return super().call(x) * 2.0
+
+    assert _tflite.is_plain_functional(keras.Model(inp, out))
+    assert not _tflite.is_plain_functional(Overriding(inp, out))

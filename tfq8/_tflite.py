@@ -669,6 +669,15 @@ def keras_layers(model: Any) -> list[Any]:
     return list(flatten(include_self=False, recursive=True))
 
 
+def is_plain_functional(model: Any) -> bool:
+    """Whether a Keras 3 model is a functional model whose `call` is Keras' own (not a
+    subclass that overrides it). Keras 3 has no public name for its functional class,
+    `keras.src.models.functional.Functional`."""
+    from keras.src.models.functional import Functional  # noqa: PLC0415
+
+    return type(model).call is Functional.call
+
+
 def compile_arguments(model: Any) -> dict[str, Any] | None:
     """The arguments `model.compile` received, as objects (custom metric functions,
     `Metric` instances), or None where the model keeps none.

@@ -442,10 +442,8 @@ def _with_list_inputs(model: Any) -> Any:
     if (not isinstance(struct, dict) or list(struct) == sorted(struct)
             or not all(isinstance(t, keras.KerasTensor) for t in struct.values())):
         return model
-    from keras.src.models.functional import Functional  # noqa: PLC0415 - not public API
-
     keys = sorted(struct)  # the order of model.inputs, as Keras flattens a dict
-    if type(model).call is Functional.call:
+    if _tflite.is_plain_functional(model):
         return keras.Model([struct[k] for k in keys], model.output, name=model.name)
     inputs = [keras.Input(batch_shape=struct[k].shape, dtype=struct[k].dtype,
                           name=struct[k].name) for k in keys]
