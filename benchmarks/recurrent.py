@@ -5,13 +5,13 @@ refuses it while the batch size is free (Keras' default), and with the batch
 size fixed its int8 conversion crashes the process in TFLite's calibrator
 (tensorflow issue 75140). tfq8 fixes the batch size at 1, keeps the calibrator
 alive and carries the loop's variables in int8 (`tfq8/loops.py`). This script
-trains (cached under `~/.cache/tfq8-benchmarks`) an `LSTM(64)` and a `GRU(64)`
-that read each 28x28 image as 28 steps of 28 pixels, calibrates on 500 held-out
-training images (clean, and with 1% corrupted frames as in `suite.py`), and
-prints, for TFLite's own int8 model and tfq8's (`minmax`, `auto`): full-integer
-or not, float ops, top-1 on the 10,000 test images, top-1 agreement and output
-SQNR against float, and latency relative to TFLite's model (one thread,
-XNNPACK, interleaved).
+trains (cached under `~/.cache/tfq8-benchmarks`) an `LSTM(64)`, a `GRU(64)` and
+a `Bidirectional(LSTM(32))` that read each 28x28 image as 28 steps of 28
+pixels, calibrates on 500 held-out training images (clean, and with 1%
+corrupted frames as in `suite.py`), and prints, for TFLite's own int8 model
+and tfq8's (`minmax`, `auto`): full-integer or not, float ops, top-1 on the
+10,000 test images, top-1 agreement and output SQNR against float, and latency
+relative to TFLite's model (one thread, XNNPACK, interleaved).
 
 TFLite's own model here is what its converter makes when it does not crash:
 `tfq8.pipeline.converter_int8`, which runs TFLite's converter as documented
@@ -21,7 +21,7 @@ calibrator kept alive); its loops carry float.
 Nothing is asserted: this prints figures.
 
 Usage:
-    .venv/bin/python benchmarks/recurrent.py --models=lstm,gru
+    .venv/bin/python benchmarks/recurrent.py --models=lstm,gru,bilstm
     (needs apt-get install -y dataset-fashion-mnist)
 """
 
@@ -38,13 +38,16 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import suite  # noqa: E402
 
 
-def _recurrent(kind: str):
+def _recurrent(kind: str, units: int = 64, bidirectional: bool = False):
     def train(x: np.ndarray, y: np.ndarray):
         import keras  # noqa: PLC0415
 
         keras.utils.set_random_seed(0)
+        layer = getattr(keras.layers, kind)(units)
+        if bidirectional:
+            layer = keras.layers.Bidirectional(layer)
         model = keras.Sequential([keras.Input((28, 28, 1)), keras.layers.Reshape((28, 28)),
-                                  getattr(keras.layers, kind)(64), keras.layers.Dense(10)])
+                                  layer, keras.layers.Dense(10)])
         model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         model.fit(x, y, epochs=3, batch_size=128, verbose=0)
@@ -53,7 +56,8 @@ def _recurrent(kind: str):
     return train
 
 
-MODELS = {"lstm": _recurrent("LSTM"), "gru": _recurrent("GRU")}
+MODELS = {"lstm": _recurrent("LSTM"), "gru": _recurrent("GRU"),
+          "bilstm": _recurrent("LSTM", 32, bidirectional=True)}
 
 
 def main() -> None:
