@@ -174,29 +174,31 @@ def test_a_recurrent_layer_with_dropout_converts(unroll):
     assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
 
 
-def test_a_model_of_two_inputs_converts_with_its_batch_size_fixed_at_one():
-    """The remedy the error names for a free batch size: keras.Input(..., batch_size=1).
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_a_model_of_two_inputs_converts_with_its_batch_size_fixed_at_one(as_dict):
+    """Fixed by the user (keras.Input(..., batch_size=1)) or, with a free batch size, by
+    tfq8, for a list of inputs and a dict (keys not sorted) alike: the same int8 model.
     Data for it comes, as for any model, in batches of any size."""
-    keras.utils.set_random_seed(0)
 
-    def inputs(batch_size):
-        return (keras.Input((6, 4), name="a", batch_size=batch_size),
-                keras.Input((3,), name="b", batch_size=batch_size))
-
-    def model_on(steps, extra):  # (TFLite orders the inputs b, a)
+    def model_on(batch_size):  # (TFLite orders the inputs b, a)
+        keras.utils.set_random_seed(0)
+        steps = keras.Input((6, 4), name="a", batch_size=batch_size)
+        extra = keras.Input((3,), name="b", batch_size=batch_size)
         h = keras.layers.Concatenate()([keras.layers.GRU(8)(steps), extra])
-        return keras.Model([steps, extra], keras.layers.Dense(2)(h))
+        return keras.Model({"b": extra, "a": steps} if as_dict else [steps, extra],
+                           keras.layers.Dense(2)(h))
 
     rng = np.random.default_rng(0)
     x = [rng.normal(size=(32, 6, 4)).astype(np.float32),
          rng.normal(size=(32, 3)).astype(np.float32)]  # in the Keras model's order
-    with pytest.raises(tfq8.UnsupportedOpError,  # naming the layer, without MLIR's locations
-                       match=r"not unrolled \(functional\w*/gru\w*\) keeps .*batch_size=1\)\.$"):
-        tfq8.convert(model_on(*inputs(None)), x)
-    model = model_on(*inputs(1))
-    blob = tfq8.convert(model, x, method="minmax")
-    assert tfq8.inspect(blob).full_integer
-    assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
+    data = {"a": x[0], "b": x[1]} if as_dict else x
+    fixed, free = model_on(1), model_on(None)
+    blobs = [tfq8.convert(model, data, method="minmax") for model in (fixed, free)]
+    assert tfq8.inspect(blobs[1]).full_integer
+    assert [t.name for t in tfq8.inspect(blobs[1]).inputs] == [
+        t.name for t in tfq8.inspect(blobs[0]).inputs]
+    db = [tfq8.check(b, reference=free, data=data).outputs[0].sqnr_db for b in blobs]
+    assert db[1] > 20 and db[1] == pytest.approx(db[0], abs=0.01)
 
 
 class _Block(keras.layers.Layer):

@@ -117,11 +117,12 @@ class ModelHandle:
         which it is in a Keras model by default: a Keras 3 `LSTM`, `GRU` or
         `SimpleRNN`, or a tf_keras `GRU`. With the batch size fixed at 1 the
         loop becomes a WHILE op, which tfq8 quantizes to int8 (`tfq8.loops`).
-        So a one-input Keras model with such a layer (anywhere: in a
-        `TimeDistributed` or a custom layer too) and a free batch size, which
-        the converter refuses as it is, converts as a model of batch size 1,
-        one sample per run, as on a phone (logged). A subclassed model converts
-        so at the input shape it was built for. The converter is tried
+        So a Keras model with such a layer (anywhere: in a `TimeDistributed`
+        or a custom layer too) and a free batch size, which the converter
+        refuses as it is, converts as a model of batch size 1, one sample per
+        run, as on a phone (logged); its inputs keep their names, a list or a
+        dict of several too. A subclassed model converts so, with one input,
+        at the input shape it was built for. The converter is tried
         on the model as it is first, so models it takes keep their free batch
         size. (A tf_keras `LSTM` becomes TFLite's fused LSTM, whose state stays
         from one run to the next: tfq8 resets it before each run,
@@ -361,11 +362,11 @@ _NEEDS_BATCH_ONE: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictio
 def _needs_batch_one(model: Any) -> bool:
     """Whether `model` has a loop that converts only with a fixed batch size (see
     `ModelHandle.batch_fixed_at_one`), which it does not have."""
-    found = _one_input(model) if _loop_layers(model) else None
-    if found is None or found[0][0] is not None:
+    found = _free_inputs(model) if _loop_layers(model) else None
+    if not found or any(shape[0] is not None for shape, _, _, _ in found):
         return False
     try:
-        _tflite.convert_float(tf.lite.TFLiteConverter.from_keras_model(model))
+        _tflite.convert_float(tf.lite.TFLiteConverter.from_keras_model(_with_list_inputs(model)))
         return False
     except UnsupportedOpError as e:
         if "TensorList" not in str(e):
@@ -384,31 +385,41 @@ def _loop_layers(model: Any) -> list[str]:
             if getattr(layer, "unroll", None) is False]
 
 
-def _one_input(model: Any) -> tuple[tuple, str, str] | None:
-    """(shape, dtype, name) of the input of a one-input Keras model, or None. A subclassed
-    model has no `Input`: the shape it was built for, with a free batch size, float32,
-    named "input"."""
+def _free_inputs(model: Any) -> list[tuple[tuple, str, str, Any]] | None:
+    """(shape, dtype, name, dict key or None) of each input of a Keras model, in
+    `model.inputs` order, or None where they cannot be told. A subclassed model has no
+    `Input`: the shape it was built for, with a free batch size, float32, named "input"."""
     inputs = getattr(model, "inputs", None) or []
     if inputs:
-        if len(inputs) != 1 or isinstance(getattr(model, "input", None), dict):
+        struct = getattr(model, "input", None)
+        keys = (sorted(struct) if isinstance(struct, dict)  # as Keras flattens a dict
+                else [None] * len(inputs))
+        if isinstance(struct, dict) and [id(struct[k]) for k in keys] != [id(t) for t in inputs]:
             return None
-        return tuple(inputs[0].shape), _dtype_name(inputs[0].dtype), _keras_name(inputs[0])
+        return [(tuple(t.shape), _dtype_name(t.dtype), _keras_name(t), key)
+                for t, key in zip(inputs, keys)]
     config = model.get_build_config() if hasattr(model, "get_build_config") else None
     shape = (config or {}).get("input_shape")
     if not isinstance(shape, (list, tuple)) or not shape or not all(
             d is None or isinstance(d, int) for d in shape):
         return None  # (several inputs, or not built by a call)
-    return (None, *shape[1:]), "float32", "input"
+    return [((None, *shape[1:]), "float32", "input", None)]
 
 
 def _with_batch_one(model: Any) -> Any:
-    """`model` called on an input of batch size 1 (one-input Keras models), under its own
-    name: the TFLite graph's tensor names start with it, and a name of Keras' choosing
-    (functional_2, functional_3, ...) would change them at each conversion."""
+    """`model` called on inputs of batch size 1, named as its own, under its own name:
+    the TFLite graph's tensor names start with it, and a name of Keras' choosing
+    (functional_2, functional_3, ...) would change them at each conversion. A model
+    built on a dict is called on a dict; the wrapper takes a list."""
     k = _tf_keras() if is_tf_keras_model(model) else _keras3()
-    shape, dtype, name = _one_input(model)
-    inp = k.Input(batch_shape=(1, *shape[1:]), dtype=dtype, name=name)
-    return k.Model(inp, model(inp), name=model.name)
+    found = _free_inputs(model)
+    inputs = [k.Input(batch_shape=(1, *shape[1:]), dtype=dtype, name=name)
+              for shape, dtype, name, _ in found]
+    if found[0][3] is not None:
+        args: Any = {key: inp for (_, _, _, key), inp in zip(found, inputs)}
+    else:
+        args = inputs[0] if len(inputs) == 1 else inputs
+    return k.Model(inputs[0] if len(inputs) == 1 else inputs, model(args), name=model.name)
 
 
 def _with_list_inputs(model: Any) -> Any:
