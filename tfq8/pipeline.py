@@ -31,7 +31,7 @@ from tfq8.harness.inspect import inspect
 from tfq8.models import ModelHandle, load_model, specs_from_tflite
 from tfq8.ranges import auto as _auto
 from tfq8.ranges import available_methods, check_options
-from tfq8.stats.collect import BackgroundCollect, collect
+from tfq8.stats.collect import BackgroundCollect, collect, with_own_extremes
 from tfq8.loops import int8_loops
 from tfq8.rewrite import int8_islands
 from tfq8.shared_grid import Quantizer
@@ -110,6 +110,7 @@ def calibrate(
         tensors = bg.result(calibrated)
     if tensors is None:
         tensors = collect(calibrated, rep, max_bins=max_bins, batch_size=batch_size, track=kept)
+    calibrated = with_own_extremes(calibrated, tensors)
     samples = [a[kept].copy() for a in rep.inputs] if len(kept) else None
     return Calibration(calibrated, tensors, len(rep), handle.fingerprint(), samples)
 

@@ -12,6 +12,9 @@ The bins come from this pass; the exact extremes come from TFLite's own
 calibrator, which saw the same samples. The two agree up to float rounding
 (TFLite's calibrator and LiteRT's kernels may round differently in the last
 bit); taking the calibrator's makes `minmax` reproduce the converter bit for bit.
+Where the calibrator logged a masked softmax's mask over the attention scores
+(an in-place ADD wrote it there first), the scores keep their own extremes, and
+`with_own_extremes` writes them into the calibrated model too.
 
 Example:
     >>> stats = collect(calibrated_model, rep)
@@ -46,7 +49,10 @@ WORKER_MAX_INPUT_BYTES = 256 << 20
 # A pass over fewer tensor bytes than this (tiny models) takes less time than handing it over.
 WORKER_MIN_TENSOR_BYTES = 32 << 20
 
-__all__ = ["BackgroundCollect", "TensorStats", "collect"]
+# A calibrator's extreme this far out that the tensor never reached is a leaked mask.
+LEAKED_FILL = 1e9
+
+__all__ = ["BackgroundCollect", "TensorStats", "collect", "with_own_extremes"]
 
 
 def collect(
@@ -235,11 +241,37 @@ def _adopt_extremes(h: Histogram, lo: float, hi: float, name: str) -> None:
     They differ by float rounding, except where the calibrator logged a tensor
     after an in-place op (a residual ADD) overwrote it: then its range is the
     ADD output's and wider than the tensor's own. The counts keep the true
-    values, so every method but `minmax` sees the tensor as it is.
+    values, so every method but `minmax` sees the tensor as it is. An extreme
+    at or beyond `LEAKED_FILL` that the tensor never reached is a masked
+    softmax's mask that such an op wrote over the attention scores (tf_keras
+    adds -1e9): the tensor keeps its own extreme there, or its int8 grid would
+    span 1e9 and its histogram's bins would swallow every score.
     """
+    if lo <= -LEAKED_FILL < h.min:
+        lo = h.min
+    if hi >= LEAKED_FILL > h.max:
+        hi = h.max
     tol = 1e-4 * max(abs(h.min), abs(h.max), 1e-30)
     if not (math.isclose(lo, h.min, abs_tol=tol) and math.isclose(hi, h.max, abs_tol=tol)):
         _log.debug(
             "Tensor %r takes [%g, %g]; TFLite's calibrator recorded [%g, %g] (the "
             "converter's range, kept as the extremes).", name, h.min, h.max, lo, hi)
     h.set_extremes(lo, hi)
+
+
+def with_own_extremes(calibrated: bytes, stats: Sequence[TensorStats]) -> bytes:
+    """`calibrated` with the ranges its statistics hold where they differ from the
+    calibrator's (a leaked mask, see `_adopt_extremes`), so that `minmax` and the
+    model's own ranges agree.
+
+    Args:
+        calibrated: The calibrated float model the statistics were collected on.
+        stats: Their `TensorStats` (`collect`, `BackgroundCollect.result`).
+
+    Returns:
+        The model with those ranges, or `calibrated` itself (the same bytes) if none differ.
+    """
+    ranges = _tflite.calibrated_ranges(calibrated)
+    own = {s.index: (s.histogram.min, s.histogram.max) for s in stats
+           if (s.histogram.min, s.histogram.max) != ranges[s.index]}
+    return _tflite.set_ranges(calibrated, own) if own else calibrated
