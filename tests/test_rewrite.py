@@ -230,41 +230,6 @@ def test_an_elu_runs_in_int8_between_its_neighbours(backend):
         assert ours_db > 25 and ours_db > theirs_db - 0.3, (method, ours_db, theirs_db)
 
 
-
-def _masked_attention(seq: int = 8, width: int = 16):
-    keras.utils.set_random_seed(0)
-    tokens, mask = keras.Input((seq, width)), keras.Input((seq, seq))
-    a = keras.layers.MultiHeadAttention(2, 8)(tokens, tokens, attention_mask=mask)
-    out = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling1D()(tokens + a))
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(320, seq, width)).astype(np.float32)
-    lengths = rng.integers(2, seq + 1, size=len(x))
-    m = np.broadcast_to(np.arange(seq)[None, None, :] < lengths[:, None, None],
-                        (len(x), seq, seq)).astype(np.float32)
-    return keras.Model([tokens, mask], out), [x, m]
-
-
-def test_a_masked_softmax_fills_masked_scores_with_a_moderate_value():
-    """Keras' masked softmax fills masked scores with -2.4e38, which TFLite's int8 grid then
-    spans: every real score rounds to one code (the converter's model too)."""
-    model, (x, m) = _masked_attention()
-    calib = tfq8.calibrate(model, [x[:160], m[:160]])
-    (out, (scores, fill)), = calib._fills.items()
-    lo, hi = _tflite.calibrated_ranges(calib.model)[scores]
-    assert fill == pytest.approx(lo - np.log(512 * 8), abs=1e-4)
-    assert _tflite.calibrated_ranges(calib.model)[out][0] == pytest.approx(fill)
-    for method in ("minmax", "percentile", "mse"):  # every method's range reaches the fill
-        ranges = calib.ranges(method)
-        assert ranges[out] == (fill, ranges[scores][1])
-    held = [x[160:], m[160:]]
-    theirs = tfq8.check(converter_int8(model, [x[:160], m[:160]]), reference=model, data=held)
-    for method in ("minmax", "auto"):
-        blob = tfq8.convert(calibration=calib, method=method)
-        ours = tfq8.check(blob, reference=model, data=held).outputs[0].sqnr_db
-        assert tfq8.inspect(blob).full_integer and ours > 20
-        assert ours > theirs.outputs[0].sqnr_db + 10, (method, ours, theirs.outputs[0].sqnr_db)
-
-
 def test_a_split_left_float_between_its_neighbours_runs_in_int8():
     """TFLite's quantizer now and then (one run in six) leaves the first SPLIT of an unrolled
     LSTM float, DEQUANTIZE -> SPLIT -> QUANTIZE onto the same grid, where the model also has

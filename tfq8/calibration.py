@@ -31,7 +31,8 @@ import numpy as np
 from tfq8 import _tflite, ranges as _ranges
 from tfq8.data import fixed_batch
 from tfq8.harness.interpreter import verify_model
-from tfq8.rewrite import mask_fills, rewrite_for_int8
+from tfq8.masked_softmax import mask_fills
+from tfq8.rewrite import rewrite_for_int8
 from tfq8.stats.collect import TensorStats
 from tfq8.stats.histogram import Histogram
 
@@ -124,7 +125,7 @@ class Calibration:
         The outputs of ops whose int8 scale TFLite fixes whatever the range
         (`FIXED_SCALE_OPS`: LOGISTIC, TANH, SOFTMAX, LOG_SOFTMAX) get their
         min/max without running the method: no range changes their grid.
-        The masked scores of a masked softmax (`tfq8.rewrite.mask_fills`) get
+        The masked scores of a masked softmax (`tfq8.masked_softmax.mask_fills`) get
         the range from their fill value to the method's upper end for the
         scores, so that no method clips the mask away.
 

@@ -42,16 +42,11 @@ quantizer does make int8:
   point -128), so every "0" of TFLite's own int8 one-hot reads as 0.5. With a
   boolean ONE_HOT (the new tensor needs no range) the quantizer puts `on` and
   `off` on the output's grid, as for any SELECT_V2.
-* `SELECT(mask, scores, -2.4e38)` before a SOFTMAX ->
-  `SELECT(mask, scores, lo - ln(512 * keys))`, with `lo` the least score the
-  calibrator saw. Keras' masked softmax (`MultiHeadAttention` with an
-  `attention_mask` or `use_causal_mask=True`) fills masked scores with -0.7 times
-  float32's largest value; the output's int8 grid then spans 3.4e38 and every
-  real score rounds to one code, in the converter's model too. With the
-  moderate fill the masked keys of a row still take at most 1/512 of the
-  softmax together (half its int8 step), and the grid spans the scores and
-  the fill. `Calibration.ranges` gives such outputs the range from the fill to
-  the scores' upper end, whatever the method (`mask_fills`).
+* The masks of a masked softmax (`SELECT(mask, scores, -2.4e38)`, `scores +
+  (1 - mask) * -1e9` and the like) -> `SELECT(mask, scores, lo - ln(512 * keys))`,
+  with `lo` the least score the calibrator saw (`tfq8.masked_softmax`). TFLite's
+  int8 grid spans a mask of -1e9, and every real score then rounds to one code,
+  in the converter's model too.
 
 After quantizing, `int8_islands` closes the float islands of ops that TFLite
 runs in int8 but its quantizer leaves float: `DEQUANTIZE -> ELU -> QUANTIZE`
@@ -69,19 +64,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable
 
 import numpy as np
 
-from tfq8 import _graph, _tflite
+from tfq8 import _graph, _tflite, masked_softmax
 
 _log = logging.getLogger("tfq8")
 
-__all__ = ["int8_islands", "mask_fills", "rewrite_for_int8"]
+__all__ = ["int8_islands", "rewrite_for_int8"]
 
-_REWRITTEN = ("NEG", "SQUARE", "ZEROS_LIKE", "NOT_EQUAL", "CAST", "ONE_HOT", "SELECT_V2",
-              "SELECT")
+_REWRITTEN = ("NEG", "SQUARE", "ZEROS_LIKE", "NOT_EQUAL", "CAST", "ONE_HOT")
 # The MUL each becomes: by a new constant (its value and name), or by its own input (None).
 _MUL_BY = {"NEG": (-1.0, "minus_one"), "ZEROS_LIKE": (0.0, "zero"), "SQUARE": None}
 
@@ -96,19 +91,21 @@ def rewrite_for_int8(model: bytes) -> bytes:
     Returns:
         The rewritten model, or `model` itself (the same bytes) without such ops.
     """
-    if not _graph.uses_any(model, _REWRITTEN):  # a quick look first: most models have none
+    names = _REWRITTEN + (masked_softmax.MASKING_OPS if _graph.uses_any(model, ("SOFTMAX",))
+                          else ())
+    if not _graph.uses_any(model, names):  # a quick look first: most models have none
         return model
     parsed = _tflite.read_model(model)
     sg = parsed.subgraphs[0]
     found = [(op, name, _rewriter(parsed, sg, op, name)) for op, name in
-             ((op, _tflite.op_name(parsed, op)) for op in sg.operators) if name in _REWRITTEN]
+             ((op, _tflite.op_name(parsed, op)) for op in sg.operators) if name in names]
     found = [(op, name, how) for op, name, how in found if how is not None]
     if not found:
         return model
     for op, _, (rewrite, _) in found:
         rewrite(parsed, sg, op)
     done: dict[str, int] = {}
-    for _, name, (_, what) in found:
+    for _, name, (_, what) in (f for f in found if f[0] in sg.operators):  # (not dropped since)
         key = f"{name} op(s) {what}"
         done[key] = done.get(key, 0) + 1
     _log.info("Rewrote %s, which TFLite quantizes to int8.",
@@ -193,9 +190,10 @@ _Rewrite = Callable[[Any, Any, Any], None]
 def _rewriter(parsed, sg, op, name: str) -> tuple[_Rewrite, str] | None:
     """How to rewrite `op` (a `name` op) and what that does, or None if it stays."""
     types = _tflite.schema.TensorType
-    if name in ("SELECT", "SELECT_V2"):
-        return ((_moderate_fill, "filling masked scores with a moderate value")
-                if _huge_fill(parsed, sg, op) else None)
+    if name in masked_softmax.MASKING_OPS:
+        mask = masked_softmax.masked_scores(parsed, sg, op)
+        return None if mask is None else (functools.partial(masked_softmax.fill, mask),
+                                          "filling masked scores with a moderate value")
     source, result = sg.tensors[op.inputs[0]].type, sg.tensors[op.outputs[0]].type
     if name in _MUL_BY and source == types.FLOAT32:
         factor = _MUL_BY[name]
@@ -212,68 +210,6 @@ def _rewriter(parsed, sg, op, name: str) -> tuple[_Rewrite, str] | None:
 
 
 # ------------------------------------------------------------------ rewrites
-_HUGE = 1e9  # a mask's fill at or below -_HUGE stands for minus infinity
-_FILL = "fill"  # the name ending of a moderate fill's constant
-
-
-def _huge_fill(parsed, sg, op) -> int | None:
-    """The position (1 or 2) of a SELECT's value input that is a constant of -1e9 or less
-    (Keras' masked softmax fills masked scores with -0.7 times float32's largest value),
-    where the other is a calibrated float tensor and SOFTMAX alone reads the output."""
-    out = int(op.outputs[0])
-    readers = _graph.readers(sg, out)
-    if (not readers or any(_tflite.op_name(parsed, o) != "SOFTMAX" for o in readers)
-            or sg.tensors[out].quantization is None or sg.tensors[out].quantization.min is None):
-        return None
-    for k in (1, 2):
-        values = _graph.float_values(parsed, sg.tensors[op.inputs[k]])
-        q = sg.tensors[op.inputs[3 - k]].quantization
-        if (values is not None and q is not None and q.min is not None and len(q.min)
-                and float(values.max()) <= -_HUGE):
-            return k
-    return None
-
-
-def _moderate_fill(parsed, sg, op) -> None:
-    """SELECT(mask, scores, -huge) -> SELECT(mask, scores, lo - ln(512 * keys)).
-
-    Masked scores then sit ln(512 * keys) below the least score the calibrator saw,
-    so all the masked keys of a row together take at most 1/512 of the softmax,
-    half its int8 output step; the output's int8 grid spans the scores and that
-    one value instead of 3.4e38.
-    """
-    k = _huge_fill(parsed, sg, op)
-    scores, out = sg.tensors[op.inputs[3 - k]], sg.tensors[op.outputs[0]]
-    keys = int(out.shape[-1]) if out.shape is not None and len(out.shape) else 1
-    fill = float(scores.quantization.min[0]) - float(np.log(512.0 * max(keys, 1)))
-    shape = tuple(int(d) for d in (sg.tensors[op.inputs[k]].shape if sg.tensors[op.inputs[k]].shape is not None else ()))
-    op.inputs[k] = _graph.constant(parsed, sg, op, np.full(shape, fill, np.float32), _FILL,
-                                   shape=shape)
-    out.quantization.min = np.array([fill], np.float32)
-
-
-def mask_fills(model: bytes) -> dict[int, tuple[int, float]]:
-    """Output tensor -> (scores tensor, fill value) of each SELECT whose masked scores
-    `rewrite_for_int8` filled with a moderate value (subgraph 0).
-
-    Their int8 range must reach the fill: `Calibration.ranges` gives them
-    (fill, the scores' upper end).
-    """
-    if not _graph.uses_any(model, ("SELECT_V2", "SELECT")):
-        return {}
-    parsed = _tflite.read_model(model)
-    sg = parsed.subgraphs[0]
-    found = {}
-    for op in sg.operators:
-        if _tflite.op_name(parsed, op) not in ("SELECT", "SELECT_V2"):
-            continue
-        for k in (1, 2):
-            const = sg.tensors[op.inputs[k]]
-            values = _graph.float_values(parsed, const)
-            if _tflite.tensor_name(const).endswith(f"/tfq8_{_FILL}") and values is not None:
-                found[int(op.outputs[0])] = (int(op.inputs[3 - k]), float(values[0]))
-    return found
-
 def _as_mul(parsed, sg, op) -> None:
     """NEG, SQUARE, ZEROS_LIKE -> MUL by a constant or by the input itself."""
     factor = _MUL_BY[_tflite.op_name(parsed, op)]
