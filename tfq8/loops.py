@@ -135,8 +135,8 @@ def loop_states(calibrated: bytes) -> list[LoopState]:
     A loop variable is one when the body computes the value it returns from the
     value it was given through ADD, SUB and MUL ops and ops that only move or pick
     values (a masked step's SELECT), and every tensor on the way carries a
-    recorded float range. Its range is
-    that of its largest step; `scale_loop_states` narrows it.
+    recorded float range. Its range is that of its largest step;
+    `scale_loop_states` narrows it.
 
     Args:
         calibrated: A calibrated float `.tflite` flatbuffer.
@@ -147,7 +147,7 @@ def loop_states(calibrated: bytes) -> list[LoopState]:
 
     Example:
         >>> [s.name for s in loop_states(calib.model)]   # a Keras 3 LSTM
-        ['sequential/lstm/while/lstm_cell/add_1']
+        ['sequential_1/sequential_1/lstm_1/while/lstm_cell_1/add']
     """
     if not _graph.uses_any(calibrated, ("WHILE",)):
         return []
