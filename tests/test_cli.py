@@ -198,6 +198,7 @@ def test_convert_reuses_saved_statistics_with_ranges_and_options(files, capfd):
     auto = json.loads(stdout)["auto"]
     assert auto["method"] in auto["scores_db"] and auto["choice"][logits] == "fixed"
     assert set(auto["choice"]) == {t.name for t in calib.tensors}
+    assert auto["loop_scales"] == {}  # no loop to narrow
     code, stdout, err = _run(capfd, "convert", files / "model.keras", "--calibration", stats,
                              "--output", files / "auto.tflite")
     assert code == 0 and re.search(r"\nauto chose \w+.*: output SQNR [\d.]+ dB", stdout), err

@@ -440,7 +440,8 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     if report is not None:
         result["auto"] = {"method": report.method, "score_db": _finite(report.score),
                           "scores_db": report.scores, "excluded_samples": report.excluded,
-                          "choice": {calib.tensor(i).name: m for i, m in report.choice.items()}}
+                          "choice": {calib.tensor(i).name: m for i, m in report.choice.items()},
+                          "loop_scales": report.loop_scales}
         text += "\n" + report.summary()
     if _F.plot:
         from tfq8.harness.plot import save_figure  # noqa: PLC0415
