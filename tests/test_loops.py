@@ -359,6 +359,7 @@ def test_auto_narrows_a_growing_cell_state_and_gains_on_held_out_data(monkeypatc
     assert 0 < list(scales.values())[0] < 1
     assert "1 loop state(s) narrowed" in calib.last_auto.summary()
     assert tfq8.inspect(narrowed).full_integer
+    assert tfq8.convert(calibration=calib, method="auto") == narrowed  # the same bytes again
     monkeypatch.setattr(auto, "loop_states", lambda model: [])
     plain = tfq8.convert(calibration=calib, method="auto")
     assert calib.last_auto.loop_scales == {}
