@@ -110,6 +110,12 @@ def opcode(parsed, builtin: int) -> int:
     return len(parsed.operatorCodes) - 1
 
 
+def has_range(tensor) -> bool:
+    """Whether `tensor` carries a recorded float range (the calibrator's min/max)."""
+    q = tensor.quantization
+    return q is not None and q.min is not None and len(q.min) > 0
+
+
 def same_grid(tensor, grid) -> bool:
     """Whether `tensor` is of `grid`'s type, on its one scale and zero point."""
     q, g = tensor.quantization, grid.quantization

@@ -200,9 +200,7 @@ def scale_loop_states(calibrated: bytes, scales: Mapping[LoopState, float]) -> b
 
 
 def _recorded(tensor) -> bool:
-    q = tensor.quantization
-    return (tensor.type == _tflite.schema.TensorType.FLOAT32 and q is not None
-            and q.min is not None and len(q.min) == 1)
+    return tensor.type == _tflite.schema.TensorType.FLOAT32 and _graph.has_range(tensor)
 
 
 def _readers_outputs(parsed, sg, tensor: int, kinds) -> list[int]:

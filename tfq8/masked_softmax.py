@@ -79,7 +79,7 @@ def masked_scores(parsed, sg, op) -> Mask | None:
     or a RESHAPE, maybe), or None if it does not (or its scores have no calibrated
     range, or the rewrite would change its shape)."""
     out = sg.tensors[op.outputs[0]]
-    if _softmax_input(parsed, sg, op.outputs[0]) is None or not _ranged(out):
+    if _softmax_input(parsed, sg, op.outputs[0]) is None or not _graph.has_range(out):
         return None
     name = _tflite.op_name(parsed, op)
     mask = _selected(parsed, sg, op) if name in _SELECTS else _added(parsed, sg, op, name)
@@ -124,7 +124,7 @@ def fill(mask: Mask, parsed, sg, op) -> None:
         _graph.become(parsed, op, "SELECT_V2", [condition, *values],
                       _tflite.schema.SelectV2OptionsT())
     for t in chain:
-        if _ranged(sg.tensors[t]):
+        if _graph.has_range(sg.tensors[t]):
             sg.tensors[t].quantization.min = np.array([value], np.float32)
     outputs = {int(t) for t in sg.outputs}
     for feeder in mask.feeders:  # the last first: each may leave the one before unread
@@ -257,15 +257,10 @@ def _shape(tensor) -> tuple[int, ...] | None:
     return None if tensor.shape is None else tuple(int(d) for d in tensor.shape)
 
 
-def _ranged(tensor) -> bool:
-    q = tensor.quantization
-    return q is not None and q.min is not None and len(q.min) > 0
-
-
 def _moderate(scores) -> bool:
     """Whether calibrated scores lie well inside +-1e9 (a mask then stands for minus
     infinity, and their least value is known: no leaked mask, see `tfq8.stats.collect`)."""
-    if not _ranged(scores):
+    if not _graph.has_range(scores):
         return False
     q = scores.quantization
     return -_HUGE / 2 < float(q.min[0]) <= float(q.max[0]) < _HUGE / 2
