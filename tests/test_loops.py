@@ -174,11 +174,13 @@ def test_a_recurrent_layer_with_dropout_converts(unroll):
     assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 20
 
 
-@pytest.mark.parametrize("as_dict", [False, True])
-def test_a_model_of_two_inputs_converts_with_its_batch_size_fixed_at_one(as_dict):
+@pytest.mark.parametrize("framework,as_dict", [("keras", False), ("keras", True),
+                                              ("tf_keras", True)])
+def test_a_model_of_two_inputs_converts_with_its_batch_size_fixed_at_one(framework, as_dict):
     """Fixed by the user (keras.Input(..., batch_size=1)) or, with a free batch size, by
     tfq8, for a list of inputs and a dict (keys not sorted) alike: the same int8 model.
     Data for it comes, as for any model, in batches of any size."""
+    keras = pytest.importorskip(framework)
 
     def model_on(batch_size):  # (TFLite orders the inputs b, a)
         keras.utils.set_random_seed(0)
