@@ -103,10 +103,14 @@ class ModelHandle:
         if self.keras_model is not None:
             if self.batch_fixed_at_one:
                 return tf.lite.TFLiteConverter.from_keras_model(self._batch_one)
-            if self._list_inputs is None:
-                self._list_inputs = _with_list_inputs(self.keras_model)
-            return tf.lite.TFLiteConverter.from_keras_model(self._list_inputs)
+            return tf.lite.TFLiteConverter.from_keras_model(self._as_converted())
         return tf.lite.TFLiteConverter.from_saved_model(self.saved_model_dir)
+
+    def _as_converted(self) -> Any:
+        """The Keras model as the converter gets it (`_with_list_inputs`), built once."""
+        if self._list_inputs is None:
+            self._list_inputs = _with_list_inputs(self.keras_model)
+        return self._list_inputs
 
     @property
     def batch_fixed_at_one(self) -> bool:
@@ -134,7 +138,7 @@ class ModelHandle:
             try:  # the converter is tried once per model object
                 needed = _NEEDS_BATCH_ONE[model]
             except (KeyError, TypeError):  # not tried yet, or not weakly referable
-                needed = _needs_batch_one(model)
+                needed = _needs_batch_one(model, self._as_converted())
                 with contextlib.suppress(TypeError):
                     _NEEDS_BATCH_ONE[model] = needed
             self._batch_one = _with_batch_one(model) if needed else None
@@ -359,14 +363,15 @@ def load_reference(reference: Any) -> ModelHandle | None:
 _NEEDS_BATCH_ONE: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
 
 
-def _needs_batch_one(model: Any) -> bool:
+def _needs_batch_one(model: Any, as_converted: Any) -> bool:
     """Whether `model` has a loop that converts only with a fixed batch size (see
-    `ModelHandle.batch_fixed_at_one`), which it does not have."""
+    `ModelHandle.batch_fixed_at_one`), which it does not have; `as_converted` is the
+    model as the converter gets it (`_with_list_inputs`)."""
     found = _free_inputs(model) if _loop_layers(model) else None
     if not found or any(shape[0] is not None for shape, _, _, _ in found):
         return False
     try:
-        _tflite.convert_float(tf.lite.TFLiteConverter.from_keras_model(_with_list_inputs(model)))
+        _tflite.convert_float(tf.lite.TFLiteConverter.from_keras_model(as_converted))
         return False
     except UnsupportedOpError as e:
         if "TensorList" not in str(e):
