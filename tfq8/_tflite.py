@@ -496,12 +496,13 @@ def tensor_name(tensor: "schema.TensorT") -> str:
     return name.decode() if isinstance(name, bytes) else str(name)
 
 
-def calibrated_ranges(calibrated: bytes) -> dict[int, tuple[float, float]]:
-    """Tensor index -> (min, max) recorded by the calibrator in subgraph 0.
+def calibrated_ranges(calibrated: bytes, subgraph: int = 0) -> dict[int, tuple[float, float]]:
+    """Tensor index -> (min, max) recorded by the calibrator in `subgraph` (0: the main
+    graph; a loop's body is another).
 
     Reads the flatbuffer in place (no object-API copy of the model).
     """
-    sg = schema.Model.GetRootAs(calibrated, 0).Subgraphs(0)
+    sg = schema.Model.GetRootAs(calibrated, 0).Subgraphs(subgraph)
     out = {}
     for index in range(sg.TensorsLength()):
         q = sg.Tensors(index).Quantization()
@@ -519,15 +520,17 @@ class RangeWriter:
     tensor overwritten. The result is byte-identical to re-serializing an
     edited `ModelT`, in microseconds instead of a full Python rebuild.
 
+    The tensors are those of `subgraph` (0, the main graph, by default).
+
     Example:
         >>> writer = RangeWriter(calibrated)
         >>> edited = writer.write({0: (-1.0, 1.0)})
     """
 
-    def __init__(self, calibrated: bytes):
+    def __init__(self, calibrated: bytes, subgraph: int = 0):
         self.base = bytes(calibrated)
         root = schema.Model.GetRootAs(self.base, 0)
-        sg = root.Subgraphs(0)
+        sg = root.Subgraphs(subgraph)
         self.offsets: dict[int, tuple[int, int]] = {}
         for index in range(sg.TensorsLength()):
             q = sg.Tensors(index).Quantization()

@@ -187,20 +187,18 @@ def scale_loop_states(calibrated: bytes, scales: Mapping[LoopState, float]) -> b
     Returns:
         The edited flatbuffer, or `calibrated` itself when `scales` is empty.
     """
-    if not scales:
-        return calibrated
-    parsed = _tflite.read_model(calibrated)
-    for state, scale in scales.items():
-        body = parsed.subgraphs[state.body]
-        for t in state.tensors:
-            q = body.tensors[t].quantization
-            q.min = (np.asarray(q.min, np.float32) * np.float32(scale)).astype(np.float32)
-            q.max = (np.asarray(q.max, np.float32) * np.float32(scale)).astype(np.float32)
-    return _tflite.write_model(parsed)
+    model = calibrated
+    for state, scale in scales.items():  # patched in place: the layout stays, so do offsets
+        recorded = _tflite.calibrated_ranges(calibrated, state.body)
+        model = _tflite.RangeWriter(model, state.body).write(
+            {t: (recorded[t][0] * scale, recorded[t][1] * scale) for t in state.tensors})
+    return model
 
 
 def _recorded(tensor) -> bool:
-    return tensor.type == _tflite.schema.TensorType.FLOAT32 and _graph.has_range(tensor)
+    """A float tensor with one recorded min/max (what `RangeWriter` patches)."""
+    return (tensor.type == _tflite.schema.TensorType.FLOAT32 and _graph.has_range(tensor)
+            and len(tensor.quantization.min) == 1)
 
 
 def _readers_outputs(parsed, sg, tensor: int, kinds) -> list[int]:
