@@ -841,3 +841,26 @@ def test_verbose_0_silences_tfq8s_info_lines_but_not_warnings(caplog):
     assert warned and all("Calibrating on 5 sample(s)" in w for w in warned)
     assert not [r for r in caplog.records if r.levelname == "INFO" and r.name.startswith("tfq8")]
     assert logging.getLogger("tfq8").filters == []  # removed again
+
+
+def test_mixed_precision_fit_calibrates_the_float32_copy_of_each_epoch(tmp_path):
+    x, y = _mlp_data()
+    keras.config.set_dtype_policy("mixed_float16")  # as a GPU training script sets it
+    try:
+        model = _compiled_mlp()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.layers[0].compute_dtype == "float16"
+    path = str(tmp_path / "m.tflite")
+    cb = tfq8.CalibrationCallback(x[:48], filepath=path, validation_data=(x[48:], y[48:]),
+                                  every_n_epochs=1, verbose=0)
+    history = model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[cb])
+    assert len(history.history["val_int8_agreement"]) == 2
+    assert min(history.history["val_int8_agreement"]) > 0.9
+    with open(path, "rb") as f:
+        exported = f.read()
+    assert tfq8.inspect(exported).full_integer
+    # The statistics attached to the model are of its final weights: convert() takes them.
+    assert tfq8.convert(model, method="minmax") == tfq8.convert(
+        calibration=cb.calibration, method="minmax") == tfq8.convert(
+        model, x[:48], method="minmax")

@@ -12,6 +12,7 @@ import factories
 import keras
 import tfq8
 from tfq8 import models
+from tfq8.harness.interpreter import ModelRunner
 
 
 def _full_integer(model, data) -> None:
@@ -334,6 +335,14 @@ def test_an_unregistered_custom_layer_is_named(tmp_path):
         tfq8.convert(path, np.zeros((4, 4), np.float32))
 
 
+def _int8_outputs(blob: bytes, data: np.ndarray) -> tuple:
+    """The int8 model's quantization of its output and its outputs on `data`."""
+    runner = ModelRunner(blob)
+    out = runner.outputs[0]
+    return (tuple(out.scales), tuple(out.zero_points),
+            runner.run([data])[0].tobytes())
+
+
 def _half_precision_mlp(dtype: str = "mixed_float16"):
     """`factories.mlp`'s architecture with its hidden layer under a half-precision policy."""
     keras.utils.set_random_seed(0)
@@ -342,28 +351,82 @@ def _half_precision_mlp(dtype: str = "mixed_float16"):
                              keras.layers.Dense(5, dtype="float32")])
 
 
-@pytest.mark.parametrize("dtype, computes", [("mixed_float16", "float16"),
-                                             ("mixed_bfloat16", "bfloat16")])
-def test_mixed_precision_model_is_refused_with_the_fix(dtype, computes):
+@pytest.mark.parametrize("dtype", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_model_converts_as_its_float32_copy(dtype, caplog):
     model = _half_precision_mlp(dtype)
-    with pytest.raises(tfq8.UnsupportedOpError,
-                       match=rf"^The model computes in {computes} \(layers 'dense\w*' use the dtype "
-                             rf"policy '{dtype}'\).*set_dtype_policy\('float32'\).*set_weights"):
-        tfq8.convert(model, _features())
-    # The advice works: the same architecture in float32 with the same weights.
+    data = _features()
+    with caplog.at_level("INFO", logger="tfq8"):
+        blob = tfq8.convert(model, data, method="minmax")
+    assert "converts a copy that computes in float32" in caplog.text
+    assert tfq8.inspect(blob).full_integer
+    # The int8 model of the float32 model a user would rebuild by hand with these
+    # weights (its layers are named apart, so its bytes differ only in names).
     rebuilt = factories.mlp()
     rebuilt.set_weights(model.get_weights())
-    _full_integer(rebuilt, _features())
+    assert _int8_outputs(blob, data) == _int8_outputs(
+        tfq8.convert(rebuilt, data, method="minmax"), data)
+    # The user's model and the global policy are left as they were.
+    assert model.layers[0].dtype_policy.name == dtype
+    assert keras.config.dtype_policy().name == "float32"
+    # New weights (a later epoch) are the copy's too: it is refreshed on every call.
+    model.set_weights([w * 0.5 for w in model.get_weights()])
+    rebuilt.set_weights(model.get_weights())
+    assert _int8_outputs(tfq8.convert(model, data, method="minmax"), data) == _int8_outputs(
+        tfq8.convert(rebuilt, data, method="minmax"), data)
 
 
-def test_mixed_precision_tf_keras_and_saved_model_are_refused(tmp_path):
-    tf_keras = pytest.importorskip("tf_keras")
-    inp = tf_keras.Input((4,))
-    tfk = tf_keras.Model(inp, tf_keras.layers.Dense(2, dtype="mixed_float16")(inp))
+def test_mixed_precision_copy_under_a_mixed_global_policy_and_nested_models():
+    # As in a training script: the global policy is still mixed when convert runs.
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        inner = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(8)],
+                                 name="inner")
+        inp = keras.Input((20,), name="features")
+        model = keras.Model(inp, keras.layers.Dense(4, dtype="float32")(inner(inp)))
+        copy = models.load_model(model).keras_model
+        assert keras.config.dtype_policy().name == "mixed_float16"  # restored
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert copy is not model and not tfq8.mixed_precision.half_layers(copy)
+    x = _features()
+    np.testing.assert_allclose(copy(x), model(x), atol=2e-2)  # float16 rounding only
+    report = tfq8.check(tfq8.convert(model, x), reference=model, data=x)
+    assert report.outputs[0].sqnr_db > 30, str(report)
+
+
+def test_mixed_precision_subclassed_model_is_refused_with_the_fix():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.hidden = keras.layers.Dense(8, dtype="mixed_float16")
+            self.out = keras.layers.Dense(2, dtype="float32")
+
+        def call(self, x):
+            return self.out(self.hidden(x))
+
+    model = Net()
+    model(np.zeros((1, 4), np.float32))
     with pytest.raises(tfq8.UnsupportedOpError,
-                       match=r"computes in float16.*tf_keras.mixed_precision.set_global_policy"):
-        models.load_model(tfk)
-    # A SavedModel has no Keras layers to check: the converter's float16 tensors are recognized.
+                       match=r"^The model computes in float16 \(layers 'dense\w*' use the dtype "
+                             r"policy 'mixed_float16'\).*could not make a float32 copy.*"
+                             r"set_dtype_policy\('float32'\).*set_weights"):
+        tfq8.convert(model, np.zeros((4, 4), np.float32))
+
+
+def test_mixed_precision_tf_keras_converts_and_saved_model_is_refused(tmp_path):
+    tf_keras = pytest.importorskip("tf_keras")
+    tf_keras.utils.set_random_seed(0)
+    inner = tf_keras.Sequential([tf_keras.layers.Dense(8, activation="relu",
+                                                       dtype="mixed_float16")])
+    inp = tf_keras.Input((4,))
+    tfk = tf_keras.Model(inp, tf_keras.layers.Dense(2, dtype="mixed_float16")(inner(inp)))
+    copy = models.load_model(tfk).keras_model
+    assert not tfq8.mixed_precision.half_layers(copy)  # the nested model's layers too
+    x = _features(features=4)
+    np.testing.assert_allclose(copy(x), tfk(x), atol=2e-2)
+    assert tfq8.inspect(tfq8.convert(tfk, x)).full_integer
+    # A SavedModel has no Keras layers to copy: the converter's float16 tensors are recognized.
     folder = tmp_path / "half"
     _half_precision_mlp().export(str(folder), verbose=False)
     with pytest.raises(tfq8.UnsupportedOpError,

@@ -31,6 +31,7 @@ import tensorflow as tf
 from tfq8 import _tflite
 from tfq8.errors import UnsupportedOpError
 from tfq8 import qat as _qat
+from tfq8.mixed_precision import float32_model
 from tfq8.data import InputSpec, short_name
 
 _log = logging.getLogger("tfq8")
@@ -291,7 +292,9 @@ def load_model(model: Any) -> ModelHandle:
             read, or the model is not built, or is a tfmot model tfq8 cannot
             convert (`tfq8.qat.check_model`).
         UnsupportedOpError: If the model computes in float16 or bfloat16 (a
-            mixed-precision dtype policy).
+            mixed-precision dtype policy) and is not a Sequential or functional
+            model, of which tfq8 converts a float32 copy
+            (`tfq8.mixed_precision`).
     """
     if isinstance(model, ModelHandle):
         return model
@@ -301,8 +304,7 @@ def load_model(model: Any) -> ModelHandle:
                 "The Keras model is not built: call it on a batch or call build() "
                 f"first so its input shapes are known. Received: {type(model).__name__}"
             )
-        _check_keras_model(model)
-        return ModelHandle(keras_model=model)
+        return ModelHandle(keras_model=_convertible(model))
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.exists(path):
@@ -327,9 +329,7 @@ def load_model(model: Any) -> ModelHandle:
                     f"Received: model={path!r}"
                 ) from e
         if path.endswith((".keras", ".h5", ".hdf5")):
-            keras_model = _load_keras_file(path)
-            _check_keras_model(keras_model)
-            return ModelHandle(keras_model=keras_model)
+            return ModelHandle(keras_model=_convertible(_load_keras_file(path)))
         raise ValueError(
             "model path must be a .keras or .h5 file or a SavedModel folder. "
             f"Received: model={path!r}"
@@ -466,22 +466,11 @@ def _with_list_inputs(model: Any) -> Any:
     return keras.Model(inputs, model(dict(zip(keys, inputs))), name=model.name)
 
 
-def _check_keras_model(model: Any) -> None:
-    """Refuses tfmot models tfq8 cannot convert and models that compute in half precision."""
+def _convertible(model: Any) -> Any:
+    """Refuses tfmot models tfq8 cannot convert; a model that computes in half
+    precision becomes its float32 copy (`tfq8.mixed_precision`)."""
     _qat.check_model(model)
-    half = [layer for layer in sublayers(model)
-            if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None)
-            in ("float16", "bfloat16")]
-    if half:
-        policy = half[0].dtype_policy
-        setter = ("keras.config.set_dtype_policy('float32')" if isinstance(model, _keras3().Model)
-                  else "tf_keras.mixed_precision.set_global_policy('float32')")
-        raise UnsupportedOpError(
-            f"The model computes in {policy.compute_dtype} (layers "
-            f"{', '.join(repr(layer.name) for layer in half[:3])}{', ...' if len(half) > 3 else ''} "
-            f"use the dtype policy {policy.name!r}), which TFLite's int8 conversion does not "
-            f"take. {_tflite.FLOAT32_REBUILD_HINT.format(setter=setter)} "
-            f"Received: model with dtype policy {policy.name!r}")
+    return float32_model(model)
 
 
 def _embedding_limits(model: Any) -> dict[int, tuple[str, int]]:

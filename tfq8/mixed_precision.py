@@ -1,0 +1,177 @@
+"""Mixed-precision Keras models: the float32 copy tfq8 converts.
+
+A model trained under a `mixed_float16` or `mixed_bfloat16` dtype policy
+computes in half precision, which TFLite's int8 conversion does not take (its
+converter fails on float16 MATMULs and convolutions). Its variables are float32
+all the same, so the float32 model is one config away: `float32_model` clones
+a Sequential or functional model (Keras 3 or tf_keras, nested models too) with
+every layer's half-precision policy set to `float32` (and the float16 inputs a
+nested model built under the policy takes made float32), and gives the copy
+the model's current weights. Layer and model names are kept, so the copy converts to the
+same bytes as a float32 model built by hand with those weights.
+
+The copy is made once per model object and its weights refreshed on every call,
+so a `CalibrationCallback` converting during a mixed-precision `fit` quantizes
+the weights of that epoch. A subclassed model cannot be cloned so: it is refused,
+with what to do.
+
+Example:
+    >>> keras.mixed_precision.set_global_policy("mixed_float16")
+    >>> model = build_and_train()                    # computes in float16
+    >>> blob = tfq8.convert(model, x_train[:500])    # quantizes its float32 copy
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import weakref
+from typing import Any, Iterator
+
+from tfq8 import _tflite
+from tfq8.errors import UnsupportedOpError
+
+_log = logging.getLogger("tfq8")
+
+HALF = ("float16", "bfloat16")
+_COPIES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def half_layers(model: Any) -> list[Any]:
+    """The layers of `model` (through nested models) that compute in float16 or bfloat16."""
+    from tfq8.models import sublayers  # noqa: PLC0415 (cycle: models imports this module)
+
+    return [layer for layer in sublayers(model)
+            if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None) in HALF]
+
+
+def float32_model(model: Any) -> Any:
+    """`model` itself, or its float32 copy with its current weights if it computes in half precision.
+
+    Args:
+        model: A built Keras 3 or tf_keras model.
+
+    Returns:
+        `model` when no layer computes in float16 or bfloat16; otherwise a
+        clone whose layers all compute in float32, holding `model`'s weights
+        as they are now.
+
+    Raises:
+        UnsupportedOpError: If the model computes in half precision and cannot
+            be cloned from its config (a subclassed model, a custom layer whose
+            config does not rebuild it), naming the layers and what to do.
+
+    Example:
+        >>> float32_model(mixed_model).layers[1].dtype_policy.name
+        'float32'
+    """
+    half = half_layers(model)
+    if not half:
+        return model
+    copy = _COPIES.get(model)
+    if copy is None:
+        copy, reason = _clone_in_float32(model)
+        if copy is None:
+            raise _refusal(model, half, reason)
+        _COPIES[model] = copy
+        _log.info("The model computes in %s (dtype policy %r); tfq8 converts a copy that "
+                  "computes in float32, with the same weights, as TFLite's int8 conversion "
+                  "needs.", half[0].dtype_policy.compute_dtype, half[0].dtype_policy.name)
+    else:  # the weights of now (a later epoch)
+        copy.set_weights(model.get_weights())
+    return copy
+
+
+def _clone_in_float32(model: Any) -> tuple[Any, str]:
+    """(the float32 clone, "") or (None, why it could not be made)."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    from tfq8.models import is_tf_keras_model  # noqa: PLC0415 (cycle)
+
+    tf_keras = is_tf_keras_model(model)
+    framework = _framework(tf_keras)
+
+    def as_float32(layer: Any) -> Any:
+        if isinstance(layer, framework.Model):  # a nested model, cloned the same way
+            return clone(layer, nested=True)
+        config = layer.get_config()
+        if _is_half(config.get("dtype")):
+            config["dtype"] = "float32"
+        return layer.__class__.from_config(config)
+
+    def clone(m: Any, nested: bool = False) -> Any:
+        # Keras re-creates a model's inputs with their own dtypes: a nested Sequential
+        # built under the policy takes float16 whatever it is called on, which would
+        # cast the float32 graph back. So a nested model takes the tensors it is called
+        # on, and any model takes float32 where it took half precision.
+        try:
+            struct = m.input
+        except (AttributeError, ValueError):  # a Sequential model never called
+            struct = []
+        inputs = None
+        if nested or any(_is_half(t.dtype) for t in tf.nest.flatten(struct)):
+            inputs = tf.nest.map_structure(
+                lambda t: framework.Input(batch_shape=tuple(t.shape), name=t.name.split(":")[0],
+                                          dtype="float32" if _is_half(t.dtype) else t.dtype),
+                struct)
+        return framework.models.clone_model(m, input_tensors=inputs, clone_function=as_float32)
+
+    try:
+        with _float32_policy(tf_keras):
+            copy = clone(model)
+            copy.set_weights(model.get_weights())
+    except Exception as e:  # noqa: BLE001 - Keras raises many kinds for models it cannot clone
+        first = str(e).splitlines()[0] if str(e) else ""
+        return None, f"{type(e).__name__}: {first}"
+    left = half_layers(copy)
+    if left:
+        return None, f"layer {left[0].name!r} still computes in {left[0].dtype_policy.compute_dtype}"
+    return copy, ""
+
+
+def _is_half(dtype: Any) -> bool:
+    """Whether a dtype, a dtype name or a layer config's serialized policy is half precision."""
+    if isinstance(dtype, dict):
+        dtype = (dtype.get("config") or {}).get("name")
+    name = getattr(dtype, "name", dtype)
+    return isinstance(name, str) and name.replace("mixed_", "") in HALF
+
+
+def _framework(tf_keras: bool) -> Any:
+    if tf_keras:
+        import tf_keras as framework  # noqa: PLC0415
+    else:
+        import keras as framework  # noqa: PLC0415
+    return framework
+
+
+@contextlib.contextmanager
+def _float32_policy(tf_keras: bool) -> Iterator[None]:
+    """The global dtype policy at float32 for the block, so that sublayers a layer
+    creates without passing its own policy (a custom layer's) compute in float32 too."""
+    framework = _framework(tf_keras)
+    if tf_keras:
+        get, put = framework.mixed_precision.global_policy, framework.mixed_precision.set_global_policy
+    else:
+        get, put = framework.config.dtype_policy, framework.config.set_dtype_policy
+    before = get()
+    put("float32")
+    try:
+        yield
+    finally:
+        put(before)
+
+
+def _refusal(model: Any, half: list[Any], reason: str) -> UnsupportedOpError:
+    from tfq8.models import is_tf_keras_model  # noqa: PLC0415 (cycle)
+
+    policy = half[0].dtype_policy
+    setter = ("tf_keras.mixed_precision.set_global_policy('float32')" if is_tf_keras_model(model)
+              else "keras.config.set_dtype_policy('float32')")
+    names = ", ".join(repr(layer.name) for layer in half[:3]) + (", ..." if len(half) > 3 else "")
+    return UnsupportedOpError(
+        f"The model computes in {policy.compute_dtype} (layers {names} use the dtype policy "
+        f"{policy.name!r}), which TFLite's int8 conversion does not take, and tfq8 could not "
+        f"make a float32 copy of it ({reason}). "
+        f"{_tflite.FLOAT32_REBUILD_HINT.format(setter=setter)} "
+        f"Received: model with dtype policy {policy.name!r}")
