@@ -383,7 +383,8 @@ def test_mixed_precision_copy_under_a_mixed_global_policy_and_nested_models():
         inner = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(8)],
                                  name="inner")
         inp = keras.Input((20,), name="features")
-        model = keras.Model(inp, keras.layers.Dense(4, dtype="float32")(inner(inp)))
+        doubled = keras.layers.Lambda(lambda t: t * 2.0)(inner(inp))  # safe mode refuses
+        model = keras.Model(inp, keras.layers.Dense(4, dtype="float32")(doubled))  # its config
         copy = models.load_model(model).keras_model
         assert keras.config.dtype_policy().name == "mixed_float16"  # restored
     finally:

@@ -184,3 +184,16 @@ def test_is_plain_functional_tells_keras_own_call_from_an_override():
 
     assert _tflite.is_plain_functional(keras.Model(inp, out))
     assert not _tflite.is_plain_functional(Overriding(inp, out))
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+def test_lambda_in_float32_keeps_the_live_function_and_output_shape(framework):
+    keras_module = pytest.importorskip(framework)
+    scale = np.float32(3.0)  # a global-like value the function closes over
+    layer = keras_module.layers.Lambda(lambda t: t * scale, output_shape=(4,), name="triple",
+                                       dtype="mixed_float16")
+    copy = _tflite.lambda_in_float32(layer)
+    assert copy.function is layer.function and copy.name == "triple"
+    assert copy.dtype_policy.name == "float32"
+    assert copy._output_shape == (4,)  # noqa: SLF001 - the private attribute pinned here
+    np.testing.assert_allclose(copy(np.ones((2, 4), np.float32)), 3.0)

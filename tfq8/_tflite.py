@@ -681,6 +681,16 @@ def is_plain_functional(model: Any) -> bool:
     return type(model).call is Functional.call
 
 
+def lambda_in_float32(layer: Any) -> Any:
+    """A new Keras 3 or tf_keras `Lambda` layer computing `layer`'s live function in
+    float32. Its config holds the function as bytecode, which Keras' safe mode refuses
+    to load and which loses the function's globals; neither framework has a public
+    accessor for the `output_shape` it was given, kept in the private `_output_shape`."""
+    return type(layer)(layer.function, output_shape=layer._output_shape,  # noqa: SLF001
+                       mask=layer.mask, arguments=layer.arguments, name=layer.name,
+                       dtype="float32")
+
+
 def compile_arguments(model: Any) -> dict[str, Any] | None:
     """The arguments `model.compile` received, as objects (custom metric functions,
     `Metric` instances), or None where the model keeps none.

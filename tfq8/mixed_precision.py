@@ -42,7 +42,8 @@ def half_layers(model: Any) -> list[Any]:
     from tfq8.models import sublayers  # noqa: PLC0415 (cycle: models imports this module)
 
     return [layer for layer in sublayers(model)
-            if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None) in HALF]
+            if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None) in HALF
+            and type(layer).__name__ != "InputLayer"]  # computes nothing
 
 
 def float32_model(model: Any) -> Any:
@@ -94,6 +95,8 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
     def as_float32(layer: Any) -> Any:
         if isinstance(layer, framework.Model):  # a nested model, cloned the same way
             return clone(layer, nested=True)
+        if isinstance(layer, framework.layers.Lambda):  # its live function
+            return _tflite.lambda_in_float32(layer)
         config = layer.get_config()
         if _is_half(config.get("dtype")):
             config["dtype"] = "float32"
