@@ -345,7 +345,10 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
     default; the converter chooses every range (min/max). One thing is
     tfq8's: on a model with WHILE loops the calibrator gets them with their
     pass-through variables split (`_tflite.loop_safe`), as TFLite's own
-    calibrator crashes the process on them; the quantizer folds the split away. `tfq8.convert(...,
+    calibrator crashes the process on them; the quantizer folds the split away. And
+    a model that computes in float16 (a mixed-precision policy), which TFLite's
+    converter refuses, is given as its float32 copy (`tfq8.mixed_precision`), as
+    `convert` gives it. `tfq8.convert(...,
     method="minmax")` gives its scales and zero points, and on most models
     this file byte for byte (see `tfq8.ranges.minmax`).
 
