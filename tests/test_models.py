@@ -134,7 +134,8 @@ def test_bad_paths_raise_value_error(tmp_path):
         models.load_model(str(missing))
     other = tmp_path / "model.txt"
     other.write_text("not a model")
-    with pytest.raises(ValueError, match=r"\.keras or \.h5 file or a SavedModel folder. Received: model="):
+    with pytest.raises(ValueError, match=r"\.keras or \.h5 file, a SavedModel folder or a float "
+                                         r"\.tflite file. Received: model="):
         models.load_model(str(other))
     empty = tmp_path / "empty_dir"
     empty.mkdir()
@@ -163,10 +164,15 @@ def test_corrupt_model_files_are_named(tmp_path):
             models.load_model(str(path))
 
 
-@pytest.mark.parametrize("bad", [5, None, np.zeros(3), b"model.keras"])
+@pytest.mark.parametrize("bad", [5, None, np.zeros(3)])
 def test_bad_kinds_raise_type_error(bad):
     with pytest.raises(TypeError, match=f"Received: {type(bad).__name__}"):
         models.load_model(bad)
+
+
+def test_bytes_are_a_tflite_model_not_a_path():
+    with pytest.raises(ValueError, match=r"^model is not a TFLite model.*Received: 11 bytes"):
+        models.load_model(b"model.keras")
 
 
 # ------------------------------------------------------------- fingerprint

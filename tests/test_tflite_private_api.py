@@ -82,6 +82,17 @@ def test_calibrate_only_returns_a_float_model_with_ranges(calibrated):
     assert all(lo <= hi for lo, hi in ranges.values())
 
 
+def test_the_calibrator_of_a_float_tflite_records_the_same_ranges(calibrated):
+    model = factories.mlp()
+    x = np.random.default_rng(0).normal(size=(16, 20)).astype(np.float32)
+    float_model = tfq8.models.load_model(model).to_float_tflite()
+    seen = []
+    from_tflite = _tflite.calibrate_tflite(float_model, tfq8.representative_dataset(x, model=model),
+                                           on_float_model=seen.append)
+    assert len(seen) == 1  # (the worker gets the model this way)
+    assert _tflite.calibrated_ranges(from_tflite) == _tflite.calibrated_ranges(calibrated)
+
+
 def test_edited_ranges_drive_the_quantizer(calibrated):
     index = int(_tflite.read_model(calibrated).subgraphs[0].outputs[0])
     edited = _tflite.set_ranges(calibrated, {index: (-2.0, 3.1)})

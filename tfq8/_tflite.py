@@ -43,6 +43,7 @@ import tensorflow as tf
 from tensorflow.lite.python import conversion_metadata_schema_py_generated as _meta_fb  # private
 from tensorflow.lite.python import convert as _tf_convert  # private
 from tensorflow.lite.python import util as _tf_util  # private
+from tensorflow.lite.python.optimize import calibrator as _calibrator  # private
 from tensorflow.lite.python import schema_py_generated as schema  # private
 from tensorflow.lite.tools import flatbuffer_utils as _fb_utils  # private
 from tensorflow.lite.python.convert import ConverterError as _ConverterError  # private
@@ -133,25 +134,63 @@ def calibrate_only(
         return _calibrated(converter)
 
 
+def calibrate_tflite(
+    model: bytes,
+    sample_gen: Callable[[], Iterable[list[np.ndarray]]],
+    *,
+    on_float_model: Callable[[bytes], None] | None = None,
+) -> bytes:
+    """`calibrate_only` for a float `.tflite` model instead of a converter.
+
+    The step TFLite's converter takes inside its private `_quantize` once it has
+    made the float model: its private `Calibrator` runs the samples and records
+    each tensor's min/max. The calibrator gets the model with its WHILE loops'
+    pass-through variables split apart, as in `loop_safe`.
+
+    Args:
+        model: A float `.tflite` flatbuffer.
+        sample_gen: As for `calibrate_only`.
+        on_float_model: Called with the (split) float model before the
+            calibrator starts on it.
+
+    Returns:
+        The calibrated float `.tflite` flatbuffer, as `calibrate_only` returns it.
+    """
+    from tfq8.loops import split_loop_passthroughs  # pylint: disable=import-outside-toplevel
+
+    check_tf_version()
+    model = split_loop_passthroughs(bytes(model))
+    if on_float_model is not None:
+        on_float_model(model)
+    try:
+        with quiet_stdout(), quiet_native_stderr():
+            return bytes(_calibrator.Calibrator(model).calibrate(sample_gen))
+    except RuntimeError as e:
+        raise _calibrator_failed(e) from None
+
+
 def _calibrated(converter: tf.lite.TFLiteConverter) -> bytes:
     """`convert_float` of a converter set up to calibrate only, its errors explained."""
     try:
         return convert_float(converter)  # calibrated, since _experimental_calibrate_only is set
     except RuntimeError as e:  # raised by the calibrator's interpreter while it runs the samples
-        what = first_line(e).rstrip(".")
-        if re.search(r"\((READ_VARIABLE|ASSIGN_VARIABLE|VAR_HANDLE)\)", str(e)):
-            raise ValueError(
-                f"TFLite's calibrator could not run the model: {what}. The converted model "
-                "still reads variables at run time, and TFLite's own converter fails on it the "
-                "same way. A SavedModel whose function reads variables TFLite does not fold "
-                "into constants (a tf.Module holding a Keras model, say) does this: pass the "
-                "Keras model itself, or a folder written by model.export(path)."
-            ) from None
-        raise ValueError(
-            "TFLite's calibrator failed while running the model on the calibration data: "
-            f"{what}. The usual cause is data the model cannot take (for example "
-            "token ids outside an Embedding's vocabulary)."
-        ) from None
+        raise _calibrator_failed(e) from None
+
+
+def _calibrator_failed(e: RuntimeError) -> ValueError:
+    """The error for a failure of TFLite's calibrator while it runs the samples."""
+    what = first_line(e).rstrip(".")
+    if re.search(r"\((READ_VARIABLE|ASSIGN_VARIABLE|VAR_HANDLE)\)", str(e)):
+        return ValueError(
+            f"TFLite's calibrator could not run the model: {what}. The converted model "
+            "still reads variables at run time, and TFLite's own converter fails on it the "
+            "same way. A SavedModel whose function reads variables TFLite does not fold "
+            "into constants (a tf.Module holding a Keras model, say) does this: pass the "
+            "Keras model itself, or a folder written by model.export(path).")
+    return ValueError(
+        "TFLite's calibrator failed while running the model on the calibration data: "
+        f"{what}. The usual cause is data the model cannot take (for example "
+        "token ids outside an Embedding's vocabulary).")
 
 
 @contextlib.contextmanager

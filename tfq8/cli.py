@@ -8,9 +8,10 @@ Usage::
     tfq8 bench OUT.tflite [--reference MODEL] [--threads 1] [--input-shape 1,96,96,3] [--json]
     tfq8 inspect OUT.tflite [--json] [--strict]
 
-MODEL is a `.keras`/`.h5` file or a SavedModel folder; FILE is a `.npy` array,
-a `.npz` archive (key `x`, or one key per model input; `y` or `labels` holds
-labels), or a folder of images (one subfolder per class gives labels).
+MODEL is a `.keras`/`.h5` file, a SavedModel folder or a float `.tflite`; FILE is
+a `.npy` array, a `.npz` archive (key `x`, or one key per model input; `y` or
+`labels` holds labels), or a folder of images (one subfolder per class gives
+labels).
 `tfq8 COMMAND --help` lists a command's flags. Errors are one line on stderr
 and a non-zero exit status; `--verbosity=1` adds the traceback.
 
@@ -49,8 +50,8 @@ EXIT_NOT_INTEGER = 3
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 
 _COMMANDS: dict[str, tuple[str, str]] = {
-    "convert": ("MODEL", "Convert a Keras model (.keras/.h5/SavedModel) to a full-integer int8 "
-                         ".tflite with tfq8's ranges."),
+    "convert": ("MODEL", "Convert a Keras model (.keras/.h5/SavedModel) or a float .tflite to a "
+                         "full-integer int8 .tflite with tfq8's ranges."),
     "check": ("TFLITE", "Check an int8 .tflite against its float reference: accuracy, agreement, "
                         "SQNR per output and error per tensor (worst first)."),
     "bench": ("TFLITE", "Time an int8 .tflite (and its float reference, interleaved): latency "
@@ -595,7 +596,7 @@ _COMMAND_FUNCS = {"convert": _convert, "check": _check, "bench": _bench, "inspec
 # --------------------------------------------------------------------- data files
 def _default_output(model_path: str) -> str:
     base = os.path.normpath(model_path)
-    for ext in (".keras", ".h5", ".hdf5"):
+    for ext in (".keras", ".h5", ".hdf5", ".tflite"):
         if base.endswith(ext):
             base = base[: -len(ext)]
     return base + "_int8.tflite"

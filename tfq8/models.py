@@ -23,7 +23,7 @@ import os
 import re
 import weakref
 import zipfile
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -74,17 +74,20 @@ def weights_fingerprint(model: Any) -> str:
 
 
 class ModelHandle:
-    """A model tfq8 can convert: a live Keras model or a SavedModel folder.
+    """A model tfq8 can convert: a live Keras model, a SavedModel folder or a float `.tflite`.
 
     Attributes:
-        keras_model: The Keras model, or None for a SavedModel folder.
+        keras_model: The Keras model, or None.
         saved_model_dir: The SavedModel folder, or None.
+        tflite_model: The float `.tflite` flatbuffer, or None.
         specs: Input specs in the order of the TFLite model's inputs.
     """
 
-    def __init__(self, keras_model: Any = None, saved_model_dir: str | None = None):
+    def __init__(self, keras_model: Any = None, saved_model_dir: str | None = None,
+                 tflite_model: bytes | None = None):
         self.keras_model = keras_model
         self.saved_model_dir = saved_model_dir
+        self.tflite_model = tflite_model
         self._specs: list[InputSpec] | None = None
         self._batch_one: Any = None  # the model with its batch size fixed at 1, if it needs it
         self._batch_checked = False
@@ -98,9 +101,27 @@ class ModelHandle:
             self._specs = _specs_of(self)
         return self._specs
 
+    def calibrated(self, sample_gen: Any, *,
+                   on_float_model: Callable[[bytes], None] | None = None) -> bytes:
+        """The calibrated float model: TFLite's calibrator run on `sample_gen`
+        (`_tflite.calibrate_only`; `_tflite.calibrate_tflite` for a `.tflite`)."""
+        if self.tflite_model is not None:
+            return _tflite.calibrate_tflite(self.tflite_model, sample_gen,
+                                            on_float_model=on_float_model)
+        return _tflite.calibrate_only(self.converter(), sample_gen, on_float_model=on_float_model)
+
     def converter(self) -> tf.lite.TFLiteConverter:
         """A fresh TFLite converter for the model (see `batch_fixed_at_one` and
-        `_with_list_inputs`)."""
+        `_with_list_inputs`).
+
+        Raises:
+            ValueError: For a `.tflite` model, which has no converter: it is
+                the converter's output already.
+        """
+        if self.tflite_model is not None:
+            raise ValueError("A .tflite model has no TFLite converter: it is a converter's "
+                             "output already. tfq8.convert(...) quantizes it; "
+                             "method='minmax' gives TFLite's own ranges.")
         if self.keras_model is not None:
             if self.batch_fixed_at_one:
                 return tf.lite.TFLiteConverter.from_keras_model(self._batch_one)
@@ -146,9 +167,11 @@ class ModelHandle:
         return self._batch_one is not None
 
     def fingerprint(self) -> str:
-        """SHA-256 of the weights (Keras) or of the SavedModel's files."""
+        """SHA-256 of the weights (Keras), of the SavedModel's files or of the `.tflite`."""
         if self.keras_model is not None:
             return weights_fingerprint(self.keras_model)
+        if self.tflite_model is not None:
+            return hashlib.sha256(self.tflite_model).hexdigest()
         h = hashlib.sha256()
         for root, dirs, files in os.walk(self.saved_model_dir):
             dirs.sort()
@@ -232,6 +255,8 @@ class ModelHandle:
         Raises:
             UnsupportedOpError: If TFLite's converter rejects an op of the model.
         """
+        if self.tflite_model is not None:
+            return self.tflite_model
         return _tflite.convert_float(self.converter())
 
 
@@ -278,18 +303,20 @@ def _empty_tensor(model: Any, sample: np.ndarray) -> str | None:
 
 
 def load_model(model: Any) -> ModelHandle:
-    """Wraps a Keras model or loads a `.keras` / `.h5` / SavedModel path.
+    """Wraps a Keras model or loads a `.keras` / `.h5` / SavedModel / float `.tflite` path.
 
     Args:
-        model: A Keras 3 or tf_keras model, a `ModelHandle`, or a path.
+        model: A Keras 3 or tf_keras model, a `ModelHandle`, a path, or the
+            bytes of a float `.tflite`.
 
     Returns:
         A `ModelHandle`.
 
     Raises:
-        TypeError: If `model` is neither a Keras model nor a path.
+        TypeError: If `model` is neither a Keras model nor a path nor bytes.
         ValueError: If the path does not exist, is of an unknown kind, cannot be
-            read, or the model is not built, or is a tfmot model tfq8 cannot
+            read, or the model is not built, or is a `.tflite` that is not
+            float, or is a tfmot model tfq8 cannot
             convert (`tfq8.qat.check_model`).
         UnsupportedOpError: If the model computes in float16 or bfloat16 (a
             mixed-precision dtype policy) and is not a Sequential or functional
@@ -330,14 +357,57 @@ def load_model(model: Any) -> ModelHandle:
                 ) from e
         if path.endswith((".keras", ".h5", ".hdf5")):
             return ModelHandle(keras_model=_convertible(_load_keras_file(path)))
+        if path.endswith(".tflite"):
+            return ModelHandle(tflite_model=_float_tflite(path))
         raise ValueError(
-            "model path must be a .keras or .h5 file or a SavedModel folder. "
-            f"Received: model={path!r}"
+            "model path must be a .keras or .h5 file, a SavedModel folder or a float .tflite "
+            f"file. Received: model={path!r}"
         )
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return ModelHandle(tflite_model=_float_tflite(model))
     raise TypeError(
-        "model must be a Keras model, or a path to a .keras/.h5 file or a SavedModel "
-        f"folder. Received: {type(model).__name__}"
+        "model must be a Keras model, a path to a .keras/.h5 file, a SavedModel folder or a "
+        f"float .tflite file, or .tflite bytes. Received: {type(model).__name__}"
     )
+
+
+def _float_tflite(model: Any) -> bytes:
+    """The bytes of a float `.tflite` (path or bytes), verified, for tfq8 to quantize.
+
+    Raises:
+        ValueError: If it cannot be read, is not a well-formed `.tflite`, or is
+            quantized already (int8 weights or activations: its float model is
+            what tfq8 needs).
+    """
+    from tfq8.harness.interpreter import read_model_bytes, verify_model  # noqa: PLC0415
+
+    blob = read_model_bytes(model, arg="model")
+    parsed = verify_model(blob, arg="model")
+    quantized = sorted({_tflite.tensor_type_name(t.type) for sg in parsed.subgraphs or []
+                        for t in sg.tensors or []
+                        if _tflite.tensor_type_name(t.type) in ("INT8", "UINT8", "INT16")})
+    if quantized:
+        raise ValueError(
+            f"model is a .tflite that is quantized already (it holds {'/'.join(quantized)} "
+            "tensors): tfq8 quantizes a float .tflite, so pass the float model it came from "
+            "(or the Keras model). Received: a quantized .tflite")
+    if any(_tflite.tensor_type_name(t.type) == "FLOAT16" for sg in parsed.subgraphs or []
+           for t in sg.tensors or []):
+        raise ValueError(
+            "model is a .tflite whose weights are stored in float16 (TFLite's float16 "
+            "quantization), which TFLite's int8 quantizer cannot take: pass the float32 "
+            ".tflite (or the Keras model). Received: a .tflite with FLOAT16 tensors")
+    fused = sorted({_tflite.op_name(parsed, op) for sg in parsed.subgraphs or []
+                    for op in sg.operators or []
+                    if _tflite.op_name(parsed, op).endswith("LSTM")
+                    and (op.intermediates is None or len(op.intermediates) == 0)})
+    if fused:
+        raise UnsupportedOpError(
+            f"model is a .tflite with {', '.join(fused)} op(s) that have no intermediate "
+            "tensors: TFLite's converter adds those to a fused LSTM only when it quantizes, "
+            "and its calibrator cannot run the LSTM without them. Pass the Keras model or "
+            "SavedModel the .tflite came from.")
+    return blob
 
 
 def load_reference(reference: Any) -> ModelHandle | None:
@@ -589,8 +659,9 @@ def _specs_of(handle: ModelHandle) -> list[InputSpec]:
             # The TFLite graph may order several inputs differently from Keras
             # (dict inputs are sorted by the exporter): follow the graph.
             return _in_tflite_order(specs, specs_from_tflite(handle.to_float_tflite()))
-    # Subclassed models and SavedModels: read the float TFLite model's inputs.
-    return specs_from_tflite(handle.to_float_tflite())
+    # Subclassed models and SavedModels: read the float TFLite model's inputs (a float
+    # .tflite as it is, with the batch size it may fix).
+    return specs_from_tflite(handle.to_float_tflite(), keep_batch=handle.tflite_model is not None)
 
 
 def _in_tflite_order(specs: list[InputSpec], graph: list[InputSpec]) -> list[InputSpec]:
@@ -602,10 +673,15 @@ def _in_tflite_order(specs: list[InputSpec], graph: list[InputSpec]) -> list[Inp
     return graph
 
 
-def specs_from_tflite(model: bytes) -> list[InputSpec]:
+def specs_from_tflite(model: bytes, *, keep_batch: bool = False) -> list[InputSpec]:
     """Input specs in the input order of a `.tflite` model.
 
     Reads the flatbuffer in place (no object-API copy of the model).
+
+    Args:
+        model: The `.tflite` flatbuffer.
+        keep_batch: Keep a batch size the model fixes (its calibrator runs it so);
+            by default the batch dimension is free (None).
     """
     sg = _tflite.schema.Model.GetRootAs(model, 0).Subgraphs(0)
     specs = []
@@ -614,7 +690,7 @@ def specs_from_tflite(model: bytes) -> list[InputSpec]:
         sig = (t.ShapeSignatureAsNumpy() if t.ShapeSignatureLength()
                else t.ShapeAsNumpy() if t.ShapeLength() else ())
         shape = tuple(None if int(d) < 0 else int(d) for d in sig)
-        if shape:
+        if shape and not keep_batch:
             shape = (None,) + shape[1:]
         name = t.Name()
         name = short_name(name.decode() if isinstance(name, bytes) else str(name))

@@ -66,7 +66,8 @@ def calibrate(
     `TFQ8_STATS_WORKER=0` to keep it in this process, after the calibrator).
 
     Args:
-        model: A Keras 3 or tf_keras model, or a `.keras`/`.h5`/SavedModel path.
+        model: A Keras 3 or tf_keras model, a `.keras`/`.h5`/SavedModel path,
+            or a float `.tflite` (path or bytes).
         data: Calibration data of any kind `tfq8.representative_dataset` accepts.
         num_samples: Use at most this many samples (default: all; a stream with
             no known end, such as a generator, is then refused past 1 GiB of
@@ -104,7 +105,7 @@ def calibrate(
                      "batch axis, is read as one sample.)" if len(rep) == 1 else "")
     # The histogram pass runs in a worker process beside TFLite's calibrator where it can.
     with BackgroundCollect(rep, max_bins=max_bins, batch_size=batch_size, track=kept) as bg:
-        calibrated = _tflite.calibrate_only(handle.converter(), rep, on_float_model=bg.submit)
+        calibrated = handle.calibrated(rep, on_float_model=bg.submit)
         _check_input_count(calibrated, handle)
         _check_has_ops(calibrated)
         tensors = bg.result(calibrated)
@@ -159,8 +160,9 @@ def convert(
     """Converts a model to a full-integer int8 `.tflite` with tfq8's ranges.
 
     Args:
-        model: A Keras 3 or tf_keras model, or a `.keras`/`.h5`/SavedModel
-            path. May be None when `calibration` is given. A tfmot
+        model: A Keras 3 or tf_keras model, a `.keras`/`.h5`/SavedModel
+            path, or a float `.tflite` (path or bytes). May be None when
+            `calibration` is given. A tfmot
             quantization-aware-trained model keeps the ranges QAT learned
             (see `tfq8.qat`).
         data: Calibration data (anything `tfq8.representative_dataset` takes).
@@ -353,7 +355,8 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
     this file byte for byte (see `tfq8.ranges.minmax`).
 
     Args:
-        model: Anything `convert` accepts as a model.
+        model: Anything `convert` accepts as a model, but a `.tflite` (which
+            has no converter: `convert(..., method="minmax")` gives TFLite's ranges).
         data: Calibration data (anything `tfq8.representative_dataset` takes).
         num_samples: Use at most this many samples.
         input_type: `inference_input_type`: `"int8"` (default), `"uint8"` or `"float32"`.

@@ -193,6 +193,8 @@ def is_qat(handle: Any) -> bool:
     """
     if handle.keras_model is not None:
         return "qat" in tfmot_layers(handle.keras_model)
+    if handle.tflite_model is not None:  # QAT ranges live in Keras and SavedModel graphs
+        return False
     pb = os.path.join(handle.saved_model_dir, "saved_model.pb")
     with open(pb, "rb") as f:
         graph = f.read()

@@ -538,7 +538,7 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
             repeat = np.arange(max(step, len(sample) // step * step)) % len(sample)
             sample = RepresentativeDataset([a[repeat] for a in sample.inputs], sample.specs)
         handle.check_inputs(sample.inputs)
-        return (_tflite.calibrate_only(handle.converter(), sample), "keras", _output_names(handle))
+        return handle.calibrated(sample), "keras", _output_names(handle)
     raise TypeError(
         "reference must be a Keras model, a .keras/.h5/SavedModel path, a float .tflite (bytes "
         f"or path), a tfq8.Calibration or None. Received: {type(reference).__name__}")

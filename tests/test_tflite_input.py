@@ -1,0 +1,102 @@
+"""A float `.tflite` as the model: tfq8 calibrates and quantizes it as it would the Keras model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import factories
+import keras
+import tfq8
+from clirun import run_cli
+from tfq8 import _tflite, models
+from tfq8.harness.interpreter import ModelRunner
+
+
+def _float_tflite(model) -> bytes:
+    return models.load_model(model).to_float_tflite()
+
+
+def _without_conversion_metadata(blob: bytes) -> bytes:
+    """The model with its CONVERSION_METADATA (which records the source kind) emptied."""
+    parsed = _tflite.read_model(blob)
+    for entry in parsed.metadata or []:
+        if entry.name == b"CONVERSION_METADATA":
+            parsed.buffers[entry.buffer].data = None
+    return _tflite.write_model(parsed)
+
+
+def _outputs(blob: bytes, x: np.ndarray) -> bytes:
+    return ModelRunner(blob).run([x])[0].tobytes()
+
+
+def test_a_float_tflite_quantizes_as_its_keras_model(tmp_path):
+    model, x = factories.cnn(), factories.images(64)
+    path = tmp_path / "model.tflite"
+    path.write_bytes(_float_tflite(model))
+    for method in ("minmax", "auto"):
+        ours = tfq8.convert(str(path), x, method=method)
+        assert ours == tfq8.convert(path.read_bytes(), x, method=method)  # bytes or a path
+        assert ours == tfq8.convert(str(path), x, method=method)  # deterministic
+        keras_blob = tfq8.convert(model, x, method=method)
+        # Same ops, tensors, weights and ranges; only the recorded source kind differs.
+        assert _without_conversion_metadata(ours) == _without_conversion_metadata(keras_blob)
+        assert tfq8.inspect(ours).full_integer
+    report = tfq8.check(ours, reference=str(path), data=x)
+    assert report.outputs[0].sqnr_db > 30, str(report)
+    # Statistics taken on the .tflite are of that file (its fingerprint).
+    calib = tfq8.calibrate(str(path), x)
+    assert tfq8.convert(str(path), calibration=calib, method="minmax") == tfq8.convert(
+        str(path), x, method="minmax")
+    with pytest.raises(ValueError, match="statistics of another model"):
+        tfq8.convert(_float_tflite(factories.cnn(seed=1)), calibration=calib)
+
+
+def test_fixed_batch_and_loop_tflite_models():
+    fixed = factories.fixed_batch_cnn()  # batch size 4 in the .tflite too
+    x = factories.images(32, shape=(8, 8, 3))
+    blob = tfq8.convert(_float_tflite(fixed), x, method="minmax")
+    assert tfq8.inspect(blob).full_integer
+    assert _outputs(blob, x) == _outputs(tfq8.convert(fixed, x, method="minmax"), x)
+    # A Keras 3 LSTM that is not unrolled: a WHILE loop, carried in int8.
+    keras.utils.set_random_seed(0)
+    lstm = keras.Sequential([keras.Input((6, 4), batch_size=1), keras.layers.LSTM(8),
+                             keras.layers.Dense(3)])
+    seq = np.random.default_rng(0).normal(size=(32, 6, 4)).astype(np.float32)
+    blob = tfq8.convert(_float_tflite(lstm), seq)
+    assert tfq8.inspect(blob).full_integer
+    assert _outputs(blob, seq) == _outputs(tfq8.convert(lstm, seq), seq)
+
+
+def test_tflite_models_tfq8_cannot_quantize_are_refused(tmp_path):
+    model, x = factories.cnn(), factories.images(16)
+    with pytest.raises(ValueError, match=r"quantized already \(it holds INT8 tensors\)"):
+        tfq8.convert(tfq8.convert(model, x), x)
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    with pytest.raises(ValueError, match="weights are stored in float16"):
+        tfq8.convert(converter.convert(), x)
+    tf_keras = pytest.importorskip("tf_keras")
+    assert tf_keras  # a tf_keras LSTM becomes TFLite's fused LSTM
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"UNIDIRECTIONAL_SEQUENCE_LSTM.*no "
+                                                      r"intermediate tensors.*Keras model"):
+        tfq8.convert(_float_tflite(factories.tf_keras_lstm()), np.zeros((4, 6, 4), np.float32))
+    with pytest.raises(ValueError, match="model"):
+        tfq8.convert(b"not a flatbuffer at all", x)
+    (tmp_path / "model.txt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"or a float \.tflite file"):
+        tfq8.convert(str(tmp_path / "model.txt"), x)
+    with pytest.raises(ValueError, match="has no TFLite converter"):
+        tfq8.pipeline.converter_int8(_float_tflite(model), x)
+
+
+def test_cli_converts_a_float_tflite(tmp_path, capfd):
+    model, x = factories.cnn(), factories.images(32)
+    (tmp_path / "model.tflite").write_bytes(_float_tflite(model))
+    np.save(tmp_path / "calib.npy", x)
+    code, _, err = run_cli(capfd, "convert", tmp_path / "model.tflite", "--data",
+                           tmp_path / "calib.npy", "--method", "minmax")
+    assert code == 0, err
+    written = (tmp_path / "model_int8.tflite").read_bytes()
+    assert written == tfq8.convert(str(tmp_path / "model.tflite"), x, method="minmax")
