@@ -402,6 +402,40 @@ def test_mixed_precision_copy_under_a_mixed_global_policy_and_nested_models():
     assert report.outputs[0].sqnr_db > 30, str(report)
 
 
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+def test_mixed_precision_copy_reaches_the_layers_inside_wrappers(framework):
+    # Bidirectional and TimeDistributed hold their layer's config, with its own
+    # mixed policy: the copy used to keep a float16 LSTM inside a float32
+    # Bidirectional, and the converter refused its float16 MatMuls.
+    fw = pytest.importorskip(framework)
+    set_policy = (fw.mixed_precision.set_global_policy if framework == "tf_keras"
+                  else fw.config.set_dtype_policy)
+
+    def build():
+        fw.utils.set_random_seed(0)
+        inp = fw.Input((3, 2), name="seq")
+        h = fw.layers.Bidirectional(fw.layers.LSTM(3, return_sequences=True, unroll=True))(inp)
+        h = fw.layers.TimeDistributed(fw.layers.Dense(3))(h)
+        h = fw.layers.BatchNormalization()(h)  # tf_keras: its axis is a ListWrapper
+        return fw.Model(inp, fw.layers.Dense(2, dtype="float32")(fw.layers.Flatten()(h)))
+
+    set_policy("mixed_float16")
+    try:
+        model = build()
+    finally:
+        set_policy("float32")
+    wrapped = {layer.name: layer.dtype_policy.name for layer in model.layers[1:3]}
+    copy = models.load_model(model).keras_model
+    assert not tfq8.mixed_precision.half_layers(copy)  # the LSTMs and Dense inside too
+    assert {layer.name: layer.dtype_policy.name for layer in model.layers[1:3]} == wrapped
+    x = np.random.default_rng(0).normal(size=(8, 3, 2)).astype(np.float32)
+    blob = tfq8.convert(model, x, method="minmax")
+    assert tfq8.inspect(blob).full_integer
+    rebuilt = build()
+    rebuilt.set_weights(model.get_weights())
+    assert _int8_outputs(blob, x) == _int8_outputs(tfq8.convert(rebuilt, x, method="minmax"), x)
+
+
 def test_mixed_precision_subclassed_model_is_refused_with_the_fix():
     class Net(keras.Model):
         def __init__(self):

@@ -39,9 +39,9 @@ _COPIES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
 
 def half_layers(model: Any) -> list[Any]:
     """The layers of `model` (through nested models) that compute in float16 or bfloat16."""
-    from tfq8.models import sublayers  # noqa: PLC0415 (cycle: models imports this module)
-
-    return [layer for layer in sublayers(model)
+    # Through wrappers (Bidirectional, TimeDistributed) and custom layers too: the layer
+    # a wrapper holds keeps its own policy, which `model.layers` does not list.
+    return [layer for layer in _tflite.keras_layers(model)
             if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None) in HALF
             and type(layer).__name__ != "InputLayer"]  # computes nothing
 
@@ -97,10 +97,7 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
             return clone(layer, nested=True)
         if isinstance(layer, framework.layers.Lambda):  # its live function
             return _tflite.lambda_in_float32(layer)
-        config = layer.get_config()
-        if _is_half(config.get("dtype")):
-            config["dtype"] = "float32"
-        return layer.__class__.from_config(config)
+        return layer.__class__.from_config(_float32_config(layer.get_config()))
 
     def clone(m: Any, nested: bool = False) -> Any:
         # Keras re-creates a model's inputs with their own dtypes: a nested Sequential
@@ -130,6 +127,23 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
     if left:
         return None, f"layer {left[0].name!r} still computes in {left[0].dtype_policy.compute_dtype}"
     return copy, ""
+
+
+def _float32_config(config: Any) -> Any:
+    """A layer config with every half-precision `dtype` in it made float32, at any depth:
+    a wrapper's (`Bidirectional`, `TimeDistributed`) or a custom layer's config holds the
+    config of the layer inside, with that layer's own policy."""
+    if isinstance(config, dict):
+        new = {k: "float32" if k == "dtype" and _is_half(v) else _float32_config(v)
+               for k, v in config.items()}
+        changed = any(new[k] is not v for k, v in config.items())
+    elif isinstance(config, (list, tuple)):  # a tf_keras ListWrapper (BatchNormalization's axis)
+        new = [_float32_config(v) for v in config]  # is left as it is unless a dtype changes
+        changed = any(a is not b for a, b in zip(new, config))
+        new = tuple(new) if isinstance(config, tuple) else new
+    else:
+        return config
+    return new if changed else config
 
 
 def _is_half(dtype: Any) -> bool:
