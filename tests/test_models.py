@@ -436,6 +436,23 @@ def test_mixed_precision_copy_reaches_the_layers_inside_wrappers(framework):
     assert _int8_outputs(blob, x) == _int8_outputs(tfq8.convert(rebuilt, x, method="minmax"), x)
 
 
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+def test_mixed_precision_copy_of_an_adapted_normalization_layer(framework):
+    # Normalization computes with tensors derived from its weights by finalize_state(),
+    # which set_weights does not call: the copy normalized with mean 0 and variance 1.
+    fw = pytest.importorskip(framework)
+    x = _features(features=4) * 3.0 + 5.0
+    norm = fw.layers.Normalization(dtype="mixed_float16")
+    norm.adapt(x)
+    inp = fw.Input((4,), name="features")
+    model = fw.Model(inp, fw.layers.Dense(2, dtype="float32")(norm(inp)))
+    copy = models.load_model(model).keras_model
+    assert copy is not model
+    np.testing.assert_allclose(copy(x), model(x), atol=2e-2)
+    model.layers[1].adapt(x * 2.0)  # new statistics reach the copy too
+    np.testing.assert_allclose(models.load_model(model).keras_model(x), model(x), atol=2e-2)
+
+
 def test_mixed_precision_subclassed_model_is_refused_with_the_fix():
     class Net(keras.Model):
         def __init__(self):

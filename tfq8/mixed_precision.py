@@ -79,8 +79,22 @@ def float32_model(model: Any) -> Any:
                   "computes in float32, with the same weights, as TFLite's int8 conversion "
                   "needs.", half[0].dtype_policy.compute_dtype, half[0].dtype_policy.name)
     else:  # the weights of now (a later epoch)
-        copy.set_weights(model.get_weights())
+        _copy_weights(model, copy)
     return copy
+
+
+def _copy_weights(model: Any, copy: Any) -> None:
+    """`model`'s weights into `copy`. An adapted `Normalization` layer computes with
+    tensors it derives from its weights in `finalize_state()` (Keras calls it after
+    `adapt` and after loading a file, not in `set_weights`): a clone's would stay at
+    the mean 0 and variance 1 it was built with."""
+    from tfq8.models import is_tf_keras_model  # noqa: PLC0415 (cycle)
+
+    copy.set_weights(model.get_weights())
+    normalization = _framework(is_tf_keras_model(copy)).layers.Normalization
+    for layer in _tflite.keras_layers(copy):
+        if isinstance(layer, normalization):
+            layer.finalize_state()
 
 
 def _clone_in_float32(model: Any) -> tuple[Any, str]:
@@ -119,7 +133,7 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
     try:
         with _float32_policy(tf_keras):
             copy = clone(model)
-            copy.set_weights(model.get_weights())
+            _copy_weights(model, copy)
     except Exception as e:  # noqa: BLE001 - Keras raises many kinds for models it cannot clone
         first = str(e).splitlines()[0] if str(e) else ""
         return None, f"{type(e).__name__}: {first}"
