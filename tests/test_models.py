@@ -453,6 +453,27 @@ def test_mixed_precision_copy_of_an_adapted_normalization_layer(framework):
     np.testing.assert_allclose(models.load_model(model).keras_model(x), model(x), atol=2e-2)
 
 
+def test_mixed_precision_sequential_built_by_build():
+    # build() under the mixed policy gives the Sequential a float16 input and no
+    # `model.input` (never called): the copy kept the float16 input, and the
+    # converter's CAST from it stayed float.
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.layers.Dense(32, activation="gelu"),
+                                  keras.layers.Dense(5, dtype="float32")])  # factories.mlp
+        model.build((None, 20))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    data = _features()
+    blob = tfq8.convert(model, data, method="minmax")
+    assert tfq8.inspect(blob).full_integer
+    rebuilt = factories.mlp()
+    rebuilt.set_weights(model.get_weights())
+    assert _int8_outputs(blob, data) == _int8_outputs(
+        tfq8.convert(rebuilt, data, method="minmax"), data)
+
+
 def test_mixed_precision_subclassed_model_is_refused_with_the_fix():
     class Net(keras.Model):
         def __init__(self):

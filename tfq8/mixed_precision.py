@@ -120,8 +120,8 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
         # on, and any model takes float32 where it took half precision.
         try:
             struct = m.input
-        except (AttributeError, ValueError):  # a Sequential model never called
-            struct = []
+        except (AttributeError, ValueError):  # a Sequential model built by build(), never called
+            struct = list(getattr(m, "inputs", None) or [])
         inputs = None
         if nested or any(_is_half(t.dtype) for t in tf.nest.flatten(struct)):
             inputs = tf.nest.map_structure(
