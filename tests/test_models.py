@@ -474,6 +474,35 @@ def test_mixed_precision_sequential_built_by_build():
         tfq8.convert(rebuilt, data, method="minmax"), data)
 
 
+def test_mixed_precision_subclassed_model_converts_when_its_config_rebuilds_it():
+    class Net(keras.Model):
+        def __init__(self, units=8, **kwargs):
+            super().__init__(**kwargs)
+            self.units = units
+            self.hidden = keras.layers.Dense(units, activation="relu")
+            self.head = keras.layers.Dense(2, dtype="float32")
+
+        def call(self, x):
+            return self.head(self.hidden(x))
+
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("mixed_float16")  # its layers take the global policy
+    try:
+        model = Net(units=8)
+        model(np.zeros((1, 4), np.float32))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    assert model.hidden.compute_dtype == "float16"
+    x = _features(features=4)
+    rebuilt = Net(units=8)  # what a user would do by hand, under float32
+    rebuilt(x[:1])
+    rebuilt.set_weights(model.get_weights())
+    blob = tfq8.convert(model, x, method="minmax")
+    assert tfq8.inspect(blob).full_integer
+    assert _int8_outputs(blob, x) == _int8_outputs(tfq8.convert(rebuilt, x, method="minmax"), x)
+    assert model.hidden.compute_dtype == "float16"  # the user's model is left as it was
+
+
 def test_mixed_precision_subclassed_model_is_refused_with_the_fix():
     class Net(keras.Model):
         def __init__(self):

@@ -208,3 +208,17 @@ def test_lambda_in_float32_keeps_the_live_function_and_output_shape(framework):
     assert copy.dtype_policy.name == "float32"
     assert copy._output_shape == (4,)  # noqa: SLF001 - the private attribute pinned here
     np.testing.assert_allclose(copy(np.ones((2, 4), np.float32)), 3.0)
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+def test_is_graph_model_tells_sequential_and_functional_from_subclassed(framework):
+    k = pytest.importorskip(framework)
+
+    class Sub(k.Model):
+        def call(self, x):
+            return x
+
+    inp = k.Input((3,))
+    assert _tflite.is_graph_model(k.Model(inp, k.layers.Dense(2)(inp)))
+    assert _tflite.is_graph_model(k.Sequential([k.Input((3,)), k.layers.Dense(2)]))
+    assert not _tflite.is_graph_model(Sub())

@@ -730,6 +730,19 @@ def lambda_in_float32(layer: Any) -> Any:
                        dtype="float32")
 
 
+def is_graph_model(model: Any) -> bool:
+    """Whether a Keras 3 or tf_keras model is a graph of layers (Sequential or
+    functional), which `clone_model` can copy layer by layer, rather than a
+    subclassed model. Keras 3 has no public name for its functional class, and
+    tf_keras keeps the answer in the private `_is_graph_network`."""
+    import keras  # noqa: PLC0415
+    from keras.src.models.functional import Functional  # noqa: PLC0415
+
+    if isinstance(model, keras.Model):
+        return isinstance(model, (keras.Sequential, Functional))
+    return bool(getattr(model, "_is_graph_network", False))
+
+
 def compile_arguments(model: Any) -> dict[str, Any] | None:
     """The arguments `model.compile` received, as objects (custom metric functions,
     `Metric` instances), or None where the model keeps none.

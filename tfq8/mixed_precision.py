@@ -10,10 +10,15 @@ nested model built under the policy takes made float32), and gives the copy
 the model's current weights. Layer and model names are kept, so the copy converts to the
 same bytes as a float32 model built by hand with those weights.
 
+A subclassed model is made again from its config instead (`get_config` /
+`from_config`, then built at the shapes it was built for), so that the layers
+its `__init__` creates take the float32 policy; one whose config does not
+rebuild it, or whose `__init__` sets a half-precision policy itself, is
+refused, with what to do.
+
 The copy is made once per model object and its weights refreshed on every call,
 so a `CalibrationCallback` converting during a mixed-precision `fit` quantizes
-the weights of that epoch. A subclassed model cannot be cloned so: it is refused,
-with what to do.
+the weights of that epoch.
 
 Example:
     >>> keras.mixed_precision.set_global_policy("mixed_float16")
@@ -27,6 +32,8 @@ import contextlib
 import logging
 import weakref
 from typing import Any, Iterator
+
+import numpy as np
 
 from tfq8 import _tflite
 from tfq8.errors import UnsupportedOpError
@@ -130,9 +137,17 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
                 struct)
         return framework.models.clone_model(m, input_tensors=inputs, clone_function=as_float32)
 
+    def rebuild(m: Any) -> Any:
+        # A subclassed model: made again from its config, so that the layers its
+        # __init__ creates take the float32 policy, and called on zeros of the
+        # shapes it was built for (build_from_config leaves a Model unbuilt).
+        copy = type(m).from_config(_float32_config(m.get_config()))
+        copy(_zeros(m.get_build_config()["input_shape"]), training=False)
+        return copy
+
     try:
         with _float32_policy(tf_keras):
-            copy = clone(model)
+            copy = clone(model) if _tflite.is_graph_model(model) else rebuild(model)
             _copy_weights(model, copy)
     except Exception as e:  # noqa: BLE001 - Keras raises many kinds for models it cannot clone
         first = str(e).splitlines()[0] if str(e) else ""
@@ -141,6 +156,17 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
     if left:
         return None, f"layer {left[0].name!r} still computes in {left[0].dtype_policy.compute_dtype}"
     return copy, ""
+
+
+def _zeros(shape: Any) -> Any:
+    """float32 zeros of a Keras build config's input shape (a shape, or a list or dict
+    of them), batch size 1 where it is free."""
+    if isinstance(shape, dict):
+        return {k: _zeros(v) for k, v in shape.items()}
+    if isinstance(shape, (list, tuple)) and shape and all(
+            isinstance(d, (list, tuple, dict)) for d in shape):
+        return [_zeros(s) for s in shape]
+    return np.zeros([1 if d is None else int(d) for d in shape], np.float32)
 
 
 def _float32_config(config: Any) -> Any:
