@@ -245,6 +245,44 @@ def test_a_loop_anywhere_in_the_model_gets_the_batch_size_fixed_at_one(kind):
     assert tfq8.convert(model, x, method="minmax") == blob
 
 
+class TwoInputs(keras.Model):
+    """A subclassed model of two inputs (a list, or a dict with `as_dict`) and a GRU."""
+
+    def __init__(self, as_dict=False):
+        super().__init__()
+        self.as_dict = as_dict
+        self.rnn, self.side, self.head = (keras.layers.GRU(8), keras.layers.Dense(8),
+                                          keras.layers.Dense(3))
+
+    def call(self, inputs):
+        seq, feat = (inputs["seq"], inputs["feat"]) if self.as_dict else inputs
+        return self.head(self.rnn(seq) + self.side(feat))
+
+
+@pytest.mark.parametrize("as_dict", [False, True])
+def test_a_subclassed_model_of_two_inputs_gets_the_batch_size_fixed_at_one(as_dict):
+    """Its inputs are the shapes it was built for (a list, or a dict by key)."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    seq = rng.normal(size=(32, 6, 4)).astype(np.float32)
+    feat = rng.normal(size=(32, 5)).astype(np.float32)
+    data = {"seq": seq, "feat": feat} if as_dict else [seq, feat]
+    model = TwoInputs(as_dict)
+    model(data)
+    blob = tfq8.convert(model, data, method="minmax")
+    info = tfq8.inspect(blob)
+    assert info.full_integer
+    assert sorted(t.shape_signature for t in info.inputs) == [(1, 5), (1, 6, 4)]
+    want = np.asarray(model(data))  # Keras' own outputs: no input swapped
+    got = ModelRunner(blob).run(_in_graph_order(info, [seq, feat]))[0]
+    assert 10 * np.log10(np.sum(want**2) / np.sum((got - want) ** 2)) > 25
+
+
+def _in_graph_order(info, arrays):
+    """`arrays` (one per input, any order) in the order of the int8 model's inputs, by shape."""
+    return [next(a for a in arrays if a.shape[1:] == t.shape_signature[1:]) for t in info.inputs]
+
+
 def test_a_tf_keras_lstm_runs_every_sample_from_its_first_state():
     """A tf_keras LSTM becomes TFLite's fused LSTM, whose state lives in variable tensors that
     each run leaves holding its last state; with the batch size fixed at 1, each sample

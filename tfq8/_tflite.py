@@ -331,8 +331,9 @@ def _unsupported(message: str) -> Exception:
             "TFLite's converter rejected the model: a recurrent layer that is not unrolled"
             + (f" ({', '.join(layers)})" if layers else "") + " keeps its steps in a "
             "TensorList, which the converter lowers only with a fixed batch size, and tfq8 "
-            "fixes it at 1 only for Keras models of one input. Build the layer with "
-            "unroll=True, or the model with keras.Input(..., batch_size=1).")
+            "fixes it at 1 only for Keras models whose input shapes it can tell (not for a "
+            "SavedModel). Build the layer with unroll=True, or the model with "
+            "keras.Input(..., batch_size=1).")
     return UnsupportedOpError(f"TFLite's converter rejected the model: {first.strip()}")
 
 

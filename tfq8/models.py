@@ -147,8 +147,8 @@ class ModelHandle:
         or a custom layer too) and a free batch size, which the converter
         refuses as it is, converts as a model of batch size 1, one sample per
         run, as on a phone (logged); its inputs keep their names, a list or a
-        dict of several too. A subclassed model converts so, with one input,
-        at the input shape it was built for. The converter is tried
+        dict of several too. A subclassed model converts so at the input
+        shapes it was built for, one input or several. The converter is tried
         on the model as it is first, so models it takes keep their free batch
         size. (A tf_keras `LSTM` becomes TFLite's fused LSTM, whose state stays
         from one run to the next: tfq8 resets it before each run,
@@ -463,7 +463,8 @@ def _loop_layers(model: Any) -> list[str]:
 def _free_inputs(model: Any) -> list[tuple[tuple, str, str, Any]] | None:
     """(shape, dtype, name, dict key or None) of each input of a Keras model, in
     `model.inputs` order, or None where they cannot be told. A subclassed model has no
-    `Input`: the shape it was built for, with a free batch size, float32, named "input"."""
+    `Input`: the shapes it was built for, with a free batch size, float32, named "input"
+    (one), "input_1", "input_2", ... (a list) or by key (a dict, in sorted key order)."""
     inputs = getattr(model, "inputs", None) or []
     if inputs:
         struct = getattr(model, "input", None)
@@ -475,10 +476,19 @@ def _free_inputs(model: Any) -> list[tuple[tuple, str, str, Any]] | None:
                 for t, key in zip(inputs, keys)]
     config = model.get_build_config() if hasattr(model, "get_build_config") else None
     shape = (config or {}).get("input_shape")
-    if not isinstance(shape, (list, tuple)) or not shape or not all(
-            d is None or isinstance(d, int) for d in shape):
-        return None  # (several inputs, or not built by a call)
-    return [((None, *shape[1:]), "float32", "input", None)]
+    if _is_shape(shape):
+        return [((None, *shape[1:]), "float32", "input", None)]
+    if isinstance(shape, dict) and shape and all(_is_shape(s) for s in shape.values()):
+        return [((None, *shape[k][1:]), "float32", str(k), k) for k in sorted(shape)]
+    if isinstance(shape, (list, tuple)) and shape and all(_is_shape(s) for s in shape):
+        return [((None, *s[1:]), "float32", f"input_{k + 1}", None) for k, s in enumerate(shape)]
+    return None  # (not built by a call)
+
+
+def _is_shape(shape: Any) -> bool:
+    """Whether a build config's entry is one input's shape (not a list or dict of them)."""
+    return isinstance(shape, (list, tuple)) and bool(shape) and all(
+        d is None or isinstance(d, int) for d in shape)
 
 
 def _with_batch_one(model: Any) -> Any:
