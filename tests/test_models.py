@@ -381,6 +381,22 @@ def test_mixed_precision_model_converts_as_its_float32_copy(dtype, caplog):
         tfq8.convert(rebuilt, data, method="minmax"), data)
 
 
+def test_mixed_precision_copy_is_made_again_when_the_layers_change():
+    # The copy was kept per model object: after Sequential.add the weights no longer
+    # fitted it (ValueError from set_weights), and after pop/add of a layer of the same
+    # shapes it computed the old layer (no relu here) without a word.
+    model = _half_precision_mlp()
+    x = _features()
+    first = models.load_model(model).keras_model
+    model.pop()
+    model.add(keras.layers.Dense(5, activation="relu", dtype="mixed_float16"))
+    copy = models.load_model(model).keras_model
+    assert copy is not first
+    np.testing.assert_allclose(copy(x), model(x), atol=2e-2)
+    model.add(keras.layers.Dense(3, dtype="mixed_float16"))
+    np.testing.assert_allclose(models.load_model(model).keras_model(x), model(x), atol=2e-2)
+
+
 def test_mixed_precision_copy_under_a_mixed_global_policy_and_nested_models():
     # As in a training script: the global policy is still mixed when convert runs.
     keras.utils.set_random_seed(0)

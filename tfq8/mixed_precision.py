@@ -18,7 +18,8 @@ refused, with what to do.
 
 The copy is made once per model object and its weights refreshed on every call,
 so a `CalibrationCallback` converting during a mixed-precision `fit` quantizes
-the weights of that epoch.
+the weights of that epoch; it is made again when the model's layers change
+(`Sequential.add` or `pop`).
 
 Example:
     >>> keras.mixed_precision.set_global_policy("mixed_float16")
@@ -41,7 +42,8 @@ from tfq8.errors import UnsupportedOpError
 _log = logging.getLogger("tfq8")
 
 HALF = ("float16", "bfloat16")
-_COPIES: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+# model -> (its float32 copy, weak references to the layers it was made from).
+_COPIES: "weakref.WeakKeyDictionary[Any, tuple[Any, list[Any]]]" = weakref.WeakKeyDictionary()
 
 
 def half_layers(model: Any) -> list[Any]:
@@ -76,12 +78,15 @@ def float32_model(model: Any) -> Any:
     half = half_layers(model)
     if not half:
         return model
-    copy = _COPIES.get(model)
-    if copy is None:
+    layers = _tflite.keras_layers(model)
+    copy, made_from = _COPIES.get(model, (None, []))
+    if copy is None or len(made_from) != len(layers) or any(
+            ref() is not layer for ref, layer in zip(made_from, layers)):
+        # First call, or the layers changed since (Sequential.add/pop): a new copy.
         copy, reason = _clone_in_float32(model)
         if copy is None:
             raise _refusal(model, half, reason)
-        _COPIES[model] = copy
+        _COPIES[model] = copy, [weakref.ref(layer) for layer in layers]
         _log.info("The model computes in %s (dtype policy %r); tfq8 converts a copy that "
                   "computes in float32, with the same weights, as TFLite's int8 conversion "
                   "needs.", half[0].dtype_policy.compute_dtype, half[0].dtype_policy.name)
