@@ -91,6 +91,25 @@ def test_tflite_models_tfq8_cannot_quantize_are_refused(tmp_path):
         tfq8.pipeline.converter_int8(_float_tflite(model), x)
 
 
+def test_a_float_tflite_with_a_uint8_input_is_not_taken_for_a_quantized_one():
+    # Its uint8 input has no scale: it was refused as "quantized already (it holds
+    # UINT8 tensors)", while the Keras model it came from converts.
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3), dtype="uint8")
+    h = keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255.0)(inp))
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Flatten()(h)))
+    x = np.random.default_rng(0).integers(0, 256, size=(16, 8, 8, 3)).astype(np.uint8)
+    blob = tfq8.convert(_float_tflite(model), x, method="minmax", allow_float=True)
+    assert _outputs(blob, x) == _outputs(tfq8.convert(model, x, method="minmax",
+                                                      allow_float=True), x)
+    # A dynamic-range .tflite (int8 weights with scales, float activations) is quantized.
+    big = keras.Sequential([keras.Input((64,)), keras.layers.Dense(64)])
+    converter = tf.lite.TFLiteConverter.from_keras_model(big)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    with pytest.raises(ValueError, match=r"quantized already \(it holds INT8 tensors\)"):
+        tfq8.convert(converter.convert(), np.zeros((4, 64), np.float32))
+
+
 def test_cli_converts_a_float_tflite(tmp_path, capfd):
     model, x = factories.cnn(), factories.images(32)
     (tmp_path / "model.tflite").write_bytes(_float_tflite(model))

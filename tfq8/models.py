@@ -383,9 +383,13 @@ def _float_tflite(model: Any) -> bytes:
 
     blob = read_model_bytes(model, arg="model")
     parsed = verify_model(blob, arg="model")
+    # Quantized: integer tensors with a scale. A uint8 or int8 input without one (cast to
+    # float, before a Rescaling layer) is a float model's input.
     quantized = sorted({_tflite.tensor_type_name(t.type) for sg in parsed.subgraphs or []
                         for t in sg.tensors or []
-                        if _tflite.tensor_type_name(t.type) in ("INT8", "UINT8", "INT16")})
+                        if _tflite.tensor_type_name(t.type) in ("INT8", "UINT8", "INT16")
+                        and t.quantization is not None and t.quantization.scale is not None
+                        and len(t.quantization.scale) > 0})
     if quantized:
         raise ValueError(
             f"model is a .tflite that is quantized already (it holds {'/'.join(quantized)} "
