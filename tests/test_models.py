@@ -519,6 +519,32 @@ def test_mixed_precision_subclassed_model_converts_when_its_config_rebuilds_it()
     assert model.hidden.compute_dtype == "float16"  # the user's model is left as it was
 
 
+def test_mixed_precision_functional_subclass_keeps_its_call():
+    # A functional subclass that overrides call and builds its graph in __init__:
+    # clone_model made a plain functional model of the graph, so the copy (and the
+    # int8 model, and check's reference) left out the "* 2.0" without a word.
+    class Doubled(keras.Model):
+        def __init__(self, units=4, **kwargs):
+            inp = keras.Input((20,))
+            super().__init__(inp, keras.layers.Dense(2, dtype="float32")(
+                keras.layers.Dense(units)(inp)), **kwargs)
+            self.units = units
+
+        def call(self, x):
+            return super().call(x) * 2.0
+
+    keras.utils.set_random_seed(0)
+    keras.config.set_dtype_policy("mixed_float16")
+    try:
+        model = Doubled()
+    finally:
+        keras.config.set_dtype_policy("float32")
+    copy = models.load_model(model).keras_model
+    assert type(copy) is Doubled and not tfq8.mixed_precision.half_layers(copy)
+    x = _features()
+    np.testing.assert_allclose(copy(x), model(x), atol=2e-2)
+
+
 def test_mixed_precision_subclassed_model_is_refused_with_the_fix():
     class Net(keras.Model):
         def __init__(self):

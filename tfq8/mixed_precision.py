@@ -10,7 +10,8 @@ nested model built under the policy takes made float32), and gives the copy
 the model's current weights. Layer and model names are kept, so the copy converts to the
 same bytes as a float32 model built by hand with those weights.
 
-A subclassed model is made again from its config instead (`get_config` /
+A subclassed model (and a functional subclass that overrides `call`, which a
+clone would turn into a plain functional model) is made again from its config instead (`get_config` /
 `from_config`, then built at the shapes it was built for), so that the layers
 its `__init__` creates take the float32 policy; one whose config does not
 rebuild it, or whose `__init__` sets a half-precision policy itself, is
@@ -140,14 +141,21 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
                 lambda t: framework.Input(batch_shape=tuple(t.shape), name=t.name.split(":")[0],
                                           dtype="float32" if _is_half(t.dtype) else t.dtype),
                 struct)
-        return framework.models.clone_model(m, input_tensors=inputs, clone_function=as_float32)
+        copy = framework.models.clone_model(m, input_tensors=inputs, clone_function=as_float32)
+        if type(copy).call is not type(m).call:
+            # A functional subclass that overrides call and whose __init__ does not take
+            # (inputs, outputs): clone_model makes a plain functional model of its graph,
+            # without the override. Made again from its config, as a subclassed model.
+            return rebuild(m)
+        return copy
 
     def rebuild(m: Any) -> Any:
         # A subclassed model: made again from its config, so that the layers its
         # __init__ creates take the float32 policy, and called on zeros of the
         # shapes it was built for (build_from_config leaves a Model unbuilt).
         copy = type(m).from_config(_float32_config(m.get_config()))
-        copy(_zeros(m.get_build_config()["input_shape"]), training=False)
+        if not copy.built:  # (a functional subclass builds its graph in __init__)
+            copy(_zeros(m.get_build_config()["input_shape"]), training=False)
         return copy
 
     try:
