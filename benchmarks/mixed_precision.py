@@ -21,8 +21,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
 import warnings
@@ -73,14 +71,7 @@ def tflite_converter(model, samples: np.ndarray) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default=",".join(MODELS),
-                        help=f"comma-separated, of {', '.join(MODELS)}")
-    names = parser.parse_args().models.split(",")
-    unknown = sorted(set(names) - set(MODELS))
-    if unknown:
-        parser.error(f"--models: unknown {unknown}; expected some of {', '.join(MODELS)}")
-    logging.basicConfig(level=logging.WARNING)
+    names = suite.parse_models(MODELS, __doc__.splitlines()[0])
     import tfq8  # noqa: PLC0415
 
     print(f"{'model':<20} {'float32 top-1':>13} {'mixed top-1':>11} {'TFLite converter':>24} "

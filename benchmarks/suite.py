@@ -19,7 +19,7 @@ import dataclasses
 import gzip
 import logging
 import os
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -244,11 +244,9 @@ def compare_int8(name: str, model, case: Case) -> None:
     print(f"float model top-1: {100 * float_acc:.2f}")
 
 
-def compare_fmnist_models(models: dict[str, Callable[[np.ndarray, np.ndarray], object]],
-                          description: str, *, cache_suffix: str = "") -> None:
-    """A benchmark's `main`: trains (or loads from the cache) the `--models` chosen of
-    `models` (name -> trainer on 55,000 Fashion-MNIST training images and labels)
-    and prints `compare_int8` for each, on the F-MNIST case's data."""
+def parse_models(models: Sequence[str], description: str) -> list[str]:
+    """The `--models` a benchmark's command line chose (comma-separated, of `models`;
+    default all), after setting logging to warnings."""
     import argparse  # noqa: PLC0415
 
     parser = argparse.ArgumentParser(description=description)
@@ -259,6 +257,15 @@ def compare_fmnist_models(models: dict[str, Callable[[np.ndarray, np.ndarray], o
     if unknown:
         parser.error(f"--models: unknown {unknown}; expected some of {', '.join(models)}")
     logging.basicConfig(level=logging.WARNING)
+    return names
+
+
+def compare_fmnist_models(models: dict[str, Callable[[np.ndarray, np.ndarray], object]],
+                          description: str, *, cache_suffix: str = "") -> None:
+    """A benchmark's `main`: trains (or loads from the cache) the `--models` chosen of
+    `models` (name -> trainer on 55,000 Fashion-MNIST training images and labels)
+    and prints `compare_int8` for each, on the F-MNIST case's data."""
+    names = parse_models(models, description)
     case = fmnist("cnn")  # the data; the models are trained here
     if case is None:
         return
