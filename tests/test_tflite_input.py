@@ -119,3 +119,24 @@ def test_cli_converts_a_float_tflite(tmp_path, capfd):
     assert code == 0, err
     written = (tmp_path / "model_int8.tflite").read_bytes()
     assert written == tfq8.convert(str(tmp_path / "model.tflite"), x, method="minmax")
+
+
+def test_a_list_in_the_signatures_order_reads_as_the_keras_list():
+    # Measured: the .tflite of keras.Model([alpha, beta], ...) takes (beta, alpha) in its
+    # graph; a list [alpha, beta] (the Keras and signature order) was refused ("expected
+    # input 'beta' ... Received shape (32, 8)") by convert and by check(reference=.tflite).
+    keras.utils.set_random_seed(0)
+    alpha, beta = keras.Input((8,), name="alpha"), keras.Input((4, 4, 1), name="beta")
+    h = keras.layers.Concatenate()([keras.layers.Dense(4)(alpha), keras.layers.Flatten()(beta)])
+    model = keras.Model([alpha, beta], [keras.layers.Dense(3)(h), keras.layers.Dense(1)(h)])
+    blob = bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    rng = np.random.default_rng(0)
+    as_list = [rng.normal(size=(16, 8)).astype(np.float32),
+               rng.normal(size=(16, 4, 4, 1)).astype(np.float32)]
+    assert [s.name for s in models.load_model(blob).specs] == ["beta", "alpha"]  # graph order
+    ours = tfq8.convert(blob, as_list, method="minmax")
+    assert ours == tfq8.convert(blob, dict(zip(["alpha", "beta"], as_list)), method="minmax")
+    keras_blob = tfq8.convert(model, as_list, method="minmax")
+    assert _without_conversion_metadata(ours) == _without_conversion_metadata(keras_blob)
+    report = tfq8.check(ours, reference=blob, data=as_list)
+    assert min(o.sqnr_db for o in report.outputs) > 25, str(report)

@@ -41,8 +41,8 @@ _log = logging.getLogger("tfq8")
 class InputSpec:
     """One model input: name, shape (None for unknown dims, batch first) and dtype.
 
-    `position` is the input's index in the Keras model's own input order, if
-    known (specs are in the TFLite graph's order, which can differ); it lets
+    `position` is the input's index in the Keras model's own input order (for
+    a float `.tflite`, in its signature's order), if known (specs are in the TFLite graph's order, which can differ); it lets
     the adapter accept a list of arrays in either order when the shapes tell
     them apart. It takes no part in comparisons.
     """

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
@@ -675,7 +676,8 @@ def _specs_of(handle: ModelHandle) -> list[InputSpec]:
             return _in_tflite_order(specs, specs_from_tflite(handle.to_float_tflite()))
     # Subclassed models and SavedModels: read the float TFLite model's inputs (a float
     # .tflite as it is, with the batch size it may fix).
-    return specs_from_tflite(handle.to_float_tflite(), keep_batch=handle.tflite_model is not None)
+    as_is = handle.tflite_model is not None
+    return specs_from_tflite(handle.to_float_tflite(), keep_batch=as_is, by_signature=as_is)
 
 
 def _in_tflite_order(specs: list[InputSpec], graph: list[InputSpec]) -> list[InputSpec]:
@@ -687,7 +689,8 @@ def _in_tflite_order(specs: list[InputSpec], graph: list[InputSpec]) -> list[Inp
     return graph
 
 
-def specs_from_tflite(model: bytes, *, keep_batch: bool = False) -> list[InputSpec]:
+def specs_from_tflite(model: bytes, *, keep_batch: bool = False,
+                      by_signature: bool = False) -> list[InputSpec]:
     """Input specs in the input order of a `.tflite` model.
 
     Reads the flatbuffer in place (no object-API copy of the model).
@@ -696,6 +699,9 @@ def specs_from_tflite(model: bytes, *, keep_batch: bool = False) -> list[InputSp
         model: The `.tflite` flatbuffer.
         keep_batch: Keep a batch size the model fixes (its calibrator runs it so);
             by default the batch dimension is free (None).
+        by_signature: Name the inputs as the model's one signature does, each
+            with its place in the signature as `position` (`_signature_named`);
+            by default by tensor name, without positions.
     """
     sg = _tflite.schema.Model.GetRootAs(model, 0).Subgraphs(0)
     specs = []
@@ -712,7 +718,36 @@ def specs_from_tflite(model: bytes, *, keep_batch: bool = False) -> list[InputSp
                  "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}.get(
                      _tflite.tensor_type_name(t.Type()), np.float32)
         specs.append(InputSpec(name, shape, np.dtype(dtype)))
+    if by_signature:
+        specs = _signature_named(model, [int(sg.Inputs(k)) for k in range(sg.InputsLength())],
+                                 specs)
     return specs
+
+
+def _signature_named(model: bytes, indices: list[int], specs: list[InputSpec]) -> list[InputSpec]:
+    """The specs of a float `.tflite`'s inputs named as its signature names them (the
+    names `tfq8.check` and LiteRT's signature runner use), each with its place in the
+    signature's order as `position`.
+
+    The signature lists the inputs by name, which is also the order of the Keras
+    model's list of inputs where that is sorted (`keras.Model([a, b], ...)`), while
+    the graph may take them in another order; `position` lets a list in the
+    signature's order be read as such when only that order fits the shapes, as a
+    list in Keras' order is for a Keras model (`tfq8.data`).
+    """
+    root = _tflite.schema.Model.GetRootAs(model, 0)
+    if root.SignatureDefsLength() != 1 or root.SignatureDefs(0).SubgraphIndex() != 0:
+        return specs
+    sd = root.SignatureDefs(0)
+    listed = [(sd.Inputs(k).Name(), int(sd.Inputs(k).TensorIndex()))
+              for k in range(sd.InputsLength())]
+    names = {index: name.decode() if isinstance(name, bytes) else str(name)
+             for name, index in listed}
+    if sorted(names) != sorted(indices) or len(set(names.values())) != len(names):
+        return specs
+    position = {index: k for k, (_, index) in enumerate(listed)}
+    return [dataclasses.replace(spec, name=names[i], position=position[i])
+            for spec, i in zip(specs, indices)]
 
 
 def _keras_name(t: Any) -> str:

@@ -245,7 +245,9 @@ def check(
                      "compares float with float. Pass the int8 model tfq8.convert() wrote.")
     handle = load_reference(reference)
     # A Keras reference tells which input a list's arrays are (Keras order), as convert() reads it.
-    specs = _with_positions(q.input_specs(), handle.specs if handle is not None else None)
+    # A float .tflite reference tells it by its signature's order (`models.specs_from_tflite`).
+    specs = _with_positions(q.input_specs(), handle.specs if handle is not None
+                            else _tflite_reference_specs(reference))
     found = None
     if labels is None:  # (x, y) data, as model.evaluate takes it, carries its labels
         rep, found = labelled_samples(data, specs=specs, num_samples=num_samples)
@@ -485,6 +487,21 @@ def _data_length(data: Any) -> int | None:
     if isinstance(data, dict) and data:
         data = next(iter(data.values()))
     return int(data.shape[0]) if hasattr(data, "shape") and len(data.shape) else None
+
+
+def _tflite_reference_specs(reference: Any) -> list[InputSpec] | None:
+    """The input specs of a float `.tflite` reference (bytes or path), or None."""
+    from tfq8.models import specs_from_tflite  # noqa: PLC0415
+
+    if not (isinstance(reference, (bytes, bytearray, memoryview)) or (
+            isinstance(reference, (str, os.PathLike))
+            and os.fspath(reference).endswith(".tflite") and os.path.isfile(reference))):
+        return None
+    try:
+        return specs_from_tflite(read_model_bytes(reference, arg="reference"), keep_batch=True,
+                                 by_signature=True)
+    except Exception:  # noqa: BLE001 - not readable: ModelRunner reports it below
+        return None
 
 
 def _with_positions(specs: list[InputSpec], keras_specs: list[InputSpec] | None
