@@ -140,3 +140,36 @@ def test_a_list_in_the_signatures_order_reads_as_the_keras_list():
     assert _without_conversion_metadata(ours) == _without_conversion_metadata(keras_blob)
     report = tfq8.check(ours, reference=blob, data=as_list)
     assert min(o.sqnr_db for o in report.outputs) > 25, str(report)
+
+
+def test_tflite_files_tfq8_cannot_calibrate_are_refused_with_the_reason(tmp_path):
+    # Measured: a .tflite of two signatures was calibrated on its first graph only and then
+    # refused as "FULLY_CONNECTED, TANH could not be quantized ... pass allow_float=True";
+    # a .tflite that reads uninitialized variables got the SavedModel advice; a folder
+    # named x.tflite was "not a SavedModel".
+    w = tf.constant(np.eye(6, 3, dtype=np.float32))
+
+    class TwoFunctions(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 6), tf.float32)])
+        def a(self, x):
+            return {"y": tf.nn.relu(tf.matmul(x, w))}
+
+        @tf.function(input_signature=[tf.TensorSpec((None, 6), tf.float32)])
+        def b(self, x):
+            return {"z": tf.tanh(tf.matmul(x, w))}
+
+    module = TwoFunctions()
+    two = tf.lite.TFLiteConverter.from_concrete_functions(
+        [module.a.get_concrete_function(), module.b.get_concrete_function()], module).convert()
+    x = np.random.default_rng(0).normal(size=(8, 6)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"2 signatures \(a, b\).*one function"):
+        tfq8.convert(two, x)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(3)])
+    fn = tf.function(lambda t: model(t)).get_concrete_function(tf.TensorSpec((None, 6)))
+    with_variables = tf.lite.TFLiteConverter.from_concrete_functions([fn], model).convert()
+    with pytest.raises(ValueError, match=r"reads variables it never initializes.*from_keras_model"):
+        tfq8.convert(with_variables, x)
+    (tmp_path / "x.tflite").mkdir()
+    with pytest.raises(ValueError, match=r"ends in \.tflite but is a folder"):
+        tfq8.convert(str(tmp_path / "x.tflite"), x)

@@ -166,7 +166,7 @@ def calibrate_tflite(
         with quiet_stdout(), quiet_native_stderr():
             return bytes(_calibrator.Calibrator(model).calibrate(sample_gen))
     except RuntimeError as e:
-        raise _calibrator_failed(e) from None
+        raise _calibrator_failed(e, tflite=True) from None
 
 
 def _calibrated(converter: tf.lite.TFLiteConverter) -> bytes:
@@ -177,10 +177,21 @@ def _calibrated(converter: tf.lite.TFLiteConverter) -> bytes:
         raise _calibrator_failed(e) from None
 
 
-def _calibrator_failed(e: RuntimeError) -> ValueError:
-    """The error for a failure of TFLite's calibrator while it runs the samples."""
+def _calibrator_failed(e: RuntimeError, *, tflite: bool = False) -> ValueError:
+    """The error for a failure of TFLite's calibrator while it runs the samples
+    (`tflite`: on a float `.tflite` given as the model)."""
     what = first_line(e).rstrip(".")
-    if re.search(r"\((READ_VARIABLE|ASSIGN_VARIABLE|VAR_HANDLE)\)", str(e)):
+    variables = re.search(r"\((READ_VARIABLE|ASSIGN_VARIABLE|VAR_HANDLE)\)", str(e))
+    if variables and tflite:
+        return ValueError(
+            f"TFLite's calibrator could not run the model: {what}. The .tflite reads "
+            "variables it never initializes (VAR_HANDLE / READ_VARIABLE ops): its weights "
+            "were left as variables instead of folded into constants, as "
+            "TFLiteConverter.from_concrete_functions does when given the model as its "
+            "trackable object. Convert the float model again with from_keras_model, or "
+            "from_saved_model on a folder written by model.export(path), or pass the "
+            "Keras model itself. Received: a .tflite with variable ops")
+    if variables:
         return ValueError(
             f"TFLite's calibrator could not run the model: {what}. The converted model "
             "still reads variables at run time, and TFLite's own converter fails on it the "

@@ -339,6 +339,11 @@ def load_model(model: Any) -> ModelHandle:
             raise ValueError(f"model path does not exist. Received: model={path!r}")
         if os.path.isdir(path):
             if not os.path.exists(os.path.join(path, "saved_model.pb")):
+                if path.endswith(".tflite"):
+                    raise ValueError(
+                        "model path ends in .tflite but is a folder (holding no "
+                        "saved_model.pb either): a float .tflite model is a file. "
+                        f"Received: model={path!r}")
                 raise ValueError(
                     "model folder is not a SavedModel (no saved_model.pb). "
                     f"Received: model={path!r}"
@@ -402,6 +407,15 @@ def _float_tflite(model: Any) -> bytes:
             "model is a .tflite whose weights are stored in float16 (TFLite's float16 "
             "quantization), which TFLite's int8 quantizer cannot take: pass the float32 "
             ".tflite (or the Keras model). Received: a .tflite with FLOAT16 tensors")
+    signatures = [sd.signatureKey.decode() if isinstance(sd.signatureKey, bytes)
+                  else str(sd.signatureKey) for sd in parsed.signatureDefs or []]
+    if len(signatures) > 1:
+        raise ValueError(
+            f"model is a .tflite with {len(signatures)} signatures ({', '.join(signatures)}), "
+            "each its own graph: tfq8 calibrates and quantizes a model of one graph, with "
+            "data for its inputs. Convert each function to a .tflite of its own "
+            "(TFLiteConverter.from_concrete_functions with one function) and pass that. "
+            f"Received: a .tflite with signatures {signatures}")
     fused = sorted({_tflite.op_name(parsed, op) for sg in parsed.subgraphs or []
                     for op in sg.operators or []
                     if _tflite.op_name(parsed, op).endswith("LSTM")
