@@ -122,7 +122,8 @@ class ModelHandle:
         if self.tflite_model is not None:
             raise ValueError("A .tflite model has no TFLite converter: it is a converter's "
                              "output already. tfq8.convert(...) quantizes it; "
-                             "method='minmax' gives TFLite's own ranges.")
+                             "method='minmax' gives TFLite's own ranges. Received: a float "
+                             ".tflite model")
         if self.keras_model is not None:
             if self.batch_fixed_at_one:
                 return tf.lite.TFLiteConverter.from_keras_model(self._batch_one)
@@ -425,7 +426,8 @@ def _float_tflite(model: Any) -> bytes:
             f"model is a .tflite with {', '.join(fused)} op(s) that have no intermediate "
             "tensors: TFLite's converter adds those to a fused LSTM only when it quantizes, "
             "and its calibrator cannot run the LSTM without them. Pass the Keras model or "
-            "SavedModel the .tflite came from.")
+            "SavedModel the .tflite came from. Received: a .tflite whose "
+            f"{fused[0]} has no intermediate tensors")
     return blob
 
 

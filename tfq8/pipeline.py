@@ -207,8 +207,8 @@ def convert(
         input_type=input_type, output_type=output_type, allow_float=allow_float,
         num_samples=num_samples, output_path=output_path, inputs={"model": model})
     if calibration is None and model is not None:
-        if isinstance(model, (str, os.PathLike)):
-            model = load_model(model)  # load a model file once
+        if isinstance(model, (str, os.PathLike, bytes, bytearray, memoryview)):
+            model = load_model(model)  # load (and verify) a model file or .tflite bytes once
         have_data = data is not None or getattr(model, CALIBRATION_ATTR, None) is not None
         blob = _qat.try_convert(model, have_data=have_data, ranges=ranges,
                                 per_channel=per_channel, input_type=io_in, output_type=io_out)
