@@ -4,18 +4,20 @@ A model trained under a `mixed_float16` or `mixed_bfloat16` dtype policy
 computes in half precision, which TFLite's int8 conversion does not take (its
 converter fails on float16 MATMULs and convolutions). Its variables are float32
 all the same, so the float32 model is one config away: `float32_model` clones
-a Sequential or functional model (Keras 3 or tf_keras, nested models too) with
-every layer's half-precision policy set to `float32` (and the float16 inputs a
-nested model built under the policy takes made float32), and gives the copy
-the model's current weights. Layer and model names are kept, so the copy converts to the
-same bytes as a float32 model built by hand with those weights.
+a Sequential or functional model (Keras 3 or tf_keras, nested models and the
+layers inside wrappers too) with every half-precision policy set to `float32`
+(and the float16 inputs a nested model built under the policy takes made
+float32), and gives the copy the model's current weights. Layer and model
+names are kept, so the copy converts to the same bytes as a float32 model
+built by hand with those weights.
 
 A subclassed model (and a functional subclass that overrides `call`, which a
-clone would turn into a plain functional model) is made again from its config instead (`get_config` /
-`from_config`, then built at the shapes it was built for), so that the layers
-its `__init__` creates take the float32 policy; one whose config does not
-rebuild it, or whose `__init__` sets a half-precision policy itself, is
-refused, with what to do.
+clone would turn into a plain functional model) is made again from its config
+instead (`get_config` / `from_config`, then built at the shapes it was built
+for), so that the layers its `__init__` creates take the float32 policy; its
+layers get new names, so the `.tflite`'s tensor names are the copy's. One whose
+config does not rebuild it, or whose `__init__` sets a half-precision policy
+itself, is refused, with what to do.
 
 The copy is made once per model object and its weights refreshed on every call,
 so a `CalibrationCallback` converting during a mixed-precision `fit` quantizes
@@ -68,9 +70,10 @@ def float32_model(model: Any) -> Any:
         as they are now.
 
     Raises:
-        UnsupportedOpError: If the model computes in half precision and cannot
-            be cloned from its config (a subclassed model, a custom layer whose
-            config does not rebuild it), naming the layers and what to do.
+        UnsupportedOpError: If the model computes in half precision and no
+            float32 copy can be made (a config that does not rebuild the model
+            or a layer, an `__init__` that sets a half-precision policy
+            itself), naming the layers and what to do.
 
     Example:
         >>> float32_model(mixed_model).layers[1].dtype_policy.name

@@ -321,9 +321,8 @@ def load_model(model: Any) -> ModelHandle:
             float, or is a tfmot model tfq8 cannot
             convert (`tfq8.qat.check_model`).
         UnsupportedOpError: If the model computes in float16 or bfloat16 (a
-            mixed-precision dtype policy) and is not a Sequential or functional
-            model, of which tfq8 converts a float32 copy
-            (`tfq8.mixed_precision`).
+            mixed-precision dtype policy) and no float32 copy of it can be made
+            (`tfq8.mixed_precision`, which makes the copy tfq8 converts).
     """
     if isinstance(model, ModelHandle):
         return model
