@@ -517,6 +517,12 @@ def test_mixed_precision_subclassed_model_converts_when_its_config_rebuilds_it()
     assert tfq8.inspect(blob).full_integer
     assert _int8_outputs(blob, x) == _int8_outputs(tfq8.convert(rebuilt, x, method="minmax"), x)
     assert model.hidden.compute_dtype == "float16"  # the user's model is left as it was
+    # The copy's layers carry the model's names, so the .tflite is the one the model's
+    # own float32 twin gives, whatever layers the process had made before.
+    for layer, name in ((rebuilt, model.name), (rebuilt.hidden, model.hidden.name),
+                        (rebuilt.head, model.head.name)):
+        layer.name = name
+    assert blob == tfq8.convert(rebuilt, x, method="minmax")
 
 
 def test_mixed_precision_functional_subclass_keeps_its_call():

@@ -222,3 +222,17 @@ def test_is_graph_model_tells_sequential_and_functional_from_subclassed(framewor
     assert _tflite.is_graph_model(k.Model(inp, k.layers.Dense(2)(inp)))
     assert _tflite.is_graph_model(k.Sequential([k.Input((3,)), k.layers.Dense(2)]))
     assert not _tflite.is_graph_model(Sub())
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+def test_rename_like_names_a_copys_layers_after_the_model_where_keras_lets_it(framework):
+    k = pytest.importorskip(framework)
+    model = k.Sequential([k.Input((3,)), k.layers.Dense(2, name="first"),
+                          k.layers.Dense(1, name="second")], name="orig")
+    copy = k.Sequential([k.Input((3,)), k.layers.Dense(2), k.layers.Dense(1)])
+    _tflite.rename_like(copy, model)
+    names = [layer.name for layer in (copy, *copy.layers)]
+    if framework == "keras":  # a plain attribute in Keras 3
+        assert names == ["orig", "first", "second"]
+    else:  # read-only in tf_keras: left as they were, without an error
+        assert names[1:] != ["first", "second"]

@@ -755,6 +755,22 @@ def is_graph_model(model: Any) -> bool:
     return bool(getattr(model, "_is_graph_network", False))
 
 
+def rename_like(copy: Any, model: Any) -> None:
+    """Gives `copy`'s layers (and `copy`) the names of `model`'s, paired in order, where
+    the two have as many layers: a Keras 3 model made again from its config got new
+    automatic names, and TFLite names its tensors after the layers. Keras 3 keeps a
+    layer's name in a plain attribute, which it lets one set; tf_keras does not, and
+    its layers keep their new names."""
+    ours, theirs = keras_layers(copy), keras_layers(model)
+    if len(ours) != len(theirs):
+        return
+    for new, old in [(copy, model), *zip(ours, theirs)]:
+        try:
+            new.name = old.name
+        except AttributeError:  # (tf_keras: a read-only property)
+            return
+
+
 def compile_arguments(model: Any) -> dict[str, Any] | None:
     """The arguments `model.compile` received, as objects (custom metric functions,
     `Metric` instances), or None where the model keeps none.

@@ -14,8 +14,9 @@ built by hand with those weights.
 A subclassed model (and a functional subclass that overrides `call`, which a
 clone would turn into a plain functional model) is made again from its config
 instead (`get_config` / `from_config`, then built at the shapes it was built
-for), so that the layers its `__init__` creates take the float32 policy; its
-layers get new names, so the `.tflite`'s tensor names are the copy's. One whose
+for), so that the layers its `__init__` creates take the float32 policy, and
+its layers are given the model's layer names (Keras 3), so that the `.tflite`'s
+tensor names are those of a conversion of the model itself. One whose
 config does not rebuild it, or whose `__init__` sets a half-precision policy
 itself, is refused, with what to do.
 
@@ -159,6 +160,7 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
         copy = type(m).from_config(_float32_config(m.get_config()))
         if not copy.built:  # (a functional subclass builds its graph in __init__)
             copy(_zeros(m.get_build_config()["input_shape"]), training=False)
+        _tflite.rename_like(copy, m)
         return copy
 
     try:
