@@ -460,7 +460,8 @@ class _Builder:
             self._warned_order = True
             _log.warning(
                 "A list of arrays for inputs %s is taken in the TFLite graph's order %s, "
-                "not the Keras model's order %s. Pass a dict keyed by input name to be "
+                "not the model's own order %s (the Keras model's, or a .tflite's signature's). "
+                "Pass a dict keyed by input name to be "
                 "unambiguous.", [s.name for s in self.specs], [s.name for s in self.specs],
                 [self.specs[self.keras_order.index(k)].name for k in range(len(self.specs))])
         return arrays
