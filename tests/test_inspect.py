@@ -70,6 +70,9 @@ def test_hybrid_model_is_flagged():
 def test_float_model_and_float_io_boundaries(mlp):
     info = tfq8.inspect(load_model(mlp).to_float_tflite())
     assert not info.full_integer and {op.kind for op in info.float_ops} == {"float"}
+    assert info.verdict() == (  # which tfq8 takes as a model
+        f"NOT full-integer: a float model ({len(info.ops)} float op(s)); tfq8.convert(model, "
+        "data) or `tfq8 convert MODEL --data FILE` quantizes it")
     # Float I/O around an integer graph: QUANTIZE/DEQUANTIZE at the edges are allowed.
     x = np.random.default_rng(1).normal(size=(32, 20)).astype(np.float32)
     blob = tfq8.convert(mlp, x, input_type="float32", output_type="float32")

@@ -170,6 +170,9 @@ class ModelInfo:
         """`full-integer`, or `NOT full-integer: ...` saying what is float."""
         if self.full_integer:
             return "full-integer"
+        if self.ops and all(op.kind == "float" for op in self.ops + self.subgraph_ops):
+            return (f"NOT full-integer: a float model ({len(self.ops)} float op(s)); "
+                    "tfq8.convert(model, data) or `tfq8 convert MODEL --data FILE` quantizes it")
         found = [f"{len(self.float_ops)} float op(s)"] if self.float_ops else []
         if self.float_io:
             found.append("float model input(s)/output(s) that no op converts: "
