@@ -54,7 +54,11 @@ def half_layers(model: Any) -> list[Any]:
     """The layers of `model` (through nested models) that compute in float16 or bfloat16."""
     # Through wrappers (Bidirectional, TimeDistributed) and custom layers too: the layer
     # a wrapper holds keeps its own policy, which `model.layers` does not list.
-    return [layer for layer in _tflite.keras_layers(model)
+    return _half_of(_tflite.keras_layers(model))
+
+
+def _half_of(layers: list[Any]) -> list[Any]:
+    return [layer for layer in layers
             if getattr(getattr(layer, "dtype_policy", None), "compute_dtype", None) in HALF
             and type(layer).__name__ != "InputLayer"]  # computes nothing
 
@@ -80,10 +84,10 @@ def float32_model(model: Any) -> Any:
         >>> float32_model(mixed_model).layers[1].dtype_policy.name
         'float32'
     """
-    half = half_layers(model)
+    layers = _tflite.keras_layers(model)
+    half = _half_of(layers)
     if not half:
         return model
-    layers = _tflite.keras_layers(model)
     copy, made_from = _COPIES.get(model, (None, []))
     if copy is None or len(made_from) != len(layers) or any(
             ref() is not layer for ref, layer in zip(made_from, layers)):
