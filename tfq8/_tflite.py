@@ -156,12 +156,8 @@ def calibrate_tflite(
     Returns:
         The calibrated float `.tflite` flatbuffer, as `calibrate_only` returns it.
     """
-    from tfq8.loops import split_loop_passthroughs  # pylint: disable=import-outside-toplevel
-
     check_tf_version()
-    model = split_loop_passthroughs(bytes(model))
-    if on_float_model is not None:
-        on_float_model(model)
+    model = _for_calibrator(model, on_float_model)
     try:
         with quiet_stdout(), quiet_native_stderr():
             return bytes(_calibrator.Calibrator(model).calibrate(sample_gen))
@@ -219,20 +215,28 @@ def loop_safe(converter: tf.lite.TFLiteConverter, *,
         on_float_model: Called with that float model, split, before the calibrator
             starts on it.
     """
-    from tfq8.loops import split_loop_passthroughs  # pylint: disable=import-outside-toplevel
     quantize = converter._quantize  # pylint: disable=protected-access
 
     def hooked(model: bytes, *args: Any, **kwargs: Any) -> bytes:
-        model = split_loop_passthroughs(bytes(model))
-        if on_float_model is not None:
-            on_float_model(model)
-        return quantize(model, *args, **kwargs)
+        return quantize(_for_calibrator(model, on_float_model), *args, **kwargs)
 
     converter._quantize = hooked  # pylint: disable=protected-access
     try:
         yield
     finally:  # no converter -> hook -> converter cycle left behind
         del converter._quantize  # pylint: disable=protected-access
+
+
+def _for_calibrator(model: bytes, on_float_model: Callable[[bytes], None] | None) -> bytes:
+    """The float model as TFLite's calibrator gets it, from a converter or a `.tflite`:
+    its WHILE loops' pass-through variables split apart (`loops.split_loop_passthroughs`),
+    and handed to `on_float_model` first."""
+    from tfq8.loops import split_loop_passthroughs  # pylint: disable=import-outside-toplevel
+
+    model = split_loop_passthroughs(bytes(model))
+    if on_float_model is not None:
+        on_float_model(model)
+    return model
 
 
 def convert_qat(
