@@ -28,7 +28,6 @@ import logging
 import os
 from typing import Any, Sequence
 
-import keras
 import numpy as np
 
 from tfq8 import _tflite
@@ -36,7 +35,7 @@ from tfq8.data import (RepresentativeDataset, StreamBudget, _is_pydataset, _is_t
                        pydataset_batches, representative_dataset)
 from tfq8.errors import first_line
 from tfq8.harness.interpreter import ModelRunner
-from tfq8.models import is_tf_keras_model
+from tfq8.models import is_tf_keras_model, keras_module
 
 # The callback's logger: these messages explain int8 keys missing from its logs.
 _log = logging.getLogger("tfq8.callbacks")
@@ -555,7 +554,7 @@ def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
     """int8 versions of the compiled loss (with its `loss_weights`) and of the
     (non-accuracy) metrics, `weighted_metrics` weighted by `sample_weight`; what
     cannot be computed goes to `skipped` (name -> why)."""
-    module = _framework(model)
+    module = keras_module(model)
     out: dict[str, float] = {}
     single = len(outputs) == 1
     loss = getattr(model, "loss", None)
@@ -589,14 +588,6 @@ def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
                     key = f"val_int8_{metric_name}" if single else f"val_int8_{name}_{metric_name}"
                     out.setdefault(key, value)
     return out
-
-
-def _framework(model: Any) -> Any:
-    if is_tf_keras_model(model):
-        import tf_keras  # noqa: PLC0415
-
-        return tf_keras
-    return keras
 
 
 def _metrics_by_output(model: Any, spec: Any, outputs: list[str]) -> dict[str, Any]:

@@ -109,10 +109,10 @@ def _copy_weights(model: Any, copy: Any) -> None:
     tensors it derives from its weights in `finalize_state()` (Keras calls it after
     `adapt` and after loading a file, not in `set_weights`): a clone's would stay at
     the mean 0 and variance 1 it was built with."""
-    from tfq8.models import is_tf_keras_model  # noqa: PLC0415 (cycle)
+    from tfq8.models import keras_module  # noqa: PLC0415 (cycle)
 
     copy.set_weights(model.get_weights())
-    normalization = _framework(is_tf_keras_model(copy)).layers.Normalization
+    normalization = keras_module(copy).layers.Normalization
     for layer in _tflite.keras_layers(copy):
         if isinstance(layer, normalization):
             layer.finalize_state()
@@ -122,10 +122,9 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
     """(the float32 clone, "") or (None, why it could not be made)."""
     import tensorflow as tf  # noqa: PLC0415
 
-    from tfq8.models import is_tf_keras_model  # noqa: PLC0415 (cycle)
+    from tfq8.models import keras_module  # noqa: PLC0415 (cycle)
 
-    tf_keras = is_tf_keras_model(model)
-    framework = _framework(tf_keras)
+    framework = keras_module(model)
 
     def as_float32(layer: Any) -> Any:
         if isinstance(layer, framework.Model):  # a nested model, cloned the same way
@@ -168,7 +167,7 @@ def _clone_in_float32(model: Any) -> tuple[Any, str]:
         return copy
 
     try:
-        with _float32_policy(tf_keras):
+        with _float32_policy(framework):
             copy = clone(model) if _tflite.is_graph_model(model) else rebuild(model)
             _copy_weights(model, copy)
     except Exception as e:  # noqa: BLE001 - Keras raises many kinds for models it cannot clone
@@ -216,20 +215,12 @@ def _is_half(dtype: Any) -> bool:
     return isinstance(name, str) and name.replace("mixed_", "") in HALF
 
 
-def _framework(tf_keras: bool) -> Any:
-    if tf_keras:
-        import tf_keras as framework  # noqa: PLC0415
-    else:
-        import keras as framework  # noqa: PLC0415
-    return framework
-
-
 @contextlib.contextmanager
-def _float32_policy(tf_keras: bool) -> Iterator[None]:
-    """The global dtype policy at float32 for the block, so that sublayers a layer
-    creates without passing its own policy (a custom layer's) compute in float32 too."""
-    framework = _framework(tf_keras)
-    if tf_keras:
+def _float32_policy(framework: Any) -> Iterator[None]:
+    """The global dtype policy of `framework` (`keras` or `tf_keras`) at float32 for the
+    block, so that sublayers a layer creates without passing its own policy (a custom
+    layer's) compute in float32 too."""
+    if framework.__name__ == "tf_keras":
         get, put = framework.mixed_precision.global_policy, framework.mixed_precision.set_global_policy
     else:
         get, put = framework.config.dtype_policy, framework.config.set_dtype_policy

@@ -64,6 +64,12 @@ def is_tf_keras_model(obj: Any) -> bool:
     return tfk is not None and isinstance(obj, tfk.Model)
 
 
+def keras_module(model: Any) -> Any:
+    """The Keras a model belongs to: the `tf_keras` module for a tf_keras model,
+    else `keras` (Keras 3)."""
+    return _tf_keras() if is_tf_keras_model(model) else _keras3()
+
+
 def weights_fingerprint(model: Any) -> str:
     """SHA-256 of a Keras model's weights, their shapes and values (`ModelHandle.fingerprint`)."""
     h = hashlib.sha256()
@@ -516,7 +522,7 @@ def _with_batch_one(model: Any) -> Any:
     the TFLite graph's tensor names start with it, and a name of Keras' choosing
     (functional_2, functional_3, ...) would change them at each conversion. A model
     built on a dict is called on a dict; the wrapper takes a list."""
-    k = _tf_keras() if is_tf_keras_model(model) else _keras3()
+    k = keras_module(model)
     found = _free_inputs(model)
     inputs = [k.Input(batch_shape=(1, *shape[1:]), dtype=dtype, name=name)
               for shape, dtype, name, _ in found]
