@@ -210,6 +210,9 @@ def test_bad_inputs_raise_clear_errors(setup, tmp_path):
         tfq8.check(blob, reference=str(tmp_path / "nope.keras"), data=x)
     with pytest.raises(TypeError, match="reference must be"):
         tfq8.check(blob, reference=42, data=x)
+    with pytest.raises(ValueError, match=r"reference must be .tflite bytes .* no such file. "
+                                         r"Received: reference='.*nope.tflite'"):
+        tfq8.check(blob, reference=str(tmp_path / "nope.tflite"), data=x)
     with pytest.raises(ValueError, match="output must name one of"):
         tfq8.check(blob, data=x, output="nope")
     other = tfq8.convert(F.mlp(), np.zeros((8, 20), np.float32) + 1)

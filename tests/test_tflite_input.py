@@ -1,6 +1,9 @@
 """A float `.tflite` as the model: tfq8 calibrates and quantizes it as it would the Keras model."""
 from __future__ import annotations
 
+import os
+from unittest import mock
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -42,8 +45,18 @@ def test_a_float_tflite_quantizes_as_its_keras_model(tmp_path):
         # Same ops, tensors, weights and ranges; only the recorded source kind differs.
         assert _without_conversion_metadata(ours) == _without_conversion_metadata(keras_blob)
         assert tfq8.inspect(ours).full_integer
-    report = tfq8.check(ours, reference=str(path), data=x)
+    reads = []
+    real_open = open
+
+    def counting_open(file, *args, **kwargs):
+        if isinstance(file, (str, os.PathLike)) and os.fspath(file) == str(path):
+            reads.append(file)
+        return real_open(file, *args, **kwargs)
+
+    with mock.patch("builtins.open", counting_open):
+        report = tfq8.check(ours, reference=str(path), data=x)
     assert report.outputs[0].sqnr_db > 30, str(report)
+    assert len(reads) == 1, reads  # the reference file is read once
     # Statistics taken on the .tflite are of that file (its fingerprint).
     calib = tfq8.calibrate(str(path), x)
     assert tfq8.convert(str(path), calibration=calib, method="minmax") == tfq8.convert(

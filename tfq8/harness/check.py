@@ -244,6 +244,8 @@ def check(
         _log.warning("tflite_model has no quantized tensor: it is a float model, so check() "
                      "compares float with float. Pass the int8 model tfq8.convert() wrote.")
     handle = load_reference(reference)
+    if handle is None and _is_tflite(reference):
+        reference = read_model_bytes(reference, arg="reference")  # read once, here
     # A Keras reference tells which input a list's arrays are (Keras order), as convert() reads it.
     # A float .tflite reference tells it by its signature's order (`models.specs_from_tflite`).
     specs = _with_positions(q.input_specs(), handle.specs if handle is not None
@@ -490,18 +492,21 @@ def _data_length(data: Any) -> int | None:
 
 
 def _tflite_reference_specs(reference: Any) -> list[InputSpec] | None:
-    """The input specs of a float `.tflite` reference (bytes or path), or None."""
+    """The input specs of a float `.tflite` reference (its bytes), or None."""
     from tfq8.models import specs_from_tflite  # noqa: PLC0415
 
-    if not (isinstance(reference, (bytes, bytearray, memoryview)) or (
-            isinstance(reference, (str, os.PathLike))
-            and os.fspath(reference).endswith(".tflite") and os.path.isfile(reference))):
+    if not isinstance(reference, bytes):
         return None
     try:
-        return specs_from_tflite(read_model_bytes(reference, arg="reference"), keep_batch=True,
-                                 by_signature=True)
-    except Exception:  # noqa: BLE001 - not readable: ModelRunner reports it below
+        return specs_from_tflite(reference, keep_batch=True, by_signature=True)
+    except Exception:  # noqa: BLE001 - not a model: ModelRunner reports it below
         return None
+
+
+def _is_tflite(reference: Any) -> bool:
+    """Whether a reference is a `.tflite` model: bytes, or a path ending in `.tflite`."""
+    return isinstance(reference, (bytes, bytearray, memoryview)) or (
+        isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".tflite"))
 
 
 def _with_positions(specs: list[InputSpec], keras_specs: list[InputSpec] | None
@@ -529,9 +534,8 @@ def _reference_model(reference: Any, rep: RepresentativeDataset
         return None, "none", None
     if isinstance(reference, Calibration):
         return reference.model, "calibration", None
-    if isinstance(reference, (bytes, bytearray, memoryview)) or (
-            isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".tflite")):
-        return read_model_bytes(reference, arg="reference"), "tflite", None  # ModelRunner verifies
+    if isinstance(reference, bytes):  # a .tflite, read by check(); ModelRunner verifies it
+        return reference, "tflite", None
     if isinstance(reference, ModelHandle):
         handle = reference
         if is_qat(handle):
