@@ -58,6 +58,24 @@ def test_xy_and_xyw_tuples_drop_labels():
     _check_x(rd((X, list(range(N)), [1.0] * N)))
 
 
+def test_xy_with_several_outputs_targets_as_model_fit_takes_them(two_in):
+    # model.fit(x, {"cls": y1, "reg": y2}) and model.fit(x, [y1, y2]): the y of a
+    # model with several outputs, not more samples.
+    y, r = np.arange(N), np.ones((N, 1))
+    for targets in ({"cls": y, "reg": r}, [y, r], (y, r), {"cls": list(range(N))}):
+        _check_x(rd((X, targets)))
+        _check_x(rd((X, targets, np.ones(N))))
+        _check_x(rd((X, targets), specs=None))
+    _, specs, data = two_in
+    for targets in ({"cls": y, "reg": r}, [y, r]):
+        _check_two(rd((data, targets), specs=specs), data)
+        _check_two(rd(([data["b"], data["a"]], targets), specs=specs), data)
+    # Two batches of inputs stay a stream of two.
+    twice = {n: np.concatenate([a, a]) for n, a in data.items()}
+    _check_two(rd((data, data), specs=specs), twice, n=2 * N)
+    _check_two(rd(([data["b"], data["a"]], [data["b"], data["a"]]), specs=specs), twice, n=2 * N)
+
+
 def test_two_inputs_specs_follow_tflite_order(two_in):
     _, specs, _ = two_in
     assert [s.name for s in specs] == ["b", "a"]

@@ -28,7 +28,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -364,9 +364,10 @@ class _Builder:
                     and len(self.specs) == 1):
                 return self._add(self._structure(data))
             # else: a list of samples (or batches) for a one-input model: a stream.
-        if _is_xy(data):
-            # ([x1, x2], y), ({"a": xa, "b": xb}, y, w) or (x, [0, 1, ...]): model.fit's
-            # (x, y[, w]), not a stream of two or three samples.
+        if _is_xy(data, self._looks_like_inputs):
+            # ([x1, x2], y), ({"a": xa, "b": xb}, y, w), (x, [0, 1, ...]) or, for several
+            # outputs, (x, {"cls": y1, "reg": y2}): model.fit's (x, y[, w]), not a stream of
+            # two or three samples.
             return self._add(self._structure(data))
         if isinstance(data, (list, tuple)) and not data:
             raise ValueError("data is empty: expected at least one sample. Received: an empty sequence")
@@ -465,6 +466,15 @@ class _Builder:
                 "unambiguous.", [s.name for s in self.specs], [s.name for s in self.specs],
                 [self.specs[self.keras_order.index(k)].name for k in range(len(self.specs))])
         return arrays
+
+    def _looks_like_inputs(self, item: Any) -> bool | None:
+        """Whether `item` (a dict or a list of arrays) could be a batch of the model's
+        inputs; None when the inputs are unknown."""
+        if not self.specs:
+            return None
+        if isinstance(item, dict):
+            return sorted(map(str, item)) == sorted(s.name for s in self.specs)
+        return len(item) == len(self.specs) and self._matches_specs(item, either_order=True)
 
     def _matches_specs(self, item: tuple, either_order: bool = False) -> bool:
         if either_order and self.keras_order is not None and len(item) == len(self.specs):
@@ -705,9 +715,12 @@ def _label_array(y: Any) -> np.ndarray | None:
         return None
 
 
-def _is_xy(data: Any) -> bool:
+def _is_xy(data: Any, looks_like_inputs: Callable[[Any], bool | None] | None = None) -> bool:
     """True for `(x, y)` / `(x, y, w)` tuples as `model.fit` takes them: `x` an array, a
-    dict or a list of arrays; `y` and `w` arrays or Python lists of numbers."""
+    dict or a list of arrays; `y` and `w` arrays or Python lists of numbers, or, for a
+    model with several outputs, a dict or a list of them, unless `looks_like_inputs(y)`
+    says they could be a batch of inputs (then `data` is a stream of batches). Where the
+    inputs are unknown (None), such a `y` of the same kind as `x` makes a stream."""
     if not (isinstance(data, tuple) and 2 <= len(data) <= 3):
         return False
     x = data[0]
@@ -717,8 +730,22 @@ def _is_xy(data: Any) -> bool:
         x_ok = bool(x) and all(_is_array_like(v) for v in x)
     else:
         x_ok = _is_array_like(x)
-    return x_ok and all(d is None or _is_array_like(d)
-                        or (isinstance(d, list) and _is_nested_numbers(d)) for d in data[1:])
+
+    def kind(v: Any) -> type:
+        return dict if isinstance(v, dict) else list if isinstance(v, (list, tuple)) else object
+
+    def one(d: Any) -> bool:
+        return _is_array_like(d) or (isinstance(d, list) and _is_nested_numbers(d))
+
+    def several(d: Any) -> bool:  # several outputs' targets
+        parts = list(d.values()) if isinstance(d, dict) else list(d) if isinstance(
+            d, (list, tuple)) else []
+        if not parts or not all(one(v) for v in parts):
+            return False
+        guess = looks_like_inputs(d) if looks_like_inputs is not None else None
+        return kind(d) is not kind(x) if guess is None else not guess
+
+    return x_ok and all(d is None or one(d) or several(d) for d in data[1:])
 
 
 def _num(v: Any) -> str:
