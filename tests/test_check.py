@@ -93,7 +93,7 @@ def test_a_damaged_range_is_ranked_worst(setup, victim):
     assert good[name].local_sqnr_db > report.tensors[0].local_sqnr_db + 10
 
 
-def test_several_inputs_and_outputs():
+def test_several_inputs_and_outputs(caplog):
     model = F.two_in_two_out(seed=3)
     data = F.two_in_data(64, seed=1)
     blob = tfq8.convert(model, data)
@@ -106,6 +106,25 @@ def test_several_inputs_and_outputs():
     order = [s.name for s in tfq8.harness.interpreter.ModelRunner(blob).input_specs()]
     again = tfq8.check(blob, reference=model, data=[data[n] for n in order], labels=y, output="cls")
     assert again.accuracy == report.accuracy and again.agreement == report.agreement
+    # (x, y) data with one target per output, as model.fit takes them: output's labels.
+    import tensorflow as tf
+
+    reg = np.random.default_rng(1).normal(size=(64, 1)).astype(np.float32)
+    for targets in ({"cls": y, "reg": reg}, [y, reg]):
+        for kind in ((data, targets), tf.data.Dataset.from_tensor_slices(
+                (data, targets if isinstance(targets, dict) else tuple(targets))).batch(8)):
+            for output in ("cls", 0):
+                paired = tfq8.check(blob, reference=model, data=kind, output=output,
+                                    per_tensor=False)
+                assert paired.accuracy == report.accuracy, (targets, kind, output)
+                assert paired.reference_accuracy == report.reference_accuracy
+    regression = tfq8.check(blob, reference=model, data=(data, [y, reg]), output="reg",
+                            per_tensor=False)
+    assert regression.accuracy is None and regression.agreement is None
+    with caplog.at_level("WARNING", logger="tfq8"):
+        none = tfq8.check(blob, reference=model, data=(data, {"reg": reg}), output="cls",
+                          per_tensor=False)
+    assert none.accuracy is None and "none for output 'cls'" in caplog.text
 
 
 @pytest.mark.parametrize("backend_module", ["keras", "tf_keras"])
@@ -146,7 +165,8 @@ def test_labels_come_with_x_y_data_of_every_kind(setup):
     kinds = {"tuple": (x, y), "tuple with a list": (x, list(y)),
              "tf.data batched": ds.batch(16), "tf.data unbatched": ds,
              "generator": ((x[i:i + 7], y[i:i + 7]) for i in range(0, len(x), 7)),
-             "one-hot": (x, np.eye(10)[y]), "PyDataset": Pairs()}
+             "one-hot": (x, np.eye(10)[y]), "one-hot rows in a list": (x, list(np.eye(10)[y])),
+             "PyDataset": Pairs()}
     for kind, data in kinds.items():
         report = tfq8.check(blob, reference=calib, data=data)
         assert report.accuracy == expected.accuracy, kind

@@ -322,7 +322,9 @@ class _Builder:
         self._one_sample = False  # the item being added came without its batch dimension
         # The y of (x, y[, w]) items, per chunk; None once an item has none (or several).
         self.label_chunks: list[np.ndarray] | None = [] if keep_labels else None
-        self._label: np.ndarray | None = None  # the current item's y, if labels are kept
+        # The current item's y, if labels are kept: an array, or a dict by output name or
+        # index for several outputs' targets.
+        self._label: np.ndarray | dict | None = None
         self._warned_order = False
         # Graph input i is the Keras model's input keras_order[i].
         self.keras_order = None
@@ -528,7 +530,9 @@ class _Builder:
             self._one_sample = all(is_sample)
             if all(is_sample):
                 arrays = [a[None] for a in arrays]
-                if self._label is not None:
+                if isinstance(self._label, dict):
+                    self._label = {k: v[None] for k, v in self._label.items()}
+                elif self._label is not None:
                     self._label = self._label[None]
             for a, spec in zip(arrays, self.specs):
                 if a.ndim != len(spec.shape):
@@ -653,21 +657,39 @@ class _Builder:
         if self.label_chunks is None:
             return
         y = self._label
-        if y is None or y.ndim == 0:
-            self.label_chunks = None  # an item without one label array: no labels
+        if (isinstance(y, dict) and list(y) == list(range(len(y))) and len(y) == given
+                and any(len(v) != given for v in y.values() if v.ndim)):
+            try:  # a list of one label (or one-hot row) per sample, not several outputs'
+                y = np.stack(list(y.values()))
+            except ValueError:
+                y = None
+        parts = y if isinstance(y, dict) else {None: y}
+        if y is None or any(v.ndim == 0 for v in parts.values()):
+            self.label_chunks = None  # an item without labels: no labels
             return
-        if len(y) != given:
-            raise ValueError(
-                f"Sample {self.count}: labels must have one entry per sample; an (x, y) "
-                f"item with {given} sample(s) needs as many. Received y of shape {y.shape}")
-        self.label_chunks.append(y[:size])
+        for key, v in parts.items():
+            if len(v) != given:
+                raise ValueError(
+                    f"Sample {self.count}: labels must have one entry per sample; an (x, y) "
+                    f"item with {given} sample(s) needs as many. Received y"
+                    f"{'' if key is None else f'[{key!r}]'} of shape {v.shape}")
+        self.label_chunks.append({k: v[:size] for k, v in y.items()} if isinstance(y, dict)
+                                 else y[:size])
 
-    def labels(self) -> np.ndarray | None:
-        """The labels of every sample, if every item came as (x, y[, w])."""
+    def labels(self) -> np.ndarray | dict | None:
+        """The labels of every sample, if every item came as (x, y[, w]): an array, or for
+        several outputs' targets a dict by output name (or index, for a list of them)."""
         if not self.label_chunks:
             return None
+        chunks = self.label_chunks
         try:
-            return np.concatenate(self.label_chunks)
+            if all(isinstance(c, dict) for c in chunks):
+                if any(c.keys() != chunks[0].keys() for c in chunks):
+                    return None
+                return {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+            if any(isinstance(c, dict) for c in chunks):
+                return None
+            return np.concatenate(chunks)
         except ValueError:  # labels of differing shapes
             return None
 
@@ -686,13 +708,13 @@ class _Builder:
 
 def labelled_samples(data: Any, *, specs: Sequence[InputSpec] | None = None,
                      num_samples: int | None = None
-                     ) -> tuple[RepresentativeDataset, np.ndarray | None]:
+                     ) -> tuple[RepresentativeDataset, np.ndarray | dict | None]:
     """`representative_dataset`, keeping the labels of `(x, y[, w])` data.
 
     Returns:
         (samples, labels): labels has one entry per sample, or is None unless
-        every item of `data` carried one label array (a dict or list of labels,
-        for several outputs, gives None too).
+        every item of `data` carried labels; several outputs' (a dict or a list
+        of arrays as y) come as a dict by output name (or list index).
 
     Example:
         >>> rep, y = labelled_samples(test_ds, specs=specs)   # a tf.data of (x, y)
@@ -703,11 +725,16 @@ def labelled_samples(data: Any, *, specs: Sequence[InputSpec] | None = None,
     return builder.finish(), builder.labels()
 
 
-def _label_array(y: Any) -> np.ndarray | None:
-    """One output's labels as an array; None for none, or for several outputs' (a dict or
-    a list of arrays)."""
-    if y is None or isinstance(y, dict) or (isinstance(y, (list, tuple))
-                                           and not _is_nested_numbers(list(y))):
+def _label_array(y: Any) -> np.ndarray | dict | None:
+    """One output's labels as an array; several outputs' (a dict, or a list of arrays) as a
+    dict by output name or index; None for none."""
+    if isinstance(y, dict) or (isinstance(y, (list, tuple)) and y
+                               and not _is_nested_numbers(list(y))):
+        parts = {k: _label_array(v) for k, v in (y.items() if isinstance(y, dict)
+                                                  else enumerate(y))}
+        ok = parts and all(isinstance(v, np.ndarray) for v in parts.values())
+        return parts if ok else None
+    if y is None or isinstance(y, (list, tuple)) and not y:
         return None
     try:
         return np.asarray(y.numpy() if _is_tensor(y) else y)

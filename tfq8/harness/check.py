@@ -198,7 +198,9 @@ def check(
         data: Samples, any kind `tfq8.representative_dataset` accepts, in float
             units (they are quantized for the int8 model's inputs here). Data of
             `(x, y[, w])` items (a tuple of arrays, a `tf.data.Dataset`, a
-            generator, a `keras.utils.PyDataset`) also supplies the labels.
+            generator, a `keras.utils.PyDataset`) also supplies the labels; for
+            several outputs, with `y` a dict by output name or a list in the
+            model's order (as `model.fit` takes them), those of `output`.
         labels: Class indices `[N]` or one-hot `[N, C]`, or None.
         output: The output `labels` and top-1 refer to: its index in the Keras
             model's order, or its name (a Keras output name when `reference` is
@@ -283,6 +285,8 @@ def check(
             pass  # not a sequence: _labels says what it should be
     y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
     regression = False
+    if isinstance(found, dict):  # several outputs' targets: those of `output`
+        found = _targets_of(found, q.outputs[out_k], out_k, aliases)
     if found is not None:
         y = _labels_in_data(found, n, q.outputs[out_k])
         found = np.asarray(found)
@@ -684,6 +688,19 @@ def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:
         raise ValueError(f"labels must lie in 0..{top - 1} for output {out.key!r}. "
                          f"Received: values {int(y.min())}..{int(y.max())}")
     return y
+
+
+def _targets_of(found: dict, out: TensorIO, k: int, aliases: dict[str, int]) -> Any:
+    """The y of (x, {name: y, ...}) or (x, [y0, y1, ...]) data for output `out` (index `k`
+    in the Keras model's order), or None (logged) if it has none."""
+    names = [out.key, out.name] + [a for a, j in aliases.items() if j == k]
+    for key in names if all(isinstance(key, str) for key in found) else [k]:
+        if key in found:
+            return found[key]
+    _log.warning("The data's y hold targets for outputs %s, none for output %r: no accuracy. "
+                 "Pass output= to name the output they are for, or labels=.",
+                 sorted(found, key=str), out.key)
+    return None
 
 
 def _labels_in_data(found: np.ndarray, n: int, out: TensorIO) -> np.ndarray | None:
