@@ -331,6 +331,9 @@ def test_ranges_by_method_and_tensor_lookup(full):
     assert full.tensor(first.name) is first and full.tensor(first.index) is first
     with pytest.raises(KeyError):
         full.tensor("no such tensor")
+    # Printing a tensor's statistics shows its name and histogram, not one peak per kept sample.
+    assert first.peaks is not None and len(first.peaks) > 8
+    assert "peaks" not in repr(first) and first.name in repr(first) and len(repr(first)) < 500
 
 
 def test_each_method_runs_once_per_calibration(model_and_data, monkeypatch):

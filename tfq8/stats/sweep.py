@@ -48,7 +48,7 @@ class TensorStats:
     name: str
     histogram: Histogram
     producer: str
-    peaks: np.ndarray | None = None
+    peaks: np.ndarray | None = dataclasses.field(default=None, repr=False)  # one per kept sample
 
 
 def sweep(model: bytes, inputs: Sequence[np.ndarray], stats: Mapping[int, TensorStats], *,
