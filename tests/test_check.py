@@ -125,6 +125,13 @@ def test_several_inputs_and_outputs(caplog):
         none = tfq8.check(blob, reference=model, data=(data, {"reg": reg}), output="cls",
                           per_tensor=False)
     assert none.accuracy is None and "none for output 'cls'" in caplog.text
+    # labels= takes such a dict too.
+    by_name = tfq8.check(blob, reference=model, data=data, labels={"cls": y, "reg": reg},
+                         output="cls", per_tensor=False)
+    assert by_name.accuracy == report.accuracy
+    with pytest.raises(ValueError, match=r"without output 'cls'.*Received: labels with keys "
+                                         r"\['reg'\]"):
+        tfq8.check(blob, reference=model, data=data, labels={"reg": reg}, output="cls")
 
 
 @pytest.mark.parametrize("backend_module", ["keras", "tf_keras"])

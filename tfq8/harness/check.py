@@ -201,7 +201,8 @@ def check(
             generator, a `keras.utils.PyDataset`) also supplies the labels; for
             several outputs, with `y` a dict by output name or a list in the
             model's order (as `model.fit` takes them), those of `output`.
-        labels: Class indices `[N]` or one-hot `[N, C]`, or None.
+        labels: Class indices `[N]` or one-hot `[N, C]`, or None; for several
+            outputs also a dict of them by output name (those of `output` count).
         output: The output `labels` and top-1 refer to: its index in the Keras
             model's order, or its name (a Keras output name when `reference` is
             a Keras model, or the int8 model's signature name). Without a Keras
@@ -274,6 +275,13 @@ def check(
             q.outputs, f.outputs = _named(q.outputs, keras_names), _named(f.outputs, keras_names)
             aliases = {keys[t.index]: k for k, t in enumerate(q.outputs)}  # signature names too
     out_k = _output_index(q, output, aliases)
+    if isinstance(labels, dict):  # several outputs' labels, as model.fit takes y: output's
+        keys = sorted(labels, key=str)
+        labels = _targets_of(labels, q.outputs[out_k], out_k, aliases, warn=False)
+        if labels is None:
+            raise ValueError(f"labels is a dict by output name without output "
+                             f"{q.outputs[out_k].key!r}'s labels: pass output= to name the output "
+                             f"they are for. Received: labels with keys {keys}")
     if labels is not None and num_samples is not None:
         total = _data_length(data)
         if total is not None and _length(labels) not in (None, total):
@@ -690,16 +698,18 @@ def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:
     return y
 
 
-def _targets_of(found: dict, out: TensorIO, k: int, aliases: dict[str, int]) -> Any:
+def _targets_of(found: dict, out: TensorIO, k: int, aliases: dict[str, int], *,
+                warn: bool = True) -> Any:
     """The y of (x, {name: y, ...}) or (x, [y0, y1, ...]) data for output `out` (index `k`
-    in the Keras model's order), or None (logged) if it has none."""
+    in the Keras model's order), or None (logged if `warn`) if it has none."""
     names = [out.key, out.name] + [a for a, j in aliases.items() if j == k]
     for key in names if all(isinstance(key, str) for key in found) else [k]:
         if key in found:
             return found[key]
-    _log.warning("The data's y hold targets for outputs %s, none for output %r: no accuracy. "
-                 "Pass output= to name the output they are for, or labels=.",
-                 sorted(found, key=str), out.key)
+    if warn:
+        _log.warning("The data's y hold targets for outputs %s, none for output %r: no accuracy. "
+                     "Pass output= to name the output they are for, or labels=.",
+                     sorted(found, key=str), out.key)
     return None
 
 
