@@ -107,6 +107,19 @@ def test_help_on_every_command(capfd):
         assert code == 0 and flag in out and "--json" in out, out
 
 
+def test_default_output_sits_beside_the_model(tmp_path, monkeypatch):
+    from tfq8.cli import _default_output
+
+    assert _default_output("m.keras") == "m_int8.tflite"
+    assert _default_output("saved/") == "saved_int8.tflite"
+    # A SavedModel folder named "." or "..": beside it, not a hidden "._int8.tflite" in it.
+    (tmp_path / "sm").mkdir()
+    monkeypatch.chdir(tmp_path / "sm")
+    assert _default_output(".") == str(tmp_path / "sm_int8.tflite")
+    assert _default_output("./") == str(tmp_path / "sm_int8.tflite")
+    assert _default_output("..") == str(tmp_path) + "_int8.tflite"
+
+
 def test_version_is_the_package_version(capfd):
     import tfq8
 

@@ -596,6 +596,8 @@ _COMMAND_FUNCS = {"convert": _convert, "check": _check, "bench": _bench, "inspec
 # --------------------------------------------------------------------- data files
 def _default_output(model_path: str) -> str:
     base = os.path.normpath(model_path)
+    if os.path.basename(base) in (os.curdir, os.pardir):  # beside the folder, not in it
+        base = os.path.abspath(base)
     for ext in (".keras", ".h5", ".hdf5", ".tflite"):
         if base.endswith(ext):
             base = base[: -len(ext)]
