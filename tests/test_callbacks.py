@@ -315,6 +315,23 @@ def test_endless_validation_stream_is_bounded_or_refused_before_training(monkeyp
         tfq8.CalibrationCallback(x, validation_data=(x, y), validation_steps=2)
 
 
+def test_bad_calibration_data_is_named_as_the_callbacks_argument():
+    tf = pytest.importorskip("tensorflow")
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+    endless = tf.data.Dataset.from_tensor_slices(x).batch(16).repeat()
+    cb = tfq8.CalibrationCallback(endless, verbose=0)
+    with pytest.raises(ValueError, match=r"^calibration_data is an infinite tf.data.Dataset: pass "
+                                         r"num_samples"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    cb = tfq8.CalibrationCallback(x[:, :7], verbose=0)
+    with pytest.raises(ValueError, match=r"^calibration_data: Sample 0: expected input"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    cb = tfq8.CalibrationCallback(endless, num_samples=20, verbose=0)  # as the message says
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+    assert cb.calibration.num_samples == 20
+
+
 def test_validation_set_from_pydataset_and_labels_check():
     x, y = _mlp_data(40)
     model = factories.mlp()

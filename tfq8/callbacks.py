@@ -524,9 +524,15 @@ class _CalibrationCallbackBase:
     def _calibration_rep(self) -> RepresentativeDataset:
         if self._rep is None:
             specs = self._model_specs()
-            self._rep = representative_dataset(
-                keras_order_to_dict(self.model, self.calibration_data, specs),
-                specs=specs, num_samples=self.num_samples)
+            try:
+                self._rep = representative_dataset(
+                    keras_order_to_dict(self.model, self.calibration_data, specs),
+                    specs=specs, num_samples=self.num_samples)
+            except (ValueError, TypeError) as e:  # the adapter calls it data
+                message = str(e)
+                message = ("calibration_data" + message[4:] if message.startswith("data ")
+                           else f"calibration_data: {message}")
+                raise type(e)(message) from None
         return self._rep
 
     def _export(self, epoch: int, logs: Mapping[str, Any], blob: bytes) -> None:
