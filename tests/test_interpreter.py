@@ -23,7 +23,14 @@ def test_rejects_non_tflite_bytes_with_clear_errors(tmp_path):
     with pytest.raises(I.InvalidModelError, match="at least 16 bytes"):
         I.verify_model(b"")
     with pytest.raises(I.InvalidModelError, match="TFL3"):
+        I.verify_model(bytes(100))
+    # A Keras model file where a .tflite belongs says so.
+    with pytest.raises(I.InvalidModelError, match=r"not a TFLite model \(it is a zip archive, "
+                                                 r"such as a \.keras model\).*convert the model"):
         I.verify_model(b"PK\x03\x04" + bytes(100))
+    with pytest.raises(I.InvalidModelError, match=r"\(it is an HDF5 file, such as a \.h5 Keras "
+                                                 r"model\)"):
+        I.verify_model(b"\x89HDF\r\n\x1a\n" + bytes(100))
     with pytest.raises(TypeError, match="Received: tflite_model of type int"):
         I.read_model_bytes(3)
     with pytest.raises(ValueError, match="no such file"):

@@ -117,9 +117,14 @@ def verify_model(model: bytes, *, arg: str = "tflite_model") -> "_tflite.schema.
         raise InvalidModelError(f"{arg} is not a TFLite model: expected a flatbuffer of at least "
                                 f"16 bytes. Received: {n} bytes")
     if bytes(model[4:8]) != b"TFL3":
+        head = bytes(model[:8])
+        kind = (" (it is a zip archive, such as a .keras model)" if head.startswith(b"PK\x03\x04")
+                else " (it is an HDF5 file, such as a .h5 Keras model)"
+                if head == b"\x89HDF\r\n\x1a\n" else "")
+        hint = "; convert the model to a .tflite first (tfq8.convert, or tfq8 convert)"
         raise InvalidModelError(
-            f"{arg} is not a TFLite model: expected the file identifier b'TFL3' at bytes 4-8. "
-            f"Received: {bytes(model[4:8])!r}")
+            f"{arg} is not a TFLite model{kind}: expected the file identifier b'TFL3' at bytes "
+            f"4-8{hint if kind else ''}. Received: {bytes(model[4:8])!r}")
     root = int.from_bytes(model[:4], "little")
     if root + 4 > n:
         raise InvalidModelError(f"{arg} is truncated or corrupted: its root table lies at byte "
