@@ -98,6 +98,27 @@ def test_check_bench_inspect_json(files, capfd):
     assert code == 0 and "full-integer" in out
 
 
+def test_convert_writes_the_model_to_stdout_when_output_names_it(files, tmp_path):
+    """`--output /dev/stdout` sent the model to stderr (stdout carries only the report while a
+    command runs) and the report to stdout."""
+    exe = shutil.which("tfq8", path=os.path.dirname(sys.executable))
+    cmd = [exe] if exe else [sys.executable, "-m", "tfq8.cli"]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    args = ["convert", str(files / "model.keras"), "--data", str(files / "calib.npy"),
+            "--method", "minmax", "--progress=false"]
+    proc = subprocess.run(cmd + args + ["--output", "/dev/stdout"], capture_output=True,
+                          env=env, timeout=300)  # a pipe
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout[4:8] == b"TFL3" and b"TFL3" not in proc.stderr
+    assert b"wrote /dev/stdout: " + str(len(proc.stdout)).encode() + b" bytes" in proc.stderr
+    with open(tmp_path / "redirected.tflite", "wb") as f:  # > redirected.tflite
+        proc = subprocess.run(cmd + args + ["--output", "/dev/stdout", "--json"], stdout=f,
+                              stderr=subprocess.PIPE, env=env, timeout=300)
+    assert proc.returncode == 0 and json.loads(proc.stderr)["size_bytes"] > 0
+    written = (tmp_path / "redirected.tflite").read_bytes()
+    assert written[4:8] == b"TFL3" and len(written) == json.loads(proc.stderr)["size_bytes"]
+
+
 def test_help_on_every_command(capfd):
     code, out, _ = _run(capfd, "--help")
     assert code == 0 and all(c in out for c in ("convert", "check", "bench", "inspect"))

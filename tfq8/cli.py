@@ -42,6 +42,9 @@ from tfq8._quiet import filtering
 FLAGS = flags.FLAGS
 _log = logging.getLogger("tfq8.cli")
 _F = flags.FlagValues()  # the running command's flags (see `_define`)
+# The real standard output while a command runs, when `convert --output` names it
+# (/dev/stdout, say): the model goes there and the report to stderr (see `_main`).
+_MODEL_TO_STDOUT: Any = None
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -290,11 +293,17 @@ def _main(command: str, positional: list[str]) -> int:
 
         with quiet_native_stderr():
             import tensorflow  # noqa: F401, PLC0415
+    global _MODEL_TO_STDOUT
+    # Before stdout is sent to stderr, when /dev/stdout still names the real one.
+    model_to_stdout = command == "convert" and _names_stdout(_F.output)
     try:
         with _stdout_to_stderr() as out:
+            _MODEL_TO_STDOUT = out if model_to_stdout else None
             result, text, code = _COMMAND_FUNCS[command](positional[0])
-        out.write(json.dumps(result, indent=2, allow_nan=False) + "\n" if _F.json else text + "\n")
-        out.flush()
+        report = sys.stderr if model_to_stdout else out  # stdout carries the model
+        report.write(json.dumps(result, indent=2, allow_nan=False) + "\n" if _F.json
+                     else text + "\n")
+        report.flush()
         return code
     except KeyboardInterrupt:
         _fail("interrupted", command, 130)
@@ -303,7 +312,21 @@ def _main(command: str, positional: list[str]) -> int:
             traceback.print_exc()
         _fail(f"{type(e).__name__ + ': ' if not isinstance(e, (ValueError, TypeError, OSError)) else ''}"
               f"{e}", command)
+    finally:
+        _MODEL_TO_STDOUT = None
     return EXIT_ERROR
+
+
+def _names_stdout(path: str | None) -> bool:
+    """True if `path` is this process's standard output (`/dev/stdout`, `/proc/self/fd/1`, or
+    the file stdout is redirected to)."""
+    if not path:
+        return False
+    try:
+        named, stdout = os.stat(path), os.fstat(1)
+    except (OSError, ValueError):
+        return False
+    return (named.st_dev, named.st_ino) == (stdout.st_dev, stdout.st_ino)
 
 
 @contextlib.contextmanager
@@ -367,9 +390,11 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     p.step(f"loading {model_path}")
     handle = load_model(model_path)
     output = _F.output or _default_output(model_path)
+    to_stdout = _MODEL_TO_STDOUT  # written there below, not through a file of that name
     options = dict(method=_F.method, per_channel=_F["per-channel"].value,
                    input_type=_F["input-type"].value, output_type=_F["output-type"].value,
-                   allow_float=_F["allow-float"].value, output_path=output,
+                   allow_float=_F["allow-float"].value,
+                   output_path=output if to_stdout is None else None,
                    ranges=_parse_ranges(_F["range"].value) or None,
                    method_options=_parse_method_options(_F["method-option"].value) or None)
     read = {"MODEL": model_path, "--data": _F.data, "--calibration": _F.calibration}
@@ -429,6 +454,10 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
             blob = tfq8.convert(handle, calibration=calib, **options)
     except (ValueError, TypeError, OSError) as e:  # tfq8.UnsupportedOpError is a ValueError
         raise _in_flags(e) from None
+    if to_stdout is not None:
+        to_stdout.flush()
+        to_stdout.buffer.write(blob)
+        to_stdout.buffer.flush()
     num_samples = calib.num_samples if calib is not None else 0
     info = tfq8.inspect(blob)
     result = {"output": os.path.abspath(output), "size_bytes": len(blob), "method": _F.method,
