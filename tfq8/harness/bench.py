@@ -211,7 +211,9 @@ def benchmark(
         op_time_budget_s: Seconds of timed invokes per op (at least 5 runs).
         seed: Seed of the random inputs.
         progress: Called with a short message before each long step.
-        input_shapes: One shape per model input (batch included), to time at
+        input_shapes: One shape per model input (batch included), in the
+            `.tflite`'s input order (the order `tfq8.inspect` lists the model
+            inputs in, which may differ from the Keras model's), to time at
             a size of your choice. Required for inputs whose height or width
             is dynamic (`keras.Input((None, None, 3))`); default: the shapes
             stored in the model.
