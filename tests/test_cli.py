@@ -119,6 +119,31 @@ def test_convert_writes_the_model_to_stdout_when_output_names_it(files, tmp_path
     assert written[4:8] == b"TFL3" and len(written) == json.loads(proc.stderr)["size_bytes"]
 
 
+def test_check_labels_file_with_one_array_per_output(tmp_path, capfd):
+    import tfq8
+
+    model = F.two_in_two_out(seed=3)
+    data = F.two_in_data(64, seed=1)
+    model.save(tmp_path / "two.keras")
+    blob = tfq8.convert(model, data, output_path=tmp_path / "two_int8.tflite")
+    y = np.random.default_rng(0).integers(0, 3, 64)
+    np.savez(tmp_path / "two.npz", **data)
+    np.savez(tmp_path / "labels.npz", cls=y, reg=np.zeros((64, 1), np.float32))
+    expected = tfq8.check(blob, reference=model, data=data, labels=y, output="cls",
+                          per_tensor=False)
+    for output in ("cls", "0"):
+        code, out, err = _run(capfd, "check", tmp_path / "two_int8.tflite", "--reference",
+                              tmp_path / "two.keras", "--data", tmp_path / "two.npz", "--labels",
+                              tmp_path / "labels.npz", "--label-output", output, "--json")
+        assert code == 0, err
+        assert json.loads(out)["accuracy"] == expected.accuracy
+    np.savez(tmp_path / "other.npz", reg=np.zeros((64, 1)), aux=np.zeros(64))
+    code, _, err = _run(capfd, "check", tmp_path / "two_int8.tflite", "--data",
+                        tmp_path / "two.npz", "--labels", tmp_path / "other.npz",
+                        "--label-output", "cls")
+    assert code == 1 and "without output 'cls'" in _one_error_line(err)
+
+
 def test_help_on_every_command(capfd):
     code, out, _ = _run(capfd, "--help")
     assert code == 0 and all(c in out for c in ("convert", "check", "bench", "inspect"))

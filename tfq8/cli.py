@@ -96,8 +96,9 @@ def _define(command: str) -> flags.FlagValues:
     if command == "check":
         _d(flags.DEFINE_string, "reference", None, "Float model: .keras/.h5/SavedModel or float .tflite.")
         _d(flags.DEFINE_string, "data", None, "Evaluation data: .npy, .npz or a folder of images.")
-        _d(flags.DEFINE_string, "labels", None, "Labels (.npy, or .npz with y/labels); default: those "
-                                            "in --data if any.")
+        _d(flags.DEFINE_string, "labels", None, "Labels (.npy, or .npz with y/labels, or one "
+                                            "array per output name, for --label-output); "
+                                            "default: those in --data if any.")
         _d(flags.DEFINE_integer, "num-samples", None, "Evaluate at most this many samples.",
                              lower_bound=1)
         _d(flags.DEFINE_integer, "batch-size", None, "Samples per invoke (default: automatic).",
@@ -673,7 +674,10 @@ def _load_labels(path: str) -> Any:
             return arrays[key]
     if len(arrays) == 1:
         return next(iter(arrays.values()))
-    raise ValueError(f"--labels .npz must hold 'y' or 'labels'. Received keys: {sorted(arrays)}")
+    if arrays:  # one array per output name: --label-output chooses (check() names the keys)
+        return arrays
+    raise ValueError(f"--labels .npz must hold 'y' or 'labels', or one array per output name. "
+                     f"Received keys: {sorted(arrays)}")
 
 
 def _read_arrays(path: str, flag: str) -> Any:
