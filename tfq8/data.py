@@ -320,7 +320,8 @@ class _Builder:
         self.nbytes = 0  # of the samples in chunks
         self.one_shot = False  # the data was a generator or iterator (consumed by reading)
         self._one_sample = False  # the item being added came without its batch dimension
-        # The y of (x, y[, w]) items, per chunk; None once an item has none (or several).
+        # The y of (x, y[, w]) items, per chunk (a dict for several outputs'); None once an
+        # item has none.
         self.label_chunks: list[np.ndarray] | None = [] if keep_labels else None
         # The current item's y, if labels are kept: an array, or a dict by output name or
         # index for several outputs' targets.
