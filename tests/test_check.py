@@ -199,6 +199,19 @@ def test_labels_come_with_x_y_data_of_every_kind(setup):
         tfq8.check(blob, data=(x, list(y) + [0]))
 
 
+def test_xnnpack_skips_the_per_tensor_table_in_words_the_cli_fits_too(setup, caplog):
+    model, calib, blob, x, y = setup
+    with caplog.at_level("WARNING", logger="tfq8"):
+        report = tfq8.check(blob, reference=calib, data=x, labels=y, backend="xnnpack")
+    assert report.tensors == () and report.outputs[0].sqnr_db > 20
+    # `tfq8 check --backend xnnpack` has no per_tensor to speak of.
+    assert "per-tensor table" in caplog.text and "per_tensor" not in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tfq8"):
+        tfq8.check(blob, reference=calib, data=x, backend="xnnpack", per_tensor=False)
+    assert caplog.text == ""
+
+
 def test_batched_and_per_sample_agree(setup):
     model, calib, blob, x, y = setup
     a = tfq8.check(blob, reference=calib, data=x, labels=y)

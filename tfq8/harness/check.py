@@ -239,7 +239,8 @@ def check(
                          f"Received: progress={progress!r}")
     want_tensors = per_tensor and backend != "xnnpack"
     if per_tensor and not want_tensors:
-        _log.warning("per_tensor needs builtin or reference kernels; skipped with backend='xnnpack'.")
+        _log.warning("The per-tensor table needs the builtin or reference kernels (XNNPACK "
+                     "hides intermediate tensors): skipped with the xnnpack backend.")
     q = ModelRunner(tflite_model, backend=backend, num_threads=threads,
                     preserve_all_tensors=want_tensors, batch_size=batch_size)
     if not any(_tflite.tensor_type_name(t.type) in ("INT8", "UINT8", "INT16")
