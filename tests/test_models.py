@@ -170,6 +170,16 @@ def test_bad_kinds_raise_type_error(bad):
         models.load_model(bad)
 
 
+def test_a_string_input_is_refused_naming_the_input_before_any_work():
+    inp = keras.Input((), dtype="string", name="text")
+    length = keras.layers.Lambda(lambda t: keras.ops.cast(tf.strings.length(t), "float32"),
+                                 output_shape=())(inp)
+    model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.Reshape((1,))(length)))
+    with pytest.raises(ValueError, match=r"^model input 'text' has dtype string: .*numbers.*"
+                                         r"Received: a model whose input 'text' is string$"):
+        tfq8.convert(model, np.array(["a", "bb"]))
+
+
 def test_bytes_are_a_tflite_model_not_a_path():
     with pytest.raises(ValueError, match=r"^model is not a TFLite model.*Received: 11 bytes"):
         models.load_model(b"model.keras")

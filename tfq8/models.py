@@ -687,7 +687,7 @@ def _specs_of(handle: ModelHandle) -> list[InputSpec]:
             names = getattr(m, "input_names", None) or [_keras_name(t) for t in inputs]
             specs = [
                 InputSpec(str(n), tuple(None if d is None else int(d) for d in t.shape),
-                          np.dtype(_dtype_name(t.dtype)), position=k)
+                          _input_dtype(str(n), t.dtype), position=k)
                 for k, (n, t) in enumerate(zip(names, inputs))
             ]
             if len(specs) == 1:
@@ -778,3 +778,19 @@ def _keras_name(t: Any) -> str:
 
 def _dtype_name(dtype: Any) -> str:
     return getattr(dtype, "name", None) or str(dtype)
+
+
+def _input_dtype(name: str, dtype: Any) -> np.dtype:
+    """A Keras input's dtype as numpy's, refused unless it holds numbers (not strings)."""
+    text = _dtype_name(dtype)
+    try:
+        found = np.dtype(text)
+    except TypeError:
+        found = None
+    if found is None or found.kind in "OSUc":
+        raise ValueError(
+            f"model input {name!r} has dtype {text}: tfq8 quantizes models whose inputs are "
+            "numbers (float, integer or bool). Turn such data into numbers outside the model "
+            "(a TextVectorization or StringLookup layer in the data pipeline, say) and pass "
+            f"the model that takes them. Received: a model whose input {name!r} is {text}")
+    return found
