@@ -183,3 +183,12 @@ def test_an_op_that_cannot_run_alone_is_left_out_of_the_total_and_the_json(caplo
     assert "corrupted" not in caplog.text  # (what LiteRT said of the op alone)
     assert np.isfinite(report.ops_total_ms["int8"])
     json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_an_input_shape_beyond_int32_is_refused_naming_input_shapes(setup):
+    _, _, blob = setup
+    with pytest.raises(ValueError, match=r"^input_shapes: input '.*' takes shapes like "
+                                         r"\[-1, 16, 16, 3\].*Received: \[3000000000, 16, 16, 3\]$"):
+        tfq8.benchmark(blob, runs=1, warmup=0, per_op=False,  # the batch may be any size
+                       input_shapes=[[3_000_000_000, 16, 16, 3]])
+

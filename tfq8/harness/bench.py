@@ -324,6 +324,9 @@ def _random(t: TensorIO, rng: np.random.Generator) -> np.ndarray:
     return np.zeros(shape, t.dtype)
 
 
+_MAX_DIM = 2**31 - 1  # LiteRT's dimensions are int32
+
+
 def _input_shapes(parsed: Any, input_shapes: Sequence[Sequence[int]] | None
                      ) -> list[list[int]] | None:
     """The input shapes to time at, checked against the model's inputs.
@@ -360,12 +363,12 @@ def _input_shapes(parsed: Any, input_shapes: Sequence[Sequence[int]] | None
     for name, sig, shape in zip(names, signatures, input_shapes):
         ok = (isinstance(shape, Sequence) and not isinstance(shape, (str, bytes))
               and len(shape) == len(sig)
-              and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0
-                      for d in shape)
+              and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                      and 0 < d <= _MAX_DIM for d in shape)
               and all(s in (-1, int(d)) for s, d in zip(sig, shape)))
         if not ok:
             raise ValueError(f"input_shapes: input {name!r} takes shapes like {sig} (-1: any "
-                             f"positive size). Received: {shape!r}")
+                             f"positive size up to {_MAX_DIM}). Received: {shape!r}")
         shapes.append([int(d) for d in shape])
     return shapes
 
