@@ -192,3 +192,15 @@ def test_an_input_shape_beyond_int32_is_refused_naming_input_shapes(setup):
         tfq8.benchmark(blob, runs=1, warmup=0, per_op=False,  # the batch may be any size
                        input_shapes=[[3_000_000_000, 16, 16, 3]])
 
+
+@pytest.mark.parametrize("other", [lambda: F.mlp(), lambda: F.cnn(seed=4, classes=3)],
+                         ids=["other inputs", "other outputs"])
+def test_a_reference_of_another_model_is_refused_before_timing(setup, other):
+    _, _, blob = setup
+    with pytest.raises(ValueError, match=r"^reference must be the float model tflite_model came "
+                                         r"from.*\(tflite_model: inputs \[\[None, 16, 16, 3\]\], "
+                                         r"outputs \[\[None, 10\]\]\)\. Received: a reference "
+                                         r"with inputs \[\[None, (20|16, 16, 3)\]\], outputs "
+                                         r"\[\[None, (5|3)\]\]$"):
+        tfq8.benchmark(blob, reference=other(), runs=1, warmup=0, per_op=False)
+    tfq8.benchmark(blob, reference=F.cnn(seed=9), runs=1, warmup=0, per_op=False)  # same shapes

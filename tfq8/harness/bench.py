@@ -248,6 +248,7 @@ def benchmark(
     models = {"int8": (q_blob, q_parsed)}
     if f_blob is not None:
         models["float"] = (f_blob, verify_model(f_blob, arg="reference"))
+        _check_reference(q_parsed, models["float"][1])
 
     say("timing the whole model" + ("s (interleaved)" if f_blob is not None else ""))
     interps = {}
@@ -371,6 +372,35 @@ def _input_shapes(parsed: Any, input_shapes: Sequence[Sequence[int]] | None
                              f"positive size up to {_MAX_DIM}). Received: {shape!r}")
         shapes.append([int(d) for d in shape])
     return shapes
+
+
+def _check_reference(q: Any, f: Any) -> None:
+    """Refuses a reference that is not the int8 model's float model: another number of
+    inputs or outputs, or (where neither has a dynamic size) other input or output
+    shapes (batch aside; in any order, as the two graphs may order them differently)."""
+    def tails(parsed: Any, which: str) -> list[list[int]]:
+        sg = parsed.subgraphs[0]
+        out = []
+        for i in getattr(sg, which):
+            t = sg.tensors[int(i)]
+            sig = t.shapeSignature if t.shapeSignature is not None and len(t.shapeSignature) \
+                else t.shape
+            out.append([int(d) for d in (sig if sig is not None else [])][1:])
+        return out
+
+    ours = (tails(q, "inputs"), tails(q, "outputs"))
+    theirs = (tails(f, "inputs"), tails(f, "outputs"))
+    for a, b in zip(ours, theirs):
+        static = all(-1 not in t for t in a + b)
+        if len(a) != len(b) or (static and sorted(a) != sorted(b)):
+            def show(io: tuple[list[list[int]], list[list[int]]]) -> str:
+                return (f"inputs {[[None] + t for t in io[0]]}, "
+                        f"outputs {[[None] + t for t in io[1]]}")
+
+            raise ValueError(
+                "reference must be the float model tflite_model came from, with the same "
+                f"inputs and outputs (tflite_model: {show(ours)}). Received: a reference with "
+                f"{show(theirs)}")
 
 
 def _sized(interp: Any, shapes: list[list[int]] | None, arg: str) -> Any:
