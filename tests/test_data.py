@@ -416,3 +416,15 @@ def test_an_endless_pydataset_needs_num_samples():
     assert len(rep) == 9 and rep.inputs[0][8, 0] == 2.0
     with pytest.raises(ValueError, match=r"PyDataset without an end .* pass num_samples"):
         tfq8.representative_dataset(Endless(), model=model)
+
+
+def test_take_and_batches_refuse_a_bad_count_at_once():
+    rep = rd(X)
+    for bad in (0, -1, 1.5, "3", True, None):
+        with pytest.raises(ValueError, match=rf"^n must be a positive integer\. Received: n={bad!r}$"):
+            rep.take(bad)
+        with pytest.raises(ValueError, match=r"^batch_size must be a positive integer\. "
+                                             rf"Received: batch_size={bad!r}$"):
+            rep.batches(bad)  # not only when the first batch is drawn
+    assert len(rep.take(1000)) == N
+

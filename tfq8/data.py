@@ -114,12 +114,23 @@ class RepresentativeDataset:
         return self.take(len(self) - len(self) % step)
 
     def batches(self, batch_size: int) -> Iterator[list[np.ndarray]]:
-        """Yields lists of arrays with up to `batch_size` samples each."""
-        for start in range(0, len(self), batch_size):
-            yield [a[start : start + batch_size] for a in self.inputs]
+        """Yields lists of arrays with up to `batch_size` samples each.
+
+        Raises:
+            ValueError: Now, not at the first batch, unless `batch_size` is a positive integer.
+        """
+        step = _args.integer("batch_size", batch_size)
+        return ([a[start : start + step] for a in self.inputs]
+                for start in range(0, len(self), step))
 
     def take(self, n: int) -> "RepresentativeDataset":
-        """The first `n` samples."""
+        """The first `n` samples (all of them if there are fewer).
+
+        Raises:
+            ValueError: Unless `n` is a positive integer (a negative one would drop
+                samples from the end, as a slice does).
+        """
+        _args.integer("n", n)
         return RepresentativeDataset([a[:n] for a in self.inputs], self.specs)
 
     def __repr__(self) -> str:
