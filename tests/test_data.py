@@ -428,3 +428,15 @@ def test_take_and_batches_refuse_a_bad_count_at_once():
             rep.batches(bad)  # not only when the first batch is drawn
     assert len(rep.take(1000)) == N
 
+
+def test_a_representative_dataset_made_by_hand_is_checked_before_calibrating():
+    model = factories.mlp(features=4)
+    made = representative_dataset(X, model=model)
+    assert made.checked and made.take(2).checked
+    bad = X.astype(np.float32)
+    bad[7, 1] = np.nan
+    with pytest.raises(ValueError, match=r"^Sample 7: input 'features' contains NaN or Inf"):
+        tfq8.calibrate(model, RepresentativeDataset([bad], made.specs))
+    with pytest.raises(ValueError, match=r"^Sample 0: expected input 'features' of shape "
+                                         r"\(None, 4\).*Received shape \(None, 3\)"):
+        tfq8.calibrate(model, RepresentativeDataset([made.inputs[0][:, :3]], made.specs))

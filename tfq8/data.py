@@ -69,11 +69,15 @@ class RepresentativeDataset:
     Attributes:
         inputs: One array per model input, all with the same first dimension.
         specs: The input specs the samples were checked against, if known.
+        checked: True when `representative_dataset` made it, having checked the
+            samples (shapes, dtypes, NaN/Inf); tfq8 checks one made otherwise
+            again before using it.
     """
 
     def __init__(self, inputs: Sequence[np.ndarray], specs: Sequence[InputSpec] | None = None):
         self.inputs = [np.ascontiguousarray(a) for a in inputs]
         self.specs = list(specs) if specs is not None else None
+        self.checked = False
 
     def __len__(self) -> int:
         return int(self.inputs[0].shape[0])
@@ -131,7 +135,9 @@ class RepresentativeDataset:
                 samples from the end, as a slice does).
         """
         _args.integer("n", n)
-        return RepresentativeDataset([a[:n] for a in self.inputs], self.specs)
+        first = RepresentativeDataset([a[:n] for a in self.inputs], self.specs)
+        first.checked = self.checked
+        return first
 
     def __repr__(self) -> str:
         shapes = ", ".join(f"{a.dtype.name}{list(a.shape)}" for a in self.inputs)
@@ -715,7 +721,9 @@ class _Builder:
         if self.limit is not None and self.count < self.limit:
             _log.info("Calibration data has %d samples (num_samples=%d).", self.count, self.limit)
         inputs = [np.concatenate(parts, axis=0) for parts in zip(*self.chunks)]
-        return RepresentativeDataset(inputs, self.specs)
+        rep = RepresentativeDataset(inputs, self.specs)
+        rep.checked = True
+        return rep
 
 
 def labelled_samples(data: Any, *, specs: Sequence[InputSpec] | None = None,

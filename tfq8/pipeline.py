@@ -90,8 +90,8 @@ def calibrate(
     _args.integer("batch_size", batch_size, optional=True)
     _args.integer("max_bins", max_bins, minimum=MIN_BINS, maximum=MAX_BINS)
     handle = load_model(model)
-    rep = data if isinstance(data, RepresentativeDataset) and num_samples is None and (
-        data.specs == handle.specs) else representative_dataset(
+    rep = data if isinstance(data, RepresentativeDataset) and data.checked and (
+        num_samples is None and data.specs == handle.specs) else representative_dataset(
             data, specs=handle.specs, num_samples=num_samples)
     rep = rep.whole_batches()
     _warn_constant_inputs(rep)
