@@ -479,3 +479,11 @@ def test_run_from_python_leaves_logging_as_it_found_it(tmp_path, capfd, monkeypa
         absl_handler.removeFilter(probe)
         root.handlers[:] = saved_handlers
         root.setLevel(saved_level)
+
+
+@pytest.mark.parametrize("flag, value", [("--image-scale", "nan"), ("--image-offset", "inf")])
+def test_an_image_scale_or_offset_that_is_not_finite_is_a_usage_error(capfd, tmp_path, flag,
+                                                                      value):
+    code, out, err = _run(capfd, "check", tmp_path / "m.tflite", "--data", tmp_path, flag, value)
+    assert code == 2 and out == ""
+    assert f"flag {flag}={value}: must be a finite number" in _one_error_line(err)

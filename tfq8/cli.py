@@ -129,6 +129,9 @@ def _define(command: str) -> flags.FlagValues:
     if command in ("convert", "check"):
         _d(flags.DEFINE_float, "image-scale", 1.0, "Images from a folder: pixel * scale + offset.")
         _d(flags.DEFINE_float, "image-offset", 0.0, "Images from a folder: pixel * scale + offset.")
+        for name in ("image-scale", "image-offset"):  # nan or inf would make every pixel so
+            flags.register_validator(name, math.isfinite, "must be a finite number",
+                                     flag_values=fv)
     _d(flags.DEFINE_boolean, "json", False, "Print machine-readable JSON on stdout.")
     _d(flags.DEFINE_boolean, "progress", True, "Show progress of long steps on stderr.")
     return fv
