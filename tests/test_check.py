@@ -390,3 +390,19 @@ def test_all_zero_tensors_and_huge_values_do_not_break_the_figures():
     assert silent and report.tensors[-len(silent):] == tuple(silent)
     assert all(np.isfinite(o.sqnr_db) and o.sqnr_db > 15 for o in report.outputs)
     assert "-inf" in str(report)
+
+
+def test_labels_that_no_class_index_can_be_are_named_as_received(setup):
+    _, _, blob, x, y = setup
+    for bad in (np.inf, -np.inf, np.nan):
+        labels = y.astype(np.float64)
+        labels[5] = bad
+        with pytest.raises(ValueError, match=r"^labels must be (finite|integral) class indices\. "
+                                             r"Received: (NaN or Inf|non-integral) values$"):
+            tfq8.check(blob, data=x, labels=labels)
+    with pytest.raises(ValueError, match=r"^labels must lie in 0\.\.9 for output .*Received: "
+                                         r"values 0\.\.100000000000000000000$"):
+        tfq8.check(blob, data=x, labels=np.where(np.arange(len(y)) == 3, 1e20, 0.0))
+    with pytest.raises(TypeError, match=r"^labels must be an array of class indices or one-hot "
+                                        r"rows\. Received: complex128 array of shape \(120,\)$"):
+        tfq8.check(blob, data=x, labels=y + 0j)

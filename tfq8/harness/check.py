@@ -689,14 +689,18 @@ def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:
     if y.ndim != 1:
         raise ValueError(f"labels must be class indices [N] or one-hot [N, {classes}]. Received: "
                          f"shape {y.shape}")
+    if np.issubdtype(y.dtype, np.complexfloating):
+        raise TypeError(f"labels must be an array of class indices or one-hot rows. Received: "
+                        f"{y.dtype} array of shape {y.shape}")
+    if np.issubdtype(y.dtype, np.floating) and not np.isfinite(y).all():
+        raise ValueError("labels must be finite class indices. Received: NaN or Inf values")
     if np.issubdtype(y.dtype, np.floating) and not np.array_equal(y, np.round(y)):
         raise ValueError("labels must be integral class indices. Received: non-integral values")
-    y = y.astype(np.int64)
     top = max(classes, 2)
-    if y.min() < 0 or y.max() >= top:
+    if y.min() < 0 or y.max() >= top:  # before the cast to int64, which large floats overflow
         raise ValueError(f"labels must lie in 0..{top - 1} for output {out.key!r}. "
                          f"Received: values {int(y.min())}..{int(y.max())}")
-    return y
+    return y.astype(np.int64)
 
 
 def _targets_of(found: dict, out: TensorIO, k: int, aliases: dict[str, int], *,
