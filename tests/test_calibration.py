@@ -434,3 +434,13 @@ def test_merged_picks_take_whole_batches_evenly_from_each():
     pick = _merged_picks([8, 4], [300, 100], 2)  # 6 of the first 8, 2 of the other 4
     assert pick.tolist() == [0, 1, 4, 5, 6, 7, 8, 9]  # batches 0, 2, 3 of 4; batch 0 of 2
     assert _merged_picks([0, 4], [10, 10], 1).tolist() == [0, 1, 2, 3]
+
+
+def test_load_names_a_missing_entry_plainly(full, tmp_path):
+    full.save(tmp_path / "stats.npz")
+    with np.load(tmp_path / "stats.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "model"}
+    np.savez(tmp_path / "no_model.npz", **arrays)
+    with pytest.raises(ValueError, match=r"\(damaged, truncated or not written by "
+                                         r"Calibration\.save\): missing entry 'model'$"):
+        tfq8.Calibration.load(tmp_path / "no_model.npz")

@@ -323,7 +323,9 @@ class Calibration:
             raise ValueError(f"Could not read a tfq8 calibration from {path!r}: "
                              f"{e.strerror}") from None
         except Exception as e:  # noqa: BLE001 - any damage to the file: one clear error
-            reason = (f"missing entry {(e.args[0] if e.args else e)!r}" if isinstance(e, KeyError)
+            # np.load's archive says "KeyError: 'model is not a file in the archive'"
+            key = str(e.args[0] if e.args else e).removesuffix(" is not a file in the archive")
+            reason = (f"missing entry {key!r}" if isinstance(e, KeyError)
                       else str(e) or type(e).__name__)
             raise ValueError(
                 f"Could not read a tfq8 calibration from {path!r} (damaged, truncated or not "
