@@ -487,3 +487,14 @@ def test_an_image_scale_or_offset_that_is_not_finite_is_a_usage_error(capfd, tmp
     code, out, err = _run(capfd, "check", tmp_path / "m.tflite", "--data", tmp_path, flag, value)
     assert code == 2 and out == ""
     assert f"flag {flag}={value}: must be a finite number" in _one_error_line(err)
+
+
+def test_calibration_out_with_calibration_is_refused_before_loading(capfd, tmp_path):
+    # It was ignored: nothing written, and --json reported the file as written.
+    code, out, err = _run(capfd, "convert", tmp_path / "model.keras", "--calibration",
+                          tmp_path / "stats.npz", "--calibration-out", tmp_path / "new.npz")
+    assert code == 1 and out == ""
+    line = _one_error_line(err)
+    assert "--calibration-out saves the statistics taken on --data" in line
+    assert f"Received: --calibration {tmp_path / 'stats.npz'} --calibration-out" in line
+    assert not (tmp_path / "new.npz").exists()

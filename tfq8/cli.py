@@ -392,6 +392,11 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     from tfq8.qat import is_qat  # noqa: PLC0415
 
     p = _Progress("convert")
+    if _F.calibration and _F["calibration-out"].value:  # it would not be written
+        raise ValueError("--calibration-out saves the statistics taken on --data; with "
+                         "--calibration they are in that file already. Pass one of them. "
+                         f"Received: --calibration {_F.calibration} --calibration-out "
+                         f"{_F['calibration-out'].value}")
     p.step(f"loading {model_path}")
     handle = load_model(model_path)
     output = _F.output or _default_output(model_path)
