@@ -498,3 +498,15 @@ def test_calibration_out_with_calibration_is_refused_before_loading(capfd, tmp_p
     assert "--calibration-out saves the statistics taken on --data" in line
     assert f"Received: --calibration {tmp_path / 'stats.npz'} --calibration-out" in line
     assert not (tmp_path / "new.npz").exists()
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--data", "calib.npy"), "Pass either --data or --calibration, not both"),
+    (("--num-samples", "5"), "--num-samples chooses samples of --data"),
+])
+def test_flags_that_do_not_go_with_calibration_are_refused_before_loading(capfd, tmp_path,
+                                                                         extra, message):
+    # The model is not loaded first: its path need not even exist.
+    code, out, err = _run(capfd, "convert", tmp_path / "model.keras", "--calibration",
+                          tmp_path / "stats.npz", *extra)
+    assert code == 1 and out == "" and message in _one_error_line(err)

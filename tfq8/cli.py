@@ -392,6 +392,13 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     from tfq8.qat import is_qat  # noqa: PLC0415
 
     p = _Progress("convert")
+    if _F.calibration and _F.data:  # flags that do not go together: before loading the model
+        raise ValueError("Pass either --data or --calibration, not both. Received: "
+                         f"--data {_F.data} --calibration {_F.calibration}")
+    if _F.calibration and _F["num-samples"].value is not None:
+        raise ValueError("--num-samples chooses samples of --data; the statistics in "
+                         "--calibration were already taken. Received: --num-samples "
+                         f"{_F['num-samples'].value} with --calibration {_F.calibration}")
     if _F.calibration and _F["calibration-out"].value:  # it would not be written
         raise ValueError("--calibration-out saves the statistics taken on --data; with "
                          "--calibration they are in that file already. Pass one of them. "
@@ -422,13 +429,6 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                         inputs={**written, "--calibration-out": _F["calibration-out"].value})
     calib = None
     if _F.calibration:
-        if _F.data:
-            raise ValueError("Pass either --data or --calibration, not both. Received: "
-                             f"--data {_F.data} --calibration {_F.calibration}")
-        if _F["num-samples"].value is not None:
-            raise ValueError("--num-samples chooses samples of --data; the statistics in "
-                             "--calibration were already taken. Received: --num-samples "
-                             f"{_F['num-samples'].value} with --calibration {_F.calibration}")
         calib = tfq8.Calibration.load(_F.calibration)
         if calib.fingerprint not in (None, handle.fingerprint()):
             raise ValueError(f"--calibration {_F.calibration} holds statistics of another model, "
