@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import stat
 import time
 
@@ -444,3 +445,22 @@ def test_load_names_a_missing_entry_plainly(full, tmp_path):
     with pytest.raises(ValueError, match=r"\(damaged, truncated or not written by "
                                          r"Calibration\.save\): missing entry 'model'$"):
         tfq8.Calibration.load(tmp_path / "no_model.npz")
+
+
+@pytest.mark.parametrize("returned", [(-np.inf, np.inf), (float("nan"), 1.0), (5.0, 1.0), 3.0,
+                                      (0.0, 1.0, 2.0), None, ("a", "b")],
+                         ids=["inf", "nan", "reversed", "scalar", "triple", "none", "strings"])
+def test_a_registered_method_returning_no_range_is_named(full, returned):
+    """(-inf, inf) crashed the process in the quantizer (a segfault); NaN was blamed on a
+    "corrupted" model, a reversed pair was quantized, the rest failed in unpacking."""
+    from tfq8.ranges import registry  # noqa: PLC0415
+
+    name = "_test_only_bad_range"
+    registry.register(name)(lambda h: returned)
+    try:
+        with pytest.raises(ValueError, match=rf"^Range method '{name}' must return a \(min, max\) "
+                                             r"pair of finite numbers with min <= max\. Received: "
+                                             rf"{re.escape(repr(returned))} for tensor '.+'$"):
+            tfq8.convert(calibration=full, method=name)
+    finally:
+        registry._METHODS.pop(name, None)  # pylint: disable=protected-access

@@ -144,10 +144,11 @@ class Calibration:
         _ranges.check_options(method, options)
         key = (method, tuple(sorted(options.items())))
         if key not in self._ranges:
-            self._ranges[key] = self._run_method(fn, options)
+            self._ranges[key] = self._run_method(fn, options, method)
         return dict(self._ranges[key])
 
-    def _run_method(self, fn: Any, options: Mapping[str, Any]) -> dict[int, tuple[float, float]]:
+    def _run_method(self, fn: Any, options: Mapping[str, Any],
+                    method: str = "") -> dict[int, tuple[float, float]]:
         todo = [t for t in self.tensors if t.producer not in FIXED_SCALE_OPS]
         # Tensors holding the same values (a RESHAPE's input and output, say) have equal
         # histograms, and a method is a pure function of the histogram: one run each.
@@ -159,6 +160,8 @@ class Calibration:
                 found = list(pool.map(lambda h: fn(h, **options), hists))
         else:
             found = [fn(h, **options) for h in hists]
+        for h, r in zip(hists, found):  # a registered method of one's own may return anything
+            _check_method_range(method, r, next(t for t in todo if t.histogram is h))
         by_key = dict(zip(distinct, found))
         chosen = {t.index: by_key[histogram_key(t.histogram)] for t in todo}
         chosen = {t.index: chosen.get(t.index, (float(t.histogram.min), float(t.histogram.max)))
@@ -332,6 +335,17 @@ class Calibration:
                 f"written by Calibration.save): {reason}"
             ) from None
         return cls(model, tensors, num_samples, fingerprint, samples)
+
+
+def _check_method_range(method: str, found: Any, t: TensorStats) -> None:
+    """Refuses what a range method returned unless it is a (min, max) pair of finite
+    numbers, min <= max: anything else fails later in the quantizer, or crashes it."""
+    ok = isinstance(found, (tuple, list)) and len(found) == 2 and all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        and np.isfinite(v) for v in found) and found[0] <= found[1]
+    if not ok:
+        raise ValueError(f"Range method {method!r} must return a (min, max) pair of finite "
+                         f"numbers with min <= max. Received: {found!r} for tensor {t.name!r}")
 
 
 def is_tensor_key(key: Any) -> bool:
