@@ -750,3 +750,12 @@ def test_a_fused_lstm_converts_to_the_same_bytes_first_and_later_in_a_process():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           env=env, timeout=300)
     assert proc.returncode == 0 and proc.stdout.strip().endswith("ok"), proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("bad", [(-3e38, 3e38), (-3.4e38, 1e37), (-2e38, 2e38)])
+def test_a_range_wider_than_float32_is_refused_before_any_work(bad):
+    # Its int8 scale overflowed to inf, and the quantized model was called corrupted.
+    with pytest.raises(ValueError, match=r"^ranges\['logits'\] must span at most 3\.402823e\+38 "
+                                         r"\(float32's largest value\), 0 included\. Received: "):
+        tfq8.convert("no-such-model.keras", ranges={"logits": bad})
+    tfq8.pipeline.check_convert_options(ranges={"logits": (-1e38, 1e38)})  # wide, but fits

@@ -636,6 +636,10 @@ def range_pair(key: str | int, value: Any) -> tuple[float, float]:
     lo, hi = float(pair[0]), float(pair[1])
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
         raise ValueError(f"ranges[{key!r}] must be finite with min <= max. Received: {value!r}")
+    top = float(np.finfo(np.float32).max)
+    if max(hi, 0.0) - min(lo, 0.0) > top:  # its int8 scale, a float32, would be inf
+        raise ValueError(f"ranges[{key!r}] must span at most {top:.7g} (float32's largest "
+                         f"value), 0 included. Received: {value!r}")
     return lo, hi
 
 
