@@ -440,3 +440,15 @@ def test_a_representative_dataset_made_by_hand_is_checked_before_calibrating():
     with pytest.raises(ValueError, match=r"^Sample 0: expected input 'features' of shape "
                                          r"\(None, 4\).*Received shape \(None, 3\)"):
         tfq8.calibrate(model, RepresentativeDataset([made.inputs[0][:, :3]], made.specs))
+
+
+def test_a_function_that_needs_arguments_is_refused_naming_it():
+    def samples(batch_size):
+        yield X[:batch_size]
+
+    with pytest.raises(TypeError, match=r"^data as a function must take no arguments: .*"
+                                        r"Received: .*samples\(batch_size\)$"):
+        rd(samples)
+    with pytest.raises(TypeError, match=r"^calibration_data as a function must take no arguments"):
+        tfq8.CalibrationCallback(samples)  # in the constructor, not after training
+    _check_x(rd(lambda n=N: (X[i] for i in range(n))))  # defaults are fine

@@ -26,6 +26,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import logging
 import os
 from typing import Any, Callable, Iterator, Sequence
@@ -271,11 +272,23 @@ def check_kind(data: Any, arg: str = "data") -> None:
             f"{arg} must be samples (numpy arrays, (x, y) pairs, a dict, a tf.data.Dataset, "
             f"...), not a file name: load the file first, such as {arg}=np.load(path). "
             f"Received: {arg}={data!r}")
-    if not (callable(data) or hasattr(data, "__iter__") or hasattr(data, "__getitem__")
-            or _is_tensor(data)):
+    readable = hasattr(data, "__iter__") or hasattr(data, "__getitem__") or _is_tensor(data)
+    if not (callable(data) or readable):
         raise TypeError(
             f"{arg} must be numpy arrays, (x, y) pairs, a dict, a tf.data.Dataset, a "
             f"keras.utils.PyDataset, an iterable or a callable. Received: {type(data).__name__}")
+    if callable(data) and not readable:  # called with no arguments to get the samples
+        try:
+            signature = inspect.signature(data)
+        except (TypeError, ValueError):  # a builtin without one
+            return
+        try:
+            signature.bind()
+        except TypeError:
+            raise TypeError(
+                f"{arg} as a function must take no arguments: it is called once to get the "
+                "samples, as TFLiteConverter.representative_dataset is. Received: "
+                f"{getattr(data, '__qualname__', type(data).__name__)}{signature}") from None
 
 
 def pydataset_batches(data: Any, arg: str) -> int | None:
