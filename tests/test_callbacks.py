@@ -881,3 +881,18 @@ def test_mixed_precision_fit_calibrates_the_float32_copy_of_each_epoch(tmp_path)
     assert tfq8.convert(model, method="minmax") == tfq8.convert(
         calibration=cb.calibration, method="minmax") == tfq8.convert(
         model, x[:48], method="minmax")
+
+
+@pytest.mark.parametrize("framework", ["keras", "tf_keras"])
+@pytest.mark.parametrize("hook", ["on_train_begin", "on_epoch_end"])
+def test_a_hook_called_before_the_callback_has_a_model_is_a_runtime_error(framework, hook):
+    # It failed inside the hook: a TypeError saying model=None was of the wrong kind, or an
+    # AttributeError on None.weights.
+    x, _ = _mlp_data(n=8)
+    cb = (tfq8.CalibrationCallback(x) if framework == "keras"
+          else cbmod.CalibrationCallback.for_model(factories.tf_keras_cnn(), x))
+    args = (0, {}) if hook == "on_epoch_end" else ()
+    with pytest.raises(RuntimeError, match=rf"^CalibrationCallback\.{hook} was called before the "
+                                           r"callback had a model: pass the callback to "
+                                           r"model\.fit.*Received: model=None$"):
+        getattr(cb, hook)(*args)

@@ -350,6 +350,7 @@ class _CalibrationCallbackBase:
         depend on the ranges), so a model with an op that cannot be quantized
         raises `UnsupportedOpError` now rather than after the last epoch.
         """
+        self._need_model("on_train_begin")
         self._reset()
         if self._data_model is not self.model:  # adapted data is kept for the same model only
             self._rep, self._val, self._specs, self._data_model = None, None, None, self.model
@@ -362,6 +363,7 @@ class _CalibrationCallbackBase:
     @_silent_unless_verbose
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
+        self._need_model("on_epoch_end")
         self._last_epoch = epoch
         epochs = (self.params or {}).get("epochs")
         due = (self.every_n_epochs is not None and (epoch + 1) % self.every_n_epochs == 0) or (
@@ -430,6 +432,14 @@ class _CalibrationCallbackBase:
                       "calibrated them for tfq8.convert(model); their int8 model %s.",
                       epoch + 1, self._last_epoch + 1,
                       f"is {path}" if path else "was not exported at that epoch")
+
+    def _need_model(self, hook: str) -> None:
+        """Refuses a hook called before Keras gave the callback its model."""
+        if getattr(self, "model", None) is None:
+            raise RuntimeError(
+                f"CalibrationCallback.{hook} was called before the callback had a model: pass "
+                "the callback to model.fit(..., callbacks=[callback]), which gives it the model "
+                "(or call set_model(model) first). Received: model=None")
 
     # ------------------------------------------------------------- work
     def _calibrate(self) -> Calibration:
