@@ -186,3 +186,19 @@ def test_tflite_files_tfq8_cannot_calibrate_are_refused_with_the_reason(tmp_path
     (tmp_path / "x.tflite").mkdir()
     with pytest.raises(ValueError, match=r"ends in \.tflite but is a folder"):
         tfq8.convert(str(tmp_path / "x.tflite"), x)
+
+
+@pytest.mark.parametrize("kind", ["STRING", "COMPLEX64"])
+def test_a_float_tflite_whose_input_takes_no_numbers_is_refused_naming_the_input(kind):
+    # Such an input was read as float32, and TFLite's calibrator failed on the data.
+    parsed = _tflite.read_model(_float_tflite(factories.mlp()))
+    sg = parsed.subgraphs[0]
+    sg.tensors[sg.inputs[0]].type = getattr(_tflite.schema.TensorType, kind)
+    blob = _tflite.write_model(parsed)
+    x = np.zeros((4, 20), np.float32)
+    with pytest.raises(ValueError, match=rf"^model input 'features' has dtype {kind.lower()}: "
+                                         r".*Received: a \.tflite whose input 'features' is "
+                                         rf"{kind.lower()}$"):
+        tfq8.convert(blob, x)
+    with pytest.raises(ValueError, match=rf"^model input 'features' has dtype {kind.lower()}"):
+        tfq8.representative_dataset(x, model=blob)

@@ -735,9 +735,11 @@ def specs_from_tflite(model: bytes, *, keep_batch: bool = False,
             shape = (None,) + shape[1:]
         name = t.Name()
         name = short_name(name.decode() if isinstance(name, bytes) else str(name))
+        kind = _tflite.tensor_type_name(t.Type())
+        if kind in ("STRING", "COMPLEX64", "COMPLEX128", "RESOURCE", "VARIANT"):
+            raise _not_numbers(name, kind.lower(), "a .tflite")
         dtype = {"FLOAT32": np.float32, "INT32": np.int32, "INT64": np.int64,
-                 "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}.get(
-                     _tflite.tensor_type_name(t.Type()), np.float32)
+                 "INT8": np.int8, "UINT8": np.uint8, "BOOL": np.bool_}.get(kind, np.float32)
         specs.append(InputSpec(name, shape, np.dtype(dtype)))
     if by_signature:
         specs = _signature_named(model, [int(sg.Inputs(k)) for k in range(sg.InputsLength())],
@@ -788,9 +790,14 @@ def _input_dtype(name: str, dtype: Any) -> np.dtype:
     except TypeError:
         found = None
     if found is None or found.kind in "OSUc":
-        raise ValueError(
-            f"model input {name!r} has dtype {text}: tfq8 quantizes models whose inputs are "
-            "numbers (float, integer or bool). Turn such data into numbers outside the model "
-            "(a TextVectorization or StringLookup layer in the data pipeline, say) and pass "
-            f"the model that takes them. Received: a model whose input {name!r} is {text}")
+        raise _not_numbers(name, text, "a model")
     return found
+
+
+def _not_numbers(name: str, dtype: str, model: str) -> ValueError:
+    """The error for a model input that does not take numbers (strings, say)."""
+    return ValueError(
+        f"model input {name!r} has dtype {dtype}: tfq8 quantizes models whose inputs are "
+        "numbers (float, integer or bool). Turn such data into numbers outside the model "
+        "(a TextVectorization or StringLookup layer in the data pipeline, say) and pass "
+        f"the model that takes them. Received: {model} whose input {name!r} is {dtype}")
