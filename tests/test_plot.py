@@ -149,3 +149,15 @@ def test_a_fixed_range_is_drawn_as_the_model_uses_it(calib):
     labels = _labels(tfq8.plot_ranges(calib, [name]).axes[0])
     assert "fixed [-8, 8]" in labels and not any(l.endswith("(auto)") for l in labels)
     tfq8.convert(calibration=calib)  # the module's other tests see auto's own choice again
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"methods": None}, r"^methods must be range method names, such as \['minmax', 'kl'\]\. "
+                        r"Received: methods=None$"),
+    ({"methods": 3}, r"^methods must be range method names.*Received: methods=3$"),
+    ({"tensors": 3.5}, r"^tensors must be tensor names or indices.*Received: tensors=3\.5$"),
+])
+def test_arguments_that_are_not_lists_are_named(calib, kwargs, match):
+    # Python's "'NoneType' object is not iterable" named neither.
+    with pytest.raises(TypeError, match=match):
+        tfq8.plot_ranges(calib, **kwargs)

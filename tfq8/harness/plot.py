@@ -135,7 +135,11 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 
     if isinstance(methods, str):
         methods = (methods,)
-    methods = tuple(methods)
+    try:
+        methods = tuple(methods)
+    except TypeError:
+        raise TypeError("methods must be range method names, such as ['minmax', 'kl']. "
+                        f"Received: methods={methods!r}") from None
     if not methods:
         raise ValueError("methods must name at least one range method. Received: methods=()")
     for m in methods:
@@ -146,7 +150,11 @@ def _check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 def _as_list(tensors: Sequence[str | int]) -> list[str | int]:
     if isinstance(tensors, (str, int, np.integer)):
         return [tensors]
-    out = list(tensors)
+    try:
+        out = list(tensors)
+    except TypeError:
+        raise TypeError("tensors must be tensor names or indices (or None for the most disputed "
+                        f"ones). Received: tensors={tensors!r}") from None
     if not out:
         raise ValueError("tensors must name at least one tensor (or be None for the most "
                          "disputed ones). Received: tensors=[]")
