@@ -406,3 +406,11 @@ def test_labels_that_no_class_index_can_be_are_named_as_received(setup):
     with pytest.raises(TypeError, match=r"^labels must be an array of class indices or one-hot "
                                         r"rows\. Received: complex128 array of shape \(120,\)$"):
         tfq8.check(blob, data=x, labels=y + 0j)
+
+
+def test_an_output_of_the_wrong_kind_is_refused_before_the_reference_is_read(setup, tmp_path):
+    _, _, blob, x, _ = setup
+    for bad in (1.0, True, None, [0]):  # a missing reference file would be reported first
+        with pytest.raises(TypeError, match=r"^output must be an output index or name\. "
+                                            rf"Received: {type(bad).__name__}$"):
+            tfq8.check(blob, reference=tmp_path / "missing.keras", data=x, output=bad)

@@ -234,6 +234,7 @@ def check(
         raise ValueError("check() needs data: samples like the model's inputs. Received: data=None")
     threads = _args.integer("num_threads", num_threads, optional=True) or os.cpu_count() or 1
     per_tensor = _args.boolean("per_tensor", per_tensor)
+    _output_kind(output)  # now; its name or index is checked once the outputs are known
     if progress is not None and not callable(progress):
         raise ValueError("progress must be a callable taking (samples done, total), or None. "
                          f"Received: progress={progress!r}")
@@ -648,6 +649,12 @@ def _tensor_pairs(q: ModelRunner, f: ModelRunner) -> list[tuple[TensorIO, int, t
     return pairs
 
 
+def _output_kind(output: Any) -> None:
+    if not isinstance(output, str) and (
+            isinstance(output, bool) or not isinstance(output, (int, np.integer))):
+        raise TypeError(f"output must be an output index or name. Received: {type(output).__name__}")
+
+
 def _output_index(q: ModelRunner, output: int | str, aliases: dict[str, int]) -> int:
     names = [t.key for t in q.outputs]
     if isinstance(output, str):
@@ -658,8 +665,7 @@ def _output_index(q: ModelRunner, output: int | str, aliases: dict[str, int]) ->
             return aliases[output]
         raise ValueError(f"output must name one of the model's outputs {names}. "
                          f"Received: output={output!r}")
-    if isinstance(output, bool) or not isinstance(output, (int, np.integer)):
-        raise TypeError(f"output must be an output index or name. Received: {type(output).__name__}")
+    _output_kind(output)
     if not 0 <= output < len(q.outputs):
         raise ValueError(f"output must be an index below {len(q.outputs)} (outputs {names}). "
                          f"Received: output={output}")
