@@ -204,3 +204,15 @@ def test_a_reference_of_another_model_is_refused_before_timing(setup, other):
                                          r"\[\[None, (5|3)\]\]$"):
         tfq8.benchmark(blob, reference=other(), runs=1, warmup=0, per_op=False)
     tfq8.benchmark(blob, reference=F.cnn(seed=9), runs=1, warmup=0, per_op=False)  # same shapes
+
+
+def test_a_float_model_is_timed_with_a_warning(setup, caplog):
+    # As check() says it: the times reported as int8 would be a float model's.
+    _, calib, blob = setup
+    with caplog.at_level("WARNING", logger="tfq8"):
+        tfq8.benchmark(calib.model, runs=1, warmup=0, per_op=False)
+    assert "tflite_model has no quantized tensor: it is a float model" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="tfq8"):
+        tfq8.benchmark(blob, runs=1, warmup=0, per_op=False)
+    assert "float model" not in caplog.text

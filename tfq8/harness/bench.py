@@ -243,6 +243,11 @@ def benchmark(
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)
     q_blob, q_parsed = load_verified(tflite_model)
+    if not any(_tflite.tensor_type_name(t.type) in ("INT8", "UINT8", "INT16")
+               for t in q_parsed.subgraphs[0].tensors):
+        _log.warning("tflite_model has no quantized tensor: it is a float model, so the times "
+                     "reported as int8 are a float model's. Pass the int8 model tfq8.convert() "
+                     "wrote.")
     shapes = _input_shapes(q_parsed, input_shapes)
     f_blob = _reference_blob(reference)
     models = {"int8": (q_blob, q_parsed)}
