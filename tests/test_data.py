@@ -452,3 +452,26 @@ def test_a_function_that_needs_arguments_is_refused_naming_it():
     with pytest.raises(TypeError, match=r"^calibration_data as a function must take no arguments"):
         tfq8.CalibrationCallback(samples)  # in the constructor, not after training
     _check_x(rd(lambda n=N: (X[i] for i in range(n))))  # defaults are fine
+
+
+def test_an_endless_stream_of_empty_batches_is_refused_not_read_forever():
+    from tfq8 import data as data_mod  # noqa: PLC0415
+
+    def endless():
+        while True:
+            yield X[:0]
+
+    def mostly_empty():  # empty batches now and then are read past
+        for i in range(N):
+            yield from [X[:0]] * 5 + [X[i : i + 1]]
+
+    match = (rf"^data yielded {data_mod.EMPTY_BATCHES_MAX} empty batches in a row \(0 samples "
+             r"each\) after 0 sample\(s\): expected batches holding samples\. Received: batches "
+             r"of shapes \[\(0, 4\)\]$")
+    with pytest.raises(ValueError, match=match):
+        rd(endless())
+    with pytest.raises(ValueError, match=match):
+        rd(endless(), num_samples=5)
+    with pytest.raises(ValueError, match=match):
+        rd(tf.data.Dataset.from_tensors(X[:0].astype(np.float32)).repeat(), num_samples=5)
+    _check_x(rd(mostly_empty()))

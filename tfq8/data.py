@@ -245,6 +245,8 @@ def representative_dataset(
 UNSIZED_WARNING_SAMPLES = 10_000
 # ... and refused past this many bytes of samples (num_samples lifts the cap).
 UNSIZED_MAX_BYTES = 1 << 30
+# A stream that yields this many empty batches in a row is refused (endless, it would hang).
+EMPTY_BATCHES_MAX = 1000
 
 
 def check_kind(data: Any, arg: str = "data") -> None:
@@ -348,6 +350,7 @@ class _Builder:
         self.chunks: list[list[np.ndarray]] = []
         self.count = 0
         self.nbytes = 0  # of the samples in chunks
+        self._empty_run = 0  # items in a row that held no sample
         self.one_shot = False  # the data was a generator or iterator (consumed by reading)
         self._one_sample = False  # the item being added came without its batch dimension
         # The y of (x, y[, w]) items, per chunk (a dict for several outputs'); None once an
@@ -383,7 +386,7 @@ class _Builder:
                                  "Received: num_samples=None")
             i = 0
             while (count is None or i < count) and not self.full:
-                self._add(self._structure(data[i]))
+                self._add_item(data[i])
                 i += 1
             return None
         if callable(data) and not _is_array_like(data) and not isinstance(data, dict):
@@ -435,7 +438,7 @@ class _Builder:
             if self.full:
                 break
             before, size_before = self.count, self.nbytes
-            self._add(self._structure(item))
+            self._add_item(item)
             if self.limit is None and self.count >= warn_at:  # an endless generator?
                 _log.warning(
                     "Read %d samples from data, an iterator of unknown length, and still "
@@ -443,6 +446,18 @@ class _Builder:
                     "few hundred samples calibrate well).", self.count)
                 warn_at *= 10
             budget.add(samples=self.count - before, nbytes=self.nbytes - size_before)
+
+    def _add_item(self, item: Any) -> None:
+        """Adds one item of a stream; refuses a run of `EMPTY_BATCHES_MAX` empty ones."""
+        before = self.count
+        arrays = self._structure(item)
+        self._add(arrays)
+        self._empty_run = self._empty_run + 1 if self.count == before else 0
+        if self._empty_run >= EMPTY_BATCHES_MAX:  # an endless stream of them would never end
+            raise ValueError(
+                f"data yielded {self._empty_run} empty batches in a row (0 samples each) after "
+                f"{self.count} sample(s): expected batches holding samples. Received: batches "
+                f"of shapes {[a.shape for a in arrays]}")
 
     def _budget(self, source: Any, *, endless: bool) -> StreamBudget:
         """The memory cap for `source` (none once num_samples caps the samples)."""
