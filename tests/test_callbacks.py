@@ -896,3 +896,18 @@ def test_a_hook_called_before_the_callback_has_a_model_is_a_runtime_error(framew
                                            r"callback had a model: pass the callback to "
                                            r"model\.fit.*Received: model=None$"):
         getattr(cb, hook)(*args)
+
+
+def test_endless_empty_validation_batches_are_refused_before_training():
+    # Read forever without validation_steps: no byte budget is ever used up.
+    x, y = _mlp_data()
+
+    def endless():
+        while True:
+            yield x[:0], y[:0]
+
+    cb = tfq8.CalibrationCallback(x[:64], validation_data=endless(), verbose=0)
+    with pytest.raises(ValueError, match=r"^validation_data yielded 1000 empty batches in a row "
+                                         r"\(0 samples each\): expected batches holding samples\. "
+                                         r"Received: batches of shapes \[\(0, 20\)\]$"):
+        _compiled_mlp().fit(x, y, epochs=1, verbose=0, callbacks=[cb])
