@@ -464,3 +464,22 @@ def test_a_registered_method_returning_no_range_is_named(full, returned):
             tfq8.convert(calibration=full, method=name)
     finally:
         registry._METHODS.pop(name, None)  # pylint: disable=protected-access
+
+
+def test_a_calibration_made_by_hand_is_checked(full):
+    # Garbage bytes failed deep in flatbuffers ("unpack_from requires a buffer of at least
+    # 1651663211 bytes"); num_samples=0 and a path as the model were taken.
+    with pytest.raises(ValueError, match=r"^model is not a TFLite model: expected the file "
+                                         r"identifier b'TFL3' at bytes 4-8"):
+        tfq8.Calibration(b"garbage " * 4, full.tensors, 1)
+    with pytest.raises(ValueError, match=r"^model is truncated"):
+        tfq8.Calibration(full.model[: len(full.model) // 2], full.tensors, 1)
+    with pytest.raises(TypeError, match=r"^model must be the calibrated \.tflite flatbuffer "
+                                        r"\(bytes\)\. Received: model of type str$"):
+        tfq8.Calibration("model.tflite", full.tensors, 1)
+    with pytest.raises(TypeError, match=r"^tensors must be a list of .*TensorStats"):
+        tfq8.Calibration(full.model, [1, 2], 1)
+    with pytest.raises(ValueError, match=r"^num_samples must be a positive integer\. "
+                                         r"Received: num_samples=0$"):
+        tfq8.Calibration(full.model, full.tensors, 0)
+    assert tfq8.Calibration(full.model, full.tensors, 3).ranges("minmax") == full.ranges("minmax")

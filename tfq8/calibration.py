@@ -28,7 +28,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tfq8 import _tflite, ranges as _ranges
+from tfq8 import _args, _tflite, ranges as _ranges
 from tfq8.data import fixed_batch
 from tfq8.harness.interpreter import verify_model
 from tfq8.masked_softmax import mask_fills
@@ -67,9 +67,21 @@ class Calibration:
     samples: list[np.ndarray] | None = None
 
     def __post_init__(self):
+        if not isinstance(self.model, (bytes, bytearray)):
+            raise TypeError("model must be the calibrated .tflite flatbuffer (bytes). Received: "
+                            f"model of type {type(self.model).__name__}")
+        if not isinstance(self.tensors, list) or not all(
+                isinstance(t, TensorStats) for t in self.tensors):
+            raise TypeError("tensors must be a list of tfq8.stats.collect.TensorStats. "
+                            f"Received: {self.tensors!r:.200}")
+        _args.integer("num_samples", self.num_samples)
         # Same tensors, so the statistics still apply; more of the graph quantizes to int8
         # (also for calibrations saved before the rewrite existed).
-        model = rewrite_for_int8(self.model)
+        try:
+            model = rewrite_for_int8(self.model)
+        except Exception:
+            verify_model(self.model, arg="model")  # says what is wrong with the bytes
+            raise
         if model is not self.model:  # the rewritten ops' outputs have new producers
             parsed = _tflite.read_model(model)
             ops = {int(o): _tflite.op_name(parsed, op)
