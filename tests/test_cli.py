@@ -510,3 +510,34 @@ def test_flags_that_do_not_go_with_calibration_are_refused_before_loading(capfd,
     code, out, err = _run(capfd, "convert", tmp_path / "model.keras", "--calibration",
                           tmp_path / "stats.npz", *extra)
     assert code == 1 and out == "" and message in _one_error_line(err)
+
+
+def test_check_and_bench_errors_name_the_flags(capfd, tmp_path):
+    import tfq8
+
+    model = F.mlp()
+    blob = tfq8.convert(model, np.random.default_rng(0).normal(size=(16, 20)).astype(np.float32),
+                        method="minmax")
+    tfl = tmp_path / "m.tflite"
+    tfl.write_bytes(blob)
+    np.save(tmp_path / "x.npy", np.zeros((4, 20), np.float32))
+    (tmp_path / "text.tflite").write_text("not a model at all")
+    cases = [
+        (("bench", tfl, "--time-budget", "nan"), "flag --time-budget=nan: must be a finite number"),
+        (("bench", tfl, "--input-shape", "1,30"),
+         "--input-shape: input 'serving_default_features:0' takes shapes like [-1, 20]"),
+        (("bench", tfl, "--input-shape", "1,20", "--input-shape", "1,20"),
+         "--input-shape must hold one shape per model input"),
+        (("bench", tmp_path / "nope.tflite"), "TFLITE must be .tflite bytes or the path of a "
+                                              ".tflite file; no such file. Received: TFLITE="),
+        (("bench", tfl, "--reference", tmp_path / "text.tflite"), "--reference is not a TFLite"),
+        (("check", tfl, "--data", tmp_path / "x.npy", "--label-output", "7"),
+         "--label-output must be an index below 1 (outputs ['output_0']). "
+         "Received: --label-output 7"),
+        (("check", tfl, "--data", tmp_path / "x.npy", "--label-output", "-1"),
+         "--label-output must name one of the model's outputs"),
+    ]
+    for argv, message in cases:
+        code, out, err = _run(capfd, *argv)
+        assert code != 0 and out == "", argv
+        assert message in _one_error_line(err), (argv, err)

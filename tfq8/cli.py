@@ -118,6 +118,8 @@ def _define(command: str) -> flags.FlagValues:
                              lower_bound=1)
         _d(flags.DEFINE_float, "time-budget", 2.0, "Seconds of timed invokes when --runs is unset.",
                            lower_bound=0.001)
+        flags.register_validator("time-budget", math.isfinite, "must be a finite number",
+                                 flag_values=fv)
         _d(flags.DEFINE_integer, "warmup", 10, "Untimed invokes first.", lower_bound=0)
         _d(flags.DEFINE_boolean, "per-op", True, "Also time every op on its own.")
         _d(flags.DEFINE_multi_string, "input-shape", [], "Time at this input shape, such as "
@@ -534,6 +536,17 @@ def _as_flags(message: str) -> str:
     return re.sub(r" {2,}", " ", text)
 
 
+def _in_words(e: Exception, names: dict[str, str]) -> Exception:
+    """`e` (from `check()` or `benchmark()`) in the command line's words: an error about
+    one of `names` (argument -> flag) that starts with it, and `tflite_model` (TFLITE)."""
+    message = str(e).replace("tflite_model", "TFLITE")
+    for python, flag in names.items():
+        if re.match(rf"{python}\b", message):
+            message = flag + message[len(python):]
+            message = message.replace(f"Received: {python}=", f"Received: {flag} ")
+    return type(e)(message)
+
+
 def _parse_ranges(items: list[str]) -> dict[str, tuple[float, float]]:
     """`--range NAME=MIN,MAX` values -> {name: (min, max)} (the name may hold `=` and `,`)."""
     out = {}
@@ -585,10 +598,13 @@ def _check(tflite_path: str) -> tuple[dict, str, int]:
     output = int(output) if str(output).isdigit() else output
     if _F.reference:
         p.step(f"loading reference {_F.reference}")
-    report = tfq8.check(tflite_path, reference=_F.reference, data=data, labels=labels,
-                        output=output, num_samples=_F["num-samples"].value,
-                        batch_size=_F["batch-size"].value, backend=_F.backend,
-                        num_threads=_F.threads, progress=p.counter("samples"))
+    try:
+        report = tfq8.check(tflite_path, reference=_F.reference, data=data, labels=labels,
+                            output=output, num_samples=_F["num-samples"].value,
+                            batch_size=_F["batch-size"].value, backend=_F.backend,
+                            num_threads=_F.threads, progress=p.counter("samples"))
+    except (ValueError, TypeError) as e:
+        raise _in_words(e, {"output": "--label-output", "reference": "--reference"}) from None
     top = _F.top
     shown = dataclasses.replace(report, tensors=report.tensors[:top])
     text = str(shown)
@@ -601,11 +617,14 @@ def _bench(tflite_path: str) -> tuple[dict, str, int]:
     import tfq8  # noqa: PLC0415
 
     p = _Progress("bench")
-    report = tfq8.benchmark(tflite_path, reference=_F.reference, num_threads=_F.threads,
-                            backend=_F.backend, warmup=_F.warmup, runs=_F.runs,
-                            time_budget_s=_F["time-budget"].value,
-                            per_op=_F["per-op"].value, progress=p.step,
-                            input_shapes=_parse_shapes(_F["input-shape"].value))
+    try:
+        report = tfq8.benchmark(tflite_path, reference=_F.reference, num_threads=_F.threads,
+                                backend=_F.backend, warmup=_F.warmup, runs=_F.runs,
+                                time_budget_s=_F["time-budget"].value,
+                                per_op=_F["per-op"].value, progress=p.step,
+                                input_shapes=_parse_shapes(_F["input-shape"].value))
+    except (ValueError, TypeError) as e:
+        raise _in_words(e, {"input_shapes": "--input-shape", "reference": "--reference"}) from None
     return report.to_dict(), str(report), 0
 
 
