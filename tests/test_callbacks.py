@@ -911,3 +911,9 @@ def test_endless_empty_validation_batches_are_refused_before_training():
                                          r"\(0 samples each\): expected batches holding samples\. "
                                          r"Received: batches of shapes \[\(0, 20\)\]$"):
         _compiled_mlp().fit(x, y, epochs=1, verbose=0, callbacks=[cb])
+
+
+def test_verbose_beyond_2_is_refused_as_its_message_says():
+    with pytest.raises(ValueError, match=r"^verbose must be 0, 1 or 2\. Received: verbose=3$"):
+        tfq8.CalibrationCallback(np.zeros((4, 20), np.float32), verbose=3)
+    assert tfq8.CalibrationCallback(np.zeros((4, 20), np.float32), verbose=np.int64(2)).verbose == 2

@@ -195,7 +195,8 @@ class _CalibrationCallbackBase:
         if save_best_only and filepath is None:
             raise ValueError(
                 "save_best_only=True needs a filepath to export to. Received: filepath=None")
-        if isinstance(verbose, bool) or not isinstance(verbose, (int, np.integer)) or verbose < 0:
+        if isinstance(verbose, bool) or not isinstance(verbose, (int, np.integer)) or not (
+                0 <= verbose <= 2):
             raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
         if method != "auto" and method not in available_methods():
             raise ValueError(
