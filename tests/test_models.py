@@ -614,3 +614,16 @@ def test_lambda_keras_file_keeps_the_safe_mode_advice(tmp_path):
     # The advice works.
     handle = models.load_model(keras.saving.load_model(path, safe_mode=False))
     assert [s.shape for s in handle.specs] == [(None, 4)]
+
+
+@pytest.mark.parametrize("name", ["mlp.weights.h5", "mlp.h5"])
+def test_a_weights_only_file_says_how_to_load_it(tmp_path, name):
+    # "Could not load the model file. Tried: keras: ValueError: No model config found ..."
+    model = factories.mlp()
+    model.save_weights(tmp_path / "mlp.weights.h5")
+    if name != "mlp.weights.h5":
+        (tmp_path / "mlp.weights.h5").rename(tmp_path / name)
+    with pytest.raises(ValueError, match=r"^model file holds weights only, no model .*"
+                                         r"model\.load_weights\(path\), and pass the model\. "
+                                         rf"Received: model='.*{name}'$"):
+        tfq8.convert(str(tmp_path / name), np.zeros((4, 20), np.float32))

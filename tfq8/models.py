@@ -661,6 +661,11 @@ def _load_keras_file(path: str) -> Any:
             "mode; if you trust the file, load it yourself with "
             f"keras.saving.load_model({path!r}, safe_mode=False) and pass the model to tfq8. "
             f"Received: model={path!r}")
+    if errors and all("No model config found" in e for e in errors):
+        raise ValueError(
+            "model file holds weights only, no model (model.save_weights writes such files): "
+            "build the model in code, load them with model.load_weights(path), and pass the "
+            f"model. Received: model={path!r}")
     if custom:
         raise ValueError(
             f"Could not load the model file: it uses the custom class {custom!r}, which is not "
