@@ -414,3 +414,21 @@ def test_an_output_of_the_wrong_kind_is_refused_before_the_reference_is_read(set
         with pytest.raises(TypeError, match=r"^output must be an output index or name\. "
                                             rf"Received: {type(bad).__name__}$"):
             tfq8.check(blob, reference=tmp_path / "missing.keras", data=x, output=bad)
+
+
+def test_labels_of_the_wrong_length_are_refused_before_the_reference_is_converted(setup,
+                                                                                  monkeypatch):
+    from tfq8.harness import check as check_mod  # noqa: PLC0415
+
+    model, _, blob, x, y = setup
+
+    def converting(*args, **kwargs):
+        raise AssertionError("the reference was converted first")
+
+    monkeypatch.setattr(check_mod, "_reference_model", converting)
+    with pytest.raises(ValueError, match=r"^labels must have one entry per sample \(120\)\. "
+                                         r"Received: labels of length 117$"):
+        tfq8.check(blob, reference=model, data=x, labels=y[:-3])
+    with pytest.raises(ValueError, match=r"^labels must have one entry per sample \(10 samples "
+                                         r"used\)\. Received: labels of length 12"):
+        tfq8.check(blob, reference=model, data=x[:10], labels=list(y[:12]))

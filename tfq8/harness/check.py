@@ -41,7 +41,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tfq8 import _args, _tflite
-from tfq8.data import InputSpec, RepresentativeDataset, labelled_samples, representative_dataset
+from tfq8.data import (InputSpec, RepresentativeDataset, _is_tensor, labelled_samples,
+                       representative_dataset)
 from tfq8.harness.interpreter import ModelRunner, TensorIO, is_constant, read_model_bytes
 
 _log = logging.getLogger("tfq8")
@@ -261,6 +262,12 @@ def check(
     else:
         rep = representative_dataset(data, specs=specs, num_samples=num_samples)
     n = len(rep)
+    if labels is not None and not isinstance(labels, dict):  # (a dict: once output is known)
+        labels = _labels_taken(labels, data, num_samples)
+        count = _length(labels) if isinstance(labels, (np.ndarray, list, tuple)) or _is_tensor(
+            labels) else None
+        if count is not None:
+            _check_label_count(count, n)  # now, before the reference is converted
     _warn_off_scale(q.inputs, rep.inputs)
     ref_blob, kind, keras_names = _reference_model(handle if handle is not None else reference, rep)
     f, aliases = None, {}
@@ -284,15 +291,7 @@ def check(
             raise ValueError(f"labels is a dict by output name without output "
                              f"{q.outputs[out_k].key!r}'s labels: pass output= to name the output "
                              f"they are for. Received: labels with keys {keys}")
-    if labels is not None and num_samples is not None:
-        total = _data_length(data)
-        if total is not None and _length(labels) not in (None, total):
-            raise ValueError(f"labels must have one entry per sample of data ({total}). "
-                             f"Received: labels of length {_length(labels)}")
-        try:
-            labels = labels[:num_samples]  # the labels of the samples num_samples chose
-        except (TypeError, KeyError, ValueError):
-            pass  # not a sequence: _labels says what it should be
+        labels = _labels_taken(labels, data, num_samples)
     y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
     regression = False
     if isinstance(found, dict):  # several outputs' targets: those of `output`
@@ -672,6 +671,29 @@ def _output_index(q: ModelRunner, output: int | str, aliases: dict[str, int]) ->
     return int(output)
 
 
+def _labels_taken(labels: Any, data: Any, num_samples: int | None) -> Any:
+    """The labels of the samples `num_samples` takes of `data` (all of them without it)."""
+    if num_samples is None:
+        return labels
+    total = _data_length(data)
+    if total is not None and _length(labels) not in (None, total):
+        raise ValueError(f"labels must have one entry per sample of data ({total}). "
+                         f"Received: labels of length {_length(labels)}")
+    try:
+        return labels[:num_samples]
+    except (TypeError, KeyError, ValueError):
+        return labels  # not a sequence: _labels says what it should be
+
+
+def _check_label_count(count: int, n: int) -> None:
+    if count < n:
+        raise ValueError(f"labels must have one entry per sample ({n}). Received: labels of "
+                         f"length {count}")
+    if count > n:
+        raise ValueError(f"labels must have one entry per sample ({n} samples used). Received: "
+                         f"labels of length {count}; pass as many labels as samples")
+
+
 def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:
     try:
         y = np.asarray(labels)
@@ -681,12 +703,7 @@ def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:
     if y.ndim == 0 or not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
         raise TypeError(f"labels must be an array of class indices or one-hot rows. Received: "
                         f"{y.dtype} array of shape {y.shape}")
-    if len(y) < n:
-        raise ValueError(f"labels must have one entry per sample ({n}). Received: labels of "
-                         f"length {len(y)}")
-    if len(y) > n:
-        raise ValueError(f"labels must have one entry per sample ({n} samples used). Received: "
-                         f"labels of length {len(y)}; pass as many labels as samples")
+    _check_label_count(len(y), n)
     classes = out.shape[-1] if out.shape else 1
     if y.ndim == 2 and y.shape[1] == classes and classes > 1:
         y = np.argmax(y, axis=1)
