@@ -917,3 +917,25 @@ def test_verbose_beyond_2_is_refused_as_its_message_says():
     with pytest.raises(ValueError, match=r"^verbose must be 0, 1 or 2\. Received: verbose=3$"):
         tfq8.CalibrationCallback(np.zeros((4, 20), np.float32), verbose=3)
     assert tfq8.CalibrationCallback(np.zeros((4, 20), np.float32), verbose=np.int64(2)).verbose == 2
+
+
+@pytest.mark.parametrize("kwargs, arg", [
+    (dict(filepath="{dir}/m-{{val_int8_accuracy:.2f}}.tflite"), "filepath"),
+    (dict(filepath="{dir}/m.tflite", save_best_only=True, monitor="val_int8_loss"), "monitor"),
+])
+def test_int8_metrics_that_need_labels_are_refused_before_training_without_them(tmp_path,
+                                                                                 kwargs, arg):
+    # Validation inputs alone give only val_int8_agreement: the export failed (filepath) or
+    # was skipped with a warning (monitor) only after training.
+    x, y = _mlp_data()
+    kwargs = {k: v.format(dir=tmp_path) if k == "filepath" else v for k, v in kwargs.items()}
+    model = _compiled_mlp()
+    cb = tfq8.CalibrationCallback(x[:64], validation_data=x[64:], verbose=0, **kwargs)
+    with pytest.raises(ValueError, match=rf"^{arg} names 'val_int8_(accuracy|loss)', which needs "
+                                         r"labels: validation_data has none.*Received: "):
+        model.fit(x, y, epochs=2, verbose=0, callbacks=[cb])
+    assert cb.calibration is None  # nothing trained past on_train_begin's checks
+    ok = tfq8.CalibrationCallback(x[:64], validation_data=x[64:], verbose=0,
+                                  filepath=str(tmp_path / "a-{val_int8_agreement:.2f}.tflite"))
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[ok])
+    assert len(ok.saved) == 1

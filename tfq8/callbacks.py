@@ -124,7 +124,7 @@ def _check_filepath(filepath: Any, validation_data: Any) -> str:
         raise ValueError(
             "filepath may only use named fields such as {epoch:02d} or "
             f"{{val_int8_accuracy:.3f}}. Received: filepath={filepath!r}")
-    names = {re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields}
+    names = _field_names(filepath)
     if validation_data is None and any(n.startswith("val_int8_") for n in names):
         raise ValueError(
             "filepath names int8 metrics, which are computed on validation_data: pass "
@@ -141,6 +141,12 @@ def _check_filepath(filepath: Any, validation_data: Any) -> str:
             f"Received: filepath={filepath!r} ({e})") from None
     check_output_path(filepath.format(**values), arg="filepath")  # a writable place
     return filepath
+
+
+def _field_names(filepath: str) -> set[str]:
+    """The names a (checked) filepath format string formats, such as 'val_int8_accuracy'."""
+    fields = [f for _, f, _, _ in string.Formatter().parse(filepath) if f is not None]
+    return {re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields}
 
 
 class _CalibrationCallbackBase:
@@ -511,11 +517,26 @@ class _CalibrationCallbackBase:
     def _check_model(self) -> None:
         """Reads and checks the data against the model; trial-converts once per model."""
         rep = self._calibration_rep()
-        if self.validation_data is not None:
-            self._validation_set()
+        if self.validation_data is not None and self._validation_set().y is None:
+            self._refuse_keys_needing_labels()
         if not self._trialled and (self.validation_data is not None or self.filepath is not None):
             self._trial_convert(rep)
             self._trialled = True
+
+    def _refuse_keys_needing_labels(self) -> None:
+        """Validation data without labels gets only int8 agreements: a filepath field or
+        a save_best_only monitor naming another int8 metric would be missing from every
+        epoch's logs (a failed or skipped export only after training)."""
+        named = [("filepath", self.filepath, n) for n in _field_names(self.filepath or "")]
+        if self.save_best_only:
+            named.append(("monitor", self.monitor, self.monitor))
+        for arg, value, name in named:
+            if name.startswith("val_int8_") and not name.endswith("agreement"):
+                raise ValueError(
+                    f"{arg} names {name!r}, which needs labels: validation_data has none (the "
+                    "inputs alone), so the callback logs only the int8 agreement "
+                    "(val_int8_agreement). Pass validation_data=(x_val, y_val) or name "
+                    f"val_int8_agreement. Received: {arg}={value!r}")
 
     def _trial_convert(self, rep: RepresentativeDataset) -> None:
         """Converts on a few calibration samples: a model the int8 path cannot take fails now."""
