@@ -541,3 +541,17 @@ def test_check_and_bench_errors_name_the_flags(capfd, tmp_path):
         code, out, err = _run(capfd, *argv)
         assert code != 0 and out == "", argv
         assert message in _one_error_line(err), (argv, err)
+
+
+def test_run_from_python_takes_paths_in_argv_and_names_anything_else(capfd, tmp_path):
+    from tfq8 import cli  # noqa: PLC0415
+
+    # A pathlib.Path raised absl's AttributeError "'PosixPath' object has no attribute
+    # 'startswith'".
+    code, out, err = _run(capfd, "inspect", tmp_path / "missing.tflite")
+    assert code == 1 and "no such file" in _one_error_line(err)
+    with pytest.raises(SystemExit):
+        cli.run(["tfq8", "inspect", tmp_path / "missing.tflite"])
+    with pytest.raises(TypeError, match=r"^argv must be the command line as strings .*Received: "
+                                        r"3 of type int in argv="):
+        cli.run(["tfq8", "inspect", "m.tflite", "--top", 3])

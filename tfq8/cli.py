@@ -152,15 +152,24 @@ def run(argv: Sequence[str] | None = None) -> None:
     `_restoring_logging`).
 
     Raises:
-        SystemExit: Always, with the command's exit status (0 on success).
+        SystemExit: With the command's exit status (0 on success), whatever happens
+            in the command.
+        TypeError: If `argv` holds something other than strings and paths.
 
     Example:
         >>> run(["tfq8", "inspect", "model_int8.tflite", "--json"])  # prints JSON
         Traceback (most recent call last):
         SystemExit: 0
     """
+    argv = [os.fspath(a) if isinstance(a, os.PathLike) else a
+            for a in (sys.argv if argv is None else argv)]  # a path is its string
+    bad = [a for a in argv if not isinstance(a, str)]
+    if bad:
+        raise TypeError("argv must be the command line as strings (paths are taken too), "
+                        "program name first, such as ['tfq8', 'inspect', 'model.tflite']. "
+                        f"Received: {bad[0]!r} of type {type(bad[0]).__name__} in argv={argv!r}")
     with _restoring_logging():
-        _run(list(sys.argv if argv is None else argv))
+        _run(argv)
 
 
 @contextlib.contextmanager
