@@ -173,7 +173,11 @@ class Calibration:
         else:
             found = [fn(h, **options) for h in hists]
         for h, r in zip(hists, found):  # a registered method of one's own may return anything
-            _check_method_range(method, r, next(t for t in todo if t.histogram is h))
+            if not _is_range(r):
+                raise ValueError(
+                    f"Range method {method!r} must return a (min, max) pair of finite numbers "
+                    f"with min <= max. Received: {r!r} for tensor "
+                    f"{next(t for t in todo if t.histogram is h).name!r}")
         by_key = dict(zip(distinct, found))
         chosen = {t.index: by_key[histogram_key(t.histogram)] for t in todo}
         chosen = {t.index: chosen.get(t.index, (float(t.histogram.min), float(t.histogram.max)))
@@ -349,15 +353,12 @@ class Calibration:
         return cls(model, tensors, num_samples, fingerprint, samples)
 
 
-def _check_method_range(method: str, found: Any, t: TensorStats) -> None:
-    """Refuses what a range method returned unless it is a (min, max) pair of finite
-    numbers, min <= max: anything else fails later in the quantizer, or crashes it."""
-    ok = isinstance(found, (tuple, list)) and len(found) == 2 and all(
+def _is_range(found: Any) -> bool:
+    """Whether a range method returned a (min, max) pair of finite numbers, min <= max
+    (anything else fails later in the quantizer, or crashes it)."""
+    return isinstance(found, (tuple, list)) and len(found) == 2 and all(
         isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         and np.isfinite(v) for v in found) and found[0] <= found[1]
-    if not ok:
-        raise ValueError(f"Range method {method!r} must return a (min, max) pair of finite "
-                         f"numbers with min <= max. Received: {found!r} for tensor {t.name!r}")
 
 
 def is_tensor_key(key: Any) -> bool:
