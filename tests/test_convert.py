@@ -295,8 +295,21 @@ def test_a_uint8_model_input_gets_a_hint():
     h = keras.layers.Conv2D(4, 3)(keras.layers.Rescaling(1 / 255)(inp))
     model = keras.Model(inp, keras.layers.Dense(2)(keras.layers.GlobalAveragePooling2D()(h)))
     x = np.random.default_rng(0).integers(0, 256, (16, 8, 8, 3)).astype(np.uint8)
-    with pytest.raises(tfq8.UnsupportedOpError, match=r"CAST .*give the model a float input, "
-                                                      r"and pass input_type='uint8'"):
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"CAST .*uint8 images before a Rescaling "
+                                                      r"layer.*Give the model a float32 input"):
+        tfq8.convert(model, x)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float16"])
+def test_a_float_model_input_that_is_not_float32_gets_a_hint(dtype):
+    import keras
+
+    inp = keras.Input((4,), dtype=dtype)
+    model = keras.Model(inp, keras.layers.Dense(3)(inp))  # Keras casts the input to float32
+    x = np.random.default_rng(0).random((16, 4)).astype(dtype)
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"CAST .*a float64 or float16 input that "
+                                                      r"Keras casts.*keras.Input\(\.\.\., "
+                                                      r"dtype='float32'\)"):
         tfq8.convert(model, x)
 
 

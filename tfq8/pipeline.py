@@ -394,9 +394,11 @@ def quantize_with_ranges(calib: Calibration, chosen: Mapping[int, tuple[float, f
 
 # What to do about the ops users meet most, beyond allow_float.
 _FLOAT_OP_HINTS = {
-    "CAST": "A CAST usually converts an integer model input (uint8 images before a "
-            "Rescaling layer) to float: give the model a float input, and pass "
-            "input_type='uint8' to feed it uint8.",
+    "CAST": "A CAST usually converts a model input that is not float32 to float32: uint8 "
+            "images before a Rescaling layer, or a float64 or float16 input that Keras casts "
+            "at its first layer. Give the model a float32 input (keras.Input(..., "
+            "dtype='float32')); the int8 model takes int8 whatever it is, and "
+            "input_type='uint8' feeds it uint8.",
     "ARG_MAX": "TFLite's quantizer leaves an ARG_MAX float when the tensor it reads is also a "
                "model output (TFLite's own converter does the same): return either the scores "
                "(and take their argmax outside the model) or only their argmax, which is int8.",
