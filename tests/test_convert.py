@@ -200,6 +200,26 @@ def test_bad_options_fail_before_calibrating(monkeypatch, options, match):
         tfq8.convert(factories.mlp(), np.zeros((8, 20), np.float32), **options)
 
 
+@pytest.mark.parametrize("options, error, match", [
+    (dict(method=3), TypeError, r"Unknown range method.*Received: method=3"),
+    (dict(num_samples="100"), TypeError, r"num_samples must be a positive integer or None. "
+                                         r"Received: num_samples='100'"),
+    (dict(per_channel="yes"), TypeError, r"per_channel must be True or False"),
+    (dict(num_samples=0), ValueError, r"num_samples must be a positive integer"),
+    (dict(per_channel=2), ValueError, r"per_channel must be True or False"),
+    (dict(method="nope"), ValueError, r"Unknown range method"),
+])
+def test_a_wrong_type_is_a_type_error_and_still_a_value_error(monkeypatch, options, error, match):
+    def calibrate(*args, **kwargs):
+        raise AssertionError("calibrated before checking the options")
+
+    monkeypatch.setattr(tfq8.pipeline, "calibrate", calibrate)
+    with pytest.raises(error, match=match) as caught:
+        tfq8.convert(factories.mlp(), np.zeros((8, 20), np.float32), **options)
+    assert isinstance(caught.value, ValueError)  # what callers caught before
+    assert isinstance(caught.value, TypeError) == (error is TypeError)
+
+
 def test_per_tensor_weights_option(cnn_case):
     _, _, calib = cnn_case
 

@@ -11,7 +11,7 @@ Example:
     >>> _args.boolean("allow_float", "no")
     Traceback (most recent call last):
     ...
-    ValueError: allow_float must be True or False. Received: allow_float='no'
+    tfq8.errors.ArgumentTypeError: allow_float must be True or False. Received: allow_float='no'
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from tfq8.errors import ArgumentTypeError
 
 
 def integer(name: str, value: Any, *, minimum: int = 1, optional: bool = False,
@@ -34,16 +36,19 @@ def integer(name: str, value: Any, *, minimum: int = 1, optional: bool = False,
         hint: Appended to the expectation, such as ", or None for all".
 
     Raises:
-        ValueError: Naming `name`, the expectation and `value`.
+        ValueError: Naming `name`, the expectation and `value`; an
+            `ArgumentTypeError` (a TypeError and a ValueError) if it is not an integer.
     """
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    wrong_type = isinstance(value, bool) or not isinstance(value, (int, np.integer))
+    if wrong_type or value < minimum:
         what = {0: "a non-negative integer", 1: "a positive integer"}.get(
             minimum, f"an integer >= {minimum}")
         if optional and not hint:
             hint = " or None"
-        raise ValueError(f"{name} must be {what}{hint}. Received: {name}={value!r}")
+        error = ArgumentTypeError if wrong_type else ValueError
+        raise error(f"{name} must be {what}{hint}. Received: {name}={value!r}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{name} must be at most {maximum}. Received: {name}={value!r}")
     return int(value)
@@ -53,11 +58,13 @@ def positive_number(name: str, value: Any, *, unit: str = "") -> float:
     """`value` as a float, refused unless it is a finite number > 0.
 
     Raises:
-        ValueError: Naming `name`, the expectation (with `unit`) and `value`.
+        ValueError: Naming `name`, the expectation (with `unit`) and `value`
+            (`ArgumentTypeError` if it is not a number).
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be a positive number{' of ' + unit if unit else ''}. "
+    wrong_type = isinstance(value, bool) or not isinstance(
+        value, (int, float, np.integer, np.floating))
+    if wrong_type or not 0 < value < float("inf"):
+        raise (ArgumentTypeError if wrong_type else ValueError)(f"{name} must be a positive number{' of ' + unit if unit else ''}. "
                          f"Received: {name}={value!r}")
     return float(value)
 
@@ -68,9 +75,11 @@ def boolean(name: str, value: Any) -> bool:
     A string such as 'no' or 'False' is refused, not read as true.
 
     Raises:
-        ValueError: Naming `name` and `value`.
+        ValueError: Naming `name` and `value` (`ArgumentTypeError` if it is
+            neither a bool nor an integer).
     """
     if not (isinstance(value, (bool, np.bool_))
             or (isinstance(value, (int, np.integer)) and value in (0, 1))):
-        raise ValueError(f"{name} must be True or False. Received: {name}={value!r}")
+        error = ValueError if isinstance(value, (int, np.integer)) else ArgumentTypeError
+        raise error(f"{name} must be True or False. Received: {name}={value!r}")
     return bool(value)

@@ -25,6 +25,22 @@ class UnsupportedOpError(ValueError):
         return UnsupportedOpError(self.problem, remedy=remedy)
 
 
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type, such as `num_samples="100"` or `method=3`.
+
+    A `TypeError`, as Python's convention asks for a value of the wrong type,
+    and a `ValueError` too, so that code catching `ValueError` for tfq8's bad
+    arguments catches every one (numpy's `AxisError` is both in the same way).
+
+    Example:
+        >>> try:
+        ...     tfq8.convert(model, x, num_samples="100")
+        ... except TypeError as e:
+        ...     print(e)
+        num_samples must be a positive integer or None. Received: num_samples='100'
+    """
+
+
 def first_line(error: BaseException | str) -> str:
     """The first meaningful line of an error's message, for one-line reports.
 

@@ -26,7 +26,7 @@ from tfq8 import qat as _qat
 from tfq8.calibration import (Calibration, atomic_write, check_output_path, is_tensor_key,
                               range_pair, validate_overrides)
 from tfq8.data import RepresentativeDataset, representative_dataset
-from tfq8.errors import UnsupportedOpError
+from tfq8.errors import ArgumentTypeError, UnsupportedOpError
 from tfq8.harness.inspect import inspect
 from tfq8.models import ModelHandle, load_model, specs_from_tflite
 from tfq8.ranges import auto as _auto
@@ -194,7 +194,9 @@ def convert(
         ValueError: On bad arguments or data, or stale or missing statistics.
         TypeError: On arguments of the wrong kind, such as a file name as
             `data`, a `ranges` key that is neither a name nor an index, or a
-            `calibration` that is not a `tfq8.Calibration`.
+            `calibration` that is not a `tfq8.Calibration`. An option of the
+            wrong type (`num_samples="100"`, `method=3`) raises
+            `tfq8.errors.ArgumentTypeError`, a TypeError that is a ValueError too.
         UnsupportedOpError: If an op, or a model input or output, stays float
             and `allow_float` is False (a `ValueError`).
 
@@ -302,15 +304,15 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
                   _args.boolean("allow_float", allow_float))
     _args.integer("num_samples", num_samples, optional=True)
     if method != "auto" and method not in available_methods():
-        raise ValueError(
+        raise (ValueError if isinstance(method, str) else ArgumentTypeError)(
             f"Unknown range method. Expected one of auto, {', '.join(available_methods())}. "
             f"Received: method={method!r}"
         )
     if method_options is not None and not isinstance(method_options, Mapping):
-        raise ValueError("method_options must be a dict of the method's options, such as "
+        raise ArgumentTypeError("method_options must be a dict of the method's options, such as "
                          f"{{'percentile': 99.9}}. Received: method_options={method_options!r}")
     if ranges is not None and not isinstance(ranges, Mapping):
-        raise ValueError("ranges must be a dict of tensor name (or index) -> (min, max). "
+        raise ArgumentTypeError("ranges must be a dict of tensor name (or index) -> (min, max). "
                          f"Received: ranges of type {type(ranges).__name__}")
     for key, value in (ranges or {}).items():  # the names are checked once calibrated
         if not is_tensor_key(key):

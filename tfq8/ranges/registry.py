@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
+from tfq8.errors import ArgumentTypeError
 from tfq8.stats.histogram import Histogram
 
 
@@ -69,12 +70,13 @@ def get_method(name: str) -> RangeMethod:
     """Returns the method registered as `name`.
 
     Raises:
-        ValueError: Naming the valid methods, if `name` is unknown.
+        ValueError: Naming the valid methods, if `name` is unknown
+            (`tfq8.errors.ArgumentTypeError` if it is not a string).
     """
     try:
         return _METHODS[name]
     except (KeyError, TypeError):
-        raise ValueError(
+        raise (ValueError if isinstance(name, str) else ArgumentTypeError)(
             f"Unknown range method. Expected one of {', '.join(available_methods())}. "
             f"Received: method={name!r}"
         ) from None
