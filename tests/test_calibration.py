@@ -255,6 +255,23 @@ def test_atomic_write_keeps_modes_and_links_and_names_the_argument(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tflite", "model.tflite"]
 
 
+def test_a_failed_atomic_write_removes_the_directories_it_made(tmp_path, monkeypatch):
+    (tmp_path / "kept").mkdir()
+    target = tmp_path / "kept" / "new" / "deeper" / "model.tflite"
+
+    def full_disk(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full_disk)  # the data reach the disk at fsync
+    with pytest.raises(OSError, match=r"Cannot write output_path=.*No space left on device; "
+                                      r"nothing was written"):
+        atomic_write(target, b"x" * 100_000, arg="output_path")
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]  # only what was there
+    atomic_write(target, b"x", arg="output_path")  # and a later write makes them again
+    assert target.read_bytes() == b"x"
+
+
 def test_atomic_write_writes_into_a_pipe_or_device_instead_of_replacing_it(tmp_path):
     """`--output /dev/null` once renamed a regular file onto /dev/null (as root)."""
     fifo = tmp_path / "pipe"

@@ -482,6 +482,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
     """
     target = check_output_path(path, arg=arg)
     directory = os.path.dirname(target)
+    made = _missing_directories(directory)  # removed again if the write fails
     try:
         os.makedirs(directory, exist_ok=True)
     except (FileExistsError, NotADirectoryError):  # a file appeared there since the check
@@ -507,6 +508,7 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
     try:
         fd, tmp = _create_temp(directory)
     except OSError as e:
+        _remove_empty(made)
         raise _write_error(e, arg, path) from None
     try:
         with os.fdopen(fd, "wb") as f:
@@ -519,9 +521,31 @@ def atomic_write(path: str | os.PathLike, data: bytes, *, arg: str = "path") -> 
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        _remove_empty(made)
         if isinstance(e, OSError):
             raise _write_error(e, arg, path) from None
         raise
+
+
+def _missing_directories(directory: str) -> list[str]:
+    """The directories `os.makedirs(directory)` would create, deepest first."""
+    missing = []
+    while directory and not os.path.exists(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    return missing
+
+
+def _remove_empty(directories: list[str]) -> None:
+    """Removes the directories a failed write created (deepest first), while empty."""
+    for d in directories:
+        try:
+            os.rmdir(d)
+        except OSError:  # not empty (something else wrote there meanwhile), or gone
+            return
 
 
 def _write_error(e: OSError, arg: str, path: Any) -> OSError:
