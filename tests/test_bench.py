@@ -216,3 +216,19 @@ def test_a_float_model_is_timed_with_a_warning(setup, caplog):
     with caplog.at_level("WARNING", logger="tfq8"):
         tfq8.benchmark(blob, runs=1, warmup=0, per_op=False)
     assert "float model" not in caplog.text
+
+
+def test_input_shapes_in_another_order_are_taken_where_only_that_order_fits():
+    model = F.two_in_two_out()
+    blob = tfq8.convert(model, F.two_in_data(16), method="minmax")
+    names = [t.name for t in tfq8.inspect(blob).inputs]
+    shapes = {"a": [2, 8], "b": [2, 4, 4, 1]}
+    graph_order = [shapes[n.split(":")[0][-1]] for n in names]  # serving_default_b:0, ..._a:0
+    assert graph_order == [shapes["b"], shapes["a"]]  # not the Keras order
+    for given in (graph_order, graph_order[::-1]):  # the .tflite's order, and the other one
+        b = tfq8.benchmark(blob, runs=2, warmup=0, per_op=True, op_time_budget_s=0.002,
+                           input_shapes=given)
+        fc = [o for o in b.ops if o.op == "FULLY_CONNECTED"]
+        assert fc and all(o.inputs[0][0][0] == 2 for o in fc)  # batch 2: the shapes were used
+    with pytest.raises(ValueError, match=r"input_shapes: input .* takes shapes like"):
+        tfq8.benchmark(blob, runs=2, warmup=0, per_op=False, input_shapes=[[2, 8], [2, 8]])

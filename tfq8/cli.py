@@ -123,8 +123,8 @@ def _define(command: str) -> flags.FlagValues:
         _d(flags.DEFINE_integer, "warmup", 10, "Untimed invokes first.", lower_bound=0)
         _d(flags.DEFINE_boolean, "per-op", True, "Also time every op on its own.")
         _d(flags.DEFINE_multi_string, "input-shape", [], "Time at this input shape, such as "
-           "1,96,96,3; once per input, in the order `tfq8 inspect` lists the model inputs (needed "
-           "for dynamic height and width).")
+           "1,96,96,3; once per input, in the order `tfq8 inspect` lists the model inputs (another "
+           "order is taken where only it fits; needed for dynamic height and width).")
     if command == "inspect":
         _d(flags.DEFINE_boolean, "strict", False, f"Exit with status {EXIT_NOT_INTEGER} unless the "
                                               "model is full-integer.")

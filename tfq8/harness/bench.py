@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -213,7 +214,8 @@ def benchmark(
         progress: Called with a short message before each long step.
         input_shapes: One shape per model input (batch included), in the
             `.tflite`'s input order (the order `tfq8.inspect` lists the model
-            inputs in, which may differ from the Keras model's), to time at
+            inputs in, which may differ from the Keras model's; another order
+            is taken where it is the only one that fits), to time at
             a size of your choice. Required for inputs whose height or width
             is dynamic (`keras.Input((None, None, 3))`); default: the shapes
             stored in the model.
@@ -365,18 +367,27 @@ def _input_shapes(parsed: Any, input_shapes: Sequence[Sequence[int]] | None
             or len(input_shapes) != len(names)):
         raise ValueError(f"input_shapes must hold one shape per model input ({len(names)}: "
                          f"{names}). Received: input_shapes={input_shapes!r}")
-    shapes = []
-    for name, sig, shape in zip(names, signatures, input_shapes):
-        ok = (isinstance(shape, Sequence) and not isinstance(shape, (str, bytes))
-              and len(shape) == len(sig)
-              and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
-                      and 0 < d <= _MAX_DIM for d in shape)
-              and all(s in (-1, int(d)) for s, d in zip(sig, shape)))
-        if not ok:
+    def fits(sig: list[int], shape: Any) -> bool:
+        return (isinstance(shape, Sequence) and not isinstance(shape, (str, bytes))
+                and len(shape) == len(sig)
+                and all(isinstance(d, (int, np.integer)) and not isinstance(d, bool)
+                        and 0 < d <= _MAX_DIM for d in shape)
+                and all(s in (-1, int(d)) for s, d in zip(sig, shape)))
+
+    given = list(input_shapes)
+    if not all(fits(sig, shape) for sig, shape in zip(signatures, given)) and len(given) <= 6:
+        # Shapes in another order (the Keras model's, say) are taken where only one order fits.
+        orders = [p for p in itertools.permutations(range(len(given)))
+                  if all(fits(sig, given[k]) for sig, k in zip(signatures, p))]
+        if len(orders) == 1:
+            given = [given[k] for k in orders[0]]
+            _log.info("input_shapes: taken in the order that fits the model's inputs %s: %s",
+                      names, given)
+    for name, sig, shape in zip(names, signatures, given):
+        if not fits(sig, shape):
             raise ValueError(f"input_shapes: input {name!r} takes shapes like {sig} (-1: any "
                              f"positive size up to {_MAX_DIM}). Received: {shape!r}")
-        shapes.append([int(d) for d in shape])
-    return shapes
+    return [[int(d) for d in shape] for shape in given]
 
 
 def _check_reference(q: Any, f: Any) -> None:
