@@ -483,6 +483,18 @@ def test_a_registered_method_returning_no_range_is_named(full, returned):
         registry._METHODS.pop(name, None)  # pylint: disable=protected-access
 
 
+def test_a_registered_method_may_return_a_numpy_pair(full):
+    """np.array([lo, hi]) was a range before the results were checked (and converts)."""
+    from tfq8.ranges import registry  # noqa: PLC0415
+
+    name = "_test_only_numpy_range"
+    registry.register(name)(lambda h: np.array([h.min, h.max], dtype=np.float64))
+    try:
+        assert tfq8.convert(calibration=full, method=name)[4:8] == b"TFL3"
+    finally:
+        registry._METHODS.pop(name, None)  # pylint: disable=protected-access
+
+
 def test_a_calibration_made_by_hand_is_checked(full):
     # Garbage bytes failed deep in flatbuffers ("unpack_from requires a buffer of at least
     # 1651663211 bytes"); num_samples=0 and a path as the model were taken.

@@ -356,6 +356,8 @@ class Calibration:
 def _is_range(found: Any) -> bool:
     """Whether a range method returned a (min, max) pair of finite numbers, min <= max
     (anything else fails later in the quantizer, or crashes it)."""
+    if isinstance(found, np.ndarray) and found.shape == (2,):  # np.array([lo, hi]) too
+        found = found.tolist()
     return isinstance(found, (tuple, list)) and len(found) == 2 and all(
         isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
         and np.isfinite(v) for v in found) and found[0] <= found[1]
