@@ -76,6 +76,21 @@ def test_xy_with_several_outputs_targets_as_model_fit_takes_them(two_in):
     _check_two(rd(([data["b"], data["a"]], [data["b"], data["a"]]), specs=specs), twice, n=2 * N)
 
 
+def test_a_tuple_of_xy_items_stays_a_stream():
+    # ((x0, y0), (x1, y1)) for a one-input model: two (x, y) items, as before several
+    # outputs' targets were read; not x = [x0, y0] with y = (x1, y1).
+    from tfq8.data import labelled_samples  # noqa: PLC0415
+
+    y = np.arange(N) % 3
+    for items in (((X[0], y[0]), (X[1], y[1])), ((X[:5], y[:5]), (X[5:], y[5:])),
+                  ((X[:3], y[:3]), (X[3:6], y[3:6]), (X[6:], y[6:]))):
+        n = sum(len(np.atleast_2d(x)) for x, _ in items)
+        _check_x(rd(items), n=n)
+        rep, labels = labelled_samples(items, specs=SPEC)
+        _check_x(rep, n=n)
+        np.testing.assert_array_equal(labels, y[:n])
+
+
 def test_two_inputs_specs_follow_tflite_order(two_in):
     _, specs, _ = two_in
     assert [s.name for s in specs] == ["b", "a"]

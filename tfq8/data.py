@@ -794,8 +794,10 @@ def _is_xy(data: Any, looks_like_inputs: Callable[[Any], bool | None] | None = N
     """True for `(x, y)` / `(x, y, w)` tuples as `model.fit` takes them: `x` an array, a
     dict or a list of arrays; `y` and `w` arrays or Python lists of numbers, or, for a
     model with several outputs, a dict or a list of them, unless `looks_like_inputs(y)`
-    says they could be a batch of inputs (then `data` is a stream of batches). Where the
-    inputs are unknown (None), such a `y` of the same kind as `x` makes a stream."""
+    says they could be a batch of inputs (then `data` is a stream of batches), or they are
+    of the same kind as an `x` that could not be inputs either (a stream of `(x, y)` items,
+    say). Where the inputs are unknown (None), such a `y` of the same kind as `x` makes a
+    stream."""
     if not (isinstance(data, tuple) and 2 <= len(data) <= 3):
         return False
     x = data[0]
@@ -818,7 +820,11 @@ def _is_xy(data: Any, looks_like_inputs: Callable[[Any], bool | None] | None = N
         if not parts or not all(one(v) for v in parts):
             return False
         guess = looks_like_inputs(d) if looks_like_inputs is not None else None
-        return kind(d) is not kind(x) if guess is None else not guess
+        if guess is None:
+            return kind(d) is not kind(x)
+        # Items of one kind of which x cannot be inputs either, such as ((x0, y0), (x1, y1)),
+        # are a stream of items.
+        return not guess and not (kind(d) is kind(x) and looks_like_inputs(x) is False)
 
     return x_ok and all(d is None or one(d) or several(d) for d in data[1:])
 
