@@ -91,6 +91,30 @@ def test_a_tuple_of_xy_items_stays_a_stream():
         np.testing.assert_array_equal(labels, y[:n])
 
 
+def test_a_list_of_one_hot_rows_as_long_as_the_batch_is_not_several_outputs():
+    # y = [row0, row1, row2] for 3 samples of 3 classes could be 3 outputs' targets: read as
+    # such, check() scored row0 as the first output's labels (a wrong accuracy, no word).
+    from tfq8.data import labelled_samples  # noqa: PLC0415
+
+    y = np.eye(3, dtype=np.float32)[np.arange(N) % 3]
+
+    def batches(stop):
+        return lambda: ((X[i:min(i + 3, stop)], list(y[i:min(i + 3, stop)]))
+                        for i in range(0, stop, 3))
+
+    rep, labels = labelled_samples(batches(9), specs=SPEC)  # only batches of 3: no telling
+    _check_x(rep, n=9)
+    assert labels is None
+    rep, labels = labelled_samples(batches(N), specs=SPEC)  # the last, of 1 sample, tells
+    _check_x(rep)
+    np.testing.assert_array_equal(labels, y)
+    # A tf.data.Dataset batches one-hot rows into one array: its tuple y are outputs'.
+    ds = tf.data.Dataset.from_tensor_slices((X, (np.arange(N), 2 * np.arange(N)))).batch(8)
+    labels = labelled_samples(ds, specs=SPEC)[1]  # its last batch holds 2 samples
+    np.testing.assert_array_equal(labels[0], np.arange(N))
+    np.testing.assert_array_equal(labels[1], 2 * np.arange(N))
+
+
 def test_two_inputs_specs_follow_tflite_order(two_in):
     _, specs, _ = two_in
     assert [s.name for s in specs] == ["b", "a"]

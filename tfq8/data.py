@@ -351,6 +351,7 @@ class _Builder:
         self.count = 0
         self.nbytes = 0  # of the samples in chunks
         self._empty_run = 0  # items in a row that held no sample
+        self._dataset = False  # the data is a tf.data.Dataset
         self.one_shot = False  # the data was a generator or iterator (consumed by reading)
         self._one_sample = False  # the item being added came without its batch dimension
         # The y of (x, y[, w]) items, per chunk (a dict for several outputs'); None once an
@@ -422,6 +423,7 @@ class _Builder:
 
     def _consume_dataset(self, ds) -> None:
         tf = _tf_or_none()
+        self._dataset = True
         if ds.cardinality() == tf.data.INFINITE_CARDINALITY and self.limit is None:
             raise ValueError(
                 "data is an infinite tf.data.Dataset: pass num_samples to say how many "
@@ -703,12 +705,19 @@ class _Builder:
         if self.label_chunks is None:
             return
         y = self._label
-        if (isinstance(y, dict) and list(y) == list(range(len(y))) and len(y) == given
-                and any(len(v) != given for v in y.values() if v.ndim)):
-            try:  # a list of one label (or one-hot row) per sample, not several outputs'
-                y = np.stack(list(y.values()))
-            except ValueError:
-                y = None
+        if isinstance(y, dict) and list(y) == list(range(len(y))) and len(y) == given:
+            if any(len(v) != given for v in y.values() if v.ndim):
+                try:  # a list of one label (or one-hot row) per sample, not several outputs'
+                    y = np.stack(list(y.values()))
+                except ValueError:
+                    y = None
+            elif not self._dataset and given > 1 and all(v.ndim for v in y.values()) and len(
+                    {v.shape for v in y.values()}) == 1:
+                # As many equal arrays as samples, each as long: one-hot rows of as many
+                # classes, or several outputs' targets; the other items tell which (a
+                # tf.data.Dataset batches one-hot rows into one array: its are outputs').
+                self.label_chunks.append(_Undecided(y, size))
+                return
         parts = y if isinstance(y, dict) else {None: y}
         if y is None or any(v.ndim == 0 for v in parts.values()):
             self.label_chunks = None  # an item without labels: no labels
@@ -728,6 +737,12 @@ class _Builder:
         if not self.label_chunks:
             return None
         chunks = self.label_chunks
+        decided = [c for c in chunks if not isinstance(c, _Undecided)]
+        if len(decided) < len(chunks):
+            if not decided:  # every item's y could be either
+                return None
+            rows = not isinstance(decided[0], dict)
+            chunks = [c.resolve(rows) if isinstance(c, _Undecided) else c for c in chunks]
         try:
             if all(isinstance(c, dict) for c in chunks):
                 if any(c.keys() != chunks[0].keys() for c in chunks):
@@ -752,6 +767,20 @@ class _Builder:
         rep = RepresentativeDataset(inputs, self.specs)
         rep.checked = True
         return rep
+
+
+@dataclasses.dataclass
+class _Undecided:
+    """The labels of an item whose y, a list of `size` arrays of `size` entries each, are
+    one-hot rows (one per sample) or several outputs' targets: decided by the other items."""
+
+    y: dict
+    size: int
+
+    def resolve(self, rows: bool) -> np.ndarray | dict:
+        if rows:
+            return np.stack(list(self.y.values()))[:self.size]
+        return {k: v[:self.size] for k, v in self.y.items()}
 
 
 def labelled_samples(data: Any, *, specs: Sequence[InputSpec] | None = None,
