@@ -512,3 +512,6 @@ def test_a_calibration_made_by_hand_is_checked(full):
                                          r"Received: num_samples=0$"):
         tfq8.Calibration(full.model, full.tensors, 0)
     assert tfq8.Calibration(full.model, full.tensors, 3).ranges("minmax") == full.ranges("minmax")
+    # A tuple of tensors and a memoryview of the model were taken before the checks, and are.
+    for model, tensors in ((full.model, tuple(full.tensors)), (memoryview(full.model), full.tensors)):
+        assert tfq8.Calibration(model, tensors, 3).ranges("minmax") == full.ranges("minmax")

@@ -67,9 +67,11 @@ class Calibration:
     samples: list[np.ndarray] | None = None
 
     def __post_init__(self):
-        if not isinstance(self.model, (bytes, bytearray)):
+        if not isinstance(self.model, (bytes, bytearray, memoryview)):
             raise TypeError("model must be the calibrated .tflite flatbuffer (bytes). Received: "
                             f"model of type {type(self.model).__name__}")
+        if isinstance(self.tensors, tuple):  # taken as a list, as before the check
+            self.tensors = list(self.tensors)
         if not isinstance(self.tensors, list) or not all(
                 isinstance(t, TensorStats) for t in self.tensors):
             raise TypeError("tensors must be a list of tfq8.stats.collect.TensorStats. "
