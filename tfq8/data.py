@@ -7,7 +7,8 @@ Accepted data (the conventions follow `model.fit`):
   differ from the Keras model's: prefer a dict for several inputs); for a
   one-input model a list of more arrays is read as a list of samples/batches;
 * a tuple `(x, y)` or `(x, y, sample_weight)`: the labels are dropped (also
-  when `x` is a dict or a list of arrays);
+  when `x` is a dict or a list of arrays, and when `y` holds several outputs'
+  targets, a dict by output name or a list, as `model.fit` takes them);
 * a dict keyed by input name (arrays, or per-sample values in a stream);
 * a `tf.data.Dataset`, batched or not (decided against the model's input rank);
 * a `keras.utils.PyDataset`, any Python iterable or generator, or a zero-argument
