@@ -465,18 +465,22 @@ def test_load_names_a_missing_entry_plainly(full, tmp_path):
 
 
 @pytest.mark.parametrize("returned", [(-np.inf, np.inf), (float("nan"), 1.0), (5.0, 1.0), 3.0,
-                                      (0.0, 1.0, 2.0), None, ("a", "b")],
-                         ids=["inf", "nan", "reversed", "scalar", "triple", "none", "strings"])
+                                      (0.0, 1.0, 2.0), None, ("a", "b"), (-3e38, 3e38)],
+                         ids=["inf", "nan", "reversed", "scalar", "triple", "none", "strings",
+                              "wider_than_float32"])
 def test_a_registered_method_returning_no_range_is_named(full, returned):
-    """(-inf, inf) crashed the process in the quantizer (a segfault); NaN was blamed on a
-    "corrupted" model, a reversed pair was quantized, the rest failed in unpacking."""
+    """(-inf, inf) crashed the process in the quantizer (a segfault); NaN, and a finite pair
+    wider than float32 can span, were blamed on a "corrupted" model, a reversed pair was
+    quantized, the rest failed in unpacking."""
     from tfq8.ranges import registry  # noqa: PLC0415
 
     name = "_test_only_bad_range"
     registry.register(name)(lambda h: returned)
     try:
         with pytest.raises(ValueError, match=rf"^Range method '{name}' must return a \(min, max\) "
-                                             r"pair of finite numbers with min <= max\. Received: "
+                                             r"pair of finite numbers with min <= max, "
+                                             r"spanning at most 3\.402823e\+38 \(float32's "
+                                             r"largest value\), 0 included\. Received: "
                                              rf"{re.escape(repr(returned))} for tensor '.+'$"):
             tfq8.convert(calibration=full, method=name)
     finally:

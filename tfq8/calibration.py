@@ -178,7 +178,8 @@ class Calibration:
             if not _is_range(r):
                 raise ValueError(
                     f"Range method {method!r} must return a (min, max) pair of finite numbers "
-                    f"with min <= max. Received: {r!r} for tensor "
+                    f"with min <= max, spanning at most {_FLOAT32_MAX:.7g} (float32's largest "
+                    f"value), 0 included. Received: {r!r} for tensor "
                     f"{next(t for t in todo if t.histogram is h).name!r}")
         by_key = dict(zip(distinct, found))
         chosen = {t.index: by_key[histogram_key(t.histogram)] for t in todo}
@@ -356,13 +357,24 @@ class Calibration:
 
 
 def _is_range(found: Any) -> bool:
-    """Whether a range method returned a (min, max) pair of finite numbers, min <= max
-    (anything else fails later in the quantizer, or crashes it)."""
+    """Whether a range method returned a (min, max) pair of finite numbers, min <= max,
+    that an int8 scale (a float32) can span (anything else fails later in the quantizer,
+    or crashes it)."""
     if isinstance(found, np.ndarray) and found.shape == (2,):  # np.array([lo, hi]) too
         found = found.tolist()
     return isinstance(found, (tuple, list)) and len(found) == 2 and all(
         isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-        and np.isfinite(v) for v in found) and found[0] <= found[1]
+        and np.isfinite(v) for v in found) and found[0] <= found[1] and _spans_float32(
+            float(found[0]), float(found[1]))
+
+
+# The widest range an int8 scale, a float32, can span (0 included): float32's largest value.
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _spans_float32(lo: float, hi: float) -> bool:
+    """Whether the int8 scale of [lo, hi] (with 0 in it) is finite as a float32."""
+    return max(hi, 0.0) - min(lo, 0.0) <= _FLOAT32_MAX
 
 
 def is_tensor_key(key: Any) -> bool:
@@ -677,10 +689,9 @@ def range_pair(key: str | int, value: Any) -> tuple[float, float]:
     lo, hi = float(pair[0]), float(pair[1])
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:
         raise ValueError(f"ranges[{key!r}] must be finite with min <= max. Received: {value!r}")
-    top = float(np.finfo(np.float32).max)
-    if max(hi, 0.0) - min(lo, 0.0) > top:  # its int8 scale, a float32, would be inf
-        raise ValueError(f"ranges[{key!r}] must span at most {top:.7g} (float32's largest "
-                         f"value), 0 included. Received: {value!r}")
+    if not _spans_float32(lo, hi):  # its int8 scale, a float32, would be inf
+        raise ValueError(f"ranges[{key!r}] must span at most {_FLOAT32_MAX:.7g} (float32's "
+                         f"largest value), 0 included. Received: {value!r}")
     return lo, hi
 
 
