@@ -142,6 +142,9 @@ def test_check_labels_file_with_one_array_per_output(tmp_path, capfd):
                         tmp_path / "two.npz", "--labels", tmp_path / "other.npz",
                         "--label-output", "cls")
     assert code == 1 and "without output 'cls'" in _one_error_line(err)
+    # In the command line's words: it said "labels is a dict ...: pass output= to name ...".
+    assert _one_error_line(err).startswith("tfq8 check: error: --labels is a dict")
+    assert "pass --label-output to name the output" in _one_error_line(err)
 
 
 def test_help_on_every_command(capfd):

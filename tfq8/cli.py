@@ -552,8 +552,9 @@ def _in_words(e: Exception, names: dict[str, str]) -> Exception:
     for python, flag in names.items():
         if re.match(rf"{python}\b", message):
             message = flag + message[len(python):]
-            message = message.replace(f"Received: {python}=", f"Received: {flag} ")
-    return type(e)(message)
+        # "Received: output=3", "pass output= to name ...": the flag, wherever it is
+        message = re.sub(rf"(?<![\w-]){python}=(\s?)", lambda m: flag + " ", message)
+    return type(e)(re.sub(r" {2,}", " ", message))
 
 
 def _parse_ranges(items: list[str]) -> dict[str, tuple[float, float]]:
@@ -613,7 +614,10 @@ def _check(tflite_path: str) -> tuple[dict, str, int]:
                             batch_size=_F["batch-size"].value, backend=_F.backend,
                             num_threads=_F.threads, progress=p.counter("samples"))
     except (ValueError, TypeError) as e:
-        raise _in_words(e, {"output": "--label-output", "reference": "--reference"}) from None
+        names = {"output": "--label-output", "reference": "--reference"}
+        if _F.labels:  # else the labels came with --data
+            names["labels"] = "--labels"
+        raise _in_words(e, names) from None
     top = _F.top
     shown = dataclasses.replace(report, tensors=report.tensors[:top])
     text = str(shown)
