@@ -129,7 +129,7 @@ def test_several_inputs_and_outputs(caplog):
     by_name = tfq8.check(blob, reference=model, data=data, labels={"cls": y, "reg": reg},
                          output="cls", per_tensor=False)
     assert by_name.accuracy == report.accuracy
-    with pytest.raises(ValueError, match=r"without output 'cls'.*Received: labels with keys "
+    with pytest.raises(ValueError, match=r"without the labels of output 'cls'.*Received: labels with keys "
                                          r"\['reg'\]"):
         tfq8.check(blob, reference=model, data=data, labels={"reg": reg}, output="cls")
 

@@ -141,7 +141,7 @@ def test_check_labels_file_with_one_array_per_output(tmp_path, capfd):
     code, _, err = _run(capfd, "check", tmp_path / "two_int8.tflite", "--data",
                         tmp_path / "two.npz", "--labels", tmp_path / "other.npz",
                         "--label-output", "cls")
-    assert code == 1 and "without output 'cls'" in _one_error_line(err)
+    assert code == 1 and "without the labels of output 'cls'" in _one_error_line(err)
     # In the command line's words: it said "labels is a dict ...: pass output= to name ...".
     assert _one_error_line(err).startswith("tfq8 check: error: --labels is a dict")
     assert "pass --label-output to name the output" in _one_error_line(err)

@@ -288,8 +288,8 @@ def check(
         keys = sorted(labels, key=str)
         labels = _targets_of(labels, q.outputs[out_k], out_k, aliases, warn=False)
         if labels is None:
-            raise ValueError(f"labels is a dict by output name without output "
-                             f"{q.outputs[out_k].key!r}'s labels: pass output= to name the output "
+            raise ValueError(f"labels is a dict by output name without the labels of output "
+                             f"{q.outputs[out_k].key!r}: pass output= to name the output "
                              f"they are for. Received: labels with keys {keys}")
         labels = _labels_taken(labels, data, num_samples)
     y = _labels(labels, n, q.outputs[out_k]) if labels is not None else None
@@ -736,7 +736,8 @@ def _targets_of(found: dict, out: TensorIO, k: int, aliases: dict[str, int], *,
             return found[key]
     if warn:
         _log.warning("The data's y hold targets for outputs %s, none for output %r: no accuracy. "
-                     "Pass output= to name the output they are for, or labels=.",
+                     "Pass output= (tfq8 check: --label-output) to name the output they are for, "
+                     "or labels= (--labels).",
                      sorted(found, key=str), out.key)
     return None
 
