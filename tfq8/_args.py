@@ -64,8 +64,9 @@ def positive_number(name: str, value: Any, *, unit: str = "") -> float:
     wrong_type = isinstance(value, bool) or not isinstance(
         value, (int, float, np.integer, np.floating))
     if wrong_type or not 0 < value < float("inf"):
-        raise (ArgumentTypeError if wrong_type else ValueError)(f"{name} must be a positive number{' of ' + unit if unit else ''}. "
-                         f"Received: {name}={value!r}")
+        error = ArgumentTypeError if wrong_type else ValueError
+        raise error(f"{name} must be a positive number{' of ' + unit if unit else ''}. "
+                    f"Received: {name}={value!r}")
     return float(value)
 
 
