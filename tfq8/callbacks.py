@@ -124,7 +124,7 @@ def _check_filepath(filepath: Any, validation_data: Any) -> str:
         raise ValueError(
             "filepath may only use named fields such as {epoch:02d} or "
             f"{{val_int8_accuracy:.3f}}. Received: filepath={filepath!r}")
-    names = _field_names(filepath)
+    names = {_field_name(f) for f in fields}
     if validation_data is None and any(n.startswith("val_int8_") for n in names):
         raise ValueError(
             "filepath names int8 metrics, which are computed on validation_data: pass "
@@ -145,8 +145,12 @@ def _check_filepath(filepath: Any, validation_data: Any) -> str:
 
 def _field_names(filepath: str) -> set[str]:
     """The names a (checked) filepath format string formats, such as 'val_int8_accuracy'."""
-    fields = [f for _, f, _, _ in string.Formatter().parse(filepath) if f is not None]
-    return {re.split(r"[.\[]", f, maxsplit=1)[0] for f in fields}
+    return {_field_name(f) for _, f, _, _ in string.Formatter().parse(filepath) if f is not None}
+
+
+def _field_name(field: str) -> str:
+    """A format field's name: 'logs' of 'logs[0]', 'x' of 'x.real'."""
+    return re.split(r"[.\[]", field, maxsplit=1)[0]
 
 
 class _CalibrationCallbackBase:

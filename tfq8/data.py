@@ -341,6 +341,28 @@ class StreamBudget:
                 f"or {self.remedy}. Received: {self.received}")
 
 
+class EmptyRun:
+    """Refuses a stream once it yields `EMPTY_BATCHES_MAX` items in a row with no sample:
+    an endless stream of empty batches would otherwise be read forever.
+
+    Example:
+        >>> run = EmptyRun("data")
+        >>> run.add(samples=0, shapes=[(0, 8)])   # raises at the 1000th in a row
+    """
+
+    def __init__(self, arg: str):
+        self.arg, self.count = arg, 0
+
+    def add(self, *, samples: int, shapes: list[tuple[int, ...]], after: str = "") -> None:
+        """Counts one item of `samples` samples (arrays of `shapes`)."""
+        self.count = 0 if samples else self.count + 1
+        if self.count >= EMPTY_BATCHES_MAX:
+            raise ValueError(
+                f"{self.arg} yielded {self.count} empty batches in a row (0 samples each)"
+                f"{after}: expected batches holding samples. Received: batches of shapes "
+                f"{shapes}")
+
+
 class _Builder:
     """Collects samples from any source, checking each against the specs."""
 
@@ -351,7 +373,7 @@ class _Builder:
         self.chunks: list[list[np.ndarray]] = []
         self.count = 0
         self.nbytes = 0  # of the samples in chunks
-        self._empty_run = 0  # items in a row that held no sample
+        self._empty_run = EmptyRun("data")
         self._dataset = False  # the data is a tf.data.Dataset
         self.one_shot = False  # the data was a generator or iterator (consumed by reading)
         self._one_sample = False  # the item being added came without its batch dimension
@@ -455,12 +477,8 @@ class _Builder:
         before = self.count
         arrays = self._structure(item)
         self._add(arrays)
-        self._empty_run = self._empty_run + 1 if self.count == before else 0
-        if self._empty_run >= EMPTY_BATCHES_MAX:  # an endless stream of them would never end
-            raise ValueError(
-                f"data yielded {self._empty_run} empty batches in a row (0 samples each) after "
-                f"{self.count} sample(s): expected batches holding samples. Received: batches "
-                f"of shapes {[a.shape for a in arrays]}")
+        self._empty_run.add(samples=self.count - before, shapes=[a.shape for a in arrays],
+                            after=f" after {self.count} sample(s)")
 
     def _budget(self, source: Any, *, endless: bool) -> StreamBudget:
         """The memory cap for `source` (none once num_samples caps the samples)."""

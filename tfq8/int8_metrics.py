@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from tfq8 import _tflite
-from tfq8.data import (EMPTY_BATCHES_MAX, RepresentativeDataset, StreamBudget, _is_pydataset,
+from tfq8.data import (EmptyRun, RepresentativeDataset, StreamBudget, _is_pydataset,
                        _is_tensor, pydataset_batches, representative_dataset)
 from tfq8.errors import first_line
 from tfq8.harness.interpreter import ModelRunner
@@ -294,7 +294,7 @@ def _collect_stream(data: Any, model: Any, specs: Sequence[Any], steps: int | No
     xs, ys, ws = [], [], []
     rank0 = len(specs[0].shape)
     batched = None
-    empty = 0  # batches in a row that held no sample
+    empty = EmptyRun("validation_data")
     for item in items:
         if isinstance(item, tuple) and 1 <= len(item) <= 3:
             x, y, w = (list(item) + [None, None])[:3]
@@ -313,12 +313,7 @@ def _collect_stream(data: Any, model: Any, specs: Sequence[Any], steps: int | No
         ys.append(y)
         ws.append(w)
         samples = len(_arrays(x)[0])
-        empty = 0 if samples else empty + 1
-        if empty >= EMPTY_BATCHES_MAX:  # an endless stream of them would never end
-            raise ValueError(
-                f"validation_data yielded {empty} empty batches in a row (0 samples each): "
-                "expected batches holding samples. Received: batches of shapes "
-                f"{[a.shape for a in _arrays(x)]}")
+        empty.add(samples=samples, shapes=[a.shape for a in _arrays(x)])
         budget.add(samples=samples,
                    nbytes=sum(a.nbytes for a in _arrays(x) + _arrays(y) + _arrays(w)))
     if not xs:

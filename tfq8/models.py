@@ -444,14 +444,19 @@ def load_reference(reference: Any) -> ModelHandle | None:
         >>> load_reference("model.keras").specs[0].name
         'image'
     """
-    keras_path = isinstance(reference, (str, os.PathLike)) and not os.fspath(
-        reference).endswith(".tflite")
-    if not (keras_path or is_keras_model(reference)):
+    if is_tflite_source(reference) or not (
+            isinstance(reference, (str, os.PathLike)) or is_keras_model(reference)):
         return None
     try:
         return load_model(reference)
     except ValueError as e:
         raise ValueError(f"reference: {e}") from None
+
+
+def is_tflite_source(obj: Any) -> bool:
+    """Whether a model argument is a `.tflite`: bytes, or a path ending in `.tflite`."""
+    return isinstance(obj, (bytes, bytearray, memoryview)) or (
+        isinstance(obj, (str, os.PathLike)) and os.fspath(obj).endswith(".tflite"))
 
 
 # Keras model -> whether it converts only with its batch size fixed at 1 (a bool: a value

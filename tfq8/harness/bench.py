@@ -580,14 +580,13 @@ def _empty_model() -> bytes:
 
 def _reference_blob(reference: Any) -> bytes | None:
     from tfq8.calibration import Calibration  # noqa: PLC0415
-    from tfq8.models import is_keras_model, load_reference  # noqa: PLC0415
+    from tfq8.models import is_keras_model, is_tflite_source, load_reference  # noqa: PLC0415
 
     if reference is None:
         return None
     if isinstance(reference, Calibration):
         return reference.model
-    if isinstance(reference, (bytes, bytearray, memoryview)) or (
-            isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".tflite")):
+    if is_tflite_source(reference):
         return read_model_bytes(reference, arg="reference")
     if is_keras_model(reference) or isinstance(reference, (str, os.PathLike)):
         from tfq8.qat import is_qat  # noqa: PLC0415 (tfmot is imported lazily)

@@ -229,7 +229,7 @@ def check(
         ...                     data=x_test, labels=y_test)
         >>> report.tensors[0].name          # the layer to blame first
     """
-    from tfq8.models import load_reference  # noqa: PLC0415 (imports Keras)
+    from tfq8.models import is_tflite_source, load_reference  # noqa: PLC0415 (imports Keras)
 
     if data is None:
         raise ValueError("check() needs data: samples like the model's inputs. Received: data=None")
@@ -250,7 +250,7 @@ def check(
         _log.warning("tflite_model has no quantized tensor: it is a float model, so check() "
                      "compares float with float. Pass the int8 model tfq8.convert() wrote.")
     handle = load_reference(reference)
-    if handle is None and _is_tflite(reference):
+    if handle is None and is_tflite_source(reference):
         reference = read_model_bytes(reference, arg="reference")  # read once, here
     # A Keras reference tells which input a list's arrays are (Keras order), as convert() reads it.
     # A float .tflite reference tells it by its signature's order (`models.specs_from_tflite`).
@@ -516,10 +516,6 @@ def _tflite_reference_specs(reference: Any) -> list[InputSpec] | None:
         return None
 
 
-def _is_tflite(reference: Any) -> bool:
-    """Whether a reference is a `.tflite` model: bytes, or a path ending in `.tflite`."""
-    return isinstance(reference, (bytes, bytearray, memoryview)) or (
-        isinstance(reference, (str, os.PathLike)) and os.fspath(reference).endswith(".tflite"))
 
 
 def _with_positions(specs: list[InputSpec], keras_specs: list[InputSpec] | None
