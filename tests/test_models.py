@@ -127,6 +127,37 @@ def test_a_saved_model_reading_variables_at_run_time_says_what_to_pass(tmp_path)
         tfq8.convert(str(tmp_path / "sm"), _features())
 
 
+def test_a_saved_model_of_several_signatures_says_how_to_pick_one(tmp_path):
+    class TwoSignatures(tf.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = tf.Variable(tf.random.stateless_normal((20, 4), seed=(1, 2)))
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 20], tf.float32)])
+        def scores(self, x):
+            return {"scores": tf.nn.relu(x @ self.w)}
+
+        @tf.function(input_signature=[tf.TensorSpec([None, 20], tf.float32)])
+        def doubled(self, x):
+            return {"doubled": tf.nn.relu(2.0 * (x @ self.w))}
+
+    module = TwoSignatures()
+    for signatures in ({"scores": module.scores, "doubled": module.doubled},
+                       {"serving_default": module.scores, "doubled": module.doubled}):
+        folder = str(tmp_path / "_".join(signatures))
+        tf.saved_model.save(module, folder, signatures=signatures)
+        with pytest.raises(ValueError, match=r"^model is a SavedModel with 2 signatures \([a-z_]+, "
+                                             r"[a-z_]+\), and TFLite's converter makes a graph of "
+                                             r"each.*signature_keys=\[key\]\)\.convert\(\) and "
+                                             r"pass that file as the model\. Received: model='[^']*'$"):
+            tfq8.convert(folder, _features())
+    # ... and what the message says works: one signature as a float .tflite.
+    converter = tf.lite.TFLiteConverter.from_saved_model(folder, signature_keys=["doubled"])
+    float_path = tmp_path / "doubled.tflite"
+    float_path.write_bytes(converter.convert())
+    _full_integer(str(float_path), _features())
+
+
 # ------------------------------------------------------------- bad inputs
 def test_bad_paths_raise_value_error(tmp_path):
     missing = tmp_path / "missing.keras"

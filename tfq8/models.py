@@ -358,13 +358,16 @@ def load_model(model: Any) -> ModelHandle:
             try:
                 handle.specs  # noqa: B018 - reads the serving signature now, to fail early
                 return handle
-            except UnsupportedOpError:  # the signature is fine; its ops are not
+            except (UnsupportedOpError, _ManySignatures):  # says what is wrong already
                 raise
             except Exception as e:  # noqa: BLE001 - TF raises many kinds here
                 first = str(e).splitlines()[0] if str(e) else ""
                 raise ValueError(
                     "Could not read the SavedModel's serving signature (it needs one, "
                     f"such as Keras' model.export() writes): {type(e).__name__}: {first} "
+                    "To convert another signature, write it as a float .tflite with "
+                    "tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=[key])"
+                    ".convert() and pass that file as the model. "
                     f"Received: model={path!r}"
                 ) from e
         if path.endswith((".keras", ".h5", ".hdf5")):
@@ -413,8 +416,7 @@ def _float_tflite(model: Any) -> bytes:
             "model is a .tflite whose weights are stored in float16 (TFLite's float16 "
             "quantization), which TFLite's int8 quantizer cannot take: pass the float32 "
             ".tflite (or the Keras model). Received: a .tflite with FLOAT16 tensors")
-    signatures = [sd.signatureKey.decode() if isinstance(sd.signatureKey, bytes)
-                  else str(sd.signatureKey) for sd in parsed.signatureDefs or []]
+    signatures = _signature_keys(parsed)
     if len(signatures) > 1:
         raise ValueError(
             f"model is a .tflite with {len(signatures)} signatures ({', '.join(signatures)}), "
@@ -708,7 +710,31 @@ def _specs_of(handle: ModelHandle) -> list[InputSpec]:
     # Subclassed models and SavedModels: read the float TFLite model's inputs (a float
     # .tflite as it is, with the batch size it may fix).
     as_is = handle.tflite_model is not None
-    return specs_from_tflite(handle.to_float_tflite(), keep_batch=as_is, by_signature=as_is)
+    blob = handle.to_float_tflite()
+    if handle.saved_model_dir is not None:
+        from tfq8.harness.interpreter import verify_model  # noqa: PLC0415
+
+        signatures = _signature_keys(verify_model(blob, arg="model"))
+        if len(signatures) > 1:  # TFLite's converter converted every signature
+            raise _ManySignatures(
+                f"model is a SavedModel with {len(signatures)} signatures "
+                f"({', '.join(signatures)}), and TFLite's converter makes a graph of each: "
+                "tfq8 calibrates and quantizes one graph. "
+                "Write the signature you want as a float .tflite with "
+                "tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=[key])"
+                ".convert() and pass that file as the model. "
+                f"Received: model={handle.saved_model_dir!r}")
+    return specs_from_tflite(blob, keep_batch=as_is, by_signature=as_is)
+
+
+class _ManySignatures(ValueError):
+    """A SavedModel whose signatures TFLite's converter turns into several graphs."""
+
+
+def _signature_keys(parsed: Any) -> list[str]:
+    """The SignatureDef keys of a parsed `.tflite` (flatbuffer object API), in order."""
+    return [sd.signatureKey.decode() if isinstance(sd.signatureKey, bytes)
+            else str(sd.signatureKey) for sd in parsed.signatureDefs or []]
 
 
 def _in_tflite_order(specs: list[InputSpec], graph: list[InputSpec]) -> list[InputSpec]:
