@@ -13,6 +13,7 @@ import pytest
 import factories
 import tfq8
 from tfq8 import callbacks as cbmod
+from tfq8.errors import ArgumentTypeError
 from tfq8 import diagnostics
 from tfq8 import int8_metrics
 from tfq8.pipeline import CALIBRATION_ATTR
@@ -477,6 +478,25 @@ def test_wrong_kinds_raise_type_error_in_the_constructor(kwargs, match):
     with pytest.raises(TypeError, match=r"for_model takes the Keras 3 or tf_keras model .*"
                                         r"Received: model of type ndarray"):
         tfq8.CalibrationCallback.for_model(np.zeros((4, 20)), np.zeros((4, 20)))
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(verbose="1"), r"^verbose must be 0, 1 or 2. Received: verbose='1'"),
+    (dict(monitor=3), r"^monitor must be a metric name. Received: monitor=3"),
+    (dict(mode=1), r"^mode must be 'auto', 'min' or 'max'. Received: mode=1"),
+    (dict(method=3), r"^method must be one of auto, .*Received: method=3"),
+    (dict(outlier_ratio="8"), r"^outlier_ratio must be a number > 1. Received: outlier_ratio='8'"),
+    (dict(range_growth="4"), r"^range_growth must be a number > 1. Received: range_growth='4'"),
+    (dict(outlier_percentile="99"), r"^outlier_percentile must be in \(50, 100\). "
+                                    r"Received: outlier_percentile='99'"),
+    (dict(convert_options={"allow_float": "no"}),
+     r"^convert_options: allow_float must be True or False. Received: allow_float='no'"),
+])
+def test_an_option_of_the_wrong_type_is_an_argument_type_error(kwargs, match):
+    """These were plain ValueErrors, unlike every_n_epochs='1' or save_best_only='yes' (and
+    convert_options={'allow_float': 'no'} lost the ArgumentTypeError tfq8.convert raises)."""
+    with pytest.raises(ArgumentTypeError, match=match):
+        tfq8.CalibrationCallback(np.zeros((4, 20), np.float32), **kwargs)
 
 
 def test_numpy_numbers_and_checked_booleans_in_the_constructor():

@@ -56,7 +56,7 @@ from tfq8.calibration import Calibration, atomic_write, check_output_path
 from tfq8.pipeline import (CALIBRATION_ATTR, FEW_SAMPLES, calibrate, check_convert_options,
                            convert)
 from tfq8.data import RepresentativeDataset, check_kind, representative_dataset
-from tfq8.errors import UnsupportedOpError
+from tfq8.errors import ArgumentTypeError, UnsupportedOpError
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_int8,
                                keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
@@ -188,7 +188,8 @@ class _CalibrationCallbackBase:
             filepath = _check_filepath(filepath, validation_data)
         save_best_only = _args.boolean("save_best_only", save_best_only)
         if not isinstance(monitor, str) or not monitor:
-            raise ValueError(f"monitor must be a metric name. Received: monitor={monitor!r}")
+            raise (ValueError if isinstance(monitor, str) else ArgumentTypeError)(
+                f"monitor must be a metric name. Received: monitor={monitor!r}")
         if "int8" in monitor:
             if not _INT8_MONITOR.match(monitor):
                 raise ValueError(
@@ -201,15 +202,17 @@ class _CalibrationCallbackBase:
                     "validation_data: pass validation_data=(x_val, y_val) or monitor a metric of "
                     f"model.fit's own logs, such as 'loss' or 'val_loss'. Received: monitor={monitor!r}, validation_data=None")
         if mode not in ("auto", "min", "max"):
-            raise ValueError(f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
+            raise (ValueError if isinstance(mode, str) else ArgumentTypeError)(
+                f"mode must be 'auto', 'min' or 'max'. Received: mode={mode!r}")
         if save_best_only and filepath is None:
             raise ValueError(
                 "save_best_only=True needs a filepath to export to. Received: filepath=None")
-        if isinstance(verbose, bool) or not isinstance(verbose, (int, np.integer)) or not (
-                0 <= verbose <= 2):
-            raise ValueError(f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
+        wrong_type = isinstance(verbose, bool) or not isinstance(verbose, (int, np.integer))
+        if wrong_type or not 0 <= verbose <= 2:
+            raise (ArgumentTypeError if wrong_type else ValueError)(
+                f"verbose must be 0, 1 or 2. Received: verbose={verbose!r}")
         if method != "auto" and method not in available_methods():
-            raise ValueError(
+            raise (ValueError if isinstance(method, str) else ArgumentTypeError)(
                 f"method must be one of auto, {', '.join(available_methods())}. "
                 f"Received: method={method!r}")
         _args.integer("num_samples", num_samples, optional=True)
@@ -225,15 +228,19 @@ class _CalibrationCallbackBase:
                 f"argument). Received: convert_options keys {unknown}")
         try:  # tfq8.convert's own checks (values too), now rather than after training
             check_convert_options(method=method, **convert_options)
-        except ValueError as e:
-            raise ValueError(f"convert_options: {e}") from None
+        except ValueError as e:  # an ArgumentTypeError stays one
+            raise (ArgumentTypeError if isinstance(e, TypeError) else ValueError)(
+                f"convert_options: {e}") from None
         for name, value, low in (("outlier_ratio", outlier_ratio, 1.0),
                                  ("range_growth", range_growth, 1.0)):
-            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > low:
-                raise ValueError(f"{name} must be a number > {low:g}. Received: {name}={value!r}")
-        if isinstance(outlier_percentile, bool) or not isinstance(outlier_percentile, numbers.Real) \
-                or not 50.0 < outlier_percentile < 100.0:
-            raise ValueError(
+            wrong_type = isinstance(value, bool) or not isinstance(value, numbers.Real)
+            if wrong_type or not value > low:
+                raise (ArgumentTypeError if wrong_type else ValueError)(
+                    f"{name} must be a number > {low:g}. Received: {name}={value!r}")
+        wrong_type = isinstance(outlier_percentile, bool) or not isinstance(
+            outlier_percentile, numbers.Real)
+        if wrong_type or not 50.0 < outlier_percentile < 100.0:
+            raise (ArgumentTypeError if wrong_type else ValueError)(
                 "outlier_percentile must be in (50, 100). "
                 f"Received: outlier_percentile={outlier_percentile!r}")
         _args.integer("batch_size", batch_size, optional=True)
