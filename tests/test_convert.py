@@ -208,6 +208,15 @@ def test_bad_options_fail_before_calibrating(monkeypatch, options, match):
     (dict(num_samples=0), ValueError, r"num_samples must be a positive integer"),
     (dict(per_channel=2), ValueError, r"per_channel must be True or False"),
     (dict(method="nope"), ValueError, r"Unknown range method"),
+    (dict(input_type=3), TypeError, r"input_type must be one of int8, uint8, float32. "
+                                    r"Received: input_type=3"),
+    (dict(output_type=None), TypeError, r"output_type must be one of .*Received: output_type=None"),
+    (dict(input_type="int4"), ValueError, r"input_type must be one of"),
+    (dict(ranges={"x": "ab"}), TypeError, r"ranges\['x'\] must be a \(min, max\) pair of numbers"),
+    (dict(ranges={"x": (0, "1")}), TypeError, r"ranges\['x'\] must be a \(min, max\) pair"),
+    (dict(ranges={"x": (0, 1, 2)}), ValueError, r"ranges\['x'\] must be a \(min, max\) pair"),
+    (dict(method="percentile", method_options={"percentile": "99.9"}), TypeError,
+     r"percentile must be a number. Received: percentile='99.9'"),
 ])
 def test_a_wrong_type_is_a_type_error_and_still_a_value_error(monkeypatch, options, error, match):
     def calibrate(*args, **kwargs):

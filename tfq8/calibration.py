@@ -30,6 +30,7 @@ import numpy as np
 
 from tfq8 import _args, _tflite, ranges as _ranges
 from tfq8.data import fixed_batch
+from tfq8.errors import ArgumentTypeError
 from tfq8.harness.interpreter import verify_model
 from tfq8.masked_softmax import mask_fills
 from tfq8.rewrite import rewrite_for_int8
@@ -671,6 +672,11 @@ def validate_overrides(calib: Calibration, overrides: Mapping[str | int, tuple[f
 def range_pair(key: str | int, value: Any) -> tuple[float, float]:
     """`ranges[key]` as a checked (min, max) of finite floats.
 
+    Raises:
+        ValueError: Naming `ranges[key]`, unless `value` is two finite numbers,
+            min <= max, within float32's span (`tfq8.errors.ArgumentTypeError`
+            if it is not numbers: a string, or a pair holding one).
+
     Example:
         >>> range_pair("logits", (-8, 8))
         (-8.0, 8.0)
@@ -681,10 +687,11 @@ def range_pair(key: str | int, value: Any) -> tuple[float, float]:
             pair = [v for v in value]
         except TypeError:
             pass
-    if pair is None or len(pair) != 2 or not all(
-            isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
-            for v in pair):
-        raise ValueError(
+    wrong_type = pair is None or not all(
+        isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+        for v in pair)
+    if wrong_type or len(pair) != 2:
+        raise (ArgumentTypeError if wrong_type else ValueError)(
             f"ranges[{key!r}] must be a (min, max) pair of numbers. Received: {value!r}")
     lo, hi = float(pair[0]), float(pair[1])
     if not (np.isfinite(lo) and np.isfinite(hi)) or lo > hi:

@@ -455,7 +455,8 @@ def check_integer(blob: bytes, *, allow_float: bool, info: Any = None) -> None:
 
 
 def io_type(arg: str, value: Any) -> np.dtype:
-    """The numpy dtype for an `input_type`/`output_type` option, or a ValueError naming `arg`."""
+    """The numpy dtype for an `input_type`/`output_type` option, or a ValueError naming `arg`
+    (`tfq8.errors.ArgumentTypeError` for a value that is neither a name nor a dtype)."""
     key = value.lower() if isinstance(value, str) else None
     if key is None and value is not None and not isinstance(value, bool):
         try:  # numpy dtypes and scalar types, and tf.dtypes (as_numpy_dtype)
@@ -463,7 +464,7 @@ def io_type(arg: str, value: Any) -> np.dtype:
         except TypeError:
             pass
     if key not in _IO_NAMES:
-        raise ValueError(f"{arg} must be one of {', '.join(_IO_NAMES)}. Received: {arg}={value!r}")
+        raise (ValueError if key is not None else ArgumentTypeError)(f"{arg} must be one of {', '.join(_IO_NAMES)}. Received: {arg}={value!r}")
     return np.dtype(_IO_NAMES[key])
 
 

@@ -88,7 +88,8 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
 
     Raises:
         ValueError: Naming the method's options if one is not among them, or
-            the method's own complaint about a value.
+            the method's own complaint about a value (`tfq8.errors.ArgumentTypeError`
+            for a value that is not a number where the option's default is one).
 
     Example:
         >>> check_options("percentile", {"percentile": 99.9})
@@ -107,7 +108,7 @@ def check_options(name: str, options: Mapping[str, Any]) -> None:
         if p.name in options and isinstance(p.default, (int, float)) and not isinstance(
                 p.default, bool) and (
                 isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating))):
-            raise ValueError(f"Options of range method {name!r}: {p.name} must be a number. "
+            raise ArgumentTypeError(f"Options of range method {name!r}: {p.name} must be a number. "
                              f"Received: {p.name}={v!r}")
     try:  # the values too: a dry run on a small histogram, before any statistics exist
         get_method(name)(Histogram().update(np.linspace(-1.0, 3.0, 401)), **options)
