@@ -101,6 +101,10 @@ def test_bad_arguments(setup, tmp_path):
                         ("time_budget_s", float("inf")), ("progress", 5)):
         with pytest.raises(ValueError, match=f"{name} must be .*Received: {name}={value!r}"):
             tfq8.benchmark(blob, runs=1, **{name: value})
+    # Of the wrong type: an ArgumentTypeError, a TypeError (these were plain ValueErrors).
+    for name, value in (("progress", 5), ("backend", 3)):
+        with pytest.raises(TypeError, match=f"{name} must be .*Received: {name}={value!r}"):
+            tfq8.benchmark(blob, runs=1, **{name: value})
     with pytest.raises(ValueError, match=r"per_op must be True or False. Received: per_op='no'"):
         tfq8.benchmark(blob, runs=1, per_op="no")
 

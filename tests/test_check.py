@@ -255,6 +255,13 @@ def test_bad_inputs_raise_clear_errors(setup, tmp_path):
         tfq8.check(blob, reference=str(tmp_path / "nope.tflite"), data=x)
     with pytest.raises(ValueError, match="output must name one of"):
         tfq8.check(blob, data=x, output="nope")
+    # Of the wrong type: an ArgumentTypeError, a TypeError (these were plain ValueErrors).
+    with pytest.raises(TypeError, match=r"progress must be a callable .*Received: progress=3"):
+        tfq8.check(blob, data=x, progress=3)
+    with pytest.raises(TypeError, match=r"backend must be one of .*Received: backend=3"):
+        tfq8.check(blob, data=x, backend=3)
+    with pytest.raises(ValueError, match=r"backend must be one of .*Received: backend='gpu'"):
+        tfq8.check(blob, data=x, backend="gpu")
     other = tfq8.convert(F.mlp(), np.zeros((8, 20), np.float32) + 1)
     with pytest.raises(ValueError):
         tfq8.check(blob, reference=other, data=x)

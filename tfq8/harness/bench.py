@@ -43,7 +43,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tfq8 import _args, _tflite
-from tfq8.errors import first_line
+from tfq8.errors import ArgumentTypeError, first_line
 from tfq8.harness.interpreter import (BACKENDS, InvalidModelError, TensorIO, load_verified,
                                       make_interpreter, read_model_bytes, verify_model)
 from tfq8.harness.litert import allocate, size_inputs
@@ -232,7 +232,7 @@ def benchmark(
         >>> print(f"{bench.speedup:.2f}x faster, {bench.size_bytes['int8']} bytes")
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
+        raise (ValueError if isinstance(backend, str) else ArgumentTypeError)(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     _args.integer("warmup", warmup, minimum=0)
     _args.integer("runs", runs, optional=True)
     _args.integer("seed", seed, minimum=0, optional=True)
@@ -240,7 +240,7 @@ def benchmark(
     _args.positive_number("op_time_budget_s", op_time_budget_s, unit="seconds")
     per_op = _args.boolean("per_op", per_op)
     if progress is not None and not callable(progress):
-        raise ValueError("progress must be a callable taking a message, or None. "
+        raise ArgumentTypeError("progress must be a callable taking a message, or None. "
                          f"Received: progress={progress!r}")
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)

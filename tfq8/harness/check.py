@@ -41,6 +41,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from tfq8 import _args, _tflite
+from tfq8.errors import ArgumentTypeError
 from tfq8.data import (InputSpec, RepresentativeDataset, _is_tensor, labelled_samples,
                        representative_dataset)
 from tfq8.harness.interpreter import ModelRunner, TensorIO, is_constant, read_model_bytes
@@ -237,7 +238,7 @@ def check(
     per_tensor = _args.boolean("per_tensor", per_tensor)
     _output_kind(output)  # now; its name or index is checked once the outputs are known
     if progress is not None and not callable(progress):
-        raise ValueError("progress must be a callable taking (samples done, total), or None. "
+        raise ArgumentTypeError("progress must be a callable taking (samples done, total), or None. "
                          f"Received: progress={progress!r}")
     want_tensors = per_tensor and backend != "xnnpack"
     if per_tensor and not want_tensors:

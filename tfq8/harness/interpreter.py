@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 
 from tfq8 import _args, _tflite
-from tfq8.errors import first_line
+from tfq8.errors import ArgumentTypeError, first_line
 from tfq8.data import InputSpec, fixed_batch, short_name
 from tfq8.harness.litert import BACKENDS, invoke, new_interpreter, size_inputs
 from tfq8.harness.litert import allocate as allocate_tensors
@@ -309,7 +309,7 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
     """
     _args.integer("num_threads", num_threads)
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
+        raise (ValueError if isinstance(backend, str) else ArgumentTypeError)(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     if not verified:
         verify_model(model, arg=arg)
     try:
