@@ -481,6 +481,23 @@ def test_a_representative_dataset_made_by_hand_is_checked_before_calibrating():
         tfq8.calibrate(model, RepresentativeDataset([made.inputs[0][:, :3]], made.specs))
 
 
+def test_a_representative_dataset_made_by_hand_takes_a_list_of_arrays_of_one_length():
+    """One array was split into one input per row (TFLite's converter then got samples of
+    the wrong shape); arrays of different lengths or none at all were taken too."""
+    with pytest.raises(TypeError, match=r"^inputs must be a list of arrays, one per model input"
+                                        r".*Received: inputs of type ndarray$"):
+        RepresentativeDataset(X)
+    with pytest.raises(ValueError, match=r"^inputs must be one or more arrays.*"
+                                         r"Received: float64\[10, 4\], float64\[3, 4\]$"):
+        RepresentativeDataset([X, X[:3]])
+    with pytest.raises(ValueError, match=r"Received: no arrays$"):
+        RepresentativeDataset([])
+    with pytest.raises(ValueError, match=r"Received: float32\[\]$"):
+        RepresentativeDataset([np.float32(1)])
+    rep = RepresentativeDataset((X, X[:, :2]))
+    assert len(rep) == len(X) and [a.shape for a in next(rep())] == [(1, 4), (1, 2)]
+
+
 def test_a_function_that_needs_arguments_is_refused_naming_it():
     def samples(batch_size):
         yield X[:batch_size]

@@ -74,10 +74,34 @@ class RepresentativeDataset:
         checked: True when `representative_dataset` made it, having checked the
             samples (shapes, dtypes, NaN/Inf); tfq8 checks one made otherwise
             again before using it.
+
+    Raises:
+        TypeError: If `inputs` is not a list (or tuple) of arrays; one array
+            would be taken as one input per row.
+        ValueError: If `inputs` holds no array, or arrays with different
+            numbers of samples.
+
+    Example:
+        >>> rep = tfq8.RepresentativeDataset([x_train[:200]])  # one array per model input
+        >>> converter.representative_dataset = rep           # one sample per step
+        >>> calib = tfq8.calibrate(model, rep)                # checked against the model first
     """
 
     def __init__(self, inputs: Sequence[np.ndarray], specs: Sequence[InputSpec] | None = None):
-        self.inputs = [np.ascontiguousarray(a) for a in inputs]
+        if not isinstance(inputs, (list, tuple)):  # an array would be split into its rows
+            raise TypeError(
+                "inputs must be a list of arrays, one per model input, all with the samples "
+                "on their first axis (one array: [x]; any other data: "
+                "tfq8.representative_dataset(data, model=model)). Received: inputs of type "
+                f"{type(inputs).__name__}")
+        arrays = [np.asarray(a) for a in inputs]
+        if not arrays or any(a.ndim == 0 for a in arrays) or len(
+                {a.shape[0] for a in arrays}) != 1:
+            raise ValueError(
+                "inputs must be one or more arrays, one per model input, with the same number "
+                "of samples on their first axis. Received: "
+                + (", ".join(f"{a.dtype.name}{list(a.shape)}" for a in arrays) or "no arrays"))
+        self.inputs = [np.ascontiguousarray(a) for a in arrays]
         self.specs = list(specs) if specs is not None else None
         self.checked = False
 
