@@ -85,7 +85,7 @@ def test_bad_arguments(calib, tmp_path):
     cases = [
         (dict(tensors=["no_such_tensor"]), ValueError, "tensors: No calibrated tensor"),
         (dict(tensors=[]), ValueError, "at least one tensor"),
-        (dict(methods=["median"]), ValueError, "Expected one of kl, minmax, mse, percentile"),
+        (dict(methods=["median"]), ValueError, "Expected one of .*kl, minmax, mse, percentile"),
         (dict(methods=[]), ValueError, "at least one range method"),
         (dict(top=0), ValueError, "top must be"),
         (dict(path=tmp_path / "ranges.jpg"), ValueError, "path must end in .png, .svg, .pdf"),

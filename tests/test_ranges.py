@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from tfq8.errors import ArgumentTypeError
 from tfq8.ranges import available_methods, get_method, int8grid, registry
 from tfq8.ranges.kl import MIN_BINS_PER_RANGE, SUBBINS, kl, kl_cost
 from tfq8.ranges.minmax import minmax
@@ -357,9 +358,16 @@ def test_register_rejects_duplicates_and_bad_names():
     with pytest.raises(ValueError, match="'minmax'.*already registered"):
         registry.register("minmax")(lambda h: (0.0, 1.0))
     assert get_method("minmax") is minmax
-    for bad in ("", None, 3):
-        with pytest.raises((ValueError, TypeError), match="Received"):
+    for bad in ("", " kl"):
+        with pytest.raises(ValueError, match="Received") as caught:
             registry.register(bad)
+        assert not isinstance(caught.value, TypeError)
+    for bad in (None, 3):  # wrong types: an ArgumentTypeError (was a plain ValueError)
+        with pytest.raises(ArgumentTypeError, match=f"Received: name={bad!r}"):
+            registry.register(bad)
+    with pytest.raises(ArgumentTypeError, match="'_never' must be callable. Received: float"):
+        registry.register("_never")(1.5)
+    assert "_never" not in available_methods()
     name = "_test_only_method"
     try:
         fn = registry.register(name)(lambda h: (h.min, h.max))

@@ -2,13 +2,17 @@
 
 A range method takes a `Histogram` (plus keyword options) and returns the
 `(min, max)` range TFLite should quantize that tensor with. Adding a method is
-one module and one `@register("name")` line.
+one module with one `@register("name")` line, imported before converting (a
+built-in one: its import in `tfq8/ranges/__init__.py`, and then `tfq8 convert
+--method` takes it too). `tfq8.convert(..., method="name")`,
+`Calibration.ranges`, `plot_ranges(methods=...)` and `CalibrationCallback`
+take it; `auto` compares only its `CANDIDATES` (the built-in methods).
 
 Example:
     >>> from tfq8.ranges import registry
     >>> fn = registry.get_method("minmax")
-    >>> registry.available_methods()
-    ('kl', 'minmax', 'mse', 'percentile')
+    >>> {"kl", "minmax", "mse", "percentile"} <= set(registry.available_methods())
+    True
 """
 
 from __future__ import annotations
@@ -35,19 +39,33 @@ _METHODS: dict[str, RangeMethod] = {}
 def register(name: str) -> Callable[[RangeMethod], RangeMethod]:
     """Decorator registering a range method under `name`.
 
+    The method takes the tensor's `Histogram` and keyword-only options with
+    defaults, and returns a finite `(min, max)`; it must not read anything else
+    (the model, the data), so that ranges are a pure function of the statistics.
+
     Raises:
-        ValueError: If `name` is not a non-empty string, is already registered,
-            or the decorated object is not callable.
+        ValueError: If `name` is empty or has surrounding spaces, or is already
+            registered. `tfq8.errors.ArgumentTypeError` (a TypeError and a
+            ValueError) if `name` is not a string or the decorated object is
+            not callable.
+
+    Example:
+        >>> # In a module of yours, imported before converting:
+        >>> @register("half_minmax")  # doctest: +SKIP
+        ... def half_minmax(hist, *, fraction: float = 0.5) -> tuple[float, float]:
+        ...     return min(0.0, hist.min * fraction), max(0.0, hist.max * fraction)
+        >>> blob = tfq8.convert(model, x, method="half_minmax",
+        ...                     method_options={"fraction": 0.7})  # doctest: +SKIP
     """
     if not isinstance(name, str) or not name.strip() or name != name.strip():
-        raise ValueError(
+        raise (ValueError if isinstance(name, str) else ArgumentTypeError)(
             f"Range method names must be non-empty strings without surrounding spaces. "
             f"Received: name={name!r}"
         )
 
     def wrap(fn: RangeMethod) -> RangeMethod:
         if not callable(fn):
-            raise ValueError(
+            raise ArgumentTypeError(
                 f"Range method {name!r} must be callable. Received: {type(fn).__name__}"
             )
         if name in _METHODS:
