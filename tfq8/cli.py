@@ -74,7 +74,8 @@ def _define(command: str) -> flags.FlagValues:
     if command == "convert":
         _d(flags.DEFINE_string, "data", None, "Calibration data: .npy, .npz or a folder of "
            "images (a quantization-aware-trained model needs none).")
-        _d(flags.DEFINE_string, "method", "auto", "Range method: auto, minmax, percentile, kl or mse.")
+        _d(flags.DEFINE_string, "method", "auto", "Range method: auto, or a per-tensor method of "
+           "tfq8.ranges.available_methods() (minmax, percentile, kl, mse, ...).")
         _d(flags.DEFINE_string, "output", None, "Where to write the .tflite (default: MODEL's name "
                                             "with _int8.tflite).")
         _d(flags.DEFINE_string, "calibration-out", None, "Also save the calibration statistics (.npz).")

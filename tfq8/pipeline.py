@@ -321,8 +321,8 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
         range_pair(key, value)
     if method == "auto" and method_options:
         raise ValueError(
-            "method_options set one method's options, and method='auto' compares every method "
-            "with its defaults. Pass method= too, such as method='percentile'. Received: "
+            "method_options set one method's options, and method='auto' compares the built-in "
+            "methods with their defaults. Pass method= too, such as method='percentile'. Received: "
             f"method_options={dict(method_options)}")
     if method_options:
         check_options(method, method_options)
