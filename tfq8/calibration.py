@@ -59,6 +59,12 @@ class Calibration:
             refuse stale statistics), or None.
         samples: A few calibration samples (one array per model input), kept
             so that `method="auto"` can compare int8 with float; None if none.
+
+    Example:
+        >>> calib = tfq8.calibrate(model, x_train[:500])
+        >>> calib                       # Calibration(9 tensors, 500 samples, model ... bytes)
+        >>> [t.name for t in calib.tensors][:3]
+        >>> blob = tfq8.convert(calibration=calib, method="mse")
     """
 
     model: bytes
@@ -118,6 +124,10 @@ class Calibration:
             KeyError: If no calibrated tensor has that name or index.
             TypeError: If `key` is neither a name nor an integer index (a float or
                 a bool would otherwise match the index it equals).
+
+        Example:
+            >>> t = calib.tensor(calib.tensors[1].name)   # or calib.tensor(t.index)
+            >>> t.producer, t.histogram.min, t.histogram.max
         """
         if not is_tensor_key(key):
             what = ("a TensorStats (pass its .name or .index)" if isinstance(key, TensorStats)
@@ -154,6 +164,18 @@ class Calibration:
 
         Returns:
             A new dict (the caller may change it).
+
+        Raises:
+            ValueError: For an unknown method or option, an option value the
+                method refuses, or a registered method that returns no finite
+                `(min, max)` (`tfq8.errors.ArgumentTypeError` for a method name
+                that is not a string or an option that is not a number).
+
+        Example:
+            >>> kl = calib.ranges("kl")
+            >>> p = calib.ranges("percentile", percentile=99.9)
+            >>> out = calib.tensors[-1].index
+            >>> kl[out], p[out]
         """
         fn = _ranges.get_method(method)
         _ranges.check_options(method, options)
@@ -192,7 +214,14 @@ class Calibration:
         return chosen
 
     def converter_ranges(self) -> dict[int, tuple[float, float]]:
-        """The ranges TFLite's converter itself would use (its calibrator's)."""
+        """The ranges TFLite's converter itself would use (its calibrator's).
+
+        Tensor index -> (min, max), as `ranges` returns them.
+
+        Example:
+            >>> theirs, mine = calib.converter_ranges(), calib.ranges("kl")
+            >>> {calib.tensor(i).name: (theirs[i], mine[i]) for i in mine if i in theirs}
+        """
         return _tflite.calibrated_ranges(self.model)
 
     def merge(self, other: "Calibration") -> "Calibration":
@@ -210,6 +239,12 @@ class Calibration:
             ValueError: If the two describe different graphs, or the same graph
                 with different weights (the merged model would carry only this
                 calibration's weights).
+            TypeError: If `other` is not a `Calibration`.
+
+        Example:
+            >>> calib = tfq8.calibrate(model, day1).merge(tfq8.calibrate(model, day2))
+            >>> calib.num_samples == len(day1) + len(day2)
+            True
         """
         if not isinstance(other, Calibration):
             raise TypeError(f"merge() takes another tfq8.Calibration. Received: {type(other).__name__}")
@@ -261,8 +296,22 @@ class Calibration:
         """Writes the calibration to an `.npz` file, atomically; the same
         calibration always gives the same bytes (no time stamps inside).
 
+        An existing file is replaced whole or not at all; missing directories
+        are created. The file holds plain arrays and a JSON header (the
+        calibrated model, histograms, kept samples), never pickled objects.
+
         Args:
             path: Destination; `.npz` is the expected suffix.
+
+        Raises:
+            TypeError: If `path` is not a file path.
+            ValueError: If `path` is empty, a directory, or under a file.
+            OSError: If the file cannot be written (no permission, disk full).
+
+        Example:
+            >>> calib.save("stats.npz")
+            >>> tfq8.Calibration.load("stats.npz").num_samples == calib.num_samples
+            True
         """
         header = {
             "format": FORMAT,
@@ -294,6 +343,10 @@ class Calibration:
         Raises:
             ValueError: If the file is missing, unreadable or not a tfq8 calibration.
             TypeError: If `path` is not a file path.
+
+        Example:
+            >>> calib = tfq8.Calibration.load("stats.npz")
+            >>> blob = tfq8.convert(model, calibration=calib, method="percentile")
         """
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(f"path must be a file path (str or os.PathLike). Received: path={path!r}")

@@ -354,6 +354,9 @@ class _CalibrationCallbackBase:
     def on_train_begin(self, logs: Mapping[str, Any] | None = None) -> None:
         """Resets the per-run state, so one instance serves several `fit` calls.
 
+        Keras calls it as `fit` starts; call it yourself only in a training
+        loop of your own (with `set_model` and `set_params` first).
+
         `best` carries over to another `fit` of the same model (training
         resumed: `save_best_only` keeps the better file, as Keras'
         `ModelCheckpoint` does); another model starts afresh.
@@ -367,6 +370,11 @@ class _CalibrationCallbackBase:
         `convert_options` (and `minmax` ranges: which ops stay float does not
         depend on the ranges), so a model with an op that cannot be quantized
         raises `UnsupportedOpError` now rather than after the last epoch.
+        Writes no file.
+
+        Example:
+            >>> cb = tfq8.CalibrationCallback(x_train[:256])
+            >>> model.fit(x_train, y_train, epochs=3, callbacks=[cb])  # Keras calls the hooks
         """
         self._need_model("on_train_begin")
         self._reset()
@@ -380,7 +388,20 @@ class _CalibrationCallbackBase:
 
     @_silent_unless_verbose
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch."""
+        """Calibrates (and evaluates, exports) every `every_n_epochs` and at the last epoch.
+
+        When it calibrates: attaches the statistics to the model (for
+        `tfq8.convert(model)`), adds the `val_int8_*` metrics to `logs` (so to
+        History) with `validation_data`, writes the int8 model to `filepath`
+        (atomically; with `save_best_only`, only when `monitor` improved), and
+        logs at INFO when `verbose` (warnings, such as a tensor hostile to int8, always).
+
+        Example:
+            >>> cb = tfq8.CalibrationCallback(x_train[:256], validation_data=(x_val, y_val),
+            ...                               every_n_epochs=1, filepath="m-{epoch:02d}.tflite")
+            >>> history = model.fit(x_train, y_train, epochs=3, callbacks=[cb])
+            >>> history.history["val_int8_accuracy"], cb.saved
+        """
         self._need_model("on_epoch_end")
         self._last_epoch = epoch
         epochs = (self.params or {}).get("epochs")
@@ -413,6 +434,12 @@ class _CalibrationCallbackBase:
         exported under its own name and logs (int8 metrics in `int8_history`,
         not History, whose last row is the last epoch's); if it was, the log
         names its file.
+
+        Example:
+            >>> stop = keras.callbacks.EarlyStopping(patience=2, restore_best_weights=True)
+            >>> model.fit(x_train, y_train, epochs=50, validation_split=0.1,
+            ...           callbacks=[stop, cb])   # cb's on_train_end sees the restored weights
+            >>> blob = tfq8.convert(model)        # statistics of the weights fit left
         """
         if self._last_epoch is None:
             return
@@ -730,6 +757,16 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
     """
 
     def set_model(self, model: Any) -> None:
+        """Keras' hook giving the callback its model; refuses a tf_keras model.
+
+        Raises:
+            TypeError: If `model` is a tf_keras (Keras 2) model: use
+                `CalibrationCallback.for_model(model, ...)`.
+
+        Example:
+            >>> cb = tfq8.CalibrationCallback(x_train[:256])
+            >>> model.fit(x_train, y_train, callbacks=[cb])   # Keras calls cb.set_model(model)
+        """
         if is_tf_keras_model(model):  # tf_keras would fail later on a missing private hook
             raise TypeError(
                 "CalibrationCallback is a Keras 3 callback and this model is a tf_keras "

@@ -135,6 +135,11 @@ class RepresentativeDataset:
 
         Raises:
             ValueError: If there are fewer samples than one batch.
+
+        Example:
+            >>> rep = tfq8.representative_dataset(x[:10], model=model_with_batch_size_4)
+            >>> len(rep.whole_batches())   # the last 2 samples left out (logged at INFO)
+            8
         """
         step = self._one_batch_at_least()
         if len(self) % step == 0:
@@ -148,6 +153,11 @@ class RepresentativeDataset:
 
         Raises:
             ValueError: Now, not at the first batch, unless `batch_size` is a positive integer.
+
+        Example:
+            >>> rep = tfq8.RepresentativeDataset([np.zeros((10, 4), np.float32)])
+            >>> [len(b[0]) for b in rep.batches(4)]
+            [4, 4, 2]
         """
         step = _args.integer("batch_size", batch_size)
         return ([a[start : start + step] for a in self.inputs]
@@ -159,6 +169,10 @@ class RepresentativeDataset:
         Raises:
             ValueError: Unless `n` is a positive integer (a negative one would drop
                 samples from the end, as a slice does).
+
+        Example:
+            >>> rep = tfq8.representative_dataset(dataset, model=model)
+            >>> converter.representative_dataset = rep.take(200)
         """
         _args.integer("n", n)
         first = RepresentativeDataset([a[:n] for a in self.inputs], self.specs)

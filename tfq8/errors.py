@@ -13,6 +13,13 @@ class UnsupportedOpError(ValueError):
     Attributes:
         problem: What went wrong (the message without `remedy`).
         remedy: What the caller can pass to go on (such as `allow_float=True`), or "".
+
+    Example:
+        >>> try:
+        ...     blob = tfq8.convert(model, x)
+        ... except tfq8.UnsupportedOpError as e:
+        ...     print(e.problem)
+        ...     blob = tfq8.convert(model, x, allow_float=True)  # those ops stay float
     """
 
     def __init__(self, problem: str, *, remedy: str = ""):
@@ -21,7 +28,13 @@ class UnsupportedOpError(ValueError):
         self.remedy = remedy
 
     def with_remedy(self, remedy: str) -> "UnsupportedOpError":
-        """The same problem with the remedy said in the caller's terms (its own argument)."""
+        """The same problem with the remedy said in the caller's terms (its own argument).
+
+        Example:
+            >>> e = UnsupportedOpError("Op 3 (ELU) stays float.", remedy="Pass allow_float=True.")
+            >>> str(e.with_remedy("Pass --allow-float."))
+            'Op 3 (ELU) stays float. Pass --allow-float.'
+        """
         return UnsupportedOpError(self.problem, remedy=remedy)
 
 

@@ -64,6 +64,8 @@ def calibrate(
     fills one histogram per tensor. With two or more cores that pass runs in a
     worker process while the calibrator runs (`tfq8.stats.worker`; set
     `TFQ8_STATS_WORKER=0` to keep it in this process, after the calibrator).
+    Writes no file; logs the sample count at INFO (logger `"tfq8"`) and warns
+    about fewer than 16 samples or an input that holds one value throughout.
 
     Args:
         model: A Keras 3 or tf_keras model, a `.keras`/`.h5`/SavedModel path,
@@ -158,6 +160,11 @@ def convert(
     output_path: str | os.PathLike | None = None,
 ) -> bytes:
     """Converts a model to a full-integer int8 `.tflite` with tfq8's ranges.
+
+    Writes a file only with `output_path`. Logs its steps at INFO (logger
+    `"tfq8"`: the sample count, `auto`'s scores and choice) and warns where
+    the result differs from what was asked (a `ranges` entry not applied or
+    widened to include 0, an op kept float with `allow_float=True`).
 
     Args:
         model: A Keras 3 or tf_keras model, a `.keras`/`.h5`/SavedModel

@@ -102,6 +102,11 @@ class BenchReport:
         size_bytes: `{"int8": ..., "float": ...}` flatbuffer sizes.
         backend: Kernels used.
         num_threads: Threads used.
+
+    Example:
+        >>> bench = tfq8.benchmark("model_int8.tflite", reference="model.keras")
+        >>> bench.latency_ms["int8"]["p50"], bench.speedup
+        >>> print(bench)   # latency, sizes and the per-op table
     """
 
     latency_ms: dict[str, dict[str, float]]
@@ -115,7 +120,15 @@ class BenchReport:
     num_threads: int
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain types only, for `json.dumps`."""
+        """Plain types only, for `json.dumps`.
+
+        Example:
+            >>> bench = tfq8.benchmark("model_int8.tflite", reference=model)
+            >>> sorted(bench.to_dict())
+            ['backend', 'float_ops', 'invoke_overhead_ms', 'latency_ms', 'num_threads', 'ops',
+             'ops_total_ms', 'size_bytes', 'speedup']
+            >>> json.dump(bench.to_dict(), open("bench.json", "w"))
+        """
         return {"latency_ms": self.latency_ms, "speedup": self.speedup,
                 "ops": [o.to_dict() for o in self.ops],
                 "float_ops": [o.to_dict() for o in self.float_ops],
@@ -124,7 +137,11 @@ class BenchReport:
                 "num_threads": self.num_threads}
 
     def op_table(self) -> str:
-        """The per-op table; with a reference, float time and speedup of the matching op."""
+        """The per-op table; with a reference, float time and speedup of the matching op.
+
+        Example:
+            >>> print(tfq8.benchmark("model_int8.tflite", reference=model).op_table())
+        """
         by_name = {o.output_name: o for o in self.float_ops}
         floor = max(self.invoke_overhead_ms, 1e-3)
         head = f"  {'#':>3} {'op':<22} {'output shape':<18} {'int8 ms':>8} {'share':>6}"
@@ -192,7 +209,9 @@ def benchmark(
 ) -> BenchReport:
     """Times an int8 `.tflite` (and its float reference) whole and op by op.
 
-    See the module docstring for how each figure is obtained.
+    See the module docstring for how each figure is obtained. Writes no file;
+    warns (logger `"tfq8"`) where `tflite_model` is a float model and for ops
+    left out of the per-op table.
 
     Args:
         tflite_model: The int8 model, bytes or a `.tflite` path (verified first).

@@ -114,6 +114,11 @@ class CheckReport:
             without a reference whose tensors match by name).
         reference: What the reference was (`"keras"`, `"calibration"`,
             `"tflite"` or `"none"`).
+
+    Example:
+        >>> report = tfq8.check(blob, reference=model, data=x_test, labels=y_test)
+        >>> report.accuracy, report.reference_accuracy, report.agreement
+        >>> print(report)   # per output, then per tensor, worst first
     """
 
     num_samples: int
@@ -125,7 +130,15 @@ class CheckReport:
     reference: str
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain types only (non-finite floats become None), for `json.dumps`."""
+        """Plain types only (non-finite floats become None), for `json.dumps`.
+
+        Example:
+            >>> report = tfq8.check(blob, reference=model, data=x_test)
+            >>> sorted(report.to_dict())
+            ['accuracy', 'agreement', 'num_samples', 'outputs', 'reference',
+             'reference_accuracy', 'tensors']
+            >>> json.dump(report.to_dict(), open("report.json", "w"))
+        """
         return {
             "num_samples": self.num_samples,
             "accuracy": _json_float(self.accuracy),
@@ -188,7 +201,10 @@ def check(
 ) -> CheckReport:
     """Checks an int8 `.tflite` against its float reference on data.
 
-    See the module docstring for how each figure is computed.
+    See the module docstring for how each figure is computed. Writes no file;
+    warns (logger `"tfq8"`) where the data clip at the int8 input's range or
+    use few of its levels, where `tflite_model` is a float model, and where
+    the per-tensor table cannot be made.
 
     Args:
         tflite_model: The int8 model, bytes or a `.tflite` path (verified first).
