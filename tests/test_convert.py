@@ -394,9 +394,11 @@ def test_bad_arguments(cnn_case):
         tfq8.convert(calibration=calib, ranges=[("x", (0, 1))])
     with pytest.raises(TypeError, match=r"merge\(\) takes another tfq8.Calibration. Received: int"):
         calib.merge(42)
-    with pytest.raises(ValueError, match="pass data=.*CalibrationCallback"):
+    with pytest.raises(ValueError, match=r"pass data=.*CalibrationCallback. Received: data=None, "
+                                         r"calibration=None, and a model without statistics"):
         tfq8.convert(factories.mlp())
-    with pytest.raises(ValueError, match="either data or calibration"):
+    with pytest.raises(ValueError, match=r"either data or calibration, not both.*Received: data "
+                                         r"of type ndarray and calibration=Calibration\(\d+ tensors"):
         tfq8.convert(model, x, calibration=calib)
     with pytest.raises(TypeError, match="tfq8.Calibration"):
         tfq8.convert(calibration={"not": "a calibration"})

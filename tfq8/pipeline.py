@@ -498,7 +498,9 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
             raise TypeError(
                 f"calibration must be a tfq8.Calibration. Received: {type(calibration).__name__}")
         if data is not None:
-            raise ValueError("Pass either data or calibration, not both.")
+            raise ValueError("Pass either data or calibration, not both: calibration holds "
+                             "statistics already taken on its data. Received: data of type "
+                             f"{type(data).__name__} and calibration={calibration!r}")
         if num_samples is not None:
             raise ValueError(
                 "num_samples chooses samples of data; calibration was already taken on "
@@ -518,7 +520,8 @@ def _resolve_calibration(model: Any, data: Any, calibration: Calibration | None,
     if attached is None:
         raise ValueError(
             "No calibration data: pass data=... (samples like the model's inputs), "
-            "calibration=tfq8.calibrate(...), or train with tfq8.CalibrationCallback."
+            "calibration=tfq8.calibrate(...), or train with tfq8.CalibrationCallback. "
+            "Received: data=None, calibration=None, and a model without statistics attached"
         )
     current = load_model(model).fingerprint()
     if attached.fingerprint != current:
