@@ -471,7 +471,8 @@ def io_type(arg: str, value: Any) -> np.dtype:
         except TypeError:
             pass
     if key not in _IO_NAMES:
-        raise (ValueError if key is not None else ArgumentTypeError)(f"{arg} must be one of {', '.join(_IO_NAMES)}. Received: {arg}={value!r}")
+        raise (ValueError if key is not None else ArgumentTypeError)(
+            f"{arg} must be one of {', '.join(_IO_NAMES)}. Received: {arg}={value!r}")
     return np.dtype(_IO_NAMES[key])
 
 

@@ -251,7 +251,8 @@ def benchmark(
         >>> print(f"{bench.speedup:.2f}x faster, {bench.size_bytes['int8']} bytes")
     """
     if backend not in BACKENDS:
-        raise (ValueError if isinstance(backend, str) else ArgumentTypeError)(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
+        raise (ValueError if isinstance(backend, str) else ArgumentTypeError)(
+            f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     _args.integer("warmup", warmup, minimum=0)
     _args.integer("runs", runs, optional=True)
     _args.integer("seed", seed, minimum=0, optional=True)
@@ -260,7 +261,7 @@ def benchmark(
     per_op = _args.boolean("per_op", per_op)
     if progress is not None and not callable(progress):
         raise ArgumentTypeError("progress must be a callable taking a message, or None. "
-                         f"Received: progress={progress!r}")
+                                f"Received: progress={progress!r}")
     say = progress or (lambda msg: None)
     rng = np.random.default_rng(seed)
     q_blob, q_parsed = load_verified(tflite_model)

@@ -254,8 +254,8 @@ def check(
     per_tensor = _args.boolean("per_tensor", per_tensor)
     _output_kind(output)  # now; its name or index is checked once the outputs are known
     if progress is not None and not callable(progress):
-        raise ArgumentTypeError("progress must be a callable taking (samples done, total), or None. "
-                         f"Received: progress={progress!r}")
+        raise ArgumentTypeError("progress must be a callable taking (samples done, total), "
+                                f"or None. Received: progress={progress!r}")
     want_tensors = per_tensor and backend != "xnnpack"
     if per_tensor and not want_tensors:
         _log.warning("The per-tensor table needs the builtin or reference kernels (XNNPACK "

@@ -309,7 +309,8 @@ def make_interpreter(model: bytes, *, backend: str = "builtin", num_threads: int
     """
     _args.integer("num_threads", num_threads)
     if backend not in BACKENDS:
-        raise (ValueError if isinstance(backend, str) else ArgumentTypeError)(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
+        raise (ValueError if isinstance(backend, str) else ArgumentTypeError)(
+            f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     if not verified:
         verify_model(model, arg=arg)
     try:
