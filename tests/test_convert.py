@@ -100,6 +100,44 @@ def test_conversion_is_byte_identical_across_runs(cnn_case):
     assert tfq8.convert(model, x) == tfq8.convert(model, x)
 
 
+def test_conversions_in_two_threads_run_one_at_a_time():
+    """TensorFlow's converter is not thread-safe: two Keras exports that overlap can leave
+    `warnings.filters` ignoring every warning and TensorFlow logging only FATAL for good
+    (its AutoTrackable saves and puts back both around each attribute it reads)."""
+    import threading
+
+    inside, first_in, release = [], threading.Event(), threading.Event()
+
+    class Converter:  # stands in for a TFLiteConverter; the first one waits inside
+        def __init__(self, name):
+            self.name = name
+
+        def convert(self):
+            inside.append(self.name)
+            if self.name == "first":
+                first_in.set()
+                release.wait(10)
+            seen = ",".join(inside).encode()  # the conversions running meanwhile
+            inside.remove(self.name)
+            return seen
+
+    out = {}
+
+    def convert(name):
+        out[name] = _tflite.convert_float(Converter(name))
+
+    first = threading.Thread(target=convert, args=("first",))
+    first.start()
+    assert first_in.wait(10)
+    second = threading.Thread(target=convert, args=("second",))
+    second.start()
+    second.join(0.5)  # time to enter the converter, were it free
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert out == {"first": b"first", "second": b"second"}
+
+
 def test_calibration_is_reusable_and_survives_save_load(cnn_case, tmp_path):
     _, _, calib = cnn_case
     path = tmp_path / "stats.npz"

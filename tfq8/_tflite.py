@@ -35,6 +35,7 @@ import logging
 import os
 import re
 import struct
+import threading
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -268,18 +269,31 @@ def convert_qat(
     return convert_float(converter)
 
 
+CONVERT_LOCK = threading.RLock()
+"""Held around every `TFLiteConverter.convert()` tfq8 makes, one conversion at a time.
+
+The converter is not safe in two threads at once: exporting a Keras model,
+TensorFlow's `AutoTrackable` saves `warnings.filters` and TensorFlow's log
+verbosity, sets them to "ignore all" and FATAL, and puts back what it saved,
+around every attribute it reads. Two overlapping exports (`tfq8.convert` in two
+threads) can put back each other's settings and leave every warning of the
+process ignored, and TensorFlow logging only FATAL, for good.
+"""
+
+
 def convert_float(converter: tf.lite.TFLiteConverter) -> bytes:
     """`converter.convert()`, quiet: the plain float `.tflite` model unless the
     converter was set up for more (calibration, QAT).
 
     The converter's MLIR error dump goes to native stderr; its text is in the
-    error raised here.
+    error raised here. Conversions in several threads run one at a time
+    (`CONVERT_LOCK`).
 
     Raises:
         UnsupportedOpError: Naming the ops (or the float16 types) the converter rejects.
     """
     try:
-        with quiet_stdout(), quiet_native_stderr():
+        with CONVERT_LOCK, quiet_stdout(), quiet_native_stderr():
             return bytes(converter.convert())
     except _ConverterError as e:
         raise _unsupported(str(e)) from None

@@ -389,7 +389,7 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     converter.inference_input_type = tf.as_dtype(io_in)
     converter.inference_output_type = tf.as_dtype(io_out)
-    with quiet_stdout(), quiet_native_stderr(), _tflite.loop_safe(converter):
+    with _tflite.CONVERT_LOCK, quiet_stdout(), quiet_native_stderr(), _tflite.loop_safe(converter):
         return bytes(converter.convert())
 
 
