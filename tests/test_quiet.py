@@ -6,7 +6,8 @@ import sys
 import threading
 import warnings
 
-from tfq8._quiet import CHILD_LOGGERS, filtering, quiet_native_stderr, quiet_stdout
+from tfq8._quiet import (CHILD_LOGGERS, filtering, ignoring_warnings, quiet_native_stderr,
+                         quiet_stdout)
 
 
 def _fd2():
@@ -66,6 +67,60 @@ def test_overlapping_quiet_stdout_in_threads_restores_stdout():
         t.join()
     assert quiet_inside == [True]
     assert sys.stdout is before
+
+
+def test_interpreters_made_in_overlapping_threads_leave_the_warning_filters_alone(monkeypatch):
+    """Each LiteRT interpreter is made ignoring its preserve_all_tensors warning; with
+    `warnings.catch_warnings` (which puts back a copy of the whole list), one made in
+    a thread while another thread was making one left that filter in place for good."""
+    import ai_edge_litert.interpreter as litert_interpreter
+
+    from tfq8.harness.litert import new_interpreter
+
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    class Interpreter:  # the first is made while the second starts, which ends last
+        def __init__(self, model_content, **kwargs):
+            if model_content == b"first":
+                first_in.set()
+                second_in.wait(timeout=10)
+            else:
+                second_in.set()
+                first_out.wait(timeout=10)
+
+    monkeypatch.setattr(litert_interpreter, "Interpreter", Interpreter)
+    before = list(warnings.filters)
+
+    def first():
+        new_interpreter(b"first", backend="builtin", num_threads=1)
+        first_out.set()
+
+    def second():
+        first_in.wait(timeout=10)
+        new_interpreter(b"second", backend="builtin", num_threads=1)
+
+    threads = [threading.Thread(target=f) for f in (first, second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert warnings.filters == before
+
+
+def test_ignoring_warnings_shares_one_filter_and_the_last_out_removes_it():
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        inside = list(warnings.filters)
+        with ignoring_warnings("noisy"):
+            with ignoring_warnings("noisy"):
+                assert len(warnings.filters) == len(inside) + 1
+                warnings.warn("noisy here")
+            warnings.warn("noisy still")  # the inner exit keeps the filter
+        assert warnings.filters == inside
+        warnings.warn("noisy after")
+    assert [str(w.message) for w in seen] == ["noisy after"]
+    assert warnings.filters == before
 
 
 def test_quiet_stdout_filters_the_quantizer_warning_only_while_inside():

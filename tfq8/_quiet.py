@@ -110,6 +110,37 @@ def quiet_stdout() -> Iterator[None]:
                 _filter = None
 
 
+_ignore_lock = threading.Lock()
+_ignoring: dict[str, tuple[int, tuple]] = {}  # message -> (threads inside, the filter)
+
+
+@contextlib.contextmanager
+def ignoring_warnings(message: str) -> Iterator[None]:
+    """Ignores the warnings whose message matches `message` (a regular expression,
+    as for `warnings.filterwarnings`) while any thread is inside.
+
+    Nested and concurrent uses share one filter, which the last one out removes,
+    and no other filter is touched: `warnings.catch_warnings` puts back a copy of
+    the whole list on the way out, so two overlapping uses in threads leave one
+    thread's filter in place for good (and drop any other filter added meanwhile).
+    """
+    with _ignore_lock:
+        depth, added = _ignoring.get(message, (0, None))
+        if depth == 0:
+            warnings.filterwarnings("ignore", message=message)
+            added = warnings.filters[0]
+        _ignoring[message] = (depth + 1, added)
+    try:
+        yield
+    finally:
+        with _ignore_lock:
+            depth, added = _ignoring.pop(message)
+            if depth > 1:
+                _ignoring[message] = (depth - 1, added)
+            elif added in warnings.filters:  # gone if a catch_warnings block ended since
+                warnings.filters.remove(added)
+
+
 @contextlib.contextmanager
 def quiet_native_stderr() -> Iterator[Callable[[], str]]:
     """Points file descriptor 2 at a temporary file while any thread is inside.

@@ -12,10 +12,9 @@ Example:
 
 from __future__ import annotations
 
-import warnings
 from typing import Any, Sequence
 
-from tfq8._quiet import quiet_native_stderr
+from tfq8._quiet import ignoring_warnings, quiet_native_stderr
 
 BACKENDS = ("xnnpack", "builtin", "reference")
 """Kernel choices: the XNNPACK delegate (LiteRT's default on CPU), TFLite's
@@ -49,9 +48,8 @@ def new_interpreter(model: bytes, *, backend: str, num_threads: int,
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}. Received: backend={backend!r}")
     # Quiet: LiteRT announces "Created TensorFlow Lite XNNPACK delegate" on
     # stderr; its errors reach Python as exceptions with their message.
-    with warnings.catch_warnings(), quiet_native_stderr():
-        # preserve_all_tensors is asked for on purpose.
-        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+    # preserve_all_tensors is asked for on purpose.
+    with ignoring_warnings(".*experimental_preserve_all_tensors"), quiet_native_stderr():
         return Interpreter(
             model_content=bytes(model),
             experimental_op_resolver_type=resolvers[backend],
