@@ -558,3 +558,37 @@ def test_run_from_python_takes_paths_in_argv_and_names_anything_else(capfd, tmp_
     with pytest.raises(TypeError, match=r"^argv must be the command line as strings .*Received: "
                                         r"3 of type int in argv="):
         cli.run(["tfq8", "inspect", "m.tflite", "--top", 3])
+
+
+def test_run_from_an_absl_app_keeps_its_flags(tmp_path, capfd):
+    """An absl app calling `run` keeps its parsed flags' values (each command parses its
+    own into absl's global FLAGS, unparsing them first: they were reset to their
+    defaults), and flags never parsed stay unparsed."""
+    from absl import flags  # noqa: PLC0415
+
+    import tfq8  # noqa: PLC0415
+
+    x = np.random.default_rng(0).normal(size=(32, 20)).astype(np.float32)
+    (tmp_path / "m.tflite").write_bytes(tfq8.convert(F.mlp(), x, method="minmax"))
+    name = "tfq8_test_user_flag"
+    if name not in flags.FLAGS:
+        flags.DEFINE_integer(name, 1, "A flag of the app that calls tfq8.cli.run.")
+    was_parsed = flags.FLAGS.is_parsed()
+    try:
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["app", f"--{name}=5"])
+        for argv, want in ([("inspect", tmp_path / "m.tflite"), 0],
+                           [("inspect", tmp_path / "missing.tflite"), 1]):
+            code, _, err = _run(capfd, *argv)
+            assert code == want, err
+            assert flags.FLAGS.is_parsed()
+            assert flags.FLAGS[name].value == 5 and flags.FLAGS[name].present
+        flags.FLAGS.unparse_flags()
+        code, _, err = _run(capfd, "inspect", tmp_path / "m.tflite")
+        assert code == 0, err
+        assert not flags.FLAGS.is_parsed()
+        assert flags.FLAGS[name].value == 1 and flags.FLAGS[name].using_default_value
+    finally:
+        flags.FLAGS.unparse_flags()
+        if was_parsed:
+            flags.FLAGS(["app"])

@@ -150,7 +150,8 @@ def run(argv: Sequence[str] | None = None) -> None:
     Called from Python (a notebook, a test), it leaves the process as it found it:
     the logging setup the command needs (absl's handler on the root logger, with
     one-line warnings; quieter levels) lasts only while it runs (see
-    `_restoring_logging`).
+    `_restoring_logging`), and absl's global `FLAGS`, which the command parses,
+    are then as they were (`_restoring_flags`).
 
     Raises:
         SystemExit: With the command's exit status (0 on success), whatever happens
@@ -169,7 +170,7 @@ def run(argv: Sequence[str] | None = None) -> None:
         raise TypeError("argv must be the command line as strings (paths are taken too), "
                         "program name first, such as ['tfq8', 'inspect', 'model.tflite']. "
                         f"Received: {bad[0]!r} of type {type(bad[0]).__name__} in argv={argv!r}")
-    with _restoring_logging():
+    with _restoring_logging(), _restoring_flags():
         _run(argv)
 
 
@@ -216,6 +217,33 @@ def _restoring_logging() -> Iterator[None]:
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
         else:
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = tf_log_level
+
+
+@contextlib.contextmanager
+def _restoring_flags() -> Iterator[None]:
+    """Puts absl's global `FLAGS` back as they were: each flag's value, whether it was
+    given and whether it holds its default, and whether `FLAGS` were parsed.
+
+    Each command parses its flags into `FLAGS` afresh (`_parse_flags` unparses them
+    first), which would otherwise leave the flags of a program calling `run`, an
+    absl app's among them, at their defaults. Flags the run defined (absl's
+    `--helpfull` and the like, on its first `app.run`) stay defined.
+    """
+    parsed = FLAGS.is_parsed()
+    saved = {name: (FLAGS[name].value, FLAGS[name].present, FLAGS[name].using_default_value)
+             for name in FLAGS}
+    try:
+        yield
+    finally:
+        if not parsed and FLAGS.is_parsed():
+            FLAGS.unparse_flags()
+        for name, (value, present, default) in saved.items():
+            flag = FLAGS[name]
+            if flag.value != value:  # (the verbosity flag sets absl's levels when set)
+                flag.value = value
+            flag.present, flag.using_default_value = present, default
+        if parsed:
+            FLAGS.mark_as_parsed()
 
 
 def _run(argv: list[str]) -> None:
