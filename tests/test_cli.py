@@ -592,3 +592,25 @@ def test_run_from_an_absl_app_keeps_its_flags(tmp_path, capfd):
         flags.FLAGS.unparse_flags()
         if was_parsed:
             flags.FLAGS(["app"])
+
+
+def test_run_from_python_closes_its_copy_of_stdout_when_the_command_fails(tmp_path, capfd):
+    """The command's handle on the real stdout was left to the garbage collector: a
+    failed command's traceback holds it in a reference cycle, so the descriptor stayed
+    open (and a ResourceWarning came later, from wherever the collector ran)."""
+    import gc  # noqa: PLC0415
+
+    def descriptors():
+        return sorted(os.listdir("/proc/self/fd"))
+
+    if not os.path.isdir("/proc/self/fd"):
+        pytest.skip("needs /proc/self/fd")
+    gc.collect()
+    gc.disable()  # only the collector closed it
+    try:
+        before = descriptors()
+        code, _, err = _run(capfd, "inspect", tmp_path / "missing.tflite")
+        assert code == 1, err
+        assert descriptors() == before
+    finally:
+        gc.enable()

@@ -345,10 +345,10 @@ def _main(command: str, positional: list[str]) -> int:
         with _stdout_to_stderr() as out:
             _MODEL_TO_STDOUT = out if model_to_stdout else None
             result, text, code = _COMMAND_FUNCS[command](positional[0])
-        report = sys.stderr if model_to_stdout else out  # stdout carries the model
-        report.write(json.dumps(result, indent=2, allow_nan=False) + "\n" if _F.json
-                     else text + "\n")
-        report.flush()
+            report = sys.stderr if model_to_stdout else out  # stdout carries the model
+            report.write(json.dumps(result, indent=2, allow_nan=False) + "\n" if _F.json
+                         else text + "\n")
+            report.flush()
         return code
     except KeyboardInterrupt:
         _fail("interrupted", command, 130)
@@ -378,7 +378,8 @@ def _names_stdout(path: str | None) -> bool:
 def _stdout_to_stderr() -> Iterator[Any]:
     """Sends everything written to stdout (by Python or C++) to stderr meanwhile.
 
-    Yields a file writing to the real stdout, so `--json` output stays clean.
+    Yields a file writing to the real stdout, so `--json` output stays clean;
+    it is closed on the way out (an error's traceback would keep it open).
     """
     sys.stdout.flush()
     saved = os.dup(1)
@@ -391,7 +392,7 @@ def _stdout_to_stderr() -> Iterator[Any]:
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
-        real.flush()
+        real.close()
 
 
 # --------------------------------------------------------------------- progress
