@@ -87,6 +87,23 @@ def test_keras_file_path(tmp_path):
     _full_integer(str(path), _features())
 
 
+def test_loading_or_copying_a_model_leaves_the_users_random_state_alone(tmp_path):
+    """Keras seeds each initializer it makes without a seed from Python's `random`:
+    loading a model file, or the float32 copy of a mixed-precision model, changed the
+    weights of the next model the user built after keras.utils.set_random_seed."""
+    import random  # noqa: PLC0415
+
+    path = tmp_path / "mlp.keras"
+    factories.mlp().save(path)
+    half = _half_precision_mlp()
+    for model in (path, half):
+        keras.utils.set_random_seed(1)
+        models.load_model(model)
+        after = random.random()
+        keras.utils.set_random_seed(1)
+        assert after == random.random(), model
+
+
 def test_keras3_h5_path(tmp_path):
     model = factories.mlp()
     path = tmp_path / "mlp.h5"

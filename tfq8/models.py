@@ -21,10 +21,11 @@ import dataclasses
 import hashlib
 import logging
 import os
+import random
 import re
 import weakref
 import zipfile
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -338,7 +339,8 @@ def load_model(model: Any) -> ModelHandle:
                 "The Keras model is not built: call it on a batch or call build() "
                 f"first so its input shapes are known. Received: {type(model).__name__}"
             )
-        return ModelHandle(keras_model=_convertible(model))
+        with _python_random_kept():  # a float32 copy makes layers
+            return ModelHandle(keras_model=_convertible(model))
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
         if not os.path.exists(path):
@@ -371,7 +373,8 @@ def load_model(model: Any) -> ModelHandle:
                     f"Received: model={path!r}"
                 ) from e
         if path.endswith((".keras", ".h5", ".hdf5")):
-            return ModelHandle(keras_model=_convertible(_load_keras_file(path)))
+            with _python_random_kept():
+                return ModelHandle(keras_model=_convertible(_load_keras_file(path)))
         if path.endswith(".tflite"):
             return ModelHandle(tflite_model=_float_tflite(path))
         raise ValueError(
@@ -577,6 +580,21 @@ def _with_list_inputs(model: Any) -> Any:
     inputs = [keras.Input(batch_shape=struct[k].shape, dtype=struct[k].dtype,
                           name=struct[k].name) for k in keys]
     return keras.Model(inputs, model(dict(zip(keys, inputs))), name=model.name)
+
+
+@contextlib.contextmanager
+def _python_random_kept() -> Iterator[None]:
+    """Puts Python's global `random` state back after the block.
+
+    Keras draws a seed from it for each initializer made without one, as it loads a
+    model file or copies a model, so the next model the user builds after
+    `keras.utils.set_random_seed` would otherwise get other weights.
+    """
+    state = random.getstate()
+    try:
+        yield
+    finally:
+        random.setstate(state)
 
 
 def _convertible(model: Any) -> Any:
