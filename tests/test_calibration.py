@@ -519,3 +519,17 @@ def test_a_calibration_made_by_hand_is_checked(full):
     # A tuple of tensors and a memoryview of the model were taken before the checks, and are.
     for model, tensors in ((full.model, tuple(full.tensors)), (memoryview(full.model), full.tensors)):
         assert tfq8.Calibration(model, tensors, 3).ranges("minmax") == full.ranges("minmax")
+
+
+def test_weights_holding_nan_are_named_not_called_unquantizable():
+    # A diverged training run: TFLite's calibrator records no range for the NaN
+    # activations, and the conversion used to fail as if FULLY_CONNECTED could not
+    # be quantized ("Pass allow_float=True").
+    model = factories.mlp()
+    kernel = model.layers[0].kernel
+    kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+    x = np.random.default_rng(0).normal(size=(16, 20)).astype(np.float32)
+    for run in (lambda: tfq8.calibrate(model, x), lambda: tfq8.convert(model, x)):
+        with pytest.raises(ValueError, match=r"model's weights hold NaN or Inf \('"
+                           + re.escape(kernel.path) + r"'\).* Received: a model with 1 "):
+            run()

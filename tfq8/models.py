@@ -81,6 +81,31 @@ def weights_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
+def nonfinite_weights(model: Any) -> list[str]:
+    """The names of a Keras model's floating-point weights that hold NaN or Inf.
+
+    Such weights (a training run that diverged) make activations NaN on every
+    sample, and TFLite's calibrator records no range for them.
+
+    Args:
+        model: A Keras 3 or tf_keras model.
+
+    Returns:
+        The weights' paths (Keras 3, such as `'sequential/dense/kernel'`) or
+        names (tf_keras), in `model.weights` order; empty when all are finite.
+
+    Example:
+        >>> nonfinite_weights(model)
+        []
+    """
+    bad = []
+    for w in model.weights:
+        v = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
+        if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+            bad.append(str(getattr(w, "path", None) or w.name))
+    return bad
+
+
 class ModelHandle:
     """A model tfq8 can convert: a live Keras model, a SavedModel folder or a float `.tflite`.
 

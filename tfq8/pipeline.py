@@ -28,7 +28,7 @@ from tfq8.calibration import (Calibration, atomic_write, check_output_path, is_t
 from tfq8.data import RepresentativeDataset, representative_dataset
 from tfq8.errors import ArgumentTypeError, UnsupportedOpError
 from tfq8.harness.inspect import inspect
-from tfq8.models import ModelHandle, load_model, specs_from_tflite
+from tfq8.models import ModelHandle, load_model, nonfinite_weights, specs_from_tflite
 from tfq8.ranges import auto as _auto
 from tfq8.ranges import available_methods, check_options
 from tfq8.stats.collect import BackgroundCollect, collect, with_own_extremes
@@ -85,6 +85,10 @@ def calibrate(
     Returns:
         A `Calibration`, reusable by `convert(..., calibration=...)`.
 
+    Raises:
+        ValueError: On bad arguments or data, or a Keras model whose weights
+            hold NaN or Inf (naming them).
+
     Example:
         >>> calib = tfq8.calibrate(model, dataset.take(200))
         >>> calib.save("stats.npz")
@@ -92,6 +96,8 @@ def calibrate(
     _args.integer("batch_size", batch_size, optional=True)
     _args.integer("max_bins", max_bins, minimum=MIN_BINS, maximum=MAX_BINS)
     handle = load_model(model)
+    if handle.keras_model is not None:
+        _check_finite_weights(handle.keras_model)
     rep = data if isinstance(data, RepresentativeDataset) and data.checked and (
         num_samples is None and data.specs == handle.specs) else representative_dataset(
             data, specs=handle.specs, num_samples=num_samples)
@@ -116,6 +122,24 @@ def calibrate(
     calibrated = with_own_extremes(calibrated, tensors)
     samples = [a[kept].copy() for a in rep.inputs] if len(kept) else None
     return Calibration(calibrated, tensors, len(rep), handle.fingerprint(), samples)
+
+
+def _check_finite_weights(keras_model: Any) -> None:
+    """Refuses weights holding NaN or Inf, whose activations have no range to calibrate.
+
+    Raises:
+        ValueError: Naming the weights (TFLite's calibrator would silently record
+            no range for their outputs, and the conversion then fail as if
+            their ops could not be quantized).
+    """
+    bad = nonfinite_weights(keras_model)
+    if bad:
+        shown = ", ".join(repr(name) for name in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise ValueError(
+            f"model's weights hold NaN or Inf ({shown}), so its activations are NaN and "
+            "have no range to calibrate (did training diverge?). Expected finite weights: "
+            "restore or retrain them. Received: a model with "
+            f"{len(bad)} non-finite weight(s)")
 
 
 def _warn_constant_inputs(rep: RepresentativeDataset) -> None:
