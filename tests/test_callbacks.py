@@ -959,3 +959,35 @@ def test_int8_metrics_that_need_labels_are_refused_before_training_without_them(
                                   filepath=str(tmp_path / "a-{val_int8_agreement:.2f}.tflite"))
     model.fit(x, y, epochs=1, verbose=0, callbacks=[ok])
     assert len(ok.saved) == 1
+
+
+def test_diverged_weights_are_skipped_with_a_warning_not_a_crash(tmp_path, caplog):
+    x, y = _mlp_data()
+    model = _compiled_mlp()
+
+    class Diverge(keras.callbacks.Callback):   # the weights go NaN during epoch 2
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == 1:
+                kernel = self.model.layers[0].kernel
+                kernel.assign(np.full(kernel.shape, np.nan, np.float32))
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+    cb = tfq8.CalibrationCallback(x[:32], validation_data=(x[48:], y[48:]), every_n_epochs=1,
+                                  filepath=str(tmp_path / "e{epoch}.tflite"), method="minmax",
+                                  verbose=0)
+    with caplog.at_level(logging.WARNING, logger="tfq8.callbacks"):
+        history = model.fit(x, y, epochs=4, batch_size=48, verbose=0, callbacks=[
+            Diverge(), keras.callbacks.TerminateOnNaN(), cb])
+    assert len(history.history["loss"]) == 2                  # TerminateOnNaN stopped it
+    assert [h["epoch"] for h in cb.int8_history] == [1]
+    assert len(history.history["val_int8_accuracy"]) == 1
+    assert cb.saved == [str(tmp_path / "e1.tflite")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e1.tflite"]
+    warned = [r.getMessage() for r in caplog.records if "NaN or Inf" in r.getMessage()]
+    assert len(warned) == 1                                   # once per fit
+    assert "after epoch 2" in warned[0] and repr(model.layers[0].kernel.path) in warned[0]
+    assert "stale" in warned[0]
+    with pytest.raises(ValueError, match="stale"):            # epoch 1's statistics
+        tfq8.convert(model, method="minmax")

@@ -61,7 +61,7 @@ from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_i
                                keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
 from tfq8.diagnostics import SUGGESTION, TensorDiagnostics, diagnose
-from tfq8.models import is_tf_keras_model, load_model, weights_fingerprint
+from tfq8.models import is_tf_keras_model, load_model, nonfinite_weights, weights_fingerprint
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS
 
 _log = logging.getLogger("tfq8.callbacks")
@@ -312,6 +312,7 @@ class _CalibrationCallbackBase:
         self._exported: dict[int, str] = {}
         self._warned_monitor = False
         self._warned_skipped: set[str] = set()
+        self._warned_diverged = False
 
     def __repr__(self) -> str:
         when = "when training ends" if self.every_n_epochs is None else f"every {self.every_n_epochs} epoch(s)"
@@ -395,6 +396,9 @@ class _CalibrationCallbackBase:
         History) with `validation_data`, writes the int8 model to `filepath`
         (atomically; with `save_best_only`, only when `monitor` improved), and
         logs at INFO when `verbose` (warnings, such as a tensor hostile to int8, always).
+        Weights holding NaN or Inf (training diverged, as `TerminateOnNaN`
+        stops on) are not calibrated, evaluated or exported: a warning says
+        so, once per `fit`, and training goes on as Keras decides.
 
         Example:
             >>> cb = tfq8.CalibrationCallback(x_train[:256], validation_data=(x_val, y_val),
@@ -465,6 +469,8 @@ class _CalibrationCallbackBase:
                           epoch + 1)
             self._run(epoch, dict(self._epoch_logs[epoch]))
             return
+        if self._diverged(self._last_epoch):
+            return
         self._calibrate()
         if epoch is None:
             _log.warning(
@@ -495,7 +501,25 @@ class _CalibrationCallbackBase:
         setattr(self.model, CALIBRATION_ATTR, calib)
         return calib
 
+    def _diverged(self, epoch: int) -> bool:
+        """Whether the weights hold NaN or Inf, so there is nothing to calibrate (their
+        activations are NaN); warns once per fit."""
+        bad = nonfinite_weights(self.model)
+        if not bad:
+            return False
+        if not self._warned_diverged:
+            self._warned_diverged = True
+            _log.warning(
+                "CalibrationCallback: after epoch %d the weights hold NaN or Inf (%s): training "
+                "diverged, so they are not calibrated, evaluated or exported%s.", epoch + 1,
+                ", ".join(repr(name) for name in bad[:3]) + (", ..." if len(bad) > 3 else ""),
+                "; tfq8.convert(model) refuses the statistics of earlier weights as stale"
+                if self.calibration is not None else "")
+        return True
+
     def _run(self, epoch: int, logs: dict[str, Any]) -> None:
+        if self._diverged(epoch):
+            return
         phases: dict[str, float] = {}
         clock = time.perf_counter()
 
