@@ -188,6 +188,32 @@ def test_best_only_exports_on_improvement_and_file_runs(tmp_path):
     assert out.dtype == np.int8 and out.shape[-1] == 5
 
 
+def test_initial_value_threshold_keeps_a_better_file_when_training_resumes(tmp_path):
+    """A run resumed in a new process has a new model and callback: without a threshold its
+    first epoch overwrites the better file of the earlier run, as in Keras' ModelCheckpoint."""
+    x, y = _mlp_data()
+    path = tmp_path / "best.tflite"
+
+    def run(values, seed, **kwargs):  # another seed: other weights, another file
+        cb = tfq8.CalibrationCallback(x[:32], every_n_epochs=1, filepath=str(path),
+                                      monitor="val_score", mode="max", save_best_only=True,
+                                      method="minmax", verbose=0, **kwargs)
+        _compiled_mlp(seed=seed).fit(x, y, epochs=len(values), batch_size=48, verbose=0,
+                                     callbacks=[_Inject("val_score", values), cb])
+        return cb
+
+    first = run([0.5, 0.9], seed=0)
+    assert first.best == 0.9 and first.saved == [str(path), str(path)]
+    best_file = path.read_bytes()
+    resumed = run([0.7, 0.8], seed=1, initial_value_threshold=0.9)  # a new model, as after a restart
+    assert resumed.saved == [] and resumed.best == 0.9
+    assert path.read_bytes() == best_file
+    improved = run([0.7, 0.95], seed=2, initial_value_threshold=0.9)
+    assert improved.saved == [str(path)] and improved.best == 0.95
+    assert path.read_bytes() != best_file
+    assert run([0.7], seed=3).saved == [str(path)]  # without a threshold: from -inf
+
+
 def test_stale_weights_are_refused_and_missing_statistics_explained():
     x, y = _mlp_data()
     model = _compiled_mlp()
@@ -448,6 +474,9 @@ def test_missing_monitor_warns_once_listing_keys(tmp_path, caplog):
     dict(validation_steps=0, validation_data=iter([])),
     dict(convert_options={"input_type": "int4"}),
     dict(convert_options={"allow_float": "no"}),
+    dict(initial_value_threshold=0.9),  # without save_best_only it would be ignored
+    dict(initial_value_threshold="0.9", save_best_only=True, filepath="m.tflite"),
+    dict(initial_value_threshold=float("nan"), save_best_only=True, filepath="m.tflite"),
 ])
 def test_bad_arguments_raise(kwargs):
     kwargs = dict(kwargs)

@@ -167,6 +167,7 @@ class _CalibrationCallbackBase:
         monitor: str = "val_int8_accuracy",
         mode: str = "auto",
         save_best_only: bool = False,
+        initial_value_threshold: float | None = None,
         verbose: int = 1,
         method: str = "auto",
         num_samples: int | None = None,
@@ -207,6 +208,21 @@ class _CalibrationCallbackBase:
         if save_best_only and filepath is None:
             raise ValueError(
                 "save_best_only=True needs a filepath to export to. Received: filepath=None")
+        if initial_value_threshold is not None:
+            if isinstance(initial_value_threshold, bool) or not isinstance(
+                    initial_value_threshold, numbers.Real):
+                raise ArgumentTypeError(
+                    f"initial_value_threshold must be a number (the {monitor!r} value an export "
+                    "must beat), or None. Received: initial_value_threshold="
+                    f"{initial_value_threshold!r}")
+            if math.isnan(initial_value_threshold):
+                raise ValueError("initial_value_threshold must be a number, not NaN. "
+                                 "Received: initial_value_threshold=nan")
+            if not save_best_only:
+                raise ValueError(
+                    "initial_value_threshold is the value save_best_only's first export must "
+                    "beat: pass save_best_only=True too. Received: initial_value_threshold="
+                    f"{initial_value_threshold!r}, save_best_only=False")
         wrong_type = isinstance(verbose, bool) or not isinstance(verbose, (int, np.integer))
         if wrong_type or not 0 <= verbose <= 2:
             raise (ArgumentTypeError if wrong_type else ValueError)(
@@ -268,6 +284,8 @@ class _CalibrationCallbackBase:
         self.filepath = filepath
         self.monitor = monitor
         self.save_best_only = save_best_only
+        self.initial_value_threshold = (None if initial_value_threshold is None
+                                        else float(initial_value_threshold))
         self.verbose = int(verbose)
         self.method = method
         self.num_samples = num_samples
@@ -288,10 +306,16 @@ class _CalibrationCallbackBase:
         self._data_model: Any = None  # the model _rep, _val and _specs were read for
         self._trialled = False  # the trial conversion ran for _data_model
         self._check_deferred = False  # the model was not built when training began
-        self.best: float = -math.inf if mode == "max" else math.inf
+        self.best = self._initial_best()
         self._reset()
 
     # ------------------------------------------------------------- state
+    def _initial_best(self) -> float:
+        """`best` before any export: `initial_value_threshold`, or the worst value."""
+        if self.initial_value_threshold is not None:
+            return self.initial_value_threshold
+        return -math.inf if self.mode == "max" else math.inf
+
     def _reset(self) -> None:
         self.calibration: Calibration | None = None
         self.diagnostics: dict[str, list[TensorDiagnostics]] = {}
@@ -360,7 +384,8 @@ class _CalibrationCallbackBase:
 
         `best` carries over to another `fit` of the same model (training
         resumed: `save_best_only` keeps the better file, as Keras'
-        `ModelCheckpoint` does); another model starts afresh.
+        `ModelCheckpoint` does); another model starts afresh, from
+        `initial_value_threshold` if given (training resumed in a new process).
 
         Also reads and checks the calibration and validation data against the
         model now, so bad data fails before training rather than after it
@@ -382,7 +407,7 @@ class _CalibrationCallbackBase:
         if self._data_model is not self.model:  # adapted data is kept for the same model only
             self._rep, self._val, self._specs, self._data_model = None, None, None, self.model
             self._trialled = False
-            self.best = -math.inf if self.mode == "max" else math.inf
+            self.best = self._initial_best()
         self._check_deferred = not getattr(self.model, "built", True)
         if not self._check_deferred:
             self._check_model()
@@ -737,6 +762,11 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         monitor: The log key `save_best_only` compares.
         mode: `"auto"`, `"min"` or `"max"` for `monitor`.
         save_best_only: Export only when `monitor` improves.
+        initial_value_threshold: With `save_best_only`, the `monitor` value the
+            first export must beat (default: none). As in Keras'
+            `ModelCheckpoint`: training resumed in a new process (a new model
+            object, say from `BackupAndRestore`) then keeps the file of an
+            earlier, better run instead of overwriting it with the first epoch's.
         verbose: 0 silent (tfq8's own INFO lines too, such as `auto`'s scores),
             1 INFO log lines per calibration, evaluation and export, 2 also
             timings (logger `"tfq8.callbacks"`; configure `logging` to see
@@ -763,7 +793,7 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         int8_history: One dict of int8 metrics per evaluation (with its `epoch`).
         saved: Paths of the exported models, in order.
         best: Best `monitor` value seen (for `save_best_only`), kept across `fit`
-            calls on the same model.
+            calls on the same model; it starts at `initial_value_threshold`.
         timings: Seconds spent per calibration (calibrate, diagnose, convert, evaluate, export).
         phase_timings: The same split by phase, one dict per calibration.
 
