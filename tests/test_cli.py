@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import factories as F
+import tfq8
 from clirun import run_cli as _run
 
 
@@ -55,7 +56,11 @@ def test_console_script_convert_end_to_end(files):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)  # stdout holds the JSON only
     assert result["full_integer"] and result["size_bytes"] == out.stat().st_size
-    assert (files / "stats.npz").exists()
+    info = tfq8.inspect(str(out))  # how an app quantizes inputs and reads outputs
+    assert result["io"] == [{"tensor": t.name, "kind": kind, "dtype": "INT8", "scale": list(t.scale),
+                             "zero_point": list(t.zero_point)}
+                            for kind, t in (("input", info.inputs[0]), ("output", info.outputs[0]))]
+    assert len(info.inputs) == len(info.outputs) == 1 and len(result["io"][0]["scale"]) == 1
     assert "tfq8 convert: calibrating" in proc.stderr  # progress on stderr
     proc = subprocess.run(cmd + ["bench", str(out), "--runs", "5", "--warmup", "1",
                                  "--per-op=false", "--progress=false"],

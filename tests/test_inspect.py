@@ -38,6 +38,36 @@ def test_int8_model_is_full_integer(mlp):
     assert info.inputs[0].shape == (1, 20) and d["inputs"][0]["shape_signature"] == [-1, 20]
 
 
+@pytest.mark.parametrize("io_type", ["int8", "uint8", "float32"])
+def test_io_lines_give_the_apps_conversion_of_inputs_and_outputs(mlp, io_type):
+    from ai_edge_litert.interpreter import Interpreter
+
+    x = np.random.default_rng(0).normal(size=(32, 20)).astype(np.float32)
+    blob = tfq8.convert(mlp, x, input_type=io_type, output_type=io_type, method="minmax")
+    info = tfq8.inspect(blob)
+    lines = info.io_lines()
+    if io_type == "float32":  # nothing to convert at the app's side
+        assert lines == [] and "real =" not in str(info)
+        return
+    interpreter = Interpreter(model_content=blob)
+    interpreter.allocate_tensors()
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    for line, kind, d in ((lines[0], "input ", inp), (lines[1], "output", out)):
+        scale, zero = d["quantization"]
+        sign = "-" if zero > 0 else "+"
+        assert line == (f"{kind} {d['name']!r} {io_type.upper()}: real = {scale:.6g} * "
+                        f"(q {sign} {abs(zero)})"), line
+        assert line in str(info)
+    # The formula is the one the model uses: quantize x by it, run, read the output by it.
+    q = np.clip(np.round(x[:1] / inp["quantization"][0]) + inp["quantization"][1],
+                *((-128, 127) if io_type == "int8" else (0, 255))).astype(inp["dtype"])
+    interpreter.set_tensor(inp["index"], q)
+    interpreter.invoke()
+    real = out["quantization"][0] * (interpreter.get_tensor(out["index"]).astype(np.float64)
+                                     - out["quantization"][1])
+    np.testing.assert_allclose(real, mlp(x[:1]).numpy(), atol=0.25)
+
+
 def test_dynamic_dimensions_show_in_the_shape_signature():
     import keras
 

@@ -516,7 +516,12 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
               "num_ops": len(info.ops),
               "calibration_out": _F["calibration-out"].value and os.path.abspath(
                   _F["calibration-out"].value)}
-    text = f"wrote {output}: {len(blob)} bytes, {len(info.ops)} ops, {info.verdict()}"
+    result["io"] = [{"tensor": t.name, "kind": kind, "dtype": t.dtype, "scale": list(t.scale),
+                     "zero_point": list(t.zero_point)}
+                    for kind, tensors in (("input", info.inputs), ("output", info.outputs))
+                    for t in tensors]
+    text = "\n".join([f"wrote {output}: {len(blob)} bytes, {len(info.ops)} ops, "
+                      f"{info.verdict()}", *info.io_lines()])
     report = calib.last_auto if calib is not None and _F.method == "auto" else None
     if report is not None:
         result["auto"] = {"method": report.method, "score_db": _finite(report.score),

@@ -179,6 +179,24 @@ class ModelInfo:
                          + ", ".join(repr(t.name) for t in self.float_io))
         return "NOT full-integer: " + "; ".join(found)
 
+    def io_lines(self) -> list[str]:
+        """How an app turns its real values into the model's integer inputs, and the
+        integer outputs back into real values: one line per model input and output that
+        one scale quantizes (`real = scale * (q - zero_point)`); float ones are left out.
+
+        Example:
+            >>> print("\n".join(tfq8.inspect(blob).io_lines()))
+            input  'serving_default_x:0' INT8: real = 0.0235294 * (q + 128)
+            output 'Identity:0' INT8: real = 0.00390625 * (q + 128)
+        """
+        lines = []
+        for kind, tensors in (("input ", self.inputs), ("output", self.outputs)):
+            for t in tensors:
+                if len(t.scale) == 1 and len(t.zero_point) == 1:
+                    lines.append(f"{kind} {t.name!r} {t.dtype}: real = "
+                                 f"{_affine(t.scale[0], t.zero_point[0])}")
+        return lines
+
     def to_dict(self) -> dict[str, Any]:
         """Plain types only, for `json.dumps`."""
         flagged = {op.index for op in self.float_ops if not op.subgraph}
@@ -221,9 +239,17 @@ class ModelInfo:
             floats = [op.name for op in ops if not op.is_integer]
             lines.append(f"   subgraph {sub}: {len(ops)} ops, " + (
                 f"{len(floats)} float: {', '.join(floats)}   <- float" if floats else "integer"))
+        lines += self.io_lines()
         more = f" (+{len(self.subgraph_ops)} in other subgraphs)" if self.subgraph_ops else ""
         lines.append(f"{len(self.ops)} ops{more}, {self.size_bytes} bytes: {self.verdict()}")
         return "\n".join(lines)
+
+
+def _affine(scale: float, zero_point: int) -> str:
+    """`0.0235 * (q + 128)`: the real value of code q."""
+    if zero_point == 0:
+        return f"{scale:.6g} * q"
+    return f"{scale:.6g} * (q {'-' if zero_point > 0 else '+'} {abs(zero_point)})"
 
 
 def inspect(model: bytes | str | os.PathLike) -> ModelInfo:
