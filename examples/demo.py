@@ -140,6 +140,8 @@ def main(argv):
           if auto and set(auto.choice.values()) == {"minmax"} else []),
         f"full-integer: {info.full_integer} ({len(info.ops)} ops; inputs "
         f"{[t.dtype for t in info.inputs]}, outputs {[t.dtype for t in info.outputs]})",
+        "an app quantizes the input and reads the output with (q: the integer code):",
+        *[f"  {line}" for line in info.io_lines()],
         "",
         str(bench),
         "",
