@@ -1,6 +1,8 @@
 """The statistics pass in a worker process beside TFLite's calibrator."""
 
 import logging
+import os
+import signal
 import subprocess
 import sys
 
@@ -78,6 +80,24 @@ def test_worker_that_dies_falls_back(cnn_and_data, monkeypatch, caplog):
 
     monkeypatch.setattr(worker_mod.StatsWorker, "submit", submit_then_die)
     _assert_falls_back(*cnn_and_data, monkeypatch, caplog, "statistics worker: no result")
+
+
+def test_a_stuck_worker_is_given_up_and_the_pass_runs_here(cnn_and_data, monkeypatch, caplog):
+    submit = worker_mod.StatsWorker.submit
+
+    def submit_then_stop(self, *args, **kwargs):  # a worker that never answers (SIGSTOP)
+        submit(self, *args, **kwargs)
+        os.kill(self._process.pid, signal.SIGSTOP)
+        stopped.append(self._process)
+
+    stopped = []
+    monkeypatch.setattr(worker_mod.StatsWorker, "submit", submit_then_stop)
+    monkeypatch.setattr(collect_mod, "WORKER_MIN_WAIT_S", 0.5)
+    monkeypatch.setattr(collect_mod, "WORKER_WAIT_FACTOR", 0.0)
+    _assert_falls_back(*cnn_and_data, monkeypatch, caplog, "no answer within 0.5 s")
+    assert "collecting in this process instead" in caplog.text
+    assert any(r.levelno == logging.WARNING for r in caplog.records)
+    assert len(stopped) == 1 and stopped[0].poll() is not None  # the stuck process is gone
 
 
 def test_worker_reports_a_tensor_that_is_not_finite(monkeypatch):

@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from typing import Any, Sequence
 
 import numpy as np
@@ -48,6 +49,12 @@ _BATCH_BYTES = 64 << 20
 WORKER_MAX_INPUT_BYTES = 256 << 20
 # A pass over fewer tensor bytes than this (tiny models) takes less time than handing it over.
 WORKER_MIN_TENSOR_BYTES = 32 << 20
+# Once the calibrator is done, the worker's answer is awaited at most this many times as
+# long as the calibrator took (the worker runs the same samples in batches, usually faster
+# than the calibrator one by one), and never less than WORKER_MIN_WAIT_S: a worker that is
+# stuck (stopped, thrashing, deadlocked) is then given up and the pass runs here.
+WORKER_WAIT_FACTOR = 10.0
+WORKER_MIN_WAIT_S = 60.0
 
 # A calibrator's extreme this far out that the tensor never reached is a leaked mask.
 LEAKED_FILL = 1e9
@@ -114,6 +121,7 @@ class BackgroundCollect:
         self.track = np.asarray(track, np.int64)
         self._worker: _worker.StatsWorker | None = None
         self._labels: dict[int, tuple[str, str]] | None = None
+        self._submitted_at: float | None = None  # when the calibrator got the float model
         reason = self._why_not()
         if reason:
             _log.debug("Statistics pass after the calibrator, in this process: %s.", reason)
@@ -151,6 +159,7 @@ class BackgroundCollect:
             self._worker.submit(float_model, self.rep.inputs, tensors, batch=batch,
                                 max_bins=self.max_bins, track=self.track,
                                 threads=max(1, (os.cpu_count() or 1) - 1))
+            self._submitted_at = time.monotonic()
         except Exception as e:  # noqa: BLE001 - the in-process pass is the fallback
             _log.debug("Statistics worker not used: %s", e)
             self._labels = None
@@ -160,13 +169,22 @@ class BackgroundCollect:
         """The worker's `TensorStats` for the calibrated model, or None (use `collect`).
 
         Errors in the worker, including bad data (a tensor that is not finite),
-        also give None: `collect` then raises its own error for them.
+        also give None: `collect` then raises its own error for them. So does a
+        worker that has not answered `WORKER_WAIT_FACTOR` times the calibrator's
+        time after the calibrator finished (at least `WORKER_MIN_WAIT_S`), with a
+        warning: it is stuck, and waiting on would hang the conversion.
         """
         if self._worker is None or self._labels is None:
             return None
         ranges = _tflite.calibrated_ranges(calibrated)
+        calibrator_s = time.monotonic() - (self._submitted_at or time.monotonic())
+        wait_s = max(WORKER_MIN_WAIT_S, WORKER_WAIT_FACTOR * calibrator_s)
         try:
-            found = self._worker.result()
+            found = self._worker.result(timeout=wait_s)
+        except _worker.WorkerTimeout as e:
+            _log.warning("Statistics worker: %s (TFLite's calibrator took %.1f s); collecting "
+                         "in this process instead.", e, calibrator_s)
+            return None
         except (_worker.WorkerError, ValueError) as e:
             _log.debug("Statistics worker: %s; collecting in this process.", e)
             return None

@@ -14,7 +14,8 @@ plus arrays, read with `allow_pickle=False`), each after a 4-byte tag and its
 length.
 
 `tfq8.stats.collect.BackgroundCollect` decides when to use the worker and falls
-back to the in-process pass whenever it cannot; set the environment variable
+back to the in-process pass whenever it cannot, or when the worker has not
+answered long after the calibrator finished (`WORKER_WAIT_FACTOR`); set the environment variable
 `TFQ8_STATS_WORKER=0` to always collect in-process.
 
 Example:
@@ -52,6 +53,10 @@ _LENGTH = struct.Struct("<Q")
 
 class WorkerError(RuntimeError):
     """The worker could not start or did not answer; collect in-process instead."""
+
+
+class WorkerTimeout(WorkerError):
+    """The worker did not answer in the time given: it is stuck."""
 
 
 # ----------------------------------------------------------------- messages
@@ -205,14 +210,25 @@ class StatsWorker:
         except (OSError, EOFError, ValueError) as e:
             raise self._failed(f"could not send the job: {e}") from None
 
-    def result(self) -> dict[int, TensorStats]:
+    def result(self, timeout: float | None = None) -> dict[int, TensorStats]:
         """Waits for the histograms: tensor index -> `TensorStats`.
+
+        Args:
+            timeout: Seconds to wait for the answer to begin (None: no limit).
+                The worker is stopped when they pass.
 
         Raises:
             ValueError: The worker's message when the data or model failed
                 (for example a tensor that is not finite).
+            WorkerTimeout: If no answer began within `timeout` seconds.
             WorkerError: If the worker died or answered nonsense.
         """
+        if timeout is not None:
+            with selectors.DefaultSelector() as sel:
+                sel.register(self._process.stdout, selectors.EVENT_READ)
+                if not sel.select(timeout):  # (a dead worker's pipe reads as ready: EOF)
+                    self.close()
+                    raise WorkerTimeout(f"no answer within {timeout:.3g} s")
         try:
             header, arrays = _read(self._process.stdout)
         except (OSError, EOFError, ValueError) as e:
