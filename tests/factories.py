@@ -172,3 +172,24 @@ def shared_path(*parts: str) -> str | None:
     here = os.path.dirname(os.path.abspath(__file__))
     path = os.path.join(here, "..", "..", "shared", *parts)
     return path if os.path.exists(path) else None
+
+
+def causal_self_attention(seed: int = 0, steps: int = 6, features: int = 4, classes: int = 3):
+    """Self-attention whose causal mask (0 above nothing, -inf above the diagonal) is a
+    non-trainable weight of its layer, as hand-written attention layers keep it."""
+    keras.utils.set_random_seed(seed)
+
+    class CausalScores(keras.layers.Layer):
+        def build(self, shape):
+            self.mask = self.add_weight(shape=(shape[1], shape[1]), initializer="zeros",
+                                        trainable=False, name="causal_mask")
+            self.mask.assign(np.triu(np.full((shape[1], shape[1]), -np.inf, np.float32), 1))
+
+        def call(self, x):
+            scores = keras.ops.matmul(x, keras.ops.transpose(x, (0, 2, 1)))
+            return keras.ops.softmax(scores + self.mask, axis=-1)
+
+    inp = keras.Input((steps, features), name="steps")
+    x = keras.layers.Dense(features)(inp)
+    attended = keras.ops.matmul(CausalScores()(x), x)
+    return keras.Model(inp, keras.layers.Dense(classes)(keras.layers.Flatten()(attended)))

@@ -533,3 +533,20 @@ def test_weights_holding_nan_are_named_not_called_unquantizable():
         with pytest.raises(ValueError, match=r"model's weights hold NaN or Inf \('"
                            + re.escape(kernel.path) + r"'\).* Received: a model with 1 "):
             run()
+
+
+def test_an_infinite_mask_kept_as_a_weight_is_not_taken_for_diverged_weights():
+    """A causal mask of 0s and -infs held as a non-trainable weight is the model's own
+    constant (its softmax is finite): it calibrated and converted before NaN/Inf weights
+    were refused. Inf in a trainable weight, which only a diverged run leaves, is still."""
+    model = factories.causal_self_attention()
+    x = np.random.default_rng(0).normal(size=(16, 6, 4)).astype(np.float32)
+    assert np.isfinite(model.predict(x, verbose=0)).all()
+    assert tfq8.models.nonfinite_weights(model) == []
+    assert tfq8.calibrate(model, x).num_samples == 16
+    kernel = model.layers[1].kernel
+    kernel.assign(np.full(kernel.shape, np.inf, np.float32))
+    assert tfq8.models.nonfinite_weights(model) == [kernel.path]
+    with pytest.raises(ValueError, match=r"model's weights hold NaN or Inf \('"
+                       + re.escape(kernel.path) + r"'\)"):
+        tfq8.calibrate(model, x)

@@ -421,8 +421,8 @@ class _CalibrationCallbackBase:
         History) with `validation_data`, writes the int8 model to `filepath`
         (atomically; with `save_best_only`, only when `monitor` improved), and
         logs at INFO when `verbose` (warnings, such as a tensor hostile to int8, always).
-        Weights holding NaN or Inf (training diverged, as `TerminateOnNaN`
-        stops on) are not calibrated, evaluated or exported: a warning says
+        Weights holding NaN, or trainable ones Inf (training diverged, as
+        `TerminateOnNaN` stops on), are not calibrated, evaluated or exported: a warning says
         so, once per `fit`, and training goes on as Keras decides.
 
         Example:
@@ -527,8 +527,8 @@ class _CalibrationCallbackBase:
         return calib
 
     def _diverged(self, epoch: int) -> bool:
-        """Whether the weights hold NaN or Inf, so there is nothing to calibrate (their
-        activations are NaN); warns once per fit."""
+        """Whether the weights hold NaN, or trainable ones Inf (`nonfinite_weights`), so
+        there is nothing to calibrate (their activations are NaN); warns once per fit."""
         bad = nonfinite_weights(self.model)
         if not bad:
             return False

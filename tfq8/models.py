@@ -82,26 +82,32 @@ def weights_fingerprint(model: Any) -> str:
 
 
 def nonfinite_weights(model: Any) -> list[str]:
-    """The names of a Keras model's floating-point weights that hold NaN or Inf.
+    """The names of a Keras model's floating-point weights that a diverged training
+    run left: those holding NaN, and trainable ones holding Inf.
 
-    Such weights (a training run that diverged) make activations NaN on every
-    sample, and TFLite's calibrator records no range for them.
+    Such weights make activations NaN on every sample, and TFLite's calibrator
+    records no range for them. Inf in a non-trainable weight is left out: it is
+    the model's own constant, such as a causal mask of 0s and -infs added to
+    attention scores before their softmax, and calibrates as it is.
 
     Args:
         model: A Keras 3 or tf_keras model.
 
     Returns:
         The weights' paths (Keras 3, such as `'sequential/dense/kernel'`) or
-        names (tf_keras), in `model.weights` order; empty when all are finite.
+        names (tf_keras), in `model.weights` order; empty when none is listed.
 
     Example:
         >>> nonfinite_weights(model)
         []
     """
+    trainable = {id(w) for w in model.trainable_weights}
     bad = []
     for w in model.weights:
         v = np.asarray(w.numpy() if hasattr(w, "numpy") else w)
-        if np.issubdtype(v.dtype, np.floating) and not np.isfinite(v).all():
+        if not np.issubdtype(v.dtype, np.floating) or np.isfinite(v).all():
+            continue
+        if id(w) in trainable or np.isnan(v).any():
             bad.append(str(getattr(w, "path", None) or w.name))
     return bad
 

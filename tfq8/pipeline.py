@@ -87,7 +87,8 @@ def calibrate(
 
     Raises:
         ValueError: On bad arguments or data, or a Keras model whose weights
-            hold NaN or Inf (naming them).
+            hold NaN, or trainable weights Inf (naming them; see
+            `tfq8.models.nonfinite_weights`).
 
     Example:
         >>> calib = tfq8.calibrate(model, dataset.take(200))
@@ -125,7 +126,9 @@ def calibrate(
 
 
 def _check_finite_weights(keras_model: Any) -> None:
-    """Refuses weights holding NaN or Inf, whose activations have no range to calibrate.
+    """Refuses weights holding NaN, or trainable ones Inf (a diverged training run), whose
+    activations have no range to calibrate. Inf in a non-trainable weight (a -inf
+    attention mask, say) is the model's own constant and is taken.
 
     Raises:
         ValueError: Naming the weights (TFLite's calibrator would silently record
