@@ -123,6 +123,22 @@ def test_ignoring_warnings_shares_one_filter_and_the_last_out_removes_it():
     assert warnings.filters == before
 
 
+def test_ignoring_warnings_keeps_a_users_own_filter_for_the_same_message():
+    """A program that ignores LiteRT's preserve_all_tensors warning itself, with the very
+    filter tfq8 uses: `warnings.filterwarnings` moved that filter to the front, and the
+    way out removed it (`warnings.catch_warnings` put the user's list back)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        warnings.filterwarnings("ignore", message="another of the program's")
+        users = list(warnings.filters)
+        with ignoring_warnings(".*experimental_preserve_all_tensors"):
+            assert warnings.filters[0] == users[1]
+        assert warnings.filters == users  # the same filters, in the same order
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.warn("the experimental_preserve_all_tensors warning")
+        assert seen == []
+
+
 def test_quiet_stdout_filters_the_quantizer_warning_only_while_inside():
     def warn():
         warnings.warn_explicit("Statistics for quantized inputs were expected", UserWarning,

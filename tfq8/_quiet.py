@@ -111,7 +111,8 @@ def quiet_stdout() -> Iterator[None]:
 
 
 _ignore_lock = threading.Lock()
-_ignoring: dict[str, tuple[int, tuple]] = {}  # message -> (threads inside, the filter)
+# message -> (threads inside, the filter, where an equal filter of the program's own was)
+_ignoring: dict[str, tuple[int, tuple, int | None]] = {}
 
 
 @contextlib.contextmanager
@@ -123,22 +124,30 @@ def ignoring_warnings(message: str) -> Iterator[None]:
     and no other filter is touched: `warnings.catch_warnings` puts back a copy of
     the whole list on the way out, so two overlapping uses in threads leave one
     thread's filter in place for good (and drop any other filter added meanwhile).
+    A filter of the program's own equal to this one (`warnings.filterwarnings`
+    moves it to the front) is put back where it was, not removed.
     """
     with _ignore_lock:
-        depth, added = _ignoring.get(message, (0, None))
+        depth, added, was_at = _ignoring.get(message, (0, None, None))
         if depth == 0:
+            before = list(warnings.filters)
             warnings.filterwarnings("ignore", message=message)
             added = warnings.filters[0]
-        _ignoring[message] = (depth + 1, added)
+            was_at = next((i for i, f in enumerate(before) if f == added), None)
+        _ignoring[message] = (depth + 1, added, was_at)
     try:
         yield
     finally:
         with _ignore_lock:
-            depth, added = _ignoring.pop(message)
+            depth, added, was_at = _ignoring.pop(message)
             if depth > 1:
-                _ignoring[message] = (depth - 1, added)
-            elif added in warnings.filters:  # gone if a catch_warnings block ended since
-                warnings.filters.remove(added)
+                _ignoring[message] = (depth - 1, added, was_at)
+            else:
+                at = next((i for i, f in enumerate(warnings.filters) if f is added), None)
+                if at is not None:  # gone if a catch_warnings block ended since
+                    del warnings.filters[at]
+                    if was_at is not None:
+                        warnings.filters.insert(min(was_at, len(warnings.filters)), added)
 
 
 @contextlib.contextmanager
