@@ -498,6 +498,21 @@ def test_a_representative_dataset_made_by_hand_takes_a_list_of_arrays_of_one_len
     assert len(rep) == len(X) and [a.shape for a in next(rep())] == [(1, 4), (1, 2)]
 
 
+def test_a_representative_dataset_made_by_hand_takes_any_iterable_of_arrays():
+    """A generator, a map or a dict's values gave the arrays before the list check came,
+    and still do; a dict itself (its keys), a tensor or a dataset (their rows) do not."""
+    import tensorflow as tf  # noqa: PLC0415
+
+    for inputs in ((a for a in [X, X[:, :2]]), map(np.asarray, [X, X[:, :2]]),
+                   {"a": X, "b": X[:, :2]}.values()):
+        rep = RepresentativeDataset(inputs)
+        assert [a.shape for a in rep.inputs] == [(10, 4), (10, 2)]
+    for inputs in ({"a": X}, tf.constant(X), tf.data.Dataset.from_tensor_slices(X), "x.npy"):
+        with pytest.raises(TypeError, match=r"^inputs must be a list of arrays.*Received: "
+                                            r"inputs of type "):
+            RepresentativeDataset(inputs)
+
+
 def test_a_function_that_needs_arguments_is_refused_naming_it():
     def samples(batch_size):
         yield X[:batch_size]

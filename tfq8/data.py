@@ -30,7 +30,8 @@ import dataclasses
 import inspect
 import logging
 import os
-from typing import Any, Callable, Iterator, Sequence
+from collections import abc
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -76,8 +77,9 @@ class RepresentativeDataset:
             again before using it.
 
     Raises:
-        TypeError: If `inputs` is not a list (or tuple) of arrays; one array
-            would be taken as one input per row.
+        TypeError: If `inputs` is one array (it would be taken as one input per
+            row), a dict, a string or a dataset, not a list (or tuple, or other
+            iterable) of arrays.
         ValueError: If `inputs` holds no array, or arrays with different
             numbers of samples.
 
@@ -87,8 +89,8 @@ class RepresentativeDataset:
         >>> calib = tfq8.calibrate(model, rep)                # checked against the model first
     """
 
-    def __init__(self, inputs: Sequence[np.ndarray], specs: Sequence[InputSpec] | None = None):
-        if not isinstance(inputs, (list, tuple)):  # an array would be split into its rows
+    def __init__(self, inputs: Iterable[np.ndarray], specs: Sequence[InputSpec] | None = None):
+        if _not_a_list_of_arrays(inputs):  # an array would be split into its rows
             raise TypeError(
                 "inputs must be a list of arrays, one per model input, all with the samples "
                 "on their first axis (one array: [x]; any other data: "
@@ -948,6 +950,17 @@ def _is_tensor(x: Any) -> bool:
 
 def _is_array_like(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic)) or _is_tensor(x)
+
+
+def _not_a_list_of_arrays(inputs: Any) -> bool:
+    """Whether `RepresentativeDataset(inputs)` must refuse `inputs`: one array or tensor
+    (iterating it gives its rows), a mapping (its keys), text or a `tf.data.Dataset`
+    (its elements); any other iterable gives the arrays, one per model input."""
+    if _is_array_like(inputs) or hasattr(inputs, "__array__") or isinstance(
+            inputs, (str, bytes, abc.Mapping)) or not isinstance(inputs, abc.Iterable):
+        return True
+    tf = _tf_or_none()
+    return tf is not None and isinstance(inputs, tf.data.Dataset)
 
 
 def _is_pydataset(x: Any) -> bool:
