@@ -391,7 +391,7 @@ def load_model(model: Any) -> ModelHandle:
             try:
                 handle.specs  # noqa: B018 - reads the serving signature now, to fail early
                 return handle
-            except (UnsupportedOpError, _ManySignatures):  # says what is wrong already
+            except (UnsupportedOpError, SignaturesError):  # says what is wrong already
                 raise
             except Exception as e:  # noqa: BLE001 - TF raises many kinds here
                 first = str(e).splitlines()[0] if str(e) else ""
@@ -765,10 +765,10 @@ def _specs_of(handle: ModelHandle) -> list[InputSpec]:
 
         signatures = _signature_keys(verify_model(blob, arg="model"))
         if len(signatures) > 1:  # TFLite's converter converted every signature
-            raise _ManySignatures(
+            raise SignaturesError(
                 f"model is a SavedModel with {len(signatures)} signatures "
                 f"({', '.join(signatures)}), and TFLite's converter makes a graph of each: "
-                "tfq8 calibrates and quantizes one graph. "
+                "tfq8 takes a model of one graph. "
                 "Write the signature you want as a float .tflite with "
                 "tf.lite.TFLiteConverter.from_saved_model(path, signature_keys=[key])"
                 ".convert() and pass that file as the model. "
@@ -776,7 +776,7 @@ def _specs_of(handle: ModelHandle) -> list[InputSpec]:
     return specs_from_tflite(blob, keep_batch=as_is, by_signature=as_is)
 
 
-class _ManySignatures(ValueError):
+class SignaturesError(ValueError):
     """A SavedModel whose signatures TFLite's converter turns into several graphs."""
 
 
