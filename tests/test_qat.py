@@ -276,3 +276,49 @@ def test_benchmark_warns_that_a_qat_reference_is_not_plain_float(qat_case, qat_b
         report = tfq8.benchmark(qat_blob, reference=qat_case[0], runs=3, warmup=1, per_op=False)
     assert "quantization-aware-trained" in caplog.text and "float model QAT started from" in caplog.text
     assert report.speedup is not None and "float" in report.latency_ms
+
+
+class _OutputOnlyConfig(tfmot.quantization.keras.QuantizeConfig):
+    """A user's own QuantizeConfig: float weights, an 8-bit FakeQuant on the layer's output."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [tfmot.quantization.keras.quantizers.MovingAverageQuantizer(
+            num_bits=8, per_axis=False, symmetric=False, narrow_range=False)]
+
+    def get_config(self):
+        return {}
+
+
+def test_qat_file_with_a_custom_quantize_config_names_that_class(tmp_path):
+    import tf_keras
+
+    qk = tfmot.quantization.keras
+    tf_keras.utils.set_random_seed(0)
+    with qk.quantize_scope({"_OutputOnlyConfig": _OutputOnlyConfig}):
+        qat = qk.quantize_apply(tf_keras.Sequential([
+            tf_keras.Input((4, 4, 3), name="image"),
+            qk.quantize_annotate_layer(tf_keras.layers.Flatten()),
+            qk.quantize_annotate_layer(tf_keras.layers.Dense(3), _OutputOnlyConfig()),
+        ]))
+    qat.save(tmp_path / "qat.h5")
+    # tf_keras alone stops at tfmot's QuantizeLayer; the class missing is the user's config.
+    with pytest.raises(ValueError, match=r"quantization-aware-trained.*custom class "
+                                         r"'_OutputOnlyConfig'.*quantize_scope\(") as e:
+        tfq8.convert(str(tmp_path / "qat.h5"))
+    assert "QuantizeLayer" not in str(e.value)
+    with qk.quantize_scope({"_OutputOnlyConfig": _OutputOnlyConfig}):  # the recipe it gives
+        import tf_keras.models
+        loaded = tf_keras.models.load_model(tmp_path / "qat.h5", compile=False)
+    assert tfq8.inspect(tfq8.convert(loaded)).full_integer

@@ -695,6 +695,7 @@ def _load_keras_file(path: str) -> Any:
         loaders.append(("tf_keras in tfmot's quantize_scope",
                         lambda p, **_: _qat.load_keras_file(p)))
     custom = unsafe = None
+    unknown: dict[str, str] = {}  # loader -> the class it did not know
     for name, load in loaders:
         try:
             return load(path, compile=False)
@@ -702,7 +703,10 @@ def _load_keras_file(path: str) -> Any:
             raise ValueError(f"Could not load the model file: {e}. Received: model={path!r}") from None
         except Exception as e:  # noqa: BLE001 - try the next loader
             text = str(e)
-            found = re.search(r"Could not locate class '([^']+)'|Unknown layer: '([^']+)'", text)
+            # tf_keras: "Unknown layer: 'X'"; for a QuantizeConfig or quantizer "Unknown None: 'X'"
+            found = re.search(r"Could not locate class '([^']+)'|Unknown [\w ]+: '([^']+)'", text)
+            if found:
+                unknown[name] = found.group(1) or found.group(2)
             custom = custom or (found and (found.group(1) or found.group(2)))
             first = text.splitlines()[0] if text else ""
             if name == "keras" and "safe_mode=False" in first:
@@ -722,6 +726,18 @@ def _load_keras_file(path: str) -> Any:
             "model file holds weights only, no model (model.save_weights writes such files): "
             "build the model in code, load them with model.load_weights(path), and pass the "
             f"model. Received: model={path!r}")
+    in_scope = unknown.get("tf_keras in tfmot's quantize_scope")
+    if in_scope and in_scope != unknown.get("tf_keras"):
+        # A QAT model: tf_keras alone stopped at a tfmot class (QuantizeLayer), which
+        # tfmot's quantize_scope knows; the class missing is the user's own.
+        raise ValueError(
+            f"Could not load the model file: it is a quantization-aware-trained (tfmot) model "
+            f"that uses the custom class {in_scope!r} (a layer, QuantizeConfig or quantizer "
+            "of your own), which is not registered. Load it yourself inside "
+            f"tfmot.quantization.keras.quantize_scope({{{in_scope!r}: {in_scope}, ...}}) with "
+            "tf_keras.models.load_model(path) and pass the model, or register the class with "
+            "@tf_keras.saving.register_keras_serializable(). "
+            f"Received: model={path!r}")
     if custom:
         raise ValueError(
             f"Could not load the model file: it uses the custom class {custom!r}, which is not "
