@@ -62,7 +62,8 @@ QAT models are recognised by tfmot's quantize layers (live tf_keras models and
 `.h5` files, which load inside tfmot's `quantize_scope`) or by FakeQuant ops in
 a SavedModel's graph. tfmot 0.8.1 with tf_keras 2.21 cannot reload a QAT model
 saved as `.keras` ("Layer 'quantize_layer' expected 5 variables, but received
-3 variables during loading"); the error says to save as `.h5` or SavedModel.
+3 variables during loading"); the error says to save as `.h5` or SavedModel, or, without the
+model object, to rebuild the QAT model and `load_weights` the `.keras` file.
 Keras 3 models cannot be quantized by tfmot at all (tfmot raises "`to_quantize`
 can only either be a keras Sequential or Functional model."). A model with
 FakeQuant ops built without tfmot takes the usual path (with data); TFLite keeps
@@ -225,7 +226,10 @@ def load_keras_file(path: str) -> Any:
         raise QATReloadError(
             f"{first_line(e)} (tfmot {getattr(tfmot, '__version__', '?')} with tf_keras "
             f"{tf_keras.__version__} cannot reload QAT models saved as .keras; save with "
-            "model.save('model.h5') or as a SavedModel)") from None
+            "model.save('model.h5') or as a SavedModel. Without the model object, rebuild "
+            "it as before (quantize_model, or quantize_annotate_* and quantize_apply, on the "
+            f"same float architecture), call qat_model.load_weights({path!r}), which reads "
+            "this file, and pass the model)") from None
 
 
 class QATReloadError(ValueError):
