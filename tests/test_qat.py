@@ -332,3 +332,25 @@ def test_qat_file_with_a_custom_quantize_config_names_that_class(tmp_path):
         import tf_keras.models
         loaded = tf_keras.models.load_model(tmp_path / "qat.h5", compile=False)
     assert tfq8.inspect(tfq8.convert(loaded)).full_integer
+
+
+def test_options_without_effect_on_a_fully_annotated_model_are_warned_about(
+        qat_case, qat_blob, partial_case, caplog):
+    qat, x, _ = qat_case
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
+        assert tfq8.convert(qat, method="kl") == qat_blob
+    assert "method='kl' has no effect here" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
+        blob = tfq8.convert(qat, x, method="percentile", method_options={"percentile": 99.0})
+    assert blob == qat_blob
+    assert ("method='percentile' and method_options={'percentile': 99.0} have no effect"
+            in caplog.text)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
+        tfq8.convert(qat)  # the defaults: nothing to warn about
+    assert not caplog.records
+    # A partially annotated model calibrates what QAT did not annotate: the method applies.
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
+        tfq8.convert(partial_case[0], partial_case[1], method="minmax")
+    assert "has no effect" not in caplog.text

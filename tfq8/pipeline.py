@@ -247,7 +247,8 @@ def convert(
             model = load_model(model)  # load (and verify) a model file or .tflite bytes once
         have_data = data is not None or getattr(model, CALIBRATION_ATTR, None) is not None
         blob = _qat.try_convert(model, have_data=have_data, ranges=ranges,
-                                per_channel=per_channel, input_type=io_in, output_type=io_out)
+                                per_channel=per_channel, input_type=io_in, output_type=io_out,
+                                method=method, method_options=method_options)
         if blob is not None:
             _unused_data(model, data, num_samples)
             return _finish(blob, allow_float=allow_float, output_path=output_path)

@@ -52,7 +52,9 @@ So tfq8's design for QAT models:
    (`pinned_ranges`), which fixes the converter's bias scale (35.7 dB on the
    same model). Without data this raises a `ValueError` naming `data`.
 4. `ranges=` can only set tensors QAT did not annotate; `per_channel` applies to
-   weights QAT did not quantize (QAT's weight quantizers decided the rest).
+   weights QAT did not quantize (QAT's weight quantizers decided the rest);
+   `method`/`method_options` choose ranges for tensors QAT did not annotate
+   only (with none left, setting them, or `per_channel=False`, logs a warning).
 5. tfmot models tfq8 cannot convert are refused with what was expected:
    annotated-only models (`quantize_annotate_*` without `quantize_apply`) and
    models still wrapped for pruning or clustering (`strip_pruning` /
@@ -244,6 +246,8 @@ def try_convert(
     per_channel: bool,
     input_type: np.dtype,
     output_type: np.dtype,
+    method: str = "auto",
+    method_options: Mapping[str, Any] | None = None,
 ) -> bytes | None:
     """TFLite's QAT conversion of a QAT model, if that leaves nothing to calibrate.
 
@@ -254,6 +258,9 @@ def try_convert(
         per_channel: The `per_channel=` option of `tfq8.convert`.
         input_type: dtype of the model's inputs.
         output_type: dtype of the model's outputs.
+        method: The `method=` option of `tfq8.convert`; a method other than
+            `"auto"` (the default) is warned about when nothing is calibrated.
+        method_options: The `method_options=` option of `tfq8.convert`, the same.
 
     Returns:
         The int8 model with QAT's ranges when the model is QAT and QAT annotated
@@ -297,6 +304,14 @@ def try_convert(
     if not per_channel:
         _log.warning("per_channel=False has no effect here: QAT's weight quantizers decided "
                      "per-channel or per-tensor for every weight.")
+    asked = [f"{name}={value!r}" for name, value, default in (
+        ("method", method, "auto"), ("method_options", method_options, None))
+        if value != default and value != {}]
+    if asked:
+        _log.warning("%s %s no effect here: range methods choose ranges for tensors QAT did "
+                     "not annotate, and this quantization-aware-trained model has none (every "
+                     "tensor keeps its FakeQuant range).", " and ".join(asked),
+                     "have" if len(asked) > 1 else "has")
     _log.info("Quantization-aware-trained model: every tensor keeps the range QAT learned "
               "(FakeQuant min/max); %s.", "calibration data or statistics are not used"
               if have_data else "no calibration data is needed")
