@@ -209,10 +209,32 @@ def test_cli_converts_a_qat_file_without_data(qat_case, qat_blob, tmp_path, capf
     assert json.loads(stdout)["full_integer"] is True
     code, _, err = run("convert", tmp_path / "qat.h5", "--calibration-out", tmp_path / "s.npz")
     assert code != 0 and "--calibration-out needs --data" in err
+    # With data the CLI calibrates (for --calibration-out) and still converts as the API does.
+    np.save(tmp_path / "x.npy", qat_case[1][:16])
+    code, stdout, _ = run("convert", tmp_path / "qat.h5", "--data", tmp_path / "x.npy",
+                          "--output", out, "--calibration-out", tmp_path / "s.npz", "--json")
+    assert code == 0 and out.read_bytes() == qat_blob and (tmp_path / "s.npz").exists()
+    assert "auto" not in json.loads(stdout)  # no range search ran: nothing to report
     tf_keras_plain = factories.tf_keras_cnn()
     tf_keras_plain.save(tmp_path / "plain.h5")
     code, _, err = run("convert", tmp_path / "plain.h5")
     assert code != 0 and "convert needs calibration data" in err
+
+
+def test_statistics_do_not_change_a_fully_annotated_qat_conversion(qat_case, qat_blob,
+                                                                   tmp_path):
+    """Data, a calibration, or the callback's statistics: every range is QAT's, so the
+    model is TFLite's QAT conversion in each case (same bytes), and its exports too."""
+    qat, x, _ = qat_case
+    calib = tfq8.calibrate(qat, x[:16])
+    assert tfq8.convert(qat, calibration=calib) == tfq8.convert(qat, x[:16]) == qat_blob
+    other, x2, y2 = factories.tf_keras_qat_cnn(seed=1)  # trained here, not the shared model
+    with pytest.raises(ValueError, match="statistics of another model"):
+        tfq8.convert(qat, calibration=tfq8.calibrate(other, x2[:16]))  # checked, though unused
+    cb = tfq8.CalibrationCallback.for_model(other, x2[:16], every_n_epochs=1, verbose=0,
+                                            filepath=str(tmp_path / "e{epoch}.tflite"))
+    other.fit(x2[:16], y2[:16], epochs=1, batch_size=16, verbose=0, callbacks=[cb])
+    assert (tmp_path / "e1.tflite").read_bytes() == tfq8.convert(other)
 
 
 def test_qat_savedmodel_is_recognised_by_its_fakequant_ops(qat_case, qat_blob, tmp_path):

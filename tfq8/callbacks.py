@@ -593,7 +593,9 @@ class _CalibrationCallbackBase:
             method = "minmax"
             options.pop("method_options", None)
         try:
-            return convert(calibration=calib, method=method, **options)
+            # With the model: a QAT model whose every range QAT learned converts as
+            # tfq8.convert(model) does, with TFLite's QAT conversion (tfq8.qat).
+            return convert(self.model, calibration=calib, method=method, **options)
         except UnsupportedOpError as e:
             if not e.remedy:
                 raise

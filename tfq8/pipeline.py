@@ -204,7 +204,9 @@ def convert(
             has attached statistics to the model, or for a QAT model whose
             every tensor QAT annotated (data then ranges only the rest).
         calibration: Statistics from `tfq8.calibrate` to reuse. With `model`
-            too, they must have been taken on it (same weights).
+            too, they must have been taken on it (same weights); a QAT model
+            whose every tensor QAT annotated converts with QAT's ranges anyway,
+            as with `data`.
         method: `"auto"` (default) or one of `tfq8.ranges.available_methods()`:
             `"minmax"` (the converter's own ranges), `"percentile"`, `"kl"`, `"mse"`.
         method_options: Keyword options for the method, such as
@@ -242,15 +244,24 @@ def convert(
         method=method, method_options=method_options, ranges=ranges, per_channel=per_channel,
         input_type=input_type, output_type=output_type, allow_float=allow_float,
         num_samples=num_samples, output_path=output_path, inputs={"model": model})
-    if calibration is None and model is not None:
+    if model is not None:
         if isinstance(model, (str, os.PathLike, bytes, bytearray, memoryview)):
             model = load_model(model)  # load (and verify) a model file or .tflite bytes once
-        have_data = data is not None or getattr(model, CALIBRATION_ATTR, None) is not None
+        if calibration is not None:  # checked first: it must be this model's
+            _resolve_calibration(model, data, calibration, num_samples)
+        # A QAT model converts with its own ranges where QAT learned them all, whatever
+        # statistics there are (data, a calibration, or the callback's attached ones).
+        have_data = (data is not None or calibration is not None
+                     or getattr(model, CALIBRATION_ATTR, None) is not None)
         blob = _qat.try_convert(model, have_data=have_data, ranges=ranges,
                                 per_channel=per_channel, input_type=io_in, output_type=io_out,
                                 method=method, method_options=method_options)
         if blob is not None:
-            _unused_data(model, data, num_samples)
+            if calibration is None:
+                _unused_data(model, data, num_samples)
+            else:
+                _log.info("Quantization-aware training learned every range of this model; the "
+                          "calibration is not needed.")
             return _finish(blob, allow_float=allow_float, output_path=output_path)
     calib = _resolve_calibration(model, data, calibration, num_samples)
     quant = dict(per_channel=per_channel, input_type=io_in, output_type=io_out)
