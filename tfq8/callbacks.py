@@ -56,12 +56,12 @@ from tfq8.calibration import Calibration, atomic_write, check_output_path
 from tfq8.pipeline import (CALIBRATION_ATTR, FEW_SAMPLES, calibrate, check_convert_options,
                            convert)
 from tfq8.data import RepresentativeDataset, check_kind, representative_dataset
-from tfq8.errors import ArgumentTypeError, UnsupportedOpError
+from tfq8.errors import ArgumentTypeError, NonFiniteWeightsError, UnsupportedOpError
 from tfq8.int8_metrics import (INT8_KEYS, ValidationSet, check_steps, evaluate_int8,
                                keras_order_to_dict, readable)
 from tfq8.ranges import available_methods
 from tfq8.diagnostics import SUGGESTION, TensorDiagnostics, diagnose
-from tfq8.models import is_tf_keras_model, load_model, nonfinite_weights, weights_fingerprint
+from tfq8.models import is_tf_keras_model, load_model, weights_fingerprint
 from tfq8.stats.histogram import DEFAULT_MAX_BINS, MAX_BINS, MIN_BINS
 
 _log = logging.getLogger("tfq8.callbacks")
@@ -494,9 +494,8 @@ class _CalibrationCallbackBase:
                           epoch + 1)
             self._run(epoch, dict(self._epoch_logs[epoch]))
             return
-        if self._diverged(self._last_epoch):
+        if self._calibrate(self._last_epoch) is None:
             return
-        self._calibrate()
         if epoch is None:
             _log.warning(
                 "CalibrationCallback: the weights changed after epoch %d and are no epoch's "
@@ -518,20 +517,22 @@ class _CalibrationCallbackBase:
                 "(or call set_model(model) first). Received: model=None")
 
     # ------------------------------------------------------------- work
-    def _calibrate(self) -> Calibration:
+    def _calibrate(self, epoch: int) -> Calibration | None:
         """Calibrates the current weights and attaches the statistics (their
-        `fingerprint` is the weights')."""
-        calib = calibrate(self.model, self._calibration_rep(), max_bins=self.max_bins)
+        `fingerprint` is the weights'). None when the weights hold NaN, or trainable
+        ones Inf (`tfq8.models.nonfinite_weights`): training diverged, so there is
+        nothing to calibrate (their activations are NaN); warns once per fit."""
+        try:
+            calib = calibrate(self.model, self._calibration_rep(), max_bins=self.max_bins)
+        except NonFiniteWeightsError as e:
+            self._warn_diverged(epoch, e.weights)
+            return None
         self.calibration = calib
         setattr(self.model, CALIBRATION_ATTR, calib)
         return calib
 
-    def _diverged(self, epoch: int) -> bool:
-        """Whether the weights hold NaN, or trainable ones Inf (`nonfinite_weights`), so
-        there is nothing to calibrate (their activations are NaN); warns once per fit."""
-        bad = nonfinite_weights(self.model)
-        if not bad:
-            return False
+    def _warn_diverged(self, epoch: int, bad: list[str]) -> None:
+        """Warns, once per fit, that the weights after `epoch` hold `bad` non-finite ones."""
         if not self._warned_diverged:
             self._warned_diverged = True
             _log.warning(
@@ -540,11 +541,8 @@ class _CalibrationCallbackBase:
                 ", ".join(repr(name) for name in bad[:3]) + (", ..." if len(bad) > 3 else ""),
                 "; tfq8.convert(model) refuses the statistics of earlier weights as stale"
                 if self.calibration is not None else "")
-        return True
 
     def _run(self, epoch: int, logs: dict[str, Any]) -> None:
-        if self._diverged(epoch):
-            return
         phases: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -554,7 +552,9 @@ class _CalibrationCallbackBase:
             phases[name] = now - clock
             clock = now
 
-        calib = self._calibrate()
+        calib = self._calibrate(epoch)
+        if calib is None:
+            return
         self._calibrated_epochs.add(epoch)
         lap("calibrate")
         self._diagnose(epoch, calib)

@@ -38,6 +38,28 @@ class UnsupportedOpError(ValueError):
         return UnsupportedOpError(self.problem, remedy=remedy)
 
 
+class NonFiniteWeightsError(ValueError):
+    """A Keras model's weights hold NaN, or trainable ones Inf: training diverged.
+
+    Raised by `tfq8.calibrate` (so by `tfq8.convert` with data): the activations
+    of such weights are NaN, with no range to calibrate.
+
+    Attributes:
+        weights: The weights' paths or names (`tfq8.models.nonfinite_weights`).
+
+    Example:
+        >>> try:
+        ...     calib = tfq8.calibrate(model, x)
+        ... except tfq8.errors.NonFiniteWeightsError as e:
+        ...     print(e.weights)
+        ['sequential/dense/kernel']
+    """
+
+    def __init__(self, message: str, *, weights: list[str]):
+        super().__init__(message)
+        self.weights = list(weights)
+
+
 class ArgumentTypeError(TypeError, ValueError):
     """An argument of the wrong type, such as `num_samples="100"` or `method=3`.
 

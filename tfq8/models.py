@@ -450,7 +450,7 @@ def _float_tflite(model: Any) -> bytes:
             "model is a .tflite whose weights are stored in float16 (TFLite's float16 "
             "quantization), which TFLite's int8 quantizer cannot take: pass the float32 "
             ".tflite (or the Keras model). Received: a .tflite with FLOAT16 tensors")
-    signatures = _signature_keys(parsed)
+    signatures = _signature_keys(blob)
     if len(signatures) > 1:
         raise ValueError(
             f"model is a .tflite with {len(signatures)} signatures ({', '.join(signatures)}), "
@@ -777,9 +777,7 @@ def _specs_of(handle: ModelHandle) -> list[InputSpec]:
     as_is = handle.tflite_model is not None
     blob = handle.to_float_tflite()
     if handle.saved_model_dir is not None:
-        from tfq8.harness.interpreter import verify_model  # noqa: PLC0415
-
-        signatures = _signature_keys(verify_model(blob, arg="model"))
+        signatures = _signature_keys(blob)
         if len(signatures) > 1:  # TFLite's converter converted every signature
             raise SignaturesError(
                 f"model is a SavedModel with {len(signatures)} signatures "
@@ -796,10 +794,11 @@ class SignaturesError(ValueError):
     """A SavedModel whose signatures TFLite's converter turns into several graphs."""
 
 
-def _signature_keys(parsed: Any) -> list[str]:
-    """The SignatureDef keys of a parsed `.tflite` (flatbuffer object API), in order."""
-    return [sd.signatureKey.decode() if isinstance(sd.signatureKey, bytes)
-            else str(sd.signatureKey) for sd in parsed.signatureDefs or []]
+def _signature_keys(model: bytes) -> list[str]:
+    """The SignatureDef keys of a `.tflite` flatbuffer, in order (read in place)."""
+    root = _tflite.schema.Model.GetRootAs(model, 0)
+    keys = (root.SignatureDefs(k).SignatureKey() for k in range(root.SignatureDefsLength()))
+    return [key.decode() if isinstance(key, bytes) else str(key) for key in keys]
 
 
 def _in_tflite_order(specs: list[InputSpec], graph: list[InputSpec]) -> list[InputSpec]:

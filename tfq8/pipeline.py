@@ -26,7 +26,7 @@ from tfq8 import qat as _qat
 from tfq8.calibration import (Calibration, atomic_write, check_output_path, is_tensor_key,
                               range_pair, validate_overrides)
 from tfq8.data import RepresentativeDataset, representative_dataset
-from tfq8.errors import ArgumentTypeError, UnsupportedOpError
+from tfq8.errors import ArgumentTypeError, NonFiniteWeightsError, UnsupportedOpError
 from tfq8.harness.inspect import inspect
 from tfq8.models import ModelHandle, load_model, nonfinite_weights, specs_from_tflite
 from tfq8.ranges import auto as _auto
@@ -131,18 +131,18 @@ def _check_finite_weights(keras_model: Any) -> None:
     attention mask, say) is the model's own constant and is taken.
 
     Raises:
-        ValueError: Naming the weights (TFLite's calibrator would silently record
-            no range for their outputs, and the conversion then fail as if
-            their ops could not be quantized).
+        NonFiniteWeightsError: Naming the weights (TFLite's calibrator would
+            silently record no range for their outputs, and the conversion then
+            fail as if their ops could not be quantized).
     """
     bad = nonfinite_weights(keras_model)
     if bad:
         shown = ", ".join(repr(name) for name in bad[:3]) + (", ..." if len(bad) > 3 else "")
-        raise ValueError(
+        raise NonFiniteWeightsError(
             f"model's weights hold NaN or Inf ({shown}), so its activations are NaN and "
             "have no range to calibrate (did training diverge?). Expected finite weights: "
             "restore or retrain them. Received: a model with "
-            f"{len(bad)} non-finite weight(s)")
+            f"{len(bad)} non-finite weight(s)", weights=bad)
 
 
 def _warn_constant_inputs(rep: RepresentativeDataset) -> None:
@@ -244,11 +244,12 @@ def convert(
         method=method, method_options=method_options, ranges=ranges, per_channel=per_channel,
         input_type=input_type, output_type=output_type, allow_float=allow_float,
         num_samples=num_samples, output_path=output_path, inputs={"model": model})
+    calib = None
     if model is not None:
         if isinstance(model, (str, os.PathLike, bytes, bytearray, memoryview)):
             model = load_model(model)  # load (and verify) a model file or .tflite bytes once
         if calibration is not None:  # checked first: it must be this model's
-            _resolve_calibration(model, data, calibration, num_samples)
+            calib = _resolve_calibration(model, data, calibration, num_samples)
         # A QAT model converts with its own ranges where QAT learned them all, whatever
         # statistics there are (data, a calibration, or the callback's attached ones).
         have_data = (data is not None or calibration is not None
@@ -263,7 +264,8 @@ def convert(
                 _log.info("Quantization-aware training learned every range of this model; the "
                           "calibration is not needed.")
             return _finish(blob, allow_float=allow_float, output_path=output_path)
-    calib = _resolve_calibration(model, data, calibration, num_samples)
+    if calib is None:
+        calib = _resolve_calibration(model, data, calibration, num_samples)
     quant = dict(per_channel=per_channel, input_type=io_in, output_type=io_out)
     overrides = validate_overrides(calib, ranges or {})
     pinned = _qat.pinned_ranges(calib.model)
