@@ -40,7 +40,6 @@ from absl import app, flags, logging  # noqa: E402
 import suite  # noqa: E402
 import tfq8  # noqa: E402
 from tfq8.pipeline import converter_int8  # noqa: E402
-from tfq8.harness.interpreter import ModelRunner  # noqa: E402
 
 FLAGS = flags.FLAGS
 flags.DEFINE_list("models", list(suite.available()), "Cases to run.")
@@ -84,23 +83,8 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def evaluate(blob: bytes, case: suite.Case, reference: np.ndarray) -> dict:
-    out = ModelRunner(blob, backend="xnnpack", num_threads=os.cpu_count() or 1).run([case.x_test])[0]
-    ref = reference.astype(np.float64)
-    per_sample = np.sum(((out.astype(np.float64) - ref) ** 2).reshape(len(ref), -1), axis=1)
-    noise = np.sum(per_sample)
-    return {
-        "int8_acc": float(np.mean(out.argmax(1) == case.y_test)),
-        "agreement": float(np.mean(out.argmax(1) == reference.argmax(1))),
-        "sqnr_db": float(10 * np.log10(np.sum(ref**2) / max(noise, 1e-30))),
-        "_noise": per_sample,  # per test sample; for the confidence intervals, not saved
-        "_correct": out.argmax(1) == case.y_test,
-    }
-
-
 def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
-    reference = ModelRunner(tfq8.models.load_model(case.model).to_float_tflite(),
-                            backend="xnnpack", num_threads=os.cpu_count() or 1).run([case.x_test])[0]
+    reference = suite.float_reference(case)
     float_acc = float(np.mean(reference.argmax(1) == case.y_test))
     # Warm up both paths (TensorFlow's first trace of a model is slower) so
     # neither pays a one-time cost inside the timed runs.
@@ -128,7 +112,7 @@ def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
                 times[method] = time.perf_counter() - t0 + (
                     0.0 if method == "converter" else t_stats)
             row = {"model": case.name, "scenario": scen, "samples": len(x), "method": method,
-                   "float_acc": float_acc, **evaluate(blob, case, reference),
+                   "float_acc": float_acc, **suite.evaluate(blob, case, reference),
                    "time_s": times[method], "rss_growth_mib": mem.growth_mib,
                    "size_bytes": len(blob)}
             if method == "auto" and calib.last_auto is not None:

@@ -31,7 +31,6 @@ from absl import app, flags, logging  # noqa: E402
 
 import suite  # noqa: E402
 import tfq8  # noqa: E402
-from tfq8.harness.interpreter import ModelRunner  # noqa: E402
 from tfq8.pipeline import converter_int8  # noqa: E402
 
 FLAGS = flags.FLAGS
@@ -42,17 +41,13 @@ flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 
 
 def _scores(blob: bytes, case: suite.Case, reference: np.ndarray) -> dict[str, float]:
-    out = ModelRunner(blob, backend="xnnpack", num_threads=os.cpu_count() or 1).run(
-        [case.x_test])[0].astype(np.float64)
-    return {"top1": 100 * float(np.mean(out.argmax(1) == case.y_test)),
-            "sqnr_db": float(10 * np.log10(np.sum(reference**2) / np.sum((out - reference)**2))),
-            "agreement": 100 * float(np.mean(out.argmax(1) == reference.argmax(1)))}
+    row = suite.evaluate(blob, case, reference)
+    return {"top1": 100 * row["int8_acc"], "sqnr_db": row["sqnr_db"],
+            "agreement": 100 * row["agreement"]}
 
 
 def run_case(case: suite.Case, draws: int) -> list[dict]:
-    reference = ModelRunner(tfq8.models.load_model(case.model).to_float_tflite(),
-                            backend="xnnpack", num_threads=os.cpu_count() or 1).run(
-        [case.x_test])[0].astype(np.float64)
+    reference = suite.float_reference(case)
     float_top1 = 100 * float(np.mean(reference.argmax(1) == case.y_test))
     n = case.calib_samples
     rows = []

@@ -211,6 +211,34 @@ def scenario(case: Case, name: str) -> np.ndarray:
     raise ValueError(f"scenario must be clean, corrupt or x10. Received: {name!r}")
 
 
+def float_reference(case: Case) -> np.ndarray:
+    """The float model's outputs on the test set, from its plain float `.tflite` (XNNPACK)."""
+    import tfq8  # noqa: PLC0415
+    from tfq8.harness.interpreter import ModelRunner  # noqa: PLC0415
+
+    return ModelRunner(tfq8.models.load_model(case.model).to_float_tflite(), backend="xnnpack",
+                       num_threads=os.cpu_count() or 1).run([case.x_test])[0]
+
+
+def evaluate(blob: bytes, case: Case, reference: np.ndarray) -> dict:
+    """An int8 model on the test set: top-1 (`int8_acc`), top-1 agreement and output SQNR
+    (dB, energies summed over the test set) against `reference`, and per test sample
+    the error energy (`_noise`) and whether top-1 is right (`_correct`)."""
+    from tfq8.harness.interpreter import ModelRunner  # noqa: PLC0415
+
+    out = ModelRunner(blob, backend="xnnpack", num_threads=os.cpu_count() or 1).run([case.x_test])[0]
+    ref = reference.astype(np.float64)
+    per_sample = np.sum(((out.astype(np.float64) - ref) ** 2).reshape(len(ref), -1), axis=1)
+    noise = np.sum(per_sample)
+    return {
+        "int8_acc": float(np.mean(out.argmax(1) == case.y_test)),
+        "agreement": float(np.mean(out.argmax(1) == reference.argmax(1))),
+        "sqnr_db": float(10 * np.log10(np.sum(ref**2) / max(noise, 1e-30))),
+        "_noise": per_sample,  # per test sample; for the confidence intervals, not saved
+        "_correct": out.argmax(1) == case.y_test,
+    }
+
+
 def compare_int8(name: str, model, case: Case) -> None:
     """Prints, for TFLite's own int8 model and tfq8's (`minmax`, `auto`), calibrated on
     the clean and corrupt scenarios: full-integer or not, float ops, top-1 on the test
