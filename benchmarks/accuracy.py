@@ -2,7 +2,8 @@
 
 For every model (see `suite.py`), calibration scenario (clean, 1% corrupted
 frames, ten times more samples) and method (the converter's own int8, tfq8's
-`minmax`, `percentile`, `kl`, `mse` and `auto`), prints: float and int8 top-1,
+`minmax`, `percentile`, `kl`, `mse` and `auto`; a method with `+bc`, such as
+`auto+bc`, adds `bias_correction=True`), prints: float and int8 top-1,
 the drop in points, top-1 agreement with float, output SQNR against float (dB),
 conversion wall time (statistics included) and its ratio to the converter's,
 and the peak growth of resident memory during the conversion.
@@ -19,6 +20,7 @@ Usage:
     python benchmarks/accuracy.py --memory              # statistics memory vs samples
     python benchmarks/accuracy.py --models=resnet8 --scenarios=clean \
         --methods=converter,auto --repeats=7            # time ratio, median of 7 paired
+    python benchmarks/accuracy.py --methods=converter,auto,auto+bc   # bias correction
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("models", list(suite.available()), "Cases to run.")
 flags.DEFINE_list("scenarios", ["clean", "corrupt", "x10"], "Calibration scenarios.")
 flags.DEFINE_list("methods", ["converter", "minmax", "percentile", "kl", "mse", "auto"],
-                  "Methods; 'converter' is TFLite's own int8 conversion.")
+                  "Methods; 'converter' is TFLite's own int8 conversion; METHOD+bc adds "
+                  "bias_correction=True.")
 flags.DEFINE_string("json", None, "Also write the rows to this JSON file.")
 flags.DEFINE_integer("repeats", 1, "Time every method this many more times, end to end and "
                      "interleaved; report median times and median paired ratios.",
@@ -108,14 +111,14 @@ def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
                 if method == "converter":
                     blob = converter_int8(case.model, x)
                 else:
-                    blob = tfq8.convert(calibration=calib, method=method)
+                    blob = tfq8.convert(calibration=calib, **_options(method))
                 times[method] = time.perf_counter() - t0 + (
                     0.0 if method == "converter" else t_stats)
             row = {"model": case.name, "scenario": scen, "samples": len(x), "method": method,
                    "float_acc": float_acc, **suite.evaluate(blob, case, reference),
                    "time_s": times[method], "rss_growth_mib": mem.growth_mib,
                    "size_bytes": len(blob)}
-            if method == "auto" and calib.last_auto is not None:
+            if method.startswith("auto") and calib.last_auto is not None:
                 row["auto_scores"] = calib.last_auto.scores
             row["drop_pts"] = 100 * (float_acc - row["int8_acc"])
             rows.append(row)
@@ -126,6 +129,12 @@ def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
                 row["time_s"], row["time_ratio"] = paired[row["method"]]
         _print_rows(rows[-len(methods):])
     return rows
+
+
+def _options(method: str) -> dict:
+    """`tfq8.convert` options for a method name (`auto+bc`: auto with bias correction)."""
+    base = method.removesuffix("+bc")
+    return {"method": base, "bias_correction": base != method}
 
 
 def _paired_times(case: suite.Case, x: np.ndarray, methods) -> dict[str, tuple[float, float]]:
@@ -147,7 +156,7 @@ def _paired_times(case: suite.Case, x: np.ndarray, methods) -> dict[str, tuple[f
             if method == "converter":
                 converter_int8(case.model, x)
             else:
-                tfq8.convert(case.model, x, method=method)
+                tfq8.convert(case.model, x, **_options(method))
             rounds[method].append(time.perf_counter() - t0)
     for m, t in rounds.items():
         print(f"  {case.name} {len(x)} samples, {m}: " + " ".join(f"{v:.2f}" for v in t)

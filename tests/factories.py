@@ -39,6 +39,29 @@ def cnn(seed: int = 0, input_shape=(16, 16, 3), classes: int = 10):
     return model
 
 
+def skewed_channels_cnn(seed: int = 0):
+    """Conv + BN + ReLU twice, then Dense, all weights drawn by numpy (the same in any
+    process). BN scales spanning 100x make folded channels of very different sizes, so
+    per-tensor weight rounding shifts the small ones' means: bias correction's case."""
+    model = keras.Sequential([
+        keras.Input((16, 16, 3), name="image"),
+        keras.layers.Conv2D(8, 3), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.Conv2D(8, 3), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+        keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        ws = layer.get_weights()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            n = ws[0].shape[0]
+            ws = [np.geomspace(0.02, 2.0, n), rng.normal(0, 0.3, n), rng.normal(0, 0.3, n),
+                  rng.uniform(0.5, 2, n)]
+        elif ws:
+            ws = [rng.normal(0, 1 / np.sqrt(np.prod(w.shape[:-1])) if w.ndim > 1 else 0.1,
+                             w.shape) for w in ws]
+        layer.set_weights([np.asarray(w, np.float32) for w in ws])
+    return model
+
+
 def fixed_batch_cnn(seed: int = 0, batch: int = 4, classes: int = 10):
     """Conv + Flatten + Dense whose batch size is fixed (`keras.Input(batch_size=...)`)."""
     keras.utils.set_random_seed(seed)

@@ -523,6 +523,19 @@ def clear_unreferenced_buffers(model: bytes) -> bytes:
     return bytes(out)
 
 
+def buffer_views(model: bytearray, buffers: Iterable[int]) -> dict[int, np.ndarray]:
+    """Writable uint8 views of the data of `buffers` inside the serialized `model`,
+    to change constant values in place without serializing the model again
+    (a buffer stored outside the flatbuffer, or empty, has none)."""
+    root = schema.Model.GetRootAs(model, 0)
+    out = {}
+    for k in buffers:
+        data = root.Buffers(k).DataAsNumpy()
+        if isinstance(data, np.ndarray) and data.size:
+            out[k] = data
+    return out
+
+
 def read_model(model: bytes) -> "schema.ModelT":
     """Parses a `.tflite` flatbuffer into the mutable object API (`ModelT`).
 

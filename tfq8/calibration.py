@@ -101,6 +101,7 @@ class Calibration:
         self._by_name = {t.name: t for t in self.tensors}
         self._fills = mask_fills(self.model)  # masked softmax scores: (scores, fill)
         self.last_auto = None  # set by method="auto": what it measured
+        self.last_bias_correction = None  # set by bias_correction=True: what it did
         self._ranges: dict[tuple, dict[int, tuple[float, float]]] = {}  # ranges() by method
 
     def __repr__(self) -> str:

@@ -93,7 +93,7 @@ def _silent_unless_verbose(hook: Any) -> Any:
 
 _INT8_MONITOR = re.compile(r"^val_int8_[A-Za-z0-9_.\-]+$")
 _CONVERT_OPTIONS = ("method_options", "ranges", "per_channel", "input_type", "output_type",
-                    "allow_float")
+                    "allow_float", "bias_correction")
 
 
 def _check_filepath(filepath: Any, validation_data: Any) -> str:
@@ -776,7 +776,8 @@ class CalibrationCallback(_CalibrationCallbackBase, keras.callbacks.Callback):
         method: Range method for the int8 conversions (as in `tfq8.convert`).
         num_samples: Calibrate on at most this many samples.
         convert_options: Further `tfq8.convert` options (`per_channel`,
-            `input_type`, `output_type`, `allow_float`, `method_options`, `ranges`),
+            `input_type`, `output_type`, `allow_float`, `method_options`, `ranges`,
+            `bias_correction`),
             checked on creation as `tfq8.convert` checks them.
         outlier_ratio: A tensor whose `max|x|` exceeds this multiple of its
             `outlier_percentile` of `|x|` is reported as hostile to int8.

@@ -94,6 +94,8 @@ def _define(command: str) -> flags.FlagValues:
         _d(flags.DEFINE_enum, "output-type", "int8", ["int8", "uint8", "float32"], "Model output dtype.")
         _d(flags.DEFINE_boolean, "per-channel", True, "Per-channel weight quantization.")
         _d(flags.DEFINE_boolean, "allow-float", False, "Keep ops that cannot be quantized in float.")
+        _d(flags.DEFINE_boolean, "bias-correction", False, "Move each convolution's and dense "
+           "layer's bias so its int8 output's mean matches float's (tfq8.bias_correction).")
     if command == "check":
         _d(flags.DEFINE_string, "reference", None, "Float model: .keras/.h5/SavedModel or float .tflite.")
         _d(flags.DEFINE_string, "data", None, "Evaluation data: .npy, .npz or a folder of images.")
@@ -452,6 +454,7 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
     options = dict(method=_F.method, per_channel=_F["per-channel"].value,
                    input_type=_F["input-type"].value, output_type=_F["output-type"].value,
                    allow_float=_F["allow-float"].value,
+                   bias_correction=_F["bias-correction"].value,
                    output_path=output if to_stdout is None else None,
                    ranges=_parse_ranges(_F["range"].value) or None,
                    method_options=_parse_method_options(_F["method-option"].value) or None)
@@ -529,6 +532,14 @@ def _convert(model_path: str) -> tuple[dict, str, int]:
                           "choice": {calib.tensor(i).name: m for i, m in report.choice.items()},
                           "loop_scales": report.loop_scales}
         text += "\n" + report.summary()
+    corrected = calib.last_bias_correction if calib is not None and options[
+        "bias_correction"] else None
+    if corrected is not None:
+        result["bias_correction"] = {"kept": corrected.kept, "changed": corrected.changed,
+                                     "ops": len(corrected.ops), "samples": corrected.samples,
+                                     "sqnr_before_db": _finite(corrected.sqnr_before),
+                                     "sqnr_after_db": _finite(corrected.sqnr_after)}
+        text += "\n" + corrected.summary()
     if _F.plot:
         from tfq8.harness.plot import save_figure  # noqa: PLC0415
 
@@ -567,6 +578,7 @@ def _as_flags(message: str) -> str:
     """`convert()`'s argument names in a message -> the command line's flags
     (`method` only as `method=`: the bare word is prose)."""
     for python, flag in (("allow_float=True", "--allow-float"), ("ranges[", "--range ["),
+                         ("bias_correction=True", "--bias-correction"),
                          ("ranges=", "--range")):
         message = message.replace(python, flag)
 

@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -493,9 +494,10 @@ class ModelRunner:
         # Dynamic sizes, or a free batch beside a fixed one: allocated at the data's size.
         dynamic = any(-1 in s[1:] for s in sigs) or (
             fixed_batch(sigs) is not None and any(s[:1] == [-1] for s in sigs))
-        self.interpreter = make_interpreter(
-            self.model, backend=backend, num_threads=num_threads,
-            preserve_all_tensors=preserve_all_tensors, verified=True, allocate=not dynamic, arg=arg)
+        self._options = dict(backend=backend, num_threads=num_threads,
+                             preserve_all_tensors=preserve_all_tensors, allocate=not dynamic,
+                             arg=arg)
+        self.interpreter = make_interpreter(self.model, verified=True, **self._options)
         try:
             self.inputs = [TensorIO.from_details(d) for d in self.interpreter.get_input_details()]
             self.outputs = [TensorIO.from_details(d) for d in self.interpreter.get_output_details()]
@@ -514,6 +516,20 @@ class ModelRunner:
         self._chosen_batch = batch_size is not None
         self._current = None
         self._rows: int | None = None  # samples in the last invoke (padded batch: fewer)
+
+    def with_constants(self, model: bytes) -> "ModelRunner":
+        """A runner with the same options on `model`: this runner's model with other
+        values in its constant buffers (same graph, tensors, shapes and I/O), which
+        is not verified again. `parsed` still describes the graph, not the new values.
+
+        Example:
+            >>> runner.with_constants(blob_with_new_biases).run([x])
+        """
+        other = copy.copy(self)
+        other.model = bytes(model)
+        other.interpreter = make_interpreter(other.model, verified=True, **self._options)
+        other._current, other._rows = None, None
+        return other
 
     def fit_batch_to(self, inputs: Sequence[np.ndarray]) -> None:
         """Shrinks the default batch for samples larger than the model's placeholders

@@ -286,7 +286,7 @@ class _Scorer:
         most = batch_for(_tflite.read_model(calib.model), _SCORE_BATCH_BYTES, n, self.samples)
         chunks = -(-n // most)
         self.batch = -(-n // chunks)  # equal batches: the last one pads least
-        self.reference = _run(calib.model, self.samples, self.batch)
+        self.reference = run_outputs(calib.model, self.samples, self.batch)
         self.signal = np.stack([_energy(r) for r in self.reference])
         n = self.signal.shape[1]
         self.excluded = corrupted_frames(early_columns(calib))
@@ -310,7 +310,7 @@ class _Scorer:
         quantize = self.quantize if base is None else Quantizer(base, fixed=self.fixed,
                                                                   **self.quant)
         blob, used = quantize(ranges)
-        outputs = _run(blob, self.samples, self.batch)
+        outputs = run_outputs(blob, self.samples, self.batch)
         return np.stack([_energy(o.astype(np.float64) - r.astype(np.float64))
                          for o, r in zip(outputs, self.reference)]), blob, used
 
@@ -455,7 +455,7 @@ def early_columns(calib: Any) -> np.ndarray:
     return peaks[:, early]
 
 
-def _run(model: bytes, samples: list[np.ndarray], batch: int) -> list[np.ndarray]:
+def run_outputs(model: bytes, samples: list[np.ndarray], batch: int) -> list[np.ndarray]:
     """Runs `samples` through `model` (float in, float out), `batch` at a time
     (the model's own batch size where it fixes one)."""
     try:
@@ -491,4 +491,4 @@ def _threads() -> int:
 
 
 __all__ = ["AutoReport", "CANDIDATES", "bootstrap_weights", "choose_and_quantize",
-           "clearly_better", "corrupted_frames", "early_columns", "total_sqnr_db"]
+           "clearly_better", "corrupted_frames", "early_columns", "run_outputs", "total_sqnr_db"]

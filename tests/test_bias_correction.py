@@ -1,0 +1,170 @@
+"""Bias correction: only int32 biases move, the int8 model tracks float more closely."""
+
+import json
+import logging
+
+import numpy as np
+import pytest
+
+import factories
+import tfq8
+from clirun import run_cli
+from tfq8 import _tflite, bias_correction
+from tfq8.errors import ArgumentTypeError
+from tfq8.harness.interpreter import ModelRunner
+
+
+@pytest.fixture(scope="module")
+def cnn_calib():
+    model = factories.skewed_channels_cnn(seed=4)
+    x = factories.images(64, seed=4)
+    return model, x, tfq8.calibrate(model, x)
+
+
+def _sqnr(ref, out):
+    ref = ref.astype(np.float64)
+    return 10 * np.log10(np.sum(ref**2) / np.sum((out.astype(np.float64) - ref) ** 2))
+
+
+def _tensors(blob):
+    parsed = _tflite.read_model(blob)
+    sg = parsed.subgraphs[0]
+    return parsed, {_tflite.tensor_name(t): t for t in sg.tensors}
+
+
+def _channel_mean_errors(blob, float_blob, x):
+    """Output tensor name -> |mean(int8 - float)| per channel over positions inside the
+    int8 grid, for every op with a bias."""
+    q = ModelRunner(blob, preserve_all_tensors=True)
+    f = ModelRunner(float_blob, preserve_all_tensors=True, batch_size=q.batch_size)
+    parsed, _ = _tensors(blob)
+    sg = parsed.subgraphs[0]
+    fidx = {_tflite.tensor_name(t): i for i, t in enumerate(f.parsed.subgraphs[0].tensors)}
+    outs = [op.outputs[0] for op in sg.operators
+            if _tflite.op_name(parsed, op) in bias_correction.BIAS_INPUT]
+    qs = {i: [] for i in outs}
+    fs = {i: [] for i in outs}
+    for _ in q.batches([x]):
+        for i in outs:
+            qs[i].append(q.tensor(i).copy())
+    for _ in f.batches([x]):
+        for i in outs:
+            fs[i].append(f.tensor(fidx[_tflite.tensor_name(sg.tensors[i])]).copy())
+    result = {}
+    for i in outs:
+        t = sg.tensors[i]
+        s, z = t.quantization.scale[0], t.quantization.zeroPoint[0]
+        qv = (np.concatenate(qs[i]).astype(np.float64) - z) * s
+        fv = np.concatenate(fs[i]).astype(np.float64)
+        inside = (fv > (-128 - z) * s + s / 2) & (fv < (127 - z) * s - s / 2)
+        err = np.where(inside, qv - fv, 0.0).reshape(-1, fv.shape[-1]).sum(0)
+        count = inside.reshape(-1, fv.shape[-1]).sum(0)
+        result[_tflite.tensor_name(t)] = (np.abs(err / np.maximum(count, 1)), s)
+    return result
+
+
+def test_moves_only_biases_and_brings_int8_closer_to_float(cnn_calib, caplog):
+    model, x, calib = cnn_calib
+    plain = tfq8.convert(calibration=calib, method="minmax", per_channel=False)
+    with caplog.at_level(logging.INFO, logger="tfq8"):
+        fixed = tfq8.convert(calibration=calib, method="minmax", per_channel=False,
+                             bias_correction=True)
+    assert fixed != plain
+    assert "bias correction:" in caplog.text and ", kept" in caplog.text
+    # Same graph, same scales: only INT32 bias buffers of biased ops differ.
+    pa, ta = _tensors(plain)
+    pb, tb = _tensors(fixed)
+    assert ta.keys() == tb.keys()
+    moved = 0
+    for name, a in ta.items():
+        b = tb[name]
+        qa, qb = a.quantization, b.quantization
+        assert (a.type, list(a.shape)) == (b.type, list(b.shape)), name
+        if qa is not None and qa.scale is not None:
+            np.testing.assert_array_equal(qa.scale, qb.scale)
+            np.testing.assert_array_equal(qa.zeroPoint, qb.zeroPoint)
+        da, db = pa.buffers[a.buffer].data, pb.buffers[b.buffer].data
+        if da is not None and not np.array_equal(da, db):
+            assert _tflite.tensor_type_name(a.type) == "INT32", name
+            moved += 1
+    assert moved == 3  # two convolutions and the dense layer
+    # Per-channel output shifts shrink, and the output SQNR against float rises.
+    before = _channel_mean_errors(plain, calib.model, x)
+    after = _channel_mean_errors(fixed, calib.model, x)
+    assert sum(e.sum() / s for e, s in after.values()) < 0.5 * sum(e.sum() / s for e, s in before.values())
+    first = next(iter(after))  # no op before it: corrected to within a step of its output
+    assert np.all(after[first][0] <= after[first][1])
+    ref = model.predict(x, verbose=0)
+    run = lambda blob: ModelRunner(blob).run([x])[0]  # noqa: E731
+    assert _sqnr(ref, run(fixed)) > _sqnr(ref, run(plain)) + 2.0
+    # Deterministic.
+    assert tfq8.convert(calibration=calib, method="minmax", per_channel=False,
+                        bias_correction=True) == fixed
+
+
+def test_dense_layers_and_auto():
+    """Dense layers (FULLY_CONNECTED) and method="auto". An all-zero bias (an untrained
+    layer's) is dropped by the converter, so there is nothing to move: trained ones."""
+    model = factories.mlp(seed=2)
+    rng = np.random.default_rng(2)
+    for layer in model.layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.assign(rng.normal(0, 0.2, layer.bias.shape).astype(np.float32))
+    x = np.random.default_rng(2).normal(size=(128, 20)).astype(np.float32)
+    calib = tfq8.calibrate(model, x)
+    plain = tfq8.convert(calibration=calib)
+    fixed, report = bias_correction.correct_biases(plain, calib.model, calib.samples)
+    assert len(report.ops) == 2 and report.samples == len(calib.samples[0])  # both Dense
+    assert report.changed > 0
+    # Kept exactly when not worse on the samples; else the model comes back unchanged.
+    assert report.kept == (report.sqnr_after >= report.sqnr_before)
+    assert (fixed != plain) == report.kept
+    assert tfq8.convert(calibration=calib, bias_correction=True) == fixed
+
+
+def test_not_kept_when_no_better(cnn_calib, monkeypatch, caplog):
+    """A correction that lowers output SQNR on the samples is dropped."""
+    _, _, calib = cnn_calib
+    plain = tfq8.convert(calibration=calib, method="minmax")
+    real = bias_correction._float_side
+
+    def skewed(*args):
+        masks, sums, counts = real(*args)
+        shifted = [[s + 0.5 * c for s, c in zip(ss, cc)] for ss, cc in zip(sums, counts)]
+        return masks, shifted, counts  # every float mean 0.5 higher
+
+    monkeypatch.setattr(bias_correction, "_float_side", skewed)
+    out, report = bias_correction.correct_biases(plain, calib.model, calib.samples)
+    assert report.changed > 0 and report.sqnr_after < report.sqnr_before
+    assert not report.kept and out == plain
+    assert "not kept" in report.summary()
+
+
+def test_needs_kept_samples_and_a_bool(cnn_calib):
+    model, x, _ = cnn_calib
+    none_kept = tfq8.calibrate(model, x, keep_samples=0)
+    with pytest.raises(ValueError, match=r"bias_correction=True .* keep_samples"):
+        tfq8.convert(calibration=none_kept, method="minmax", bias_correction=True)
+    with pytest.raises(ArgumentTypeError, match="bias_correction"):
+        tfq8.convert(model, x, bias_correction="yes")
+    with pytest.raises(ValueError, match="samples"):
+        bias_correction.correct_biases(b"", b"", [np.zeros((0, 16, 16, 3), np.float32)])
+
+
+def test_command_line_and_callback_take_it(cnn_calib, tmp_path, capfd):
+    model, x, calib = cnn_calib
+    model.save(tmp_path / "m.keras")
+    np.save(tmp_path / "x.npy", x)
+    code, out, err = run_cli(capfd, "convert", tmp_path / "m.keras", "--data", tmp_path / "x.npy",
+                             "--method", "minmax", "--bias-correction", "--output",
+                             tmp_path / "m.tflite", "--progress=false", "--json")
+    assert code == 0, err
+    said = json.loads(out)["bias_correction"]
+    assert said["kept"] and said["changed"] > 0 and said["sqnr_after_db"] > said["sqnr_before_db"]
+    api = tfq8.convert(str(tmp_path / "m.keras"), x, method="minmax",
+                       bias_correction=True)
+    assert (tmp_path / "m.tflite").read_bytes() == api
+    assert api != tfq8.convert(str(tmp_path / "m.keras"), x, method="minmax")
+    tfq8.CalibrationCallback(x, convert_options={"bias_correction": True})
+    with pytest.raises(ArgumentTypeError, match="bias_correction"):
+        tfq8.CalibrationCallback(x, convert_options={"bias_correction": "no"})
