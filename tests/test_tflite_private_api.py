@@ -116,6 +116,22 @@ def test_byte_patching_equals_reserializing(calibrated):
     assert _tflite.quantize(rebuilt) == _tflite.quantize(patched)
 
 
+def test_buffer_views_write_into_the_serialized_model(calibrated):
+    """bias_correction changes weights through these views instead of re-serializing."""
+    parsed = _tflite.read_model(calibrated)
+    buffers = [t.buffer for t in parsed.subgraphs[0].tensors
+               if parsed.buffers[t.buffer].data is not None and len(parsed.buffers[t.buffer].data)]
+    out = bytearray(calibrated)
+    views = _tflite.buffer_views(out, buffers + [0])
+    assert sorted(views) == sorted(buffers)  # buffer 0 is the empty sentinel
+    k = buffers[0]
+    views[k][:4] = [1, 2, 3, 4]
+    edited = _tflite.read_model(bytes(out))
+    np.testing.assert_array_equal(edited.buffers[k].data[:4], [1, 2, 3, 4])
+    for j in buffers[1:]:
+        np.testing.assert_array_equal(edited.buffers[j].data, parsed.buffers[j].data)
+
+
 def test_set_ranges_rejects_uncalibrated_tensors(calibrated):
     ranges = _tflite.calibrated_ranges(calibrated)
     weight = next(i for i in range(len(_tflite.read_model(calibrated).subgraphs[0].tensors)) if i not in ranges)
