@@ -102,10 +102,30 @@ def test_moves_only_biases_and_brings_int8_closer_to_float(cnn_calib, caplog):
                         bias_correction=True) == fixed
 
 
+@pytest.mark.parametrize("io", [("uint8", "float32"), ("float32", "int8")])
+def test_other_input_and_output_types(cnn_calib, io):
+    model, x, calib = cnn_calib
+    kw = dict(method="minmax", input_type=io[0], output_type=io[1])
+    plain = tfq8.convert(calibration=calib, **kw)
+    fixed = tfq8.convert(calibration=calib, bias_correction=True, **kw)
+    assert calib.last_bias_correction.kept and fixed != plain
+    info = tfq8.inspect(fixed)
+    assert info.full_integer and [t.dtype for t in info.inputs] == [io[0].upper()]
+    ref = model.predict(x, verbose=0)
+    run = lambda blob: ModelRunner(blob).run([x])[0]  # noqa: E731
+    assert _sqnr(ref, run(fixed)) > _sqnr(ref, run(plain))
+
+
 def test_dense_layers_and_auto():
     """Dense layers (FULLY_CONNECTED) and method="auto". An all-zero bias (an untrained
     layer's) is dropped by the converter, so there is nothing to move: trained ones."""
     model = factories.mlp(seed=2)
+    x = np.random.default_rng(2).normal(size=(128, 20)).astype(np.float32)
+    untrained = tfq8.calibrate(model, x)  # all-zero biases: the converter drops them
+    plain = tfq8.convert(calibration=untrained)
+    same, report = bias_correction.correct_biases(plain, untrained.model, untrained.samples)
+    assert same == plain and report.ops == [] and not report.kept
+    assert report.summary().startswith("bias correction: no bias value of 0 op(s) moved")
     rng = np.random.default_rng(2)
     for layer in model.layers:
         if getattr(layer, "bias", None) is not None:
@@ -120,6 +140,19 @@ def test_dense_layers_and_auto():
     assert report.kept == (report.sqnr_after >= report.sqnr_before)
     assert (fixed != plain) == report.kept
     assert tfq8.convert(calibration=calib, bias_correction=True) == fixed
+
+
+def test_frames_auto_finds_corrupted_are_left_out(cnn_calib):
+    model, x, _ = cnn_calib
+    bad = x.copy()
+    bad[[5, 40]] = 60.0 * np.sign(bad[[5, 40]])  # two saturated-noise frames
+    calib = tfq8.calibrate(model, bad)
+    tfq8.convert(calibration=calib, method="minmax", bias_correction=True)
+    report = calib.last_bias_correction
+    assert report.excluded == [5, 40] and report.samples == len(x) - 2
+    assert "2 corrupted-looking sample(s) left out" in report.summary()
+    with pytest.raises(ValueError, match="exclude"):
+        bias_correction.correct_biases(b"", b"", [x[:2]], exclude=[0, 1])
 
 
 def test_not_kept_when_no_better(cnn_calib, monkeypatch, caplog):

@@ -364,6 +364,10 @@ def test_options_without_effect_on_a_fully_annotated_model_are_warned_about(
     assert "method='kl' has no effect here" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="tfq8"):
+        assert tfq8.convert(qat, bias_correction=True) == qat_blob
+    assert "bias_correction=True is not applied" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="tfq8"):
         blob = tfq8.convert(qat, x, method="percentile", method_options={"percentile": 99.0})
     assert blob == qat_blob
     assert ("method='percentile' and method_options={'percentile': 99.0} have no effect"

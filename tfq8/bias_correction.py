@@ -68,10 +68,12 @@ class BiasCorrectionReport:
         ops: Ops whose bias was examined (name of each op's output tensor).
         changed: Bias values moved, over all ops.
         samples: Calibration samples used.
-        sqnr_before: Output SQNR (dB) over those samples before correction.
+        sqnr_before: Output SQNR (dB) over those samples before correction
+            (NaN when no bias value moved: nothing was scored).
         sqnr_after: The same after correction.
         kept: Whether the corrected model was returned (it is only when its
             SQNR on the samples is not lower).
+        excluded: Indices of the samples left out (`exclude`).
     """
 
     ops: list[str]
@@ -80,6 +82,7 @@ class BiasCorrectionReport:
     sqnr_before: float = float("nan")
     sqnr_after: float = float("nan")
     kept: bool = False
+    excluded: list[int] = dataclasses.field(default_factory=list)
 
     def summary(self) -> str:
         """One line for the log.
@@ -88,10 +91,15 @@ class BiasCorrectionReport:
             >>> report.summary()
             'bias correction: 170 bias values of 4 ops moved; output SQNR 36.06 -> 39.31 dB ...'
         """
+        if not self.changed:
+            return (f"bias correction: no bias value of {len(self.ops)} op(s) moved on "
+                    f"{self.samples} calibration sample(s)")
         verdict = "kept" if self.kept else "not kept (no better)"
+        left_out = (f" ({len(self.excluded)} corrupted-looking sample(s) left out)"
+                    if self.excluded else "")
         return (f"bias correction: {self.changed} bias value(s) of {len(self.ops)} op(s) moved; "
                 f"output SQNR {self.sqnr_before:.2f} -> {self.sqnr_after:.2f} dB on "
-                f"{self.samples} calibration sample(s), {verdict}")
+                f"{self.samples} calibration sample(s){left_out}, {verdict}")
 
 
 @dataclasses.dataclass
@@ -105,8 +113,8 @@ class _Target:
     bias_scales: np.ndarray
 
 
-def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.ndarray]
-                   ) -> tuple[bytes, BiasCorrectionReport]:
+def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.ndarray], *,
+                   exclude: Sequence[int] = ()) -> tuple[bytes, BiasCorrectionReport]:
     """Moves the int32 biases of `int8_model` so its op outputs' means match float's.
 
     Args:
@@ -114,6 +122,9 @@ def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.n
         float_model: The float `.tflite` it was quantized from (tensor names shared).
         samples: Float calibration samples, one array per model input, in the
             models' input order.
+        exclude: Indices of samples to leave out, such as corrupted frames
+            (`tfq8.convert` passes those `auto` finds: a frame of saturated
+            noise would shift the means and decide the score).
 
     Returns:
         `(model, report)`: the corrected model if its output SQNR against the
@@ -134,6 +145,13 @@ def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.n
     if not samples or len(samples[0]) == 0:
         raise ValueError("samples: expected at least one calibration sample per model input; "
                          "received none")
+    exclude = sorted({int(i) for i in exclude})
+    if exclude:
+        keep = np.setdiff1d(np.arange(len(samples[0])), exclude)
+        if keep.size == 0:
+            raise ValueError(f"exclude: leaves none of the {len(samples[0])} samples. "
+                             f"Received: {len(exclude)} indices")
+        samples = [a[keep] for a in samples]
     parsed = _tflite.read_model(int8_model)
     floats = ModelRunner(float_model, preserve_all_tensors=True, num_threads=1)
     floats.fit_batch_to(samples)
@@ -141,7 +159,7 @@ def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.n
     n = _sample_count(floats, targets, len(samples[0]))
     samples = [a[:n] for a in samples]
     report = BiasCorrectionReport([_tflite.tensor_name(parsed.subgraphs[0].tensors[t.output])
-                                   for t in targets], 0, n)
+                                   for t in targets], 0, n, excluded=exclude)
     if not targets:
         return int8_model, report
     masks, sums, counts = _float_side(floats, targets, samples)
@@ -174,6 +192,8 @@ def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.n
             view[:] = np.frombuffer(np.clip(bias + delta, info.min, info.max).astype("<i4")
                                     .tobytes(), dtype=np.uint8)
             report.changed += int(np.count_nonzero(delta))
+    if not report.changed:
+        return int8_model, report
     corrected = bytes(out)
     reference = run_outputs(float_model, samples, _batch(samples))
     signal = np.concatenate([np.asarray(r, np.float64).reshape(len(r), -1) for r in reference],

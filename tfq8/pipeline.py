@@ -282,6 +282,8 @@ def convert(
             return _finish(blob, allow_float=allow_float, output_path=output_path)
     if calib is None:
         calib = _resolve_calibration(model, data, calibration, num_samples)
+    if bias_correction:
+        _check_kept_samples(calib)
     quant = dict(per_channel=per_channel, input_type=io_in, output_type=io_out)
     overrides = validate_overrides(calib, ranges or {})
     pinned = _qat.pinned_ranges(calib.model)
@@ -454,14 +456,21 @@ def converter_int8(model: Any, data: Any, *, num_samples: int | None = None,
         return bytes(converter.convert())
 
 
-def _correct_biases(calib: Calibration, blob: bytes) -> bytes:
+def _check_kept_samples(calib: Calibration) -> None:
     if calib.samples is None or len(calib.samples[0]) == 0:
         raise ValueError(
             "bias_correction=True runs the int8 and float models on the calibration samples "
             "the Calibration kept, and this one kept none. Calibrate with keep_samples > 0 "
             "(tfq8.calibrate(model, data, keep_samples=256)). Received: a Calibration of "
             f"{calib.num_samples} samples with 0 kept")
-    blob, report = correct_biases(blob, calib.model, calib.samples)
+
+
+def _correct_biases(calib: Calibration, blob: bytes) -> bytes:
+    # Frames auto judges corrupted (from the float model's early peaks) would shift the
+    # means and decide the score here too: on the F-MNIST CNN with 1% corrupted frames,
+    # correcting on them lost 1.7 dB of test-set SQNR.
+    exclude = _auto.corrupted_frames(_auto.early_columns(calib))
+    blob, report = correct_biases(blob, calib.model, calib.samples, exclude=exclude)
     calib.last_bias_correction = report
     _log.info("%s", report.summary())
     return blob
