@@ -4,8 +4,9 @@
    activation statistics (and int8 validation accuracy every `--epochs` // 2 epochs
    and after the last: epochs 10 and 20 by default).
 2. `tfq8.convert(model)`: full-integer int8 `.tflite` from those statistics.
-3. TFLite's own int8 conversion of the same model and samples, for comparison.
-4. `tfq8.check` both against float on the held-out test digits.
+3. TFLite's own int8 conversion of the same model and samples, for comparison,
+   and tfq8's with `bias_correction=True` (opt-in; not the model written).
+4. `tfq8.check` them against float on the held-out test digits.
 5. `tfq8.benchmark` the int8 model against float (single thread).
 6. Write `digits_int8.tflite`, `report.txt`, `report.json` and `ranges.png`
    (`tfq8.plot_ranges`) to --output_dir.
@@ -101,11 +102,16 @@ def main(argv):
     t0 = time.perf_counter()
     theirs = converter_int8(model, calib_x)
     theirs_s = time.perf_counter() - t0
+    # tfq8 with bias correction (opt-in; the model written is `ours`).
+    corrected = tfq8.convert(model, bias_correction=True)
+    corrected_report = callback.calibration.last_bias_correction
 
-    # 4. Check both against float on the test digits.
+    # 4. Check them against float on the test digits.
     check_ours = tfq8.check(ours, reference=model, data=x_test, labels=y_test)
     check_theirs = tfq8.check(theirs, reference=model, data=x_test, labels=y_test,
                               per_tensor=False)
+    check_corrected = tfq8.check(corrected, reference=model, data=x_test, labels=y_test,
+                                 per_tensor=False)
     # 5. Time int8 against float.
     bench = tfq8.benchmark(ours, reference=model, num_threads=1)
     info = tfq8.inspect(ours)
@@ -129,6 +135,9 @@ def main(argv):
         f"{check_theirs.agreement:7.4f} {check_theirs.outputs[0].sqnr_db:8.2f}",
         f"{'tfq8 int8 (auto)':<28} {check_ours.accuracy:7.4f} "
         f"{check_ours.agreement:7.4f} {check_ours.outputs[0].sqnr_db:8.2f}",
+        f"{'tfq8 int8 + bias correction':<28} {check_corrected.accuracy:7.4f} "
+        f"{check_corrected.agreement:7.4f} {check_corrected.outputs[0].sqnr_db:8.2f}",
+        f"  ({corrected_report.summary()}; opt-in, see README)",
         "",
         f"conversion: tfq8 {ours_s:.2f} s (statistics from the callback), "
         f"TFLite converter {theirs_s:.2f} s",
@@ -159,6 +168,7 @@ def main(argv):
         "float_accuracy": check_ours.reference_accuracy,
         "tfq8": check_ours.to_dict(),
         "converter": check_theirs.to_dict(),
+        "tfq8_bias_correction": check_corrected.to_dict(),
         "benchmark": bench.to_dict(),
         "conversion_s": {"tfq8": ours_s, "converter": theirs_s},
         "int8_val_accuracy_by_epoch": int8_epochs,
