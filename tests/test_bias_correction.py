@@ -116,6 +116,29 @@ def test_other_input_and_output_types(cnn_calib, io):
     assert _sqnr(ref, run(fixed)) > _sqnr(ref, run(plain))
 
 
+
+@pytest.mark.parametrize("output_type", ["float32", "uint8"])
+def test_op_feeding_an_output_of_another_type_is_corrected(cnn_calib, output_type):
+    """The quantizer renames the dense layer's int8 output ('...:0' -> '...:01') and gives
+    its name to the DEQUANTIZE or QUANTIZE it adds for the output type: the layer is
+    still corrected, as with int8 output (it was skipped: no float tensor of that name)."""
+    _, _, calib = cnn_calib
+    int8_out = tfq8.convert(calibration=calib, method="minmax", bias_correction=True)
+    assert len(calib.last_bias_correction.ops) == 3
+    other = tfq8.convert(calibration=calib, method="minmax", output_type=output_type,
+                         bias_correction=True)
+    report = calib.last_bias_correction
+    assert len(report.ops) == 3 and report.kept  # two convolutions and the dense layer
+
+    def biases(blob):
+        parsed, tensors = _tensors(blob)
+        return {name.removesuffix(":01").removesuffix(":0"): bytes(parsed.buffers[t.buffer].data)
+                for name, t in tensors.items()
+                if _tflite.tensor_type_name(t.type) == "INT32" and len(t.shape) == 1
+                and parsed.buffers[t.buffer].data is not None}
+
+    assert biases(other) == biases(int8_out)
+
 def test_dense_layers_and_auto():
     """Dense layers (FULLY_CONNECTED) and method="auto". An all-zero bias (an untrained
     layer's) is dropped by the converter, so there is nothing to move: trained ones."""

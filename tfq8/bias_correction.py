@@ -219,11 +219,19 @@ def _targets(parsed: "_tflite.schema.ModelT", floats: object) -> list[_Target]:
         by_name.setdefault(_tflite.tensor_name(t), (i, t))
     uses: dict[int, int] = {}
     buffer_uses: dict[int, int] = {}
+    # An op feeding a model output of another type (float32 or uint8) hands its name to
+    # the DEQUANTIZE or QUANTIZE the quantizer adds there ('out:0' becomes 'out:01'):
+    # its float twin is found by that op's output instead.
+    casts: dict[int, int] = {}
     for g in parsed.subgraphs:
         for op in g.operators or []:
             for i in op.inputs if op.inputs is not None else []:
                 if g is sg and i >= 0:
                     uses[i] = uses.get(i, 0) + 1
+            if (g is sg and _tflite.op_name(parsed, op) in ("DEQUANTIZE", "QUANTIZE")
+                    and op.inputs is not None and len(op.inputs) == 1
+                    and op.outputs is not None and len(op.outputs) == 1):
+                casts.setdefault(int(op.inputs[0]), int(op.outputs[0]))
         for t in g.tensors or []:
             buffer_uses[t.buffer] = buffer_uses.get(t.buffer, 0) + 1
     out = []
@@ -241,6 +249,8 @@ def _targets(parsed: "_tflite.schema.ModelT", floats: object) -> list[_Target]:
                 or len(oq.scale) != 1 or bias_t.shape is None or len(bias_t.shape) != 1):
             continue
         found = by_name.get(_tflite.tensor_name(out_t))
+        if found is None and op.outputs[0] in casts:
+            found = by_name.get(_tflite.tensor_name(sg.tensors[casts[op.outputs[0]]]))
         if found is None or _tflite.tensor_type_name(found[1].type) != "FLOAT32":
             continue
         if list(found[1].shape)[1:] != list(out_t.shape)[1:] or out_t.shape[-1] != bias_t.shape[0]:
