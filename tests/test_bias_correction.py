@@ -224,3 +224,35 @@ def test_command_line_and_callback_take_it(cnn_calib, tmp_path, capfd):
     tfq8.CalibrationCallback(x, convert_options={"bias_correction": True})
     with pytest.raises(ArgumentTypeError, match="bias_correction"):
         tfq8.CalibrationCallback(x, convert_options={"bias_correction": "no"})
+
+
+def test_dynamic_height_and_width_sized_on_the_samples(monkeypatch):
+    """Dynamic height and width are stored as 1 in the flatbuffer: the mask budget and
+    the samples per op are sized on the data, so the same network with a fixed input
+    size moves the same biases (the budget was ignored: 64 samples instead of 56, and
+    every batch measured for each convolution)."""
+    import keras  # noqa: PLC0415
+
+    from tfq8.harness import interpreter  # noqa: PLC0415
+
+    fixed = factories.skewed_channels_cnn(seed=4)
+    dynamic = keras.Sequential([keras.Input((None, None, 3))]
+                               + [type(la).from_config(la.get_config()) for la in fixed.layers])
+    dynamic.set_weights(fixed.get_weights())
+    x = factories.images(64, seed=4)
+    monkeypatch.setattr(interpreter, "_MAX_BATCH", 8)  # several batches per op
+    # Masks of 56 samples: (14*14*8 + 12*12*8 + 10) / 8 bytes each.
+    monkeypatch.setattr(bias_correction, "MASK_BUDGET_BYTES", 19110)
+
+    def corrected(model):
+        calib = tfq8.calibrate(model, x)
+        blob = tfq8.convert(calibration=calib, method="minmax", bias_correction=True)
+        parsed = _tflite.read_model(blob)
+        sg = parsed.subgraphs[0]
+        return calib.last_bias_correction, [
+            bytes(parsed.buffers[sg.tensors[op.inputs[2]].buffer].data) for op in sg.operators
+            if _tflite.op_name(parsed, op) in bias_correction.BIAS_INPUT]
+
+    (want, want_biases), (got, got_biases) = corrected(fixed), corrected(dynamic)
+    assert want.samples == got.samples == 56 and got.kept
+    assert got_biases == want_biases

@@ -156,7 +156,8 @@ def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.n
     floats = ModelRunner(float_model, preserve_all_tensors=True, num_threads=1)
     floats.fit_batch_to(samples)
     targets = _targets(parsed, floats)
-    n = _sample_count(floats, targets, len(samples[0]))
+    sizes = _sizes(floats, targets, samples)
+    n = _sample_count(sizes, len(samples[0]))
     samples = [a[:n] for a in samples]
     report = BiasCorrectionReport([_tflite.tensor_name(parsed.subgraphs[0].tensors[t.output])
                                    for t in targets], 0, n, excluded=exclude)
@@ -174,7 +175,7 @@ def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.n
         if view is None:
             continue
         # Enough whole batches for `MIN_OBSERVATIONS` values per channel.
-        per_sample = max(1, int(np.prod(sg.tensors[t.output].shape[1:-1])))
+        per_sample = max(1, sizes[k] // int(sg.tensors[t.output].shape[-1]))
         used = min(len(masks[k]), math.ceil(math.ceil(MIN_OBSERVATIONS / per_sample) / step))
         runner = runner.with_constants(out)
         q_sum = np.zeros_like(sums[k][0])
@@ -266,10 +267,21 @@ def _targets(parsed: "_tflite.schema.ModelT", floats: object) -> list[_Target]:
     return out
 
 
-def _sample_count(floats: object, targets: list[_Target], n: int) -> int:
-    """Samples whose float output masks fit `MASK_BUDGET_BYTES` (at least `MIN_SAMPLES`)."""
+def _sizes(floats: object, targets: list[_Target], samples: list[np.ndarray]) -> list[int]:
+    """Values of each target's output per sample. Dynamic height and width are stored
+    as 1 in the flatbuffer, so a model with them is measured on one sample."""
     fsg = floats.parsed.subgraphs[0]  # type: ignore[attr-defined]
-    per_sample = sum(int(np.prod(fsg.tensors[t.reference].shape[1:])) for t in targets) / 8
+    sizes = [int(np.prod(fsg.tensors[t.reference].shape[1:])) for t in targets]
+    if targets and any(-1 in t.signature[1:] for t in floats.inputs):  # type: ignore[attr-defined]
+        for _ in floats.batches([a[:1] for a in samples]):  # type: ignore[attr-defined]
+            sizes = [int(floats.tensor(t.reference).size)  # type: ignore[attr-defined]
+                     for t in targets]
+    return sizes
+
+
+def _sample_count(sizes: list[int], n: int) -> int:
+    """Samples whose float output masks fit `MASK_BUDGET_BYTES` (at least `MIN_SAMPLES`)."""
+    per_sample = sum(sizes) / 8
     fit = int(MASK_BUDGET_BYTES // max(per_sample, 1.0))
     return max(1, min(n, max(MIN_SAMPLES, fit)))
 
