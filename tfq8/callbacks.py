@@ -585,13 +585,14 @@ class _CalibrationCallbackBase:
                       ", ".join(f"{k} {v:.2f}s" for k, v in phases.items()))
 
     def _convert(self, calib: Calibration, *, trial: bool = False) -> bytes:
-        """`tfq8.convert` with the callback's method and options (for a `trial`, `minmax`:
-        which ops stay float does not depend on the ranges); its advice names
-        `convert_options`."""
+        """`tfq8.convert` with the callback's method and options (for a `trial`, `minmax`
+        without bias correction: which ops stay float depends on neither); its advice
+        names `convert_options`."""
         method, options = self.method, dict(self.convert_options)
         if trial:
             method = "minmax"
             options.pop("method_options", None)
+            options.pop("bias_correction", None)
         try:
             # With the model: a QAT model whose every range QAT learned converts as
             # tfq8.convert(model) does, with TFLite's QAT conversion (tfq8.qat).
