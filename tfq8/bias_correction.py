@@ -179,7 +179,7 @@ def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.n
         used = min(len(masks[k]), math.ceil(math.ceil(MIN_OBSERVATIONS / per_sample) / step))
         runner = runner.with_constants(out)
         q_sum = np.zeros_like(sums[k][0])
-        for b, (start, stop) in enumerate(runner.batches([a[:used * step] for a in samples])):
+        for b, _ in enumerate(runner.batches([a[:used * step] for a in samples])):
             q = (runner.tensor(t.output).astype(np.float64) - t.zero_point) * t.scale
             q = q.reshape(-1, q.shape[-1])
             mask = np.unpackbits(masks[k][b], count=q.size).reshape(q.shape).astype(bool)
