@@ -460,9 +460,10 @@ def _check_kept_samples(calib: Calibration) -> None:
     if calib.samples is None or len(calib.samples[0]) == 0:
         raise ValueError(
             "bias_correction=True runs the int8 and float models on the calibration samples "
-            "the Calibration kept, and this one kept none. Calibrate with keep_samples > 0 "
-            "(tfq8.calibrate(model, data, keep_samples=256)). Received: a Calibration of "
-            f"{calib.num_samples} samples with 0 kept")
+            "the Calibration kept, and this one kept none (it was made with keep_samples=0). "
+            "Calibrate again: tfq8.calibrate(model, data) keeps up to 256 samples by default "
+            "(on the command line: --data instead of --calibration). Received: a Calibration "
+            f"of {calib.num_samples} samples with 0 kept")
 
 
 def _correct_biases(calib: Calibration, blob: bytes) -> bytes:
