@@ -39,33 +39,6 @@ import suite  # noqa: E402
 import tfq8  # noqa: E402
 from tfq8.pipeline import converter_int8  # noqa: E402
 
-VWW = os.path.join(suite.SHARED, "models", "mlperf_tiny_vww_96.h5")
-CIFAR = os.path.join(suite.SHARED, "data", "cifar10_test.npz")
-
-
-def vww() -> suite.Case | None:
-    """MLPerf Tiny VWW MobileNet; calibrated and checked on CIFAR-10 images upscaled to 96x96."""
-    if not (os.path.exists(VWW) and os.path.exists(CIFAR)):
-        logging.warning("vww skipped: %s or %s absent.", VWW, CIFAR)
-        return None
-    import keras  # noqa: PLC0415
-    import tensorflow as tf  # noqa: PLC0415
-
-    class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
-        """Keras 3 rejects the `groups` key the saved config carries."""
-
-        def __init__(self, *args, groups=None, **kwargs):  # noqa: ARG002
-            super().__init__(*args, **kwargs)
-
-    model = keras.models.load_model(VWW, compile=False,
-                                    custom_objects={"DepthwiseConv2D": DepthwiseConv2D})
-    with np.load(CIFAR) as d:
-        x = d["x"][:1500]
-    # The MLPerf Tiny VWW reference feeds pixels / 255.
-    x96 = tf.image.resize(x.astype(np.float32), (96, 96)).numpy() / 255.0
-    return suite.Case("vww", model, x96[:1000], x96[1000:], np.zeros(500, np.int64), 300)
-
-
 def run_case(case: suite.Case, args: argparse.Namespace) -> dict:
     from tfq8.models import load_model  # noqa: PLC0415
 
@@ -113,7 +86,7 @@ def main() -> None:
     parser.add_argument("--eval-samples", type=int, default=2000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    loaders = {"resnet8": suite.resnet8, "vww": vww, "digits": suite.digits}
+    loaders = {"resnet8": suite.resnet8, "vww": suite.vww, "digits": suite.digits}
     results = []
     for name in args.models.split(","):
         case = loaders[name]()

@@ -68,6 +68,33 @@ def resnet8() -> Case | None:
     return Case("resnet8", model, x[:5000], x[5000:], y[5000:], 500)
 
 
+VWW = os.path.join(SHARED, "models", "mlperf_tiny_vww_96.h5")
+CIFAR = os.path.join(SHARED, "data", "cifar10_test.npz")
+
+
+def vww() -> Case | None:
+    """MLPerf Tiny VWW MobileNet; calibrated and checked on CIFAR-10 images upscaled to 96x96."""
+    if not (os.path.exists(VWW) and os.path.exists(CIFAR)):
+        _log.warning("vww skipped: %s or %s absent.", VWW, CIFAR)
+        return None
+    import keras  # noqa: PLC0415
+    import tensorflow as tf  # noqa: PLC0415
+
+    class DepthwiseConv2D(keras.layers.DepthwiseConv2D):
+        """Keras 3 rejects the `groups` key the saved config carries."""
+
+        def __init__(self, *args, groups=None, **kwargs):  # noqa: ARG002
+            super().__init__(*args, **kwargs)
+
+    model = keras.models.load_model(VWW, compile=False,
+                                    custom_objects={"DepthwiseConv2D": DepthwiseConv2D})
+    with np.load(CIFAR) as d:
+        x = d["x"][:1500]
+    # The MLPerf Tiny VWW reference feeds pixels / 255.
+    x96 = tf.image.resize(x.astype(np.float32), (96, 96)).numpy() / 255.0
+    return Case("vww", model, x96[:1000], x96[1000:], np.zeros(500, np.int64), 300)
+
+
 def _read_idx(path: str) -> np.ndarray:
     with gzip.open(path, "rb") as f:
         data = f.read()
