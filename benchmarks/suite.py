@@ -9,6 +9,9 @@
   `weights=None`). Calibration pool: the last 5,000 training images (not used
   for training); test: the 10,000 test images.
 * `digits`: scikit-learn's digits (ships in the wheel), a small CNN.
+* `vww` (not in `available()`: no VWW images ship here, so it has no labels):
+  MLPerf Tiny VWW MobileNet on CIFAR-10 test images resized to 96x96, for
+  latency and fidelity to float (`latency.py`, `per_tensor.py`).
 
 Trained models are cached under `~/.cache/tfq8-benchmarks` (keyed by name).
 """
