@@ -104,7 +104,6 @@ class BiasCorrectionReport:
 
 @dataclasses.dataclass
 class _Target:
-    op: int  # operator index in subgraph 0
     output: int  # its output tensor (int8 model)
     reference: int  # the same tensor in the float model
     scale: float
@@ -138,8 +137,8 @@ def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.n
         >>> fixed, report = correct_biases(blob, calib.model, calib.samples)
         >>> print(report.summary())
     """
-    from tfq8.harness.interpreter import ModelRunner  # noqa: PLC0415 (cycle)
-    from tfq8.ranges.auto import run_outputs, total_sqnr_db  # noqa: PLC0415
+    from tfq8.harness.interpreter import ModelRunner, run_outputs  # noqa: PLC0415 (cycle)
+    from tfq8.ranges.auto import error_energy, signal_energy, total_sqnr_db  # noqa: PLC0415
 
     samples = [np.asarray(a) for a in samples]
     if not samples or len(samples[0]) == 0:
@@ -196,18 +195,16 @@ def correct_biases(int8_model: bytes, float_model: bytes, samples: Sequence[np.n
     if not report.changed:
         return int8_model, report
     corrected = bytes(out)
-    reference = run_outputs(float_model, samples, _batch(samples))
-    signal = np.concatenate([np.asarray(r, np.float64).reshape(len(r), -1) for r in reference],
-                            axis=1)
+    # Scored as `auto` scores: output SQNR with energies summed over the samples,
+    # averaged over the model's outputs.
+    reference = run_outputs(float_model, samples, step)
+    signal = signal_energy(reference)
 
     def sqnr(model: bytes) -> float:
-        outs = run_outputs(model, samples, _batch(samples))
-        noise = np.concatenate([np.asarray(o, np.float64).reshape(len(o), -1) for o in outs],
-                               axis=1) - signal
-        return total_sqnr_db(np.sum(signal**2, axis=1), np.sum(noise**2, axis=1))
+        return total_sqnr_db(signal, error_energy(run_outputs(model, samples, step), reference))
 
     report.sqnr_before, report.sqnr_after = sqnr(int8_model), sqnr(corrected)
-    report.kept = report.changed > 0 and report.sqnr_after >= report.sqnr_before
+    report.kept = report.sqnr_after >= report.sqnr_before
     return (corrected if report.kept else int8_model), report
 
 
@@ -262,7 +259,7 @@ def _targets(parsed: "_tflite.schema.ModelT", floats: object) -> list[_Target]:
         data = parsed.buffers[bias_t.buffer].data
         if data is None or len(data) != 4 * bias_t.shape[0]:
             continue
-        out.append(_Target(k, op.outputs[0], found[0], float(oq.scale[0]),
+        out.append(_Target(op.outputs[0], found[0], float(oq.scale[0]),
                            int(oq.zeroPoint[0]), inputs[slot], scales))
     return out
 
@@ -297,17 +294,12 @@ def _float_side(floats: object, targets: list[_Target], samples: list[np.ndarray
         for k, t in enumerate(targets):
             f = floats.tensor(t.reference).astype(np.float64)  # type: ignore[attr-defined]
             f = f.reshape(-1, f.shape[-1])
-            lo = (-128 - t.zero_point) * t.scale
-            hi = (127 - t.zero_point) * t.scale
+            lo, hi = _tflite.grid_range("INT8", t.scale, t.zero_point)
             inside = (f > lo + t.scale / 2) & (f < hi - t.scale / 2)
             masks[k].append(np.packbits(inside, axis=None))
             sums[k].append(np.where(inside, f, 0.0).sum(axis=0))
             counts[k].append(inside.sum(axis=0))
     return masks, sums, counts
-
-
-def _batch(samples: list[np.ndarray]) -> int:
-    return min(len(samples[0]), 64)
 
 
 __all__ = ["BiasCorrectionReport", "correct_biases"]

@@ -607,6 +607,40 @@ class ModelRunner:
         return [np.concatenate(o, axis=0) for o in outs]
 
 
+def run_outputs(model: bytes, samples: Sequence[np.ndarray], batch: int) -> list[np.ndarray]:
+    """Runs `samples` through an already verified `model` (float in, float out),
+    `batch` at a time (the model's own batch size where it fixes one), with XNNPACK on
+    every core; with the builtin kernels where XNNPACK refuses the model (some
+    extreme scales, such as a user's tiny range). Outputs in the interpreter's order.
+
+    Example:
+        >>> reference = run_outputs(calib.model, calib.samples, 64)
+    """
+    try:
+        return _run_outputs_on(model, samples, batch, "xnnpack")
+    except RuntimeError:
+        return _run_outputs_on(model, samples, batch, "builtin")
+
+
+def _run_outputs_on(model: bytes, samples: Sequence[np.ndarray], batch: int,
+                    backend: str) -> list[np.ndarray]:
+    interp = make_interpreter(model, backend=backend, num_threads=os.cpu_count() or 1,
+                              verified=True, allocate=False)
+    ins = [TensorIO.from_details(d) for d in interp.get_input_details()]
+    n = len(samples[0])
+    batch = fixed_batch([t.signature for t in ins]) or batch  # the last batch padded
+    size_inputs(interp, [[batch, *a.shape[1:]] for a in samples])
+    outs = [TensorIO.from_details(d) for d in interp.get_output_details()]
+    results: list[list[np.ndarray]] = [[] for _ in outs]
+    for start in range(0, n, batch):
+        for t, a in zip(ins, samples):
+            interp.set_tensor(t.index, t.quantize(pad_batch(a[start : start + batch], batch)))
+        invoke(interp)
+        for k, t in enumerate(outs):
+            results[k].append(t.dequantize(interp.get_tensor(t.index))[: n - start])
+    return [np.concatenate(r) for r in results]
+
+
 def _keras_order(outputs: list[TensorIO]) -> list[TensorIO]:
     """Outputs named `output_0`, `output_1`, ... (a Keras 3 model's) in that order.
 

@@ -70,13 +70,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-from typing import Any, Collection, Mapping
+from typing import Any, Collection, Mapping, Sequence
 
 import numpy as np
 
 from tfq8 import _tflite
-from tfq8.harness.litert import invoke
+from tfq8.harness.interpreter import batch_for, run_outputs
 from tfq8.loops import loop_states, scale_loop_states
 from tfq8.shared_grid import Quantizer
 
@@ -277,8 +276,6 @@ class _Scorer:
     """
 
     def __init__(self, calib: Any, quant: Mapping[str, Any], fixed: Collection[int] = ()):
-        from tfq8.harness.interpreter import batch_for  # noqa: PLC0415 (cycle)
-
         self.quantize = Quantizer(calib.model, fixed=fixed, **quant)
         self.fixed, self.quant = fixed, quant
         self.samples = list(calib.samples)
@@ -287,7 +284,7 @@ class _Scorer:
         chunks = -(-n // most)
         self.batch = -(-n // chunks)  # equal batches: the last one pads least
         self.reference = run_outputs(calib.model, self.samples, self.batch)
-        self.signal = np.stack([_energy(r) for r in self.reference])
+        self.signal = signal_energy(self.reference)
         n = self.signal.shape[1]
         self.excluded = corrupted_frames(early_columns(calib))
         if self.excluded:
@@ -311,8 +308,7 @@ class _Scorer:
                                                                   **self.quant)
         blob, used = quantize(ranges)
         outputs = run_outputs(blob, self.samples, self.batch)
-        return np.stack([_energy(o.astype(np.float64) - r.astype(np.float64))
-                         for o, r in zip(outputs, self.reference)]), blob, used
+        return error_energy(outputs, self.reference), blob, used
 
     def score(self, noise: np.ndarray) -> float:
         """Output SQNR (dB) over the scored samples."""
@@ -330,6 +326,17 @@ def _energy(a: np.ndarray) -> np.ndarray:
     """Sum of squares per sample (first axis)."""
     a = np.asarray(a, np.float64).reshape(len(a), -1)
     return np.sum(a * a, axis=1)
+
+
+def signal_energy(reference: Sequence[np.ndarray]) -> np.ndarray:
+    """Energy of the float outputs, shape (outputs, samples): `total_sqnr_db`'s signal."""
+    return np.stack([_energy(r) for r in reference])
+
+
+def error_energy(outputs: Sequence[np.ndarray], reference: Sequence[np.ndarray]) -> np.ndarray:
+    """Energy of the int8 outputs' error, shape (outputs, samples): `total_sqnr_db`'s noise."""
+    return np.stack([_energy(np.asarray(o, np.float64) - np.asarray(r, np.float64))
+                     for o, r in zip(outputs, reference)])
 
 
 def total_sqnr_db(signal: np.ndarray, noise: np.ndarray) -> float:
@@ -455,40 +462,6 @@ def early_columns(calib: Any) -> np.ndarray:
     return peaks[:, early]
 
 
-def run_outputs(model: bytes, samples: list[np.ndarray], batch: int) -> list[np.ndarray]:
-    """Runs `samples` through `model` (float in, float out), `batch` at a time
-    (the model's own batch size where it fixes one)."""
-    try:
-        return _run_on(model, samples, batch, "xnnpack")
-    except RuntimeError:  # XNNPACK refuses some extreme scales (a user's tiny range)
-        return _run_on(model, samples, batch, "builtin")
-
-
-def _run_on(model: bytes, samples: list[np.ndarray], batch: int,
-            backend: str) -> list[np.ndarray]:
-    from tfq8.harness.interpreter import (  # noqa: PLC0415 (cycle)
-        TensorIO, fixed_batch, make_interpreter, pad_batch, size_inputs)
-
-    interp = make_interpreter(model, backend=backend, num_threads=_threads(), verified=True,
-                              allocate=False)
-    ins = [TensorIO.from_details(d) for d in interp.get_input_details()]
-    n = len(samples[0])
-    batch = fixed_batch([t.signature for t in ins]) or batch  # the last batch padded
-    size_inputs(interp, [[batch, *a.shape[1:]] for a in samples])
-    outs = [TensorIO.from_details(d) for d in interp.get_output_details()]
-    results: list[list[np.ndarray]] = [[] for _ in outs]
-    for start in range(0, n, batch):
-        for t, a in zip(ins, samples):
-            interp.set_tensor(t.index, t.quantize(pad_batch(a[start : start + batch], batch)))
-        invoke(interp)
-        for k, t in enumerate(outs):
-            results[k].append(t.dequantize(interp.get_tensor(t.index))[: n - start])
-    return [np.concatenate(r) for r in results]
-
-
-def _threads() -> int:
-    return os.cpu_count() or 1
-
-
 __all__ = ["AutoReport", "CANDIDATES", "bootstrap_weights", "choose_and_quantize",
-           "clearly_better", "corrupted_frames", "early_columns", "run_outputs", "total_sqnr_db"]
+           "clearly_better", "corrupted_frames", "early_columns", "error_energy",
+           "signal_energy", "total_sqnr_db"]
