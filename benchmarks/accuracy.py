@@ -3,7 +3,9 @@
 For every model (see `suite.py`), calibration scenario (clean, 1% corrupted
 frames, ten times more samples) and method (the converter's own int8, tfq8's
 `minmax`, `percentile`, `kl`, `mse` and `auto`; a method with `+bc`, such as
-`auto+bc`, adds `bias_correction=True`), prints: float and int8 top-1,
+`auto+bc`, adds `bias_correction=True`; `auto[mse:kl]` is `auto` comparing only
+the methods named, `method_options={"candidates": ["mse", "kl"]}`, and
+`auto[mse:percentile(percentile=99.999)]` gives one an option), prints: float and int8 top-1,
 the drop in points, top-1 agreement with float, output SQNR against float (dB),
 conversion wall time (statistics included) and its ratio to the converter's,
 and the peak growth of resident memory during the conversion.
@@ -21,6 +23,7 @@ Usage:
     python benchmarks/accuracy.py --models=resnet8 --scenarios=clean \
         --methods=converter,auto --repeats=7            # time ratio, median of 7 paired
     python benchmarks/accuracy.py --methods=converter,auto,auto+bc   # bias correction
+    python benchmarks/accuracy.py --methods=auto,auto[mse],auto[percentile:mse]  # candidates
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import gc
 import json
 import logging as logging_std
 import os
+import re
 import sys
 import threading
 import time
@@ -132,9 +136,17 @@ def run_case(case: suite.Case, scenarios, methods) -> list[dict]:
 
 
 def _options(method: str) -> dict:
-    """`tfq8.convert` options for a method name (`auto+bc`: auto with bias correction)."""
+    """`tfq8.convert` options for a method name (`auto+bc`: auto with bias correction;
+    `auto[mse:kl]`: auto comparing minmax, mse and kl)."""
     base = method.removesuffix("+bc")
-    return {"method": base, "bias_correction": base != method}
+    options = {"method": base, "bias_correction": base != method}
+    if base.startswith("auto[") and base.endswith("]"):
+        candidates = []
+        for item in base[5:-1].split(":"):  # NAME or NAME(KEY=VALUE)
+            name, key, value = re.fullmatch(r"([\w.]+)(?:\((\w+)=([^)]+)\))?", item).groups()
+            candidates.append((name, {key: float(value)}) if key else name)
+        options.update(method="auto", method_options={"candidates": candidates})
+    return options
 
 
 def _paired_times(case: suite.Case, x: np.ndarray, methods) -> dict[str, tuple[float, float]]:

@@ -266,6 +266,14 @@ def test_convert_reuses_saved_statistics_with_ranges_and_options(files, capfd):
     assert auto["method"] in auto["scores_db"] and auto["choice"][logits] == "fixed"
     assert set(auto["choice"]) == {t.name for t in calib.tensors}
     assert auto["loop_scales"] == {}  # no loop to narrow
+    # auto's candidates, named on the command line.
+    code, stdout, err = _run(capfd, "convert", files / "model.keras", "--calibration", stats,
+                             "--method-option", "candidates=mse,kl", "--output",
+                             files / "auto.tflite", "--json")
+    assert code == 0, err
+    assert list(json.loads(stdout)["auto"]["scores_db"]) == ["minmax", "mse", "kl"]
+    assert (files / "auto.tflite").read_bytes() == tfq8.convert(
+        calibration=calib, method_options={"candidates": ["mse", "kl"]})
     code, stdout, err = _run(capfd, "convert", files / "model.keras", "--calibration", stats,
                              "--output", files / "auto.tflite")
     assert code == 0 and re.search(r"\nauto chose \w+.*: output SQNR [\d.]+ dB", stdout), err

@@ -213,8 +213,64 @@ def test_method_options_are_checked(cnn_case):
         tfq8.convert(calibration=calib, method="mse", method_options={"percentile": 99.0})
     with pytest.raises(ValueError, match=r"takes no option 'pct'; its options: percentile"):
         calib.ranges("percentile", pct=99.0)
-    with pytest.raises(ValueError, match="method_options set one method's options"):
+    with pytest.raises(ValueError, match=r"method_options set one method's options, and "
+                                         r"method='auto' takes only candidates"):
         tfq8.convert(calibration=calib, method_options={"percentile": 99.0})
+
+
+def test_auto_compares_the_candidates_it_is_given(cnn_case, monkeypatch):
+    from tfq8.ranges import registry
+
+    _, _, calib = cnn_case
+    default = tfq8.convert(calibration=calib)
+    scores = dict(calib.last_auto.scores)
+    # The built-in list, in another order and as the command line's string: the same model.
+    assert tfq8.convert(calibration=calib, method_options={
+        "candidates": "kl, mse,percentile"}) == default
+    assert calib.last_auto.scores == scores
+    # minmax alone: the converter's ranges, nothing to refine.
+    only = tfq8.convert(calibration=calib, method_options={"candidates": []})
+    assert only == tfq8.convert(calibration=calib, method="minmax")
+    assert calib.last_auto.scores == {"minmax": scores["minmax"]}
+    # A method of the user's, and one with options: scored under their labels. One that
+    # throws away most of every range never beats the baseline.
+    monkeypatch.setitem(registry._METHODS, "tenth", lambda h: (h.min / 10, h.max / 10))
+    tfq8.convert(calibration=calib, method_options={
+        "candidates": ["tenth", ("percentile", {"percentile": 99.0})]})
+    report = calib.last_auto
+    assert list(report.scores) == ["minmax", "tenth", "percentile(percentile=99.0)"]
+    assert report.scores["tenth"] < report.scores["minmax"] - 3.0
+    assert report.scores["percentile(percentile=99.0)"] != scores["percentile"]
+    assert "tenth" not in report.choice.values()
+    # Without kept samples it falls back to the first candidate after minmax.
+    bare = tfq8.calibrate(cnn_case[0], cnn_case[1], keep_samples=0)
+    assert tfq8.convert(calibration=bare, method_options={"candidates": ["mse"]}) == \
+        tfq8.convert(calibration=bare, method="mse")
+
+
+@pytest.mark.parametrize("candidates, error, match", [
+    (["mse", "nope"], ValueError, r"method_options\['candidates'\]: Unknown range method\. "
+                                  r"Expected one of .*Received: method='nope'"),
+    (["mse", "mse"], ValueError, r"method_options\['candidates'\] lists 'mse' twice"),
+    (["auto"], ValueError, r"auto cannot be one of them"),
+    ([("percentile", {"percentile": 20})], ValueError,
+     r"method_options\['candidates'\]: Options of range method 'percentile': percentile must be "
+     r"in \(50, 100\]"),
+    ([("mse", {"percentile": 99.0})], ValueError, r"'mse' takes no option 'percentile'"),
+    ([3], TypeError, r"Each item of method_options\['candidates'\] must be a method name or a "
+                     r"\(name, options dict\) pair\. Received: 3"),
+    ([("percentile", 99.0)], TypeError, r"Received: \('percentile', 99\.0\)"),
+    ({"mse": {}}, TypeError, r"method_options\['candidates'\] must be a list of range method "
+                             r"names"),
+])
+def test_bad_auto_candidates_fail_before_calibrating(monkeypatch, candidates, error, match):
+    def calibrate(*args, **kwargs):
+        raise AssertionError("calibrated before checking the options")
+
+    monkeypatch.setattr(tfq8.pipeline, "calibrate", calibrate)
+    with pytest.raises(error, match=match):
+        tfq8.convert(factories.mlp(), np.zeros((8, 20), np.float32),
+                     method_options={"candidates": candidates})
 
 
 @pytest.mark.parametrize("options, match", [

@@ -87,7 +87,8 @@ def _define(command: str) -> flags.FlagValues:
         _d(flags.DEFINE_multi_string, "range", [], "Set one tensor's range: NAME=MIN,MAX (TFLite "
            "tensor name, as `tfq8 check` lists them); repeat for more.")
         _d(flags.DEFINE_multi_string, "method-option", [], "Option of the range method: KEY=VALUE, "
-           "such as percentile=99.9; repeat for more.")
+           "such as percentile=99.9; repeat for more. With --method auto: candidates=NAME,NAME,... "
+           "(the methods auto compares; minmax is always one).")
         _d(flags.DEFINE_integer, "num-samples", None, "Calibrate on at most this many samples.",
                              lower_bound=1)
         _d(flags.DEFINE_enum, "input-type", "int8", ["int8", "uint8", "float32"], "Model input dtype.")

@@ -212,7 +212,9 @@ def convert(
         method: `"auto"` (default) or one of `tfq8.ranges.available_methods()`:
             `"minmax"` (the converter's own ranges), `"percentile"`, `"kl"`, `"mse"`.
         method_options: Keyword options for the method, such as
-            `{"percentile": 99.9}`.
+            `{"percentile": 99.9}`. For `"auto"`, `{"candidates": [...]}`: the
+            methods it compares, names or `(name, options)` pairs, registered
+            ones of your own too (`minmax` is always scored).
         ranges: Per-tensor overrides, tensor name (or index) -> (min, max),
             applied after the method; `auto` scores with them in place and
             chooses the other ranges around them.
@@ -296,7 +298,9 @@ def convert(
     overrides.update(pinned)
     blob = None
     if method == "auto":  # auto has built the model for its ranges while scoring them
-        chosen, blob = _auto.choose_and_quantize(calib, overrides=overrides, **quant)
+        chosen, blob = _auto.choose_and_quantize(
+            calib, overrides=overrides, candidates=(method_options or {}).get("candidates"),
+            **quant)
     else:
         chosen = calib.ranges(method, **dict(method_options or {}))
         chosen.update(overrides)
@@ -390,11 +394,14 @@ def check_convert_options(*, method: str = "auto", method_options: Mapping[str, 
                             f"Received: {key!r} of type {type(key).__name__}")
         range_pair(key, value)
     if method == "auto" and method_options:
-        raise ValueError(
-            "method_options set one method's options, and method='auto' compares the built-in "
-            "methods with their defaults. Pass method= too, such as method='percentile'. Received: "
-            f"method_options={dict(method_options)}")
-    if method_options:
+        if set(method_options) != {"candidates"}:
+            raise ValueError(
+                "method_options set one method's options, and method='auto' takes only "
+                "candidates (the methods it compares, such as ['mse', 'kl']). Pass method= too, "
+                "such as method='percentile'. Received: "
+                f"method_options={dict(method_options)}")
+        _auto.candidate_methods(method_options["candidates"])
+    elif method_options:
         check_options(method, method_options)
     if output_path is not None:
         check_output_path(output_path, arg="output_path", inputs=inputs)

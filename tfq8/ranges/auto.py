@@ -51,6 +51,12 @@ matter. So `auto` measures instead of guessing:
    narrowing is kept when clearly better by the same test; the search stops
    after `REFINE_PATIENCE` tries in a row that are not.
 
+The candidates can be chosen: `method_options={"candidates": [...]}` (on the
+command line `--method-option candidates=minmax,mse`) names the methods to
+compare, registered ones of your own too, each a name or a `(name, options)`
+pair. `minmax` is always scored, first: it is the baseline the others must
+clearly beat.
+
 Ranges the user sets (`ranges=`) are in place in every candidate: `auto`
 chooses the other ranges around them and never changes them. A range that
 clips an output hard can leave every candidate with the same score, and then
@@ -64,6 +70,8 @@ Example:
     >>> calib = tfq8.calibrate(model, x_train[:500])
     >>> blob = tfq8.convert(calibration=calib)
     >>> print(calib.last_auto.summary())   # the choice and the scores behind it
+    >>> blob = tfq8.convert(calibration=calib, method_options={
+    ...     "candidates": ["mse", ("percentile", {"percentile": 99.99})]})
 """
 
 from __future__ import annotations
@@ -76,7 +84,9 @@ import numpy as np
 
 from tfq8 import _tflite
 from tfq8.harness.interpreter import batch_for, run_outputs
+from tfq8.errors import ArgumentTypeError
 from tfq8.loops import loop_states, scale_loop_states
+from tfq8.ranges.registry import check_options, get_method
 from tfq8.shared_grid import Quantizer
 
 _log = logging.getLogger("tfq8")
@@ -158,13 +168,66 @@ class AutoReport:
                    "leave minmax" if 0 < self.scored < MIN_SAMPLES_TO_CHOOSE else "") + ")")
 
 
+def candidate_methods(candidates: Any = None) -> dict[str, tuple[str, dict[str, Any]]]:
+    """`auto`'s candidates, checked: label -> (method name, options), `minmax` first.
+
+    Args:
+        candidates: None for `CANDIDATES`; else a sequence (or a comma-separated
+            string) of registered method names and `(name, options)` pairs.
+            `minmax` is added first if missing. A pair's label shows its options,
+            such as `percentile(percentile=99.99)`.
+
+    Raises:
+        ValueError: Naming `method_options['candidates']`, for an unknown method,
+            a method listed twice or options the method refuses
+            (`tfq8.errors.ArgumentTypeError` for an item of the wrong type).
+
+    Example:
+        >>> list(candidate_methods(["mse", ("percentile", {"percentile": 99.99})]))
+        ['minmax', 'mse', 'percentile(percentile=99.99)']
+    """
+    arg = "method_options['candidates']"
+    if candidates is None:
+        candidates = CANDIDATES
+    if isinstance(candidates, str):
+        candidates = [c.strip() for c in candidates.split(",")]
+    if isinstance(candidates, Mapping) or not isinstance(candidates, Sequence):
+        raise ArgumentTypeError(
+            f"{arg} must be a list of range method names or (name, options) pairs, such as "
+            f"['mse', ('percentile', {{'percentile': 99.99}})]. Received: {candidates!r}")
+    out: dict[str, tuple[str, dict[str, Any]]] = {"minmax": ("minmax", {})}
+    for item in candidates:
+        name, options = (item, {}) if isinstance(item, str) else (
+            tuple(item) if isinstance(item, (tuple, list)) and len(item) == 2 else (None, None))
+        if not isinstance(name, str) or not isinstance(options, Mapping):
+            raise ArgumentTypeError(
+                f"Each item of {arg} must be a method name or a (name, options dict) pair. "
+                f"Received: {item!r}")
+        if name == "auto":
+            raise ValueError(f"{arg} lists per-tensor methods; auto cannot be one of them. "
+                             f"Received: {list(candidates)!r}")
+        try:
+            get_method(name)
+            check_options(name, options)
+        except ValueError as e:
+            raise type(e)(f"{arg}: {e}") from None
+        label = name if not options else (
+            f"{name}({', '.join(f'{k}={v}' for k, v in sorted(options.items()))})")
+        if label in out and label != "minmax":
+            raise ValueError(f"{arg} lists {label!r} twice. Received: {list(candidates)!r}")
+        out[label] = (name, dict(options))
+    return out
+
+
 def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, float]] | None = None,
-                        **quant: Any) -> tuple[dict[int, tuple[float, float]], bytes | None]:
+                        candidates: Any = None, **quant: Any
+                        ) -> tuple[dict[int, tuple[float, float]], bytes | None]:
     """Ranges chosen by `auto` for every calibrated tensor, and the int8 model built with them.
 
     Args:
         calib: The `Calibration`.
         overrides: Ranges fixed by the user (tensor index -> (min, max)).
+        candidates: The methods to compare (`candidate_methods`; default `CANDIDATES`).
         **quant: Quantization options (`per_channel`, `input_type`, `output_type`).
 
     Returns:
@@ -176,25 +239,29 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
         are logged and stored on `calib.last_auto` as an `AutoReport`.
     """
     overrides = dict(overrides or {})
-    proposals = {m: calib.ranges(m) for m in CANDIDATES}
+    methods = candidate_methods(candidates)
+    labels = list(methods)
+    proposals = {m: calib.ranges(name, **options) for m, (name, options) in methods.items()}
     for p in proposals.values():
         p.update(overrides)
     if calib.samples is None or len(calib.samples[0]) == 0:
-        _log.info("auto: the calibration kept no samples; using %s ranges.", FALLBACK)
-        chosen = dict(proposals[FALLBACK])
-        calib.last_auto = AutoReport({}, _choice(chosen, FALLBACK, overrides), float("nan"),
-                                     method=FALLBACK, ranges=chosen)
+        # percentile by default; else the first candidate after minmax
+        fallback = FALLBACK if FALLBACK in methods else labels[min(1, len(labels) - 1)]
+        _log.info("auto: the calibration kept no samples; using %s ranges.", fallback)
+        chosen = dict(proposals[fallback])
+        calib.last_auto = AutoReport({}, _choice(chosen, fallback, overrides), float("nan"),
+                                     method=fallback, ranges=chosen)
         return chosen, None
 
     scorer = _Scorer(calib, quant, fixed=overrides)
     scored = {m: scorer(p) for m, p in proposals.items()}  # method -> (noise, model, ranges)
     noise = {m: n for m, (n, _, _) in scored.items()}
     scores = {m: scorer.score(n) for m, n in noise.items()}
-    rank = sorted(CANDIDATES, key=lambda m: (-scores[m], CANDIDATES.index(m)))
+    rank = sorted(labels, key=lambda m: (-scores[m], labels.index(m)))
     eligible = [m for m in rank if m != "minmax"
                 and scorer.clearly_better(noise[m], noise["minmax"], MINMAX_MARGIN_DB)]
     best = eligible[0] if eligible else "minmax"
-    second = next(m for m in rank if m != best)
+    second = next((m for m in rank if m != best), best)  # best itself: nothing to refine
     chosen = dict(proposals[best])
     choice = _choice(chosen, best, overrides)
     current, model, used = scored[best]
@@ -462,6 +529,7 @@ def early_columns(calib: Any) -> np.ndarray:
     return peaks[:, early]
 
 
-__all__ = ["AutoReport", "CANDIDATES", "bootstrap_weights", "choose_and_quantize",
+__all__ = ["AutoReport", "CANDIDATES", "bootstrap_weights", "candidate_methods",
+           "choose_and_quantize",
            "clearly_better", "corrupted_frames", "early_columns", "error_energy",
            "signal_energy", "total_sqnr_db"]

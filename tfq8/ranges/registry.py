@@ -6,7 +6,8 @@ one module with one `@register("name")` line, imported before converting (a
 built-in one: its import in `tfq8/ranges/__init__.py`, and then `tfq8 convert
 --method` takes it too). `tfq8.convert(..., method="name")`,
 `Calibration.ranges`, `plot_ranges(methods=...)` and `CalibrationCallback`
-take it; `auto` compares only its `CANDIDATES` (the built-in methods).
+take it; `auto` compares the built-in methods (`auto.CANDIDATES`) unless
+`method_options={"candidates": [...]}` names others.
 
 Example:
     >>> from tfq8.ranges import registry
