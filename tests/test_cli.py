@@ -627,3 +627,20 @@ def test_run_from_python_closes_its_copy_of_stdout_when_the_command_fails(tmp_pa
         assert descriptors() == before
     finally:
         gc.enable()
+
+
+def test_folder_of_images_on_a_model_with_dynamic_height_and_width_is_refused(capfd, tmp_path):
+    """The .tflite stores a dynamic height and width as 1: images must not be resized to 1x1
+    (the model then fails deep in TensorFlow); check refuses them as convert does."""
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    tfl = tmp_path / "dyn_int8.tflite"
+    tfq8.convert(model, F.images(16, seed=1), method="minmax", output_path=str(tfl))
+    (tmp_path / "imgs").mkdir()
+    tf.io.write_file(str(tmp_path / "imgs" / "0.png"),
+                     tf.io.encode_png(np.zeros((16, 16, 3), np.uint8)))
+    code, _, err = _run(capfd, "check", tfl, "--data", tmp_path / "imgs")
+    assert code == 1 and "of fixed size" in _one_error_line(err), err

@@ -648,8 +648,11 @@ def _check(tflite_path: str) -> tuple[dict, str, int]:
         raise ValueError("check needs data: pass --data FILE (.npy, .npz or a folder of images). "
                          "Received: no --data")
     info = tfq8.inspect(tflite_path)
-    data, labels = _load_data(_F.data, [t.shape for t in info.inputs],
-                              [short_name(t.name) for t in info.inputs])
+    # The signature's sizes: a dynamic height and width (-1) are stored as 1, and images
+    # resized to 1x1 would fail deep in the model; unknown, they are refused as in convert.
+    shapes = [tuple(None if d < 0 else d for d in (t.shape_signature or t.shape))
+              for t in info.inputs]
+    data, labels = _load_data(_F.data, shapes, [short_name(t.name) for t in info.inputs])
     if _F.labels:
         labels = _load_labels(_F.labels)
     output: int | str = _F["label-output"].value
