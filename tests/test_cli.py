@@ -547,6 +547,13 @@ def test_check_and_bench_errors_name_the_flags(capfd, tmp_path):
         (("bench", tmp_path / "nope.tflite"), "TFLITE must be .tflite bytes or the path of a "
                                               ".tflite file; no such file. Received: TFLITE="),
         (("bench", tfl, "--reference", tmp_path / "text.tflite"), "--reference is not a TFLite"),
+        # check and inspect name their argument TFLITE too, not tfq8.inspect's `model`
+        (("check", tmp_path / "nope.tflite", "--data", tmp_path / "x.npy"),
+         "TFLITE must be .tflite bytes or the path of a .tflite file; no such file. "
+         "Received: TFLITE="),
+        (("inspect", tmp_path / "nope.tflite"), "TFLITE must be .tflite bytes or the path of a "
+                                                ".tflite file; no such file. Received: TFLITE="),
+        (("inspect", tmp_path / "text.tflite"), "error: TFLITE is not a TFLite model"),
         (("check", tfl, "--data", tmp_path / "x.npy", "--label-output", "7"),
          "--label-output must be an index below 1 (outputs ['output_0']). "
          "Received: --label-output 7"),

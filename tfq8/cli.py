@@ -647,7 +647,7 @@ def _check(tflite_path: str) -> tuple[dict, str, int]:
     if not _F.data:
         raise ValueError("check needs data: pass --data FILE (.npy, .npz or a folder of images). "
                          "Received: no --data")
-    info = tfq8.inspect(tflite_path)
+    info = _inspect_tflite(tflite_path)
     # The signature's sizes: a dynamic height and width (-1) are stored as 1, and images
     # resized to 1x1 would fail deep in the model; unknown, they are refused as in convert.
     shapes = [tuple(None if d < 0 else d for d in (t.shape_signature or t.shape))
@@ -704,10 +704,20 @@ def _parse_shapes(items: list[str]) -> list[list[int]] | None:
     return shapes or None
 
 
-def _inspect(tflite_path: str) -> tuple[dict, str, int]:
+def _inspect_tflite(tflite_path: str) -> Any:
+    """`tfq8.inspect(tflite_path)`; its errors name TFLITE, the command's argument, as bench's
+    do (`tfq8.inspect` calls it `model`)."""
     import tfq8  # noqa: PLC0415
 
-    info = tfq8.inspect(tflite_path)
+    try:
+        return tfq8.inspect(tflite_path)
+    except (ValueError, TypeError) as e:
+        message = re.sub(r"^model\b", "TFLITE", str(e))
+        raise type(e)(re.sub(r"(?<![\w-])model=", "TFLITE=", message)) from None
+
+
+def _inspect(tflite_path: str) -> tuple[dict, str, int]:
+    info = _inspect_tflite(tflite_path)
     code = EXIT_NOT_INTEGER if _F.strict and not info.full_integer else 0
     return info.to_dict(), str(info), code
 
