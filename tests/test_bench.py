@@ -85,7 +85,8 @@ def test_bad_arguments(setup, tmp_path):
     with pytest.raises(ValueError, match=r"^reference: model file exists but is not a valid "
                                          r"\.keras archive"):
         tfq8.benchmark(blob, reference=tmp_path / "bad.keras", runs=1)
-    with pytest.raises(ValueError, match=r"^reference: model path does not exist"):
+    with pytest.raises(ValueError, match=r"^reference: model path does not exist\. "
+                                         r"Received: reference='.*missing\.keras'$"):
         tfq8.benchmark(blob, reference=tmp_path / "missing.keras", runs=1)
     with pytest.raises(ValueError, match="backend must be one of"):
         tfq8.benchmark(blob, backend="gpu")

@@ -485,8 +485,9 @@ def load_reference(reference: Any) -> ModelHandle | None:
         return None
     try:
         return load_model(reference)
-    except ValueError as e:
-        raise ValueError(f"reference: {e}") from None
+    except ValueError as e:  # load_model's "Received: model=..." is the reference here
+        message = re.sub(r"(?<![\w-])model=", "reference=", str(e))
+        raise ValueError(f"reference: {message}") from None
 
 
 def is_tflite_source(obj: Any) -> bool:
