@@ -651,3 +651,18 @@ def test_folder_of_images_on_a_model_with_dynamic_height_and_width_is_refused(ca
                      tf.io.encode_png(np.zeros((16, 16, 3), np.uint8)))
     code, _, err = _run(capfd, "check", tfl, "--data", tmp_path / "imgs")
     assert code == 1 and "of fixed size" in _one_error_line(err), err
+
+
+def test_bench_of_a_model_with_dynamic_height_and_width_says_the_flag_as_typed(capfd, tmp_path):
+    """The error asks for --input-shape in the command line's form only (it offered
+    benchmark()'s `input_shapes=[[1, 224, 224, 3]]` as `--input-shape [[1, 224, 224, 3]]`)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((None, None, 3)), keras.layers.Conv2D(4, 3),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    tfl = tmp_path / "dyn_int8.tflite"
+    tfq8.convert(model, F.images(16, seed=1), method="minmax", output_path=str(tfl))
+    code, _, err = _run(capfd, "bench", tfl, "--runs", "1")
+    line = _one_error_line(err)
+    assert code == 1 and line.endswith(
+        "pass --input-shape once per input, such as --input-shape=1,224,224,3."), line
+    assert "[[" not in line and "input_shapes" not in line, line

@@ -688,6 +688,11 @@ def _bench(tflite_path: str) -> tuple[dict, str, int]:
                                 per_op=_F["per-op"].value, progress=p.step,
                                 input_shapes=_parse_shapes(_F["input-shape"].value))
     except (ValueError, TypeError) as e:
+        # "pass input_shapes with one shape per input, such as input_shapes=[[1, 224, 224, 3]]
+        # (command line: --input-shape=1,224,224,3)": here only the command line's form
+        e = type(e)(re.sub(r"input_shapes with one shape per input, such as input_shapes=\[.*?\]\] "
+                           r"\(command line: (--input-shape=[^)\s]+)\)",
+                           r"--input-shape once per input, such as \1", str(e)))
         raise _in_words(e, {"input_shapes": "--input-shape", "reference": "--reference"}) from None
     return report.to_dict(), str(report), 0
 
