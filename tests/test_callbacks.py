@@ -662,6 +662,29 @@ def test_int8_metrics_reduce_as_keras_does():
 
 
 
+def test_a_metric_both_weighted_and_not_gets_both_int8_keys_as_keras_names_them():
+    """Keras logs a metric named in both `metrics` and `weighted_metrics` twice, the weighted
+    one as weighted_<name> (<output>_weighted_<name>); the int8 keys follow (the weighted
+    one was dropped: no val_int8_weighted_accuracy to monitor)."""
+    x, y = _mlp_data(n=64)
+    w = np.random.default_rng(1).uniform(0.0, 2.0, 64)
+    both = ["accuracy", "sparse_categorical_crossentropy"]
+    got, keras_logs = _int8_and_keras_logs(
+        _compiled_mlp(metrics=both, weighted_metrics=both), x, y, w)
+    assert {"weighted_accuracy", "weighted_sparse_categorical_crossentropy"} <= set(keras_logs)
+    for key, value in keras_logs.items():
+        assert got["val_int8_" + key] == pytest.approx(value, rel=1e-5), key
+    assert got["val_int8_weighted_accuracy"] != pytest.approx(got["val_int8_accuracy"])
+
+    model = _two_output_model()
+    model.compile("adam", ["sparse_categorical_crossentropy", "binary_crossentropy"],
+                  metrics=[["accuracy"], ["mae"]], weighted_metrics=[["accuracy"], ["mae"]])
+    got, keras_logs = _int8_and_keras_logs(model, x, [y, (y % 2).astype(np.float32)], w)
+    assert {"digit_weighted_accuracy", "even_weighted_mae"} <= set(keras_logs)
+    for key in ("digit_accuracy", "digit_weighted_accuracy", "even_mae", "even_weighted_mae"):
+        assert got["val_int8_" + key] == pytest.approx(keras_logs[key], rel=1e-5), key
+
+
 def _top_k_by_index(scores, labels, k):
     """Top-k accuracy as `tf.math.top_k` reads the top k: lower index first on ties."""
     order = np.argsort(-scores, axis=-1, kind="stable")[:, :k]

@@ -476,7 +476,7 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
     config = _compile_config(model)
     plain = _metrics_by_output(model, config.get("metrics"), outputs)
     weighted = _metrics_by_output(model, config.get("weighted_metrics"), outputs)
-    accuracies, agreements = {}, {}
+    accuracies, agreements, weighted_accuracies = {}, {}, {}
     for name in outputs:
         pf, pq = floats[name], int8[name]
         labels = None if y is None else y.get(name)
@@ -495,13 +495,19 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
                 truth = labels.reshape(top_q.shape).astype(np.int64)
                 if compiled:  # Keras' binary accuracy thresholds at 0.5, logits or not
                     top_q = _top1(pq, 0.5)
-            # Keras weights accuracy by sample_weight only among weighted_metrics.
-            use = weights if _names_accuracy(weighted.get(name)) and not _names_accuracy(
-                plain.get(name)) else None
-            accuracies[name] = _mean(top_q == truth, use)
+            # Keras weights accuracy by sample_weight only among weighted_metrics; named in
+            # both, the weighted one is logged as weighted_accuracy.
+            in_weighted, in_plain = (_names_accuracy(weighted.get(name)),
+                                     _names_accuracy(plain.get(name)))
+            accuracies[name] = _mean(top_q == truth, weights if in_weighted and not in_plain
+                                     else None)
+            if in_weighted and in_plain:
+                weighted_accuracies[name] = _mean(top_q == truth, weights)
     prefix = (lambda n: "val_int8_") if single else (lambda n: f"val_int8_{n}_")
     for name, value in accuracies.items():
         out[prefix(name) + "accuracy"] = value
+    for name, value in weighted_accuracies.items():
+        out[prefix(name) + "weighted_accuracy"] = value
     for name, value in agreements.items():
         out[prefix(name) + "agreement"] = value
     if not single:
@@ -578,6 +584,7 @@ def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
         # Keras' loss also holds the weights' regularization losses (the same in float and int8).
         regularization = sum(float(np.asarray(v)) for v in getattr(model, "losses", []) or [])
         out["val_int8_loss"] = float(sum(losses)) + regularization
+    unweighted: set[tuple[str, str]] = set()  # (output, metric name) of `metrics`
     for key_, metric_weights in (("metrics", None), ("weighted_metrics", weights)):
         for name, specs in _metrics_by_output(model, config.get(key_), outputs).items():
             if specs is None or name not in y:
@@ -587,6 +594,12 @@ def _compiled_int8(model: Any, config: dict[str, Any], outputs: list[str],
                     continue  # val_int8_accuracy
                 value, metric_name = _metric(module.metrics, spec, y[name], int8[name],
                                              metric_weights, skipped)
+                if key_ == "metrics":
+                    unweighted.add((name, metric_name or _spec_name(spec)))
+                elif (name, metric_name) in unweighted:
+                    # Keras (3 and 2) names a weighted metric that an unweighted one's name
+                    # already took "weighted_<name>" (`<output>_weighted_<name>`).
+                    metric_name = f"weighted_{metric_name}"
                 if value is not None:
                     key = f"val_int8_{metric_name}" if single else f"val_int8_{name}_{metric_name}"
                     out.setdefault(key, value)
