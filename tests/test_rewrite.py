@@ -230,6 +230,23 @@ def test_an_elu_runs_in_int8_between_its_neighbours(backend):
         assert ours_db > 25 and ours_db > theirs_db - 0.3, (method, ours_db, theirs_db)
 
 
+def test_an_elu_that_writes_the_model_output_runs_in_int8():
+    """The QUANTIZE after the island writes the int8 model output: the ELU writes it itself,
+    under the output's name. A float32 output stays refused, as documented."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4), keras.layers.ELU()])
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    theirs = converter_int8(model, x)
+    for output_type in ("int8", "uint8"):
+        blob = tfq8.convert(model, x, method="minmax", output_type=output_type)
+        info = tfq8.inspect(blob)
+        assert info.full_integer and "DEQUANTIZE" not in _ops(blob), _ops(blob)
+        assert [t.name for t in info.outputs] == [t.name for t in tfq8.inspect(theirs).outputs]
+        assert tfq8.check(blob, reference=model, data=x).outputs[0].sqnr_db > 30
+    with pytest.raises(tfq8.UnsupportedOpError, match=r"ELU"):
+        tfq8.convert(model, x, output_type="float32")
+
+
 def test_a_split_left_float_between_its_neighbours_runs_in_int8():
     """TFLite's quantizer now and then (one run in six) leaves the first SPLIT of an unrolled
     LSTM float, DEQUANTIZE -> SPLIT -> QUANTIZE onto the same grid, where the model also has

@@ -168,13 +168,16 @@ def _close_islands(parsed, sg) -> list[str]:
             continue  # (an output nothing reads, as a first step's forget gate, may stay so)
         source = int(sg.operators[d].inputs[0])
         targets = [int(sg.operators[r[0]].outputs[0]) if r else source for r in q]
-        if (any(sg.tensors[t].type != int8 for t in (source, *targets)) or set(targets) & outputs
+        if (any(sg.tensors[t].type != int8 for t in (source, *targets))
                 or keeps_grid and not all(_graph.same_grid(sg.tensors[t], sg.tensors[source])
                                           for t in targets)):
             continue
         op.inputs[value] = source
-        for t, target in zip(after, targets):  # the op's own outputs, int8 on the targets' grids
-            _graph.set_int8(sg.tensors[t], sg.tensors[target])
+        for j, (t, target) in enumerate(zip(after, targets)):
+            if target in outputs and target != source:
+                op.outputs[j] = target  # a model output (its name, its place in the signature)
+                continue
+            _graph.set_int8(sg.tensors[t], sg.tensors[target])  # the op's own, on target's grid
             for reader in sg.operators:
                 reader.inputs = np.array([t if int(i) == target != source else int(i)
                                           for i in reader.inputs], np.int32)
