@@ -73,6 +73,9 @@ def test_console_script_convert_end_to_end(files):
                           text=True, env=env, timeout=300)
     assert proc.returncode == 1 and proc.stdout == ""
     assert "not a TFLite model" in _one_error_line(proc.stderr)
+    proc = subprocess.run([sys.executable, "-m", "tfq8", "inspect", str(out), "--json"],
+                          capture_output=True, text=True, env=env, timeout=300)  # python -m tfq8
+    assert proc.returncode == 0 and json.loads(proc.stdout)["full_integer"], proc.stderr[-3000:]
 
 
 def test_check_bench_inspect_json(files, capfd):
