@@ -151,6 +151,36 @@ def test_a_fixed_range_is_drawn_as_the_model_uses_it(calib):
     tfq8.convert(calibration=calib)  # the module's other tests see auto's own choice again
 
 
+def test_auto_choice_among_other_candidates_is_drawn_bold(calib, monkeypatch):
+    # auto chose a candidate the four built-in methods at their defaults are not (a method
+    # of the user's, a (name, options) pair): its range was drawn nowhere, nothing bold.
+    from tfq8.ranges import registry
+
+    monkeypatch.setitem(registry._METHODS, "tenth", lambda h: (h.min / 10, h.max / 10))
+    try:
+        tfq8.convert(calibration=calib, method_options={
+            "candidates": ["tenth", ("percentile", {"percentile": 99.0})]})
+        report = calib.last_auto
+        assert report.method == "percentile(percentile=99.0)"
+        assert report.candidates[report.method] == ("percentile", {"percentile": 99.0})
+        figure = tfq8.plot_ranges(calib, top=len(calib.tensors))
+        assert len(figure.axes) > 1
+        for ax in figure.axes:
+            title = "".join(ax.get_title().split())  # wrapped at the ;
+            t = max((t for t in calib.tensors if t.name in title), key=lambda t: len(t.name))
+            name, options = report.candidates[report.choice[t.index]]
+            lo, hi = calib.ranges(name, **options)[t.index]
+            labels = _labels(ax)
+            assert [l for l in labels if l.endswith("(auto)")] == [
+                f"{report.choice[t.index]} [{lo:.4g}, {hi:.4g}] (auto)"], labels
+            assert any(l.startswith("tenth [") for l in labels)
+        # Methods named: those alone, as before.
+        labels = _labels(tfq8.plot_ranges(calib, [calib.tensors[-1].name], methods=["kl"]).axes[0])
+        assert len(labels) == 2 and not any(l.endswith("(auto)") for l in labels)
+    finally:
+        tfq8.convert(calibration=calib)  # the module's other tests see auto's own choice again
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"methods": None}, r"^methods must be range method names, such as \['minmax', 'kl'\]\. "
                         r"Received: methods=None$"),

@@ -33,7 +33,8 @@ _FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf"}
 # No dates (and fixed SVG ids), so the same calibration plots to the same bytes.
 _METADATA = {"png": {}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
 DISPLAY_BINS = 200
-_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b")
+_COLORS = ("#d62728", "#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf")
 
 
 def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = None, *,
@@ -51,8 +52,13 @@ def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = 
             `methods` (the widest over the narrowest), one of each set of
             tensors holding the same values (a RESHAPE's input and output).
         methods: Range methods to draw (`tfq8.ranges.available_methods()`),
-            each with its default options. After `auto`, a fixed range (set
-            with `ranges=`, or learned by QAT) is drawn too, in black.
+            each with its default options. By default the four built-in ones
+            and, after an `auto` that compared other candidates
+            (`method_options={"candidates": [...]}`: a method of your own, a
+            `(name, options)` pair), those too, under auto's labels for them,
+            so that auto's choice is drawn whatever it was. After `auto`, a
+            fixed range (set with `ranges=`, or learned by QAT) is drawn too,
+            in black.
         top: How many tensors to show when `tensors` is not given.
         path: Also write the figure here, atomically; `.png`, `.svg` or `.pdf`.
 
@@ -73,15 +79,20 @@ def plot_ranges(calibration: Calibration, tensors: Sequence[str | int] | None = 
     if not isinstance(calibration, Calibration):
         raise TypeError("calibration must be a tfq8.Calibration (from tfq8.calibrate or "
                         f"Calibration.load). Received: {type(calibration).__name__}")
+    default = methods is METHODS
     methods = _check_methods(methods)
     if path is not None:
         check_plot_path(path)
+    report = calibration.last_auto
     proposals = {m: calibration.ranges(m) for m in methods}
+    if default and report is not None:  # auto's other candidates: its choice may be one
+        for label, (name, options) in report.candidates.items():
+            if label not in proposals:
+                proposals[label] = calibration.ranges(name, **options)
     if tensors is None:
         chosen = _most_disputed(calibration, proposals, _args.integer("top", top, minimum=1))
     else:
         chosen = [_tensor(calibration, k) for k in _as_list(tensors)]
-    report = calibration.last_auto
     auto = report.choice if report is not None else {}
     fixed = {i: report.ranges[i] for i, m in auto.items() if m == "fixed" and i in report.ranges}
     figure = _draw(chosen, proposals, auto, fixed)

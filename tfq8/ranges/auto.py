@@ -135,6 +135,10 @@ class AutoReport:
             with (the chosen methods' ranges and the fixed ones).
         loop_scales: Loop state (its tensor's name) -> the factor its recorded
             range was narrowed by (step 7), for those narrowed.
+        candidates: Label (as in `scores` and `choice`) -> (method name, options)
+            of each candidate compared (`candidate_methods`), so that a label
+            such as `percentile(percentile=99.999)` gives its ranges again:
+            `calib.ranges(name, **options)`.
     """
 
     scores: dict[str, float]
@@ -145,6 +149,7 @@ class AutoReport:
     scored: int = 0
     ranges: dict[int, tuple[float, float]] = dataclasses.field(default_factory=dict)
     loop_scales: dict[str, float] = dataclasses.field(default_factory=dict)
+    candidates: dict[str, tuple[str, dict[str, Any]]] = dataclasses.field(default_factory=dict)
 
     def summary(self) -> str:
         """One line: the choice and the scores behind it.
@@ -250,7 +255,7 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
         _log.info("auto: the calibration kept no samples; using %s ranges.", fallback)
         chosen = dict(proposals[fallback])
         calib.last_auto = AutoReport({}, _choice(chosen, fallback, overrides), float("nan"),
-                                     method=fallback, ranges=chosen)
+                                     method=fallback, ranges=chosen, candidates=methods)
         return chosen, None
 
     scorer = _Scorer(calib, quant, fixed=overrides)
@@ -293,7 +298,8 @@ def choose_and_quantize(calib: Any, *, overrides: Mapping[int, tuple[float, floa
     score = scorer.score(current)
     calib.last_auto = AutoReport(scores, choice, score, list(scorer.excluded), best,
                                  len(scorer.keep), used,
-                                 {state.name: scale for state, scale in scales.items()})
+                                 {state.name: scale for state, scale in scales.items()},
+                                 methods)
     _log.info("auto: output SQNR (dB) on %d calibration samples %s; chose %s, %d tensor(s) "
               "from %s; final %.2f dB.", len(scorer.keep),
               {m: round(s, 2) for m, s in scores.items()}, best,
