@@ -499,6 +499,28 @@ def test_a_registered_method_may_return_a_numpy_pair(full):
         registry._METHODS.pop(name, None)  # pylint: disable=protected-access
 
 
+def test_a_registered_method_may_take_a_list_option(full):
+    """An option that is a list (any value the method takes) failed with Python's bare
+    "unhashable type: 'list'" (the per-method cache's key), in ranges, convert and auto."""
+    from tfq8.ranges import registry  # noqa: PLC0415
+
+    name = "_test_only_list_option"
+    registry.register(name)(lambda h, *, fractions=(1.0, 1.0): (
+        min(0.0, h.min * fractions[0]), max(0.0, h.max * fractions[1])))
+    try:
+        as_list, as_tuple = (full.ranges(name, fractions=f(0.5, 0.25)) for f in (
+            lambda *a: list(a), lambda *a: tuple(a)))
+        assert as_list == as_tuple != full.ranges("minmax")
+        blob = tfq8.convert(calibration=full, method=name, method_options={"fractions": [0.5, 0.5]})
+        assert blob == tfq8.convert(calibration=full, method=name,
+                                    method_options={"fractions": (0.5, 0.5)})
+        tfq8.convert(calibration=full, method_options={
+            "candidates": [(name, {"fractions": [0.5, 0.5]})]})
+        assert list(full.last_auto.scores) == ["minmax", f"{name}(fractions=[0.5, 0.5])"]
+    finally:
+        registry._METHODS.pop(name, None)  # pylint: disable=protected-access
+
+
 def test_a_calibration_made_by_hand_is_checked(full):
     # Garbage bytes failed deep in flatbuffers ("unpack_from requires a buffer of at least
     # 1651663211 bytes"); num_samples=0 and a path as the model were taken.

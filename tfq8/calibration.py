@@ -181,6 +181,10 @@ class Calibration:
         fn = _ranges.get_method(method)
         _ranges.check_options(method, options)
         key = (method, tuple(sorted(options.items())))
+        try:
+            hash(key)
+        except TypeError:  # a registered method's list or dict option: run, not cached
+            return self._run_method(fn, options, method)
         if key not in self._ranges:
             self._ranges[key] = self._run_method(fn, options, method)
         return dict(self._ranges[key])
