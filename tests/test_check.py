@@ -439,3 +439,31 @@ def test_labels_of_the_wrong_length_are_refused_before_the_reference_is_converte
     with pytest.raises(ValueError, match=r"^labels must have one entry per sample \(10 samples "
                                          r"used\)\. Received: labels of length 12"):
         tfq8.check(blob, reference=model, data=x[:10], labels=list(y[:12]))
+
+
+def test_a_per_pixel_softmax_is_scored_per_pixel():
+    """A segmentation output [N, H, W, C]: top-1 is the argmax over C at each pixel (as
+    Keras' accuracy and the callback's val_int8_agreement count it), not the argmax of the
+    whole flattened map, which gave a U-Net at 40 dB of SQNR 8.67% agreement."""
+    keras.utils.set_random_seed(5)
+    model = keras.Sequential([keras.Input((6, 6, 2)),
+                              keras.layers.Conv2D(4, 3, padding="same", activation="relu"),
+                              keras.layers.Conv2D(3, 1, activation="softmax")])
+    x = F.images(48, shape=(6, 6, 2), seed=2)
+    blob = tfq8.convert(model, x, method="minmax")
+    q = _by_hand(blob, x).argmax(-1)                        # [N, 6, 6]
+    f = model.predict(x, verbose=0).argmax(-1)
+    y = f.copy()
+    y[:, ::2, 1] = (y[:, ::2, 1] + 1) % 3                   # some pixels labelled otherwise
+    report = tfq8.check(blob, reference=model, data=x, labels=y)
+    assert report.agreement == pytest.approx(np.mean(q == f), abs=1e-12)
+    assert report.agreement > 0.9
+    assert report.accuracy == pytest.approx(np.mean(q == y), abs=1e-12)
+    assert report.reference_accuracy == pytest.approx(np.mean(f == y), abs=1e-12)
+    one_hot = tfq8.check(blob, reference=model, data=x, labels=np.eye(3)[y])
+    assert (one_hot.accuracy, one_hot.agreement) == (report.accuracy, report.agreement)
+    in_data = tfq8.check(blob, reference=model, data=(x, y))  # (x, y) data carry them too
+    assert (in_data.accuracy, in_data.agreement) == (report.accuracy, report.agreement)
+    with pytest.raises(ValueError, match=r"labels must be class indices \[N\] or one-hot "
+                                         r"\[N, 3\] \(per position of output .*: \[N, 6, 6\]"):
+        tfq8.check(blob, reference=model, data=x, labels=y[:, 0, 0])

@@ -6,7 +6,9 @@ How the figures are obtained:
   batches. Float data is quantized into each int8 input with that input's own
   scale and zero point; every output is dequantized with its own.
 * `accuracy` / `reference_accuracy`: top-1 of output `output` against `labels`.
-  `agreement`: fraction of samples where int8 and float top-1 agree.
+  `agreement`: fraction of samples where int8 and float top-1 agree. Top-1 is the
+  argmax over the output's last axis, so an output with positions (a per-pixel
+  softmax, a per-step sequence) is scored per pixel or step, as Keras does.
 * Per output: SQNR = 10 log10(sum ref^2 / sum (int8 - ref)^2) in dB over all
   samples, cosine similarity, and max |int8 - ref| in float units.
 * Per tensor: every int8 activation tensor is matched by name to the tensor of
@@ -106,7 +108,8 @@ class CheckReport:
         accuracy: Top-1 accuracy of the int8 model (None without labels).
         reference_accuracy: Top-1 accuracy of the float reference (None
             without labels or reference).
-        agreement: Fraction of samples whose int8 and float top-1 agree (None
+        agreement: Fraction of samples (of pixels or steps, for an output with positions,
+            such as a per-pixel softmax) whose int8 and float top-1 agree (None
             without reference, or when the data's y are regression targets:
             values that are not whole numbers).
         outputs: Per model output, int8 vs float (empty without reference).
@@ -219,7 +222,8 @@ def check(
             generator, a `keras.utils.PyDataset`) also supplies the labels; for
             several outputs, with `y` a dict by output name or a list in the
             model's order (as `model.fit` takes them), those of `output`.
-        labels: Class indices `[N]` or one-hot `[N, C]`, or None; for several
+        labels: Class indices `[N]` or one-hot `[N, C]` (`[N, H, W]` or one-hot
+            `[N, H, W, C]` for a per-pixel output, likewise per step), or None; for several
             outputs also a dict of them by output name (those of `output` count).
         output: The output `labels` and top-1 refer to: its index in the Keras
             model's order, or its name (a Keras output name when `reference` is
@@ -366,6 +370,8 @@ def check(
     threshold = _threshold(f_values if f_values is not None else q_values)  # one for both
     pred = _top1(q_values, threshold)
     ref_pred = _top1(f_values, threshold) if f_values is not None else None
+    if y is not None:
+        y = _per_position(y, pred.shape[1], q.outputs[out_k])
     accuracy = float(np.mean(pred == y)) if y is not None else None
     ref_accuracy = float(np.mean(ref_pred == y)) if y is not None and ref_pred is not None else None
     agreement = float(np.mean(pred == ref_pred)) if ref_pred is not None else None
@@ -718,13 +724,21 @@ def _labels(labels: Any, n: int, out: TensorIO) -> np.ndarray:
                         f"{y.dtype} array of shape {y.shape}")
     _check_label_count(len(y), n)
     classes = out.shape[-1] if out.shape else 1
-    if y.ndim == 2 and y.shape[1] == classes and classes > 1:
+    positions = _positions(out)
+    if positions:  # a class per pixel or step: [N, H, W], or one-hot [N, H, W, C]
+        if y.ndim == len(out.shape) and y.shape[-1] == classes > 1:
+            y = np.argmax(y, axis=-1)
+        elif y.ndim == len(out.shape) and y.shape[-1] == 1:
+            y = y[..., 0]
+    elif y.ndim == 2 and y.shape[1] == classes and classes > 1:
         y = np.argmax(y, axis=1)
     elif y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
-    if y.ndim != 1:
-        raise ValueError(f"labels must be class indices [N] or one-hot [N, {classes}]. Received: "
-                         f"shape {y.shape}")
+    if y.ndim != (1 + len(positions) if positions else 1):
+        raise ValueError(f"labels must be class indices [N] or one-hot [N, {classes}]"
+                         + (f" (per position of output {out.key!r}: [N, "
+                            f"{', '.join(map(str, positions))}] or one-hot)" if positions else "")
+                         + f". Received: shape {y.shape}")
     if np.issubdtype(y.dtype, np.complexfloating):
         raise TypeError(f"labels must be an array of class indices or one-hot rows. Received: "
                         f"{y.dtype} array of shape {y.shape}")
@@ -762,9 +776,14 @@ def _labels_in_data(found: np.ndarray, n: int, out: TensorIO) -> np.ndarray | No
     y = np.asarray(found)
     one_hot = (y.ndim == 2 and y.shape[1] == classes and classes > 1
                and np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=1) == 1))
+    positions = _positions(out)
+    if positions:  # a class per pixel or step
+        one_hot = (y.ndim == len(out.shape) and y.shape[-1] == classes > 1
+                   and np.all((y == 0) | (y == 1)) and np.all(y.sum(axis=-1) == 1))
     integral = (np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_ or (
         np.issubdtype(y.dtype, np.floating) and np.array_equal(y, np.round(y)))) and (
-        y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1))  # float 0./1. targets too
+        y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1) if not positions
+        else y.ndim in (1 + len(positions), len(out.shape)))  # float 0./1. targets too
     if not (one_hot or integral):
         _log.info("The data's y (%s of shape %s) are not class indices or one-hot rows for "
                   "output %r: no accuracy. Pass labels= to score them.", y.dtype, y.shape, out.key)
@@ -776,6 +795,24 @@ def _labels_in_data(found: np.ndarray, n: int, out: TensorIO) -> np.ndarray | No
         return None
 
 
+def _positions(out: TensorIO) -> tuple[int, ...]:
+    """The axes between batch and classes of an output scored per pixel or step (a per-pixel
+    softmax's H and W), or () for a classifier (also one shaped [N, 1, 1, C])."""
+    positions = tuple(out.shape[1:-1]) if len(out.shape) > 2 else ()
+    return positions if any(d != 1 for d in positions) else ()
+
+
+def _per_position(y: np.ndarray, positions: int, out: TensorIO) -> np.ndarray:
+    """Labels as [N, positions], like `_top1`'s classes: one per sample for a classifier, one
+    per pixel or step for an output with several positions."""
+    y = y.reshape(len(y), -1)
+    if y.shape[1] != positions:
+        raise ValueError(f"labels must give one class per sample and position of output "
+                         f"{out.key!r} ({positions} per sample). Received: {y.shape[1]} per "
+                         "sample")
+    return y
+
+
 def _threshold(values: np.ndarray) -> float:
     """A single unit's decision threshold: 0.5 for probabilities, 0 for logits. Decided on
     the float outputs where there are any, so int8 and float are cut at the same point."""
@@ -783,11 +820,14 @@ def _threshold(values: np.ndarray) -> float:
 
 
 def _top1(values: np.ndarray, threshold: float) -> np.ndarray:
-    """Class per sample: argmax over the last axis; a single unit is thresholded."""
-    v = values.reshape(len(values), -1)
-    if v.shape[1] == 1:
-        return (v[:, 0] > threshold).astype(np.int64)
-    return np.argmax(v, axis=1)
+    """Class per sample and position, shape [N, positions]: argmax over the last axis (a
+    single unit is thresholded), so a per-pixel or per-step output gets one class per pixel
+    or step, as Keras' accuracy and the callback's int8 metrics count them. A classifier has
+    one position."""
+    v = values.reshape(len(values), -1) if values.ndim < 2 else values
+    top = (np.argmax(v, axis=-1) if v.shape[-1] > 1
+           else (v[..., 0] > threshold).astype(np.int64))
+    return top.reshape(len(values), -1)
 
 
 def _json_float(v: float | None) -> float | None:
