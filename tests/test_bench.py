@@ -237,3 +237,25 @@ def test_input_shapes_in_another_order_are_taken_where_only_that_order_fits():
         assert fc and all(o.inputs[0][0][0] == 2 for o in fc)  # batch 2: the shapes were used
     with pytest.raises(ValueError, match=r"input_shapes: input .* takes shapes like"):
         tfq8.benchmark(blob, runs=2, warmup=0, per_op=False, input_shapes=[[2, 8], [2, 8]])
+
+
+def test_token_ids_are_valid_and_not_all_padding():
+    """An Embedding(mask_zero=True) text classifier's int32 token input used to be fed all
+    zeros: every token padding, so the masked mean divided by a zero count and the int8 DIV
+    kernel stopped the benchmark ("div.cc ... data[i] != zero_point"). Token ids now come
+    from 1 to the table's rows - 1, through Keras' negative-id SELECT_V2 to the GATHER."""
+    import keras  # noqa: PLC0415
+
+    keras.utils.set_random_seed(0)
+    tok = np.random.default_rng(0).integers(0, 50, (64, 10)).astype("int32")
+    model = keras.Sequential([keras.Input((10,), dtype="int32"),
+                              keras.layers.Embedding(50, 8, mask_zero=True),
+                              keras.layers.GlobalAveragePooling1D(), keras.layers.Dense(3)])
+    blob = tfq8.convert(model, tok)
+    assert tfq8.inspect(blob).full_integer
+    b = tfq8.benchmark(blob, reference=model, runs=5, warmup=1, op_time_budget_s=0.01)
+    assert b.speedup > 0 and any(o.op == "DIV" for o in b.ops)
+    assert B._token_inputs(_tflite.read_model(blob)) == {0: 50}
+    ids = B._random(B.TensorIO.from_details(make_interpreter(blob).get_input_details()[0]),
+                    np.random.default_rng(0), {0: 50})
+    assert ids.dtype == np.int32 and 1 <= ids.min() and ids.max() < 50

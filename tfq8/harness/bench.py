@@ -5,7 +5,8 @@ How the figures are obtained:
 * Whole-model latency: each model is loaded in its own LiteRT interpreter
   (`backend`: the XNNPACK delegate, TFLite's optimized builtin kernels or its
   reference kernels; `num_threads` threads), inputs are set once (random values
-  in each input's range), `warmup` invokes are discarded, then invokes are
+  in each input's range; token ids that index an embedding table from 1 to its
+  rows - 1, other integer inputs 0), `warmup` invokes are discarded, then invokes are
   timed one by one with `time.perf_counter_ns` around `Interpreter.invoke()`,
   for `runs` invokes or, by default, until `time_budget_s` is spent. With a
   reference, int8 and float invokes are *interleaved* (alternating which goes
@@ -283,8 +284,9 @@ def benchmark(
         arg = "tflite_model" if k == "int8" else "reference"
         interps[k] = _sized(make_interpreter(blob, backend=backend, num_threads=num_threads,
                                              verified=True, allocate=False, arg=arg), shapes, arg)
+        tokens = _token_inputs(models[k][1])
         for d in interps[k].get_input_details():
-            interps[k].set_tensor(d["index"], _random(TensorIO.from_details(d), rng))
+            interps[k].set_tensor(d["index"], _random(TensorIO.from_details(d), rng, tokens))
     times = _interleaved(list(interps.values()), warmup, runs, time_budget_s)
     latency = {k: _summary(t) for k, t in zip(interps, times)}
     speedup = latency["float"]["p50"] / latency["int8"]["p50"] if "float" in latency else None
@@ -342,14 +344,42 @@ def _summary(t: Sequence[float]) -> dict[str, float]:
             "std": float(a.std()), "runs": int(len(a))}
 
 
-def _random(t: TensorIO, rng: np.random.Generator) -> np.ndarray:
+def _random(t: TensorIO, rng: np.random.Generator,
+            tokens: dict[int, int] | None = None) -> np.ndarray:
     shape = t.shape
     if np.issubdtype(t.dtype, np.floating):
         return rng.normal(size=shape).astype(t.dtype)
     if t.dtype in (np.dtype(np.int8), np.dtype(np.uint8), np.dtype(np.int16)):
         info = np.iinfo(t.dtype)
         return rng.integers(info.min, info.max, size=shape, endpoint=True).astype(t.dtype)
+    rows = (tokens or {}).get(t.index, 0)
+    if rows > 1:  # token ids 1..rows-1: valid rows, and not the padding 0 (all-0 inputs leave
+        # nothing for a masked mean to divide by, which int8 DIV refuses)
+        return rng.integers(1, rows, size=shape).astype(t.dtype)
     return np.zeros(shape, t.dtype)
+
+
+def _token_inputs(parsed: Any) -> dict[int, int]:
+    """Integer model inputs whose values a GATHER takes its indices from (an `Embedding`'s
+    token ids, which Keras passes through a LESS / ADD / SELECT_V2 for negative ids first):
+    input tensor index -> the fewest rows of the tables they index."""
+    sg = parsed.subgraphs[0]
+    ops = list(sg.operators or [])
+    found: dict[int, int] = {}
+    for i in (int(i) for i in sg.inputs):
+        if _tflite.tensor_type_name(sg.tensors[i].type) not in ("INT32", "INT64"):
+            continue
+        reach = {i}
+        for op in ops:  # operators are stored in execution order
+            if _tflite.op_name(parsed, op) == "GATHER" and len(op.inputs) >= 2 and (
+                    int(op.inputs[1]) in reach):
+                shape = sg.tensors[int(op.inputs[0])].shape
+                axis = getattr(op.builtinOptions, "axis", 0) or 0
+                if shape is not None and len(shape) and axis == 0 and shape[0] > 0:
+                    found[i] = min(found.get(i, int(shape[0])), int(shape[0]))
+            if any(int(t) in reach for t in op.inputs if int(t) >= 0):
+                reach.update(int(t) for t in op.outputs)
+    return found
 
 
 _MAX_DIM = 2**31 - 1  # LiteRT's dimensions are int32
@@ -501,8 +531,9 @@ def _all_values(blob: bytes, rng: np.random.Generator,
     """Every tensor's value in one builtin-kernel run of the model on random inputs."""
     it = _sized(make_interpreter(blob, backend="builtin", preserve_all_tensors=True, verified=True,
                                  allocate=False), shapes, "tflite_model")
+    tokens = _token_inputs(_tflite.read_model(blob))
     for d in it.get_input_details():
-        it.set_tensor(d["index"], _random(TensorIO.from_details(d), rng))
+        it.set_tensor(d["index"], _random(TensorIO.from_details(d), rng, tokens))
     it.invoke()
     out = {}
     for d in it.get_tensor_details():
