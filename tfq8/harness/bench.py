@@ -487,7 +487,7 @@ def _per_op(blob: bytes, parsed: Any, backend: str, num_threads: int, warmup: in
             runs: int | None, budget_s: float, overhead: float,
             rng: np.random.Generator, shapes: list[list[int]] | None = None
             ) -> tuple[OpTiming, ...]:
-    values = _all_values(blob, rng, shapes)
+    values = _all_values(blob, rng, shapes, _token_inputs(parsed))
     sg = parsed.subgraphs[0]
     rows = []
 
@@ -526,12 +526,12 @@ def _per_op(blob: bytes, parsed: Any, backend: str, num_threads: int, warmup: in
     return tuple(OpTiming(*r, share=(0.0 if math.isnan(r[5]) else r[5] / total)) for r in rows)
 
 
-def _all_values(blob: bytes, rng: np.random.Generator,
-                shapes: list[list[int]] | None = None) -> dict[int, np.ndarray]:
-    """Every tensor's value in one builtin-kernel run of the model on random inputs."""
+def _all_values(blob: bytes, rng: np.random.Generator, shapes: list[list[int]] | None,
+                tokens: dict[int, int]) -> dict[int, np.ndarray]:
+    """Every tensor's value in one builtin-kernel run of the model on random inputs
+    (`tokens`: `_token_inputs` of the model)."""
     it = _sized(make_interpreter(blob, backend="builtin", preserve_all_tensors=True, verified=True,
                                  allocate=False), shapes, "tflite_model")
-    tokens = _token_inputs(_tflite.read_model(blob))
     for d in it.get_input_details():
         it.set_tensor(d["index"], _random(TensorIO.from_details(d), rng, tokens))
     it.invoke()
