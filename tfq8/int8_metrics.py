@@ -34,6 +34,7 @@ from tfq8 import _tflite
 from tfq8.data import (EmptyRun, RepresentativeDataset, StreamBudget, _is_pydataset,
                        _is_tensor, pydataset_batches, representative_dataset)
 from tfq8.errors import first_line
+from tfq8.harness.check import top1
 from tfq8.harness.interpreter import ModelRunner
 from tfq8.models import is_tf_keras_model, keras_module
 
@@ -460,12 +461,6 @@ def _loss_mean(values: np.ndarray, weights: np.ndarray | None) -> float:
     return float(values.mean() if weights is None else (values * weights).sum() / len(values))
 
 
-def _top1(pred: np.ndarray, threshold: float | None) -> np.ndarray:
-    if pred.shape[-1] > 1:
-        return np.argmax(pred, axis=-1)
-    return (pred[..., 0] > threshold).astype(np.int64)
-
-
 def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
                   int8: dict[str, np.ndarray], y: dict[str, np.ndarray] | None,
                   weights: np.ndarray | None, skipped: dict[str, str] | None = None
@@ -485,16 +480,16 @@ def _int8_metrics(model: Any, outputs: list[str], floats: dict[str, np.ndarray],
             continue
         threshold = None if kind == "multiclass" else (
             0.5 if pf.min() >= 0.0 and pf.max() <= 1.0 else 0.0)
-        top_q = _top1(pq, threshold)
-        agreements[name] = _mean(top_q == _top1(pf, threshold), None)
+        top_q = top1(pq, threshold)
+        agreements[name] = _mean(top_q == top1(pf, threshold), None)
         if labels is not None:
             compiled = _names_accuracy(plain.get(name)) or _names_accuracy(weighted.get(name))
             if kind == "multiclass" and labels.shape == pf.shape:
-                truth = np.argmax(labels, axis=-1)
+                truth = np.argmax(labels, axis=-1).reshape(top_q.shape)
             else:
                 truth = labels.reshape(top_q.shape).astype(np.int64)
                 if compiled:  # Keras' binary accuracy thresholds at 0.5, logits or not
-                    top_q = _top1(pq, 0.5)
+                    top_q = top1(pq, 0.5)
             # Keras weights accuracy by sample_weight only among weighted_metrics; named in
             # both, the weighted one is logged as weighted_accuracy.
             in_weighted, in_plain = (_names_accuracy(weighted.get(name)),

@@ -368,8 +368,8 @@ def check(
     q_values = np.concatenate(q_out)
     f_values = np.concatenate(f_out) if f is not None else None
     threshold = _threshold(f_values if f_values is not None else q_values)  # one for both
-    pred = _top1(q_values, threshold)
-    ref_pred = _top1(f_values, threshold) if f_values is not None else None
+    pred = top1(q_values, threshold)
+    ref_pred = top1(f_values, threshold) if f_values is not None else None
     if y is not None:
         y = _per_position(y, pred.shape[1], q.outputs[out_k])
     accuracy = float(np.mean(pred == y)) if y is not None else None
@@ -803,7 +803,7 @@ def _positions(out: TensorIO) -> tuple[int, ...]:
 
 
 def _per_position(y: np.ndarray, positions: int, out: TensorIO) -> np.ndarray:
-    """Labels as [N, positions], like `_top1`'s classes: one per sample for a classifier, one
+    """Labels as [N, positions], like `top1`'s classes: one per sample for a classifier, one
     per pixel or step for an output with several positions."""
     y = y.reshape(len(y), -1)
     if y.shape[1] != positions:
@@ -819,11 +819,12 @@ def _threshold(values: np.ndarray) -> float:
     return 0.5 if values.size and values.min() >= 0 and values.max() <= 1 else 0.0
 
 
-def _top1(values: np.ndarray, threshold: float) -> np.ndarray:
+def top1(values: np.ndarray, threshold: float | None) -> np.ndarray:
     """Class per sample and position, shape [N, positions]: argmax over the last axis (a
     single unit is thresholded), so a per-pixel or per-step output gets one class per pixel
-    or step, as Keras' accuracy and the callback's int8 metrics count them. A classifier has
-    one position."""
+    or step, as Keras' accuracy counts them (`check` and the callback's int8 metrics both
+    use it). A classifier has one position. `threshold` may be None where every output
+    has several classes."""
     v = values.reshape(len(values), -1) if values.ndim < 2 else values
     top = (np.argmax(v, axis=-1) if v.shape[-1] > 1
            else (v[..., 0] > threshold).astype(np.int64))
